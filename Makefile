@@ -1,0 +1,54 @@
+# funnel: `make run` (simulate the default world and run the pipeline) and `make test`.
+# Every target depends on `setup`, which builds .venv (Python 3.10) with uv from the
+# committed lock file, so a fresh clone needs nothing else typed.
+
+SHELL := /bin/bash
+PYTHON310 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.10.*/bin/python3.10) $(shell command -v python3.10))
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+WORK ?= work
+# TFX 1.16 runs on Keras 2 (tf-keras); this must be set before TensorFlow is imported.
+export TF_USE_LEGACY_KERAS := 1
+export PYTHONWARNINGS := ignore::FutureWarning
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: setup run test test-fast bench bench-ingest lock clean
+
+setup: $(STAMP)
+
+$(UV):
+	@test -n "$(PYTHON310)" || { echo "Python 3.10 not found (set PYTHON310=/path/to/python3.10)"; exit 1; }
+	$(PYTHON310) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==0.13.9
+
+$(STAMP): requirements.lock setup.py $(UV)
+	test -x $(PY) || $(UV) venv --seed --python $(PYTHON310) $(VENV)
+	$(UV) pip sync --python $(PY) requirements.lock
+	$(UV) pip install --python $(PY) --no-deps -e .
+	touch $@
+
+# Re-resolve the pinned set after editing requirements.in.
+lock: $(UV)
+	$(UV) pip compile requirements.in --python-version 3.10 -o requirements.lock
+
+run: setup
+	$(VENV)/bin/funnel simulate --out $(WORK)/logs
+	$(VENV)/bin/funnel run --logs $(WORK)/logs --work $(WORK)
+
+test: setup
+	$(PY) -m pytest -q
+
+# The unit tests only (skips the end-to-end ones marked `e2e`).
+test-fast: setup
+	$(PY) -m pytest -q -m "not e2e"
+
+bench: bench-ingest
+
+bench-ingest: setup
+	$(PY) -m bench.ingest_bench --out bench/results/ingest.json
+
+clean:
+	rm -rf $(WORK) .pytest_cache

@@ -1,0 +1,48 @@
+"""The item catalog: item_id -> category, brand, shop, price, broadcast as a side input."""
+
+from typing import List, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+
+from components.ingest import reader
+from components.ingest.contract import CONTRACT, LogFile
+from models import features
+
+
+class ItemCatalog:
+    """Items indexed by integer code (their row); unknown ids map to -1."""
+
+    def __init__(self, items: pd.DataFrame):
+        self.ids = pd.Index(items[features.ITEM_ID].to_numpy(dtype=object))
+        self.category = items[features.CATEGORY_ID].to_numpy(dtype=object)
+        self.brand = items[features.BRAND_ID].to_numpy(dtype=object)
+        self.shop = items[features.SHOP_ID].to_numpy(dtype=object)
+        self.price = items["price"].to_numpy(dtype=np.float64)
+        # Dense category codes, for (user, category) event groups.
+        self.category_code, _ = pd.factorize(self.category)
+
+    def __len__(self):
+        return len(self.ids)
+
+    def codes(self, item_ids) -> np.ndarray:
+        return self.ids.get_indexer(item_ids)
+
+
+def build_catalog(frames: List[pd.DataFrame], paths: Sequence[str]) -> Tuple[ItemCatalog, List[dict]]:
+    """Concatenates the items files; the first record of a repeated item_id (in file
+    order) is kept and the others are quarantined as duplicate_item_id."""
+    names = CONTRACT["items"].field_names + (reader.FILE_COLUMN, reader.ROW_COLUMN)
+    items = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=names)
+    items = items.sort_values([reader.FILE_COLUMN, reader.ROW_COLUMN], kind="stable")
+    repeated = items.duplicated(features.ITEM_ID, keep="first").to_numpy()
+    quarantine = []
+    if repeated.any():
+        spec = CONTRACT["items"]
+        for _, row in items[repeated].iterrows():
+            index = int(row[reader.FILE_COLUMN])
+            log_file = LogFile("items", paths[index], index)
+            quarantine.append(reader.quarantine_record(
+                log_file, row[reader.ROW_COLUMN], reader.DUPLICATE_ITEM_ID, row[features.ITEM_ID],
+                {k: row[k] for k in spec.field_names}))
+    return ItemCatalog(items[~repeated].reset_index(drop=True)), quarantine

@@ -1,0 +1,51 @@
+"""Ingest configuration: data, loaded from YAML or built from CLI flags."""
+
+import dataclasses
+from typing import Optional
+
+import yaml
+
+from models import features
+
+CLICK_BY_REQUEST_ID = "request_id"
+CLICK_BY_TIME_WINDOW = "time_window"
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestConfig:
+    # The last `eval_days` UTC calendar days of impressions are the eval split.
+    eval_days: int = 1
+    # A cart / wish / order labels a clicked impression if it follows the click on the
+    # same (user, item) within this many seconds.
+    attribution_window_seconds: int = features.DAY_SECONDS
+    # How a click labels an impression: by its request_id (the default), or, for logs
+    # that never carry request ids, any click of (user, item) within
+    # `click_window_seconds` after the impression.
+    click_attribution: str = CLICK_BY_REQUEST_ID
+    click_window_seconds: int = 30 * 60
+    # Users are hashed into this many shards; one shard's events must fit in a worker.
+    num_shards: int = 16
+    # The run fails when more than this fraction of the records read is quarantined.
+    max_quarantine_fraction: float = 0.01
+    # gzip the TFRecords (what ExampleGen writes); off is faster and larger.
+    compress: bool = True
+
+    def __post_init__(self):
+        if self.click_attribution not in (CLICK_BY_REQUEST_ID, CLICK_BY_TIME_WINDOW):
+            raise ValueError(f"click_attribution must be {CLICK_BY_REQUEST_ID!r} or {CLICK_BY_TIME_WINDOW!r}")
+        if self.eval_days < 1 or self.num_shards < 1:
+            raise ValueError("eval_days and num_shards must be >= 1")
+        if not 0.0 <= self.max_quarantine_fraction <= 1.0:
+            raise ValueError("max_quarantine_fraction must be in [0, 1]")
+
+    @classmethod
+    def from_yaml(cls, path: Optional[str], **overrides) -> "IngestConfig":
+        values = {}
+        if path:
+            with open(path) as f:
+                values = (yaml.safe_load(f) or {}).get("ingest", {})
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown ingest settings: {sorted(unknown)}")
+        return cls(**values)

@@ -1,0 +1,40 @@
+"""Global duplicate detection for impression ids.
+
+Impressions are sharded by user for the join, so a repeated impression_id (a record
+logged twice, or two users given one id) is found in a separate, cheap pass that
+shuffles only (id, file, row) by a hash of the id. The first occurrence in file order
+wins; the others ("losers") are quarantined by the shard that holds them.
+"""
+
+from typing import Iterable, List, Tuple
+
+import numpy as np
+import pandas as pd
+
+from components.ingest import reader
+from models import features
+
+_ROW_BITS = 40
+
+
+def stable_shard(values: pd.Series, num_shards: int) -> np.ndarray:
+    """A process-independent hash shard (Python's hash() is salted per process)."""
+    return (pd.util.hash_array(values.to_numpy(dtype=object)) % np.uint64(num_shards)).astype(np.int64)
+
+
+def record_keys(frame: pd.DataFrame) -> np.ndarray:
+    """One int64 per record: (file index, row number)."""
+    return (frame[reader.FILE_COLUMN].to_numpy(np.int64) << _ROW_BITS) | frame[reader.ROW_COLUMN].to_numpy(np.int64)
+
+
+def shard_impression_ids(frame: pd.DataFrame, num_shards: int) -> List[Tuple[int, pd.DataFrame]]:
+    ids = frame[[features.IMPRESSION_ID, reader.FILE_COLUMN, reader.ROW_COLUMN]]
+    shards = stable_shard(ids[features.IMPRESSION_ID], num_shards)
+    return [(int(s), part) for s, part in ids.groupby(shards, sort=True)]
+
+
+def find_losers(parts: Iterable[pd.DataFrame]) -> np.ndarray:
+    """Record keys of every occurrence of an impression id but its first."""
+    ids = pd.concat(list(parts), ignore_index=True)
+    ids = ids.sort_values([reader.FILE_COLUMN, reader.ROW_COLUMN], kind="stable")
+    return record_keys(ids[ids.duplicated(features.IMPRESSION_ID, keep="first")])

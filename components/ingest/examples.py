@@ -1,0 +1,219 @@
+"""Builds one training example per impression for the users of one shard.
+
+All of a user's logs land in the same shard, so labels, behaviour sequences, user
+features and neighbouring impressions (a request belongs to one user) are joined in
+memory, vectorised over the shard with NumPy. Item statistics come from the hourly
+side input. The columns are encoded to `tf.Example` by tfx_bsl's C++ encoder.
+
+Definitions (see README "Training examples"):
+- click: a click of (user, item) carrying the impression's request_id (or, with
+  time-window attribution, any click of (user, item) in [t, t + window]);
+- cart / wish / order: click is 1 and that event on (user, item) has
+  click_ts <= ts <= click_ts + attribution window; daction = cart or wish;
+- sequences: the user's events with t - window <= ts < t, newest first, at most N;
+- neighbours: categories of the K nearest other impressions of the same
+  (user, request) by position, nearer first, ties to the smaller position.
+"""
+
+from typing import Dict, List, Tuple
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from tfx_bsl.coders import example_coder
+
+from components.ingest.catalog import ItemCatalog
+from components.ingest.config import CLICK_BY_TIME_WINDOW, IngestConfig
+from components.ingest.event_index import EventIndex
+from components.ingest.item_stats import ItemStats
+from models import features as F
+
+EVENT_LOGS = ("impressions", "clicks", "carts", "wishes", "orders")
+_SEQUENCE_LOG = {F.SEQUENCE_CLICK: "clicks", F.SEQUENCE_CART: "carts", F.SEQUENCE_ORDER: "orders"}
+_LABEL_LOG = {F.CART: "carts", F.WISH: "wishes", F.ORDER: "orders"}
+
+
+class _Shard:
+    """The shard's events, with point-in-time indexes by user, (user, item), (user, category)."""
+
+    def __init__(self, frames: Dict[str, pd.DataFrame], catalog: ItemCatalog):
+        self.frames = frames
+        self.catalog = catalog
+        users = pd.Index(pd.unique(np.concatenate([frames[log]["user_id"].to_numpy(object) for log in EVENT_LOGS])))
+        self.user_code = {log: users.get_indexer(frames[log]["user_id"]) for log in EVENT_LOGS}
+        self.item_code = {log: catalog.codes(frames[log]["item_id"]) for log in EVENT_LOGS}
+        self.ts = {log: frames[log]["ts"].to_numpy(np.int64) for log in EVENT_LOGS}
+        self.by_user, self.by_user_item, self.by_user_category = {}, {}, {}
+        for log in EVENT_LOGS:
+            user, item = self.user_code[log], self.item_code[log]
+            self.by_user[log] = EventIndex(user, self.ts[log])
+            self.by_user_item[log] = EventIndex(self.user_item(user, item), self.ts[log])
+            self.by_user_category[log] = EventIndex(self.user_category(user, item), self.ts[log])
+
+    def user_item(self, user, item):
+        return user.astype(np.int64) * len(self.catalog) + item
+
+    def user_category(self, user, item):
+        return user.astype(np.int64) * (int(self.catalog.category_code.max(initial=0)) + 1) + self.catalog.category_code[item]
+
+
+def _click_times(shard: _Shard, imp: pd.DataFrame, config: IngestConfig) -> np.ndarray:
+    """Time of the click that labels each impression, or -1."""
+    if config.click_attribution == CLICK_BY_TIME_WINDOW:
+        t = shard.ts["impressions"]
+        index = shard.by_user_item["clicks"]
+        pairs = shard.user_item(shard.user_code["impressions"], shard.item_code["impressions"])
+        lo, hi = index.bounds(pairs, t, t + config.click_window_seconds + 1)
+        return np.where(hi > lo, index.ts[np.minimum(lo, len(index) - 1)] if len(index) else -1, -1)
+    clicks = shard.frames["clicks"]
+    keys = ["user_id", "item_id", "request_id"]
+    linked = clicks[clicks["request_id"].notna()].groupby(keys, sort=False)["ts"].min().rename("click_ts")
+    joined = imp[keys].merge(linked, how="left", left_on=keys, right_index=True)
+    return joined["click_ts"].fillna(-1).to_numpy(np.int64)
+
+
+def _labels(shard: _Shard, imp: pd.DataFrame, config: IngestConfig) -> Dict[str, np.ndarray]:
+    click_ts = _click_times(shard, imp, config)
+    clicked = click_ts >= 0
+    labels = {F.CLICK: clicked.astype(np.int64)}
+    pairs = shard.user_item(shard.user_code["impressions"], shard.item_code["impressions"])
+    for label, log in _LABEL_LOG.items():
+        after = shard.by_user_item[log].count(pairs, click_ts, click_ts + config.attribution_window_seconds + 1)
+        labels[label] = (clicked & (after > 0)).astype(np.int64)
+    labels[F.DACTION] = labels[F.CART] | labels[F.WISH]
+    return labels
+
+
+def _sequences(shard: _Shard, t: np.ndarray, users: np.ndarray) -> Dict[str, pa.Array]:
+    columns = {}
+    for sequence, (max_length, window) in F.SEQUENCES.items():
+        log = _SEQUENCE_LOG[sequence]
+        splits, rows = shard.by_user[log].last_n(users, t - window, t, max_length)
+        offsets = pa.array(splits.astype(np.int32))
+        items = shard.item_code[log][rows]
+        lengths = np.diff(splits)
+        values = {
+            F.ITEM_ID: shard.catalog.ids.to_numpy()[items],
+            F.CATEGORY_ID: shard.catalog.category[items],
+            F.BRAND_ID: shard.catalog.brand[items],
+            F.SHOP_ID: shard.catalog.shop[items],
+        }
+        for field, ids in values.items():
+            columns[F.sequence_feature(sequence, field)] = pa.ListArray.from_arrays(offsets, pa.array(ids, pa.binary()))
+        ages = np.repeat(t, lengths) - shard.ts[log][rows]
+        columns[F.sequence_feature(sequence, F.SEQUENCE_AGE)] = pa.ListArray.from_arrays(offsets, pa.array(ages))
+    return columns
+
+
+def neighbor_categories(request: np.ndarray, position: np.ndarray, category: np.ndarray, k: int = F.NUM_NEIGHBORS) -> np.ndarray:
+    """(n, k) categories of the k nearest other impressions of the same request."""
+    n = len(request)
+    order = np.lexsort((np.arange(n), position, request))  # by request, then position
+    req, pos = request[order], position[order]
+    offsets = np.array([d for step in range(1, k + 1) for d in (-step, step)])
+    candidate = np.arange(n)[:, None] + offsets[None, :]  # sorted indices
+    inside = (candidate >= 0) & (candidate < n)
+    candidate = np.clip(candidate, 0, max(n - 1, 0))
+    valid = inside & (req[candidate] == req[:, None])
+    distance = np.where(valid, np.abs(pos[candidate] - pos[:, None]), np.iinfo(np.int64).max)
+    # Nearest first, ties to the smaller position (stable over the -1, +1, -2, ... order).
+    rank = np.lexsort((np.where(valid, pos[candidate], 0), distance), axis=1)[:, :k]
+    chosen = np.take_along_axis(candidate, rank, axis=1)
+    chosen_valid = np.take_along_axis(valid, rank, axis=1)
+    result_sorted = np.where(chosen_valid, category[order][chosen], F.NEIGHBOR_PAD)
+    result = np.empty_like(result_sorted)
+    result[order] = result_sorted
+    return result
+
+
+def _rate(numerator, denominator, prior):
+    return (numerator + prior * F.RATE_PRIOR_WEIGHT) / (denominator + F.RATE_PRIOR_WEIGHT)
+
+
+def _dense(shard: _Shard, stats: ItemStats, t, users, items) -> Dict[str, np.ndarray]:
+    day = F.DAY_SECONDS
+    hour = t // F.HOUR_SECONDS
+    dense = {}
+    for name, (log, days) in F.ITEM_COUNT_FEATURES.items():
+        dense[name] = stats.count(log, items, hour - 24 * days, hour)
+    for name, (numerator, denominator, prior) in F.ITEM_RATE_FEATURES.items():
+        dense[name] = _rate(dense[numerator], dense[denominator], prior)
+    for name, (log, days) in F.USER_COUNT_FEATURES.items():
+        dense[name] = shard.by_user[log].count(users, t - days * day, t)
+    for name, (numerator, denominator, prior) in F.USER_RATE_FEATURES.items():
+        dense[name] = _rate(dense[numerator], dense[denominator], prior)
+    for name, (log, days) in F.USER_CATEGORY_FEATURES.items():
+        dense[name] = shard.by_user_category[log].count(shard.user_category(users, items), t - days * day, t)
+    for name, (log, days) in F.USER_ITEM_FEATURES.items():
+        dense[name] = shard.by_user_item[log].count(shard.user_item(users, items), t - days * day, t)
+
+    price = shard.catalog.price[items]
+    known = ~np.isnan(price)
+    dense[F.ITEM_PRICE] = np.where(known, price, 0.0)
+    dense[F.ITEM_PRICE_MISSING] = (~known).astype(np.float64)
+    order_price = shard.catalog.price[shard.item_code["orders"]]
+    order_priced = ~np.isnan(order_price)
+    orders = shard.by_user["orders"]
+    spent = orders.window_sum(np.where(order_priced, order_price, 0.0), users, t - 365 * day, t)
+    priced_orders = orders.window_sum(order_priced, users, t - 365 * day, t)
+    mean_order_price = np.divide(spent, priced_orders, out=np.zeros_like(spent), where=priced_orders > 0)
+    usable = known & (mean_order_price > 0)
+    dense[F.PRICE_TO_USER_ORDER_PRICE] = np.divide(
+        np.where(known, price, 1.0), mean_order_price, out=np.ones_like(spent), where=usable)
+
+    clicks = shard.by_user["clicks"]
+    lo, hi = clicks.bounds(users, 0, t)
+    last = np.where(hi > lo, clicks.ts[np.maximum(hi - 1, 0)] if len(clicks) else 0, -1)
+    dense[F.SECONDS_SINCE_LAST_CLICK] = np.where(
+        last >= 0, np.minimum(t - last, F.SECONDS_SINCE_LAST_CLICK_CAP), F.SECONDS_SINCE_LAST_CLICK_CAP)
+    return dense
+
+
+def _scalar(values, type_=None) -> pa.Array:
+    array = pa.array(values, type_)
+    return pa.ListArray.from_arrays(pa.array(np.arange(len(array) + 1, dtype=np.int32)), array)
+
+
+def build_examples(
+    frames: Dict[str, pd.DataFrame],
+    catalog: ItemCatalog,
+    stats: ItemStats,
+    eval_start_day: int,
+    config: IngestConfig,
+) -> Tuple[List[bytes], List[bytes], Dict[str, int]]:
+    """Returns (train examples, eval examples, counts) for the impressions in `frames`."""
+    imp = frames["impressions"]
+    if imp.empty:
+        return [], [], {}
+    shard = _Shard(frames, catalog)
+    t = shard.ts["impressions"]
+    users, items = shard.user_code["impressions"], shard.item_code["impressions"]
+
+    columns: Dict[str, pa.Array] = {}
+    for name in (F.IMPRESSION_ID, F.REQUEST_ID, F.USER_ID, F.SCENARIO, F.ITEM_ID):
+        columns[name] = _scalar(imp[name].to_numpy(object), pa.binary())
+    for name, values in ((F.CATEGORY_ID, catalog.category), (F.BRAND_ID, catalog.brand), (F.SHOP_ID, catalog.shop)):
+        columns[name] = _scalar(values[items], pa.binary())
+    for name in (F.TS, F.POSITION, F.PAGE):
+        columns[name] = _scalar(imp[name].to_numpy(np.int64))
+    labels = _labels(shard, imp, config)
+    for name, values in labels.items():
+        columns[name] = _scalar(values)
+    columns.update(_sequences(shard, t, users))
+    requests = pd.factorize(pd.MultiIndex.from_arrays([users, imp[F.REQUEST_ID].to_numpy(object)]))[0]
+    neighbors = neighbor_categories(requests, imp[F.POSITION].to_numpy(np.int64), catalog.category[items])
+    columns[F.NEIGHBOR_CATEGORIES] = pa.ListArray.from_arrays(
+        pa.array(np.arange(0, neighbors.size + 1, F.NUM_NEIGHBORS, dtype=np.int32)),
+        pa.array(neighbors.ravel(), pa.binary()))
+    for name, values in _dense(shard, stats, t, users, items).items():
+        columns[name] = _scalar(np.asarray(values, np.float32))
+
+    batch = pa.RecordBatch.from_arrays(list(columns.values()), list(columns))
+    is_eval = (t // F.DAY_SECONDS) >= eval_start_day
+    encoder = example_coder.RecordBatchToExamplesEncoder()
+    train = encoder.encode(batch.filter(pa.array(~is_eval))) if (~is_eval).any() else []
+    evaluation = encoder.encode(batch.filter(pa.array(is_eval))) if is_eval.any() else []
+    counts = {f"examples.{F.TRAIN_SPLIT}": len(train), f"examples.{F.EVAL_SPLIT}": len(evaluation)}
+    for name, values in labels.items():
+        counts[f"labels.{name}"] = int(values.sum())
+    return train, evaluation, counts

@@ -1,0 +1,257 @@
+"""Reads one log file into a DataFrame of valid records plus a quarantine of bad ones.
+
+A clean file is read by Arrow's C++ JSON / Parquet readers (the fast path). Arrow
+rejects a whole block on the first bad line, so a file it rejects is re-read line by
+line in Python (the slow path), which gives every bad record its own reason. Both
+paths apply the same rules, so a record's fate never depends on its neighbours.
+"""
+
+import collections
+import dataclasses
+import gzip
+import json
+from typing import Dict, List, Optional
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.json as pa_json
+import pyarrow.parquet as pq
+
+from components.ingest.contract import CONTRACT, LogFile, LogSpec
+
+# Quarantine reasons (the keys of the run's per-reason counts).
+UNPARSEABLE = "unparseable"
+NON_UTF8 = "non_utf8"
+MISSING_FIELD = "missing_field"
+WRONG_TYPE = "wrong_type"
+OUT_OF_RANGE = "out_of_range"
+UNKNOWN_ITEM = "unknown_item"
+DUPLICATE_IMPRESSION_ID = "duplicate_impression_id"
+DUPLICATE_ITEM_ID = "duplicate_item_id"
+REASONS = (
+    UNPARSEABLE, NON_UTF8, MISSING_FIELD, WRONG_TYPE, OUT_OF_RANGE, UNKNOWN_ITEM,
+    DUPLICATE_IMPRESSION_ID, DUPLICATE_ITEM_ID,
+)
+
+# Columns added to every frame: the file index and 1-based record number, so any
+# record can be traced back (quarantine) and ordered deterministically (duplicates).
+FILE_COLUMN = "_file"
+ROW_COLUMN = "_row"
+_ARROW_TYPES = {"string": pa.string(), "int": pa.int64(), "number": pa.float64()}
+_MAX_RECORD_CHARS = 2_000
+
+
+@dataclasses.dataclass
+class ParsedFile:
+    log_file: LogFile
+    rows: pd.DataFrame
+    quarantine: List[dict]
+    records_read: int
+
+
+def quarantine_record(log_file: LogFile, row: int, reason: str, detail: str, record) -> dict:
+    if not isinstance(record, str):
+        record = json.dumps(record, default=str, ensure_ascii=False)
+    return {
+        "log": log_file.log,
+        "file": log_file.path,
+        "row": int(row),
+        "reason": reason,
+        "detail": detail,
+        "record": record[:_MAX_RECORD_CHARS],
+    }
+
+
+def _arrow_schema(spec: LogSpec) -> pa.Schema:
+    return pa.schema([(f.name, _ARROW_TYPES[f.type]) for f in spec.fields])
+
+
+def _type_ok(value, type_name: str) -> bool:
+    if type_name == "string":
+        return isinstance(value, str)
+    if isinstance(value, bool):
+        return False
+    if type_name == "int":
+        return isinstance(value, int) and -(2**63) <= value < 2**63
+    return isinstance(value, (int, float))
+
+
+def _parse_line(raw: bytes, spec: LogSpec):
+    """Returns (record dict, None) or (None, (reason, detail)) for one JSON line."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return None, (NON_UTF8, str(e))
+    try:
+        obj = json.loads(text)
+    except ValueError as e:
+        return None, (UNPARSEABLE, str(e))
+    if not isinstance(obj, dict):
+        return None, (UNPARSEABLE, f"not a JSON object: {type(obj).__name__}")
+    record = {}
+    for field in spec.fields:
+        value = obj.get(field.name)
+        if value is None:
+            if field.required:
+                return None, (MISSING_FIELD, field.name)
+        elif not _type_ok(value, field.type):
+            return None, (WRONG_TYPE, f"{field.name}: expected {field.type}, got {type(value).__name__}")
+        record[field.name] = value
+    return record, None
+
+
+def _open_bytes(path: str):
+    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+
+
+def _read_jsonl_slow(log_file: LogFile, spec: LogSpec):
+    records, rows, quarantine, n = [], [], [], 0
+    with _open_bytes(log_file.path) as f:
+        for line in f:
+            if not line.strip():
+                continue  # blank lines are not records (Arrow skips them too)
+            n += 1
+            record, error = _parse_line(line.rstrip(b"\r\n"), spec)
+            if error:
+                text = line.decode("utf-8", errors="backslashreplace").rstrip("\r\n")
+                quarantine.append(quarantine_record(log_file, n, *error, text))
+            else:
+                records.append(record)
+                rows.append(n)
+    table = pa.Table.from_pylist(records, schema=_arrow_schema(spec))
+    return table, np.asarray(rows, dtype=np.int64), quarantine, n
+
+
+def _read_jsonl_fast(log_file: LogFile, spec: LogSpec) -> Optional[pa.Table]:
+    options = pa_json.ParseOptions(
+        explicit_schema=_arrow_schema(spec), unexpected_field_behavior="ignore"
+    )
+    compression = "gzip" if log_file.path.endswith(".gz") else None
+    try:
+        with pa.input_stream(log_file.path, compression=compression) as stream:
+            return pa_json.read_json(
+                stream,
+                read_options=pa_json.ReadOptions(block_size=1 << 24),
+                parse_options=options,
+            )
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        return None  # some record is bad: re-read line by line for per-record reasons
+
+
+def _read_parquet(log_file: LogFile, spec: LogSpec):
+    """Parquet columns are typed, so a wrong type applies to a whole column: every
+    record of such a file is quarantined as wrong_type (and counted)."""
+    table = pq.read_table(log_file.path)
+    n = table.num_rows
+    columns, bad = {}, []
+    for field in spec.fields:
+        if field.name not in table.column_names:
+            columns[field.name] = pa.nulls(n, _ARROW_TYPES[field.type])
+            continue
+        column = table.column(field.name)
+        ok = (
+            pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+            if field.type == "string"
+            else pa.types.is_integer(column.type)
+            if field.type == "int"
+            else pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
+        )
+        if ok:
+            columns[field.name] = column.cast(_ARROW_TYPES[field.type])
+        else:
+            bad.append(f"{field.name}: expected {field.type}, got {column.type}")
+            columns[field.name] = pa.nulls(n, _ARROW_TYPES[field.type])
+    return pa.table(columns), "; ".join(bad)
+
+
+def _check_rows(log_file: LogFile, spec: LogSpec, frame: pd.DataFrame, quarantine: List[dict]):
+    """Vectorised record checks shared by both paths: required fields and minimums."""
+    bad = np.zeros(len(frame), dtype=bool)
+    for field in spec.fields:
+        column = frame[field.name]
+        if field.required:
+            missing = column.isna().to_numpy() & ~bad
+            for i in np.flatnonzero(missing):
+                quarantine.append(quarantine_record(
+                    log_file, frame[ROW_COLUMN].iat[i], MISSING_FIELD, field.name,
+                    _row_dict(frame, i, spec)))
+            bad |= missing
+        elif field.default is not None:
+            frame[field.name] = column.fillna(field.default)
+        minimum = field.minimum if field.minimum is not None else (0 if field.type == "int" else None)
+        if minimum is not None:
+            low = (column.fillna(minimum).to_numpy() < minimum) & ~bad
+            for i in np.flatnonzero(low):
+                quarantine.append(quarantine_record(
+                    log_file, frame[ROW_COLUMN].iat[i], OUT_OF_RANGE,
+                    f"{field.name} < {minimum}", _row_dict(frame, i, spec)))
+            bad |= low
+    frame = frame[~bad]
+    for field in spec.fields:  # a column with nulls came back as float; all are valid now
+        if field.type == "int" and frame[field.name].dtype != np.int64:
+            frame[field.name] = frame[field.name].astype(np.int64)
+    return frame
+
+
+def _row_dict(frame: pd.DataFrame, i: int, spec: LogSpec) -> dict:
+    values = {name: frame[name].iat[i] for name in spec.field_names}
+    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in values.items()}
+
+
+def read_log_file(log_file: LogFile) -> ParsedFile:
+    """Parses one file of the contract. Raises only for a file that cannot be read at all
+    (e.g. a gzip stream cut short), naming the file."""
+    spec = CONTRACT[log_file.log]
+    quarantine: List[dict] = []
+    try:
+        if log_file.path.endswith(".parquet"):
+            table, type_error = _read_parquet(log_file, spec)
+            n = table.num_rows
+            rows = np.arange(1, n + 1, dtype=np.int64)
+            if type_error:
+                frame = table.to_pandas()
+                quarantine = [
+                    quarantine_record(log_file, r, WRONG_TYPE, type_error, _row_dict(frame, r - 1, spec))
+                    for r in rows
+                ]
+                table, rows = table.slice(0, 0), rows[:0]
+        else:
+            table = _read_jsonl_fast(log_file, spec)
+            if table is None:
+                table, rows, quarantine, n = _read_jsonl_slow(log_file, spec)
+            else:
+                n = table.num_rows
+                rows = np.arange(1, n + 1, dtype=np.int64)
+    except (OSError, EOFError, pa.ArrowException) as e:
+        raise IOError(f"{log_file.path}: cannot read file of log '{log_file.log}': {e}") from e
+    frame = table.to_pandas()
+    frame[FILE_COLUMN] = np.int32(log_file.index)
+    frame[ROW_COLUMN] = rows
+    frame = _check_rows(log_file, spec, frame, quarantine)
+    return ParsedFile(log_file, frame.reset_index(drop=True), quarantine, n)
+
+
+def drop_unknown_items(parsed: ParsedFile, known_items: pd.Index) -> ParsedFile:
+    """Quarantines the records whose item_id is not in the item catalog."""
+    frame = parsed.rows
+    unknown = known_items.get_indexer(frame["item_id"]) < 0
+    if not unknown.any():
+        return parsed
+    spec = CONTRACT[parsed.log_file.log]
+    quarantine = parsed.quarantine + [
+        quarantine_record(parsed.log_file, frame[ROW_COLUMN].iat[i], UNKNOWN_ITEM,
+                          str(frame["item_id"].iat[i]), _row_dict(frame, i, spec))
+        for i in np.flatnonzero(unknown)
+    ]
+    return ParsedFile(parsed.log_file, frame[~unknown].reset_index(drop=True), quarantine,
+                      parsed.records_read)
+
+
+def file_counts(parsed: ParsedFile) -> Dict[str, int]:
+    """Per-log counters: records read and quarantined by reason."""
+    log = parsed.log_file.log
+    counts = collections.Counter({f"{log}.read": parsed.records_read})
+    for q in parsed.quarantine:
+        counts[f"{log}.quarantined.{q['reason']}"] += 1
+    return dict(counts)

@@ -1,0 +1,55 @@
+"""Runs the ingest Beam pipeline outside TFX (`funnel ingest`) and inside its executor."""
+
+import json
+import os
+from typing import List, Optional, Sequence
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from components.ingest import report as report_lib
+from components.ingest.config import IngestConfig
+from components.ingest.contract import list_log_files
+from components.ingest.transforms import IngestLogs, WriteIngestOutputs
+
+# Local default: the DirectRunner on every core (pass-through args override it).
+DEFAULT_BEAM_ARGS = ("--direct_running_mode=multi_processing", "--direct_num_workers=0")
+REPORT_FILE = "ingest_report.json"
+QUARANTINE_DIR = "quarantine"
+
+
+def beam_options(beam_args: Optional[Sequence[str]]) -> PipelineOptions:
+    args = list(DEFAULT_BEAM_ARGS)
+    args += list(beam_args or ())
+    return PipelineOptions(args)
+
+
+def add_ingest_steps(pipeline: beam.Pipeline, logs_dir: str, examples_dir: str, report_dir: str, config: IngestConfig):
+    """Adds the ingest to `pipeline`; returns the path the counters are written to."""
+    log_files = list_log_files(logs_dir)  # fails early on files outside the contract
+    counts_path = os.path.join(report_dir, "counts.json")
+    _ = (pipeline
+         | "Ingest" >> IngestLogs(log_files, config)
+         | "WriteOutputs" >> WriteIngestOutputs(
+             examples_dir, os.path.join(report_dir, QUARANTINE_DIR), counts_path, config.compress))
+    return counts_path
+
+
+def finish(counts_path: str, report_dir: str, config: IngestConfig) -> dict:
+    """Writes the report next to the counters and fails the run past the quarantine gate."""
+    with open(counts_path) as f:
+        counts = json.load(f)
+    report = report_lib.build_report(counts, config.max_quarantine_fraction)
+    with open(os.path.join(report_dir, REPORT_FILE), "w") as f:
+        json.dump(report, f, indent=2, sort_keys=True)
+    report_lib.check_report(report)
+    return report
+
+
+def run_ingest(logs_dir: str, out_dir: str, config: IngestConfig = IngestConfig(),
+               beam_args: Optional[List[str]] = None) -> dict:
+    """`OUT/examples/Split-{train,eval}/`, `OUT/quarantine/`, `OUT/ingest_report.json`."""
+    os.makedirs(out_dir, exist_ok=True)
+    with beam.Pipeline(options=beam_options(beam_args)) as pipeline:
+        counts_path = add_ingest_steps(pipeline, logs_dir, os.path.join(out_dir, "examples"), out_dir, config)
+    return finish(counts_path, out_dir, config)

@@ -1,0 +1,194 @@
+"""The ingest as plain Beam PTransforms (used by the TFX executor and `funnel ingest`).
+
+    files -> ParseLogFile -> (items) BuildCatalog ------------------+ side inputs
+                          -> (events) unknown items quarantined    |
+                               -> impression ids by id hash -> duplicate losers
+                               -> hourly item counts -> ItemStats
+                               -> frames by user hash -> BuildShardExamples -> train / eval
+    every step also emits quarantine records and counters, merged into one report.
+
+Elements are whole files or shards (DataFrames), not single records: Beam's
+per-element cost would otherwise dominate on a 2-core machine, and the shard count
+(`IngestConfig.num_shards`) keeps each element small enough for any worker.
+"""
+
+import collections
+import json
+import os
+from typing import Dict, List, Sequence
+
+import apache_beam as beam
+import numpy as np
+import pandas as pd
+
+from components.ingest import catalog as catalog_lib
+from components.ingest import duplicates, examples, item_stats, reader
+from components.ingest.config import IngestConfig
+from components.ingest.contract import CONTRACT, LogFile
+from models import features
+
+QUARANTINE = "quarantine"
+COUNTS = "counts"
+EVAL = "eval"
+
+
+def merge_counts(counters):
+    total = collections.Counter()
+    for c in counters:
+        total.update(c)
+    return dict(total)
+
+
+class _ParseFiles(beam.DoFn):
+    """Parses each file; with a catalog side input, drops (quarantines) unknown items."""
+
+    def process(self, log_file: LogFile, catalog=None):
+        parsed = reader.read_log_file(log_file)
+        if catalog is not None and "item_id" in parsed.rows:
+            parsed = reader.drop_unknown_items(parsed, catalog.ids)
+        for q in parsed.quarantine:
+            yield beam.pvalue.TaggedOutput(QUARANTINE, q)
+        yield beam.pvalue.TaggedOutput(COUNTS, reader.file_counts(parsed))
+        yield parsed.log_file, parsed.rows
+
+
+def _build_catalog(frames: List[pd.DataFrame], paths: Sequence[str]):
+    catalog, quarantine = catalog_lib.build_catalog(frames, paths)
+    for q in quarantine:
+        yield beam.pvalue.TaggedOutput(QUARANTINE, q)
+    yield beam.pvalue.TaggedOutput(COUNTS, {"items.quarantined.duplicate_item_id": len(quarantine)})
+    yield catalog
+
+
+def _empty_frames(log: str) -> pd.DataFrame:
+    spec = CONTRACT[log]
+    frame = pd.DataFrame({f.name: pd.Series(dtype=np.int64 if f.type == "int" else object if f.type == "string" else np.float64) for f in spec.fields})
+    frame[reader.FILE_COLUMN] = pd.Series(dtype=np.int32)
+    frame[reader.ROW_COLUMN] = pd.Series(dtype=np.int64)
+    return frame
+
+
+def _shard_by_user(element, num_shards: int):
+    log_file, frame = element
+    if frame.empty:
+        return
+    shards = duplicates.stable_shard(frame[features.USER_ID], num_shards)
+    for shard, part in frame.groupby(shards, sort=True):
+        yield int(shard), (log_file.log, part)
+
+
+def _item_partials(element, catalog, losers):
+    log_file, frame = element
+    if log_file.log == "impressions":
+        frame = frame[~np.isin(duplicates.record_keys(frame), losers)]
+    return item_stats.partial_counts(log_file.log, catalog.codes(frame[features.ITEM_ID]), frame[features.TS].to_numpy())
+
+
+class _BuildShardExamples(beam.DoFn):
+    def __init__(self, config: IngestConfig, paths: Sequence[str]):
+        self._config = config
+        self._paths = list(paths)
+
+    def process(self, element, catalog, stats, losers, eval_start_day):
+        _, parts = element
+        by_log: Dict[str, list] = collections.defaultdict(list)
+        for log, frame in parts:
+            by_log[log].append(frame)
+        frames = {
+            log: pd.concat(by_log[log], ignore_index=True) if by_log[log] else _empty_frames(log)
+            for log in examples.EVENT_LOGS
+        }
+        imp = frames["impressions"].sort_values([reader.FILE_COLUMN, reader.ROW_COLUMN], kind="stable")
+        lost = np.isin(duplicates.record_keys(imp), losers)
+        spec = CONTRACT["impressions"]
+        for _, row in imp[lost].iterrows():
+            log_file = LogFile("impressions", self._paths[row[reader.FILE_COLUMN]], row[reader.FILE_COLUMN])
+            yield beam.pvalue.TaggedOutput(QUARANTINE, reader.quarantine_record(
+                log_file, row[reader.ROW_COLUMN], reader.DUPLICATE_IMPRESSION_ID,
+                row[features.IMPRESSION_ID], {k: row[k] for k in spec.field_names}))
+        frames["impressions"] = imp[~lost].reset_index(drop=True)
+        train, evaluation, counts = examples.build_examples(frames, catalog, stats, eval_start_day, self._config)
+        counts["impressions.quarantined.duplicate_impression_id"] = int(lost.sum())
+        yield beam.pvalue.TaggedOutput(COUNTS, counts)
+        for example in evaluation:
+            yield beam.pvalue.TaggedOutput(EVAL, example)
+        yield from train
+
+
+class IngestLogs(beam.PTransform):
+    """Logs files -> {"train", "eval": serialized tf.Examples, "quarantine": dicts,
+    "counts": one dict of counters}."""
+
+    def __init__(self, log_files: Sequence[LogFile], config: IngestConfig):
+        super().__init__()
+        self._files = list(log_files)
+        self._config = config
+
+    def expand(self, pbegin):
+        paths = [f.path for f in self._files]
+        item_files = [f for f in self._files if f.log == "items"]
+        event_files = [f for f in self._files if f.log != "items"]
+        p = pbegin.pipeline
+
+        items = (p | "ItemFiles" >> beam.Create(item_files)
+                 | "ParseItems" >> beam.ParDo(_ParseFiles()).with_outputs(QUARANTINE, COUNTS, main="rows"))
+        catalog = (items.rows | "ItemFrames" >> beam.Map(lambda e: e[1])
+                   | "AllItems" >> beam.combiners.ToList()
+                   | "BuildCatalog" >> beam.FlatMap(_build_catalog, paths).with_outputs(QUARANTINE, COUNTS, main="catalog"))
+        catalog_side = beam.pvalue.AsSingleton(catalog.catalog)
+
+        events = (p | "EventFiles" >> beam.Create(event_files)
+                  | "SpreadFiles" >> beam.Reshuffle()
+                  | "ParseEvents" >> beam.ParDo(_ParseFiles(), catalog_side).with_outputs(QUARANTINE, COUNTS, main="rows"))
+        impressions = events.rows | "Impressions" >> beam.Filter(lambda e: e[0].log == "impressions")
+
+        losers = (impressions
+                  | "ShardIds" >> beam.FlatMap(lambda e, n: duplicates.shard_impression_ids(e[1], n), self._config.num_shards)
+                  | "GroupIds" >> beam.GroupByKey()
+                  | "FindDuplicates" >> beam.Map(lambda kv: duplicates.find_losers(kv[1]))
+                  | "AllLosers" >> beam.CombineGlobally(lambda arrays: np.sort(np.concatenate([np.zeros(0, np.int64), *arrays]))))
+        losers_side = beam.pvalue.AsSingleton(losers)
+
+        stats = (events.rows
+                 | "ItemCounts" >> beam.Map(_item_partials, catalog_side, losers_side)
+                 | "ItemStats" >> beam.CombineGlobally(item_stats.CombineItemStats()))
+        last_day = (impressions
+                    | "LastTs" >> beam.Map(lambda e: int(e[1][features.TS].max()) if len(e[1]) else -1)
+                    | "MaxTs" >> beam.CombineGlobally(lambda ts: max(ts, default=-1))
+                    | "EvalStart" >> beam.Map(lambda ts, days: ts // features.DAY_SECONDS - days + 1, self._config.eval_days))
+
+        built = (events.rows
+                 | "ByUser" >> beam.FlatMap(_shard_by_user, self._config.num_shards)
+                 | "GroupUsers" >> beam.GroupByKey()
+                 | "BuildExamples" >> beam.ParDo(
+                     _BuildShardExamples(self._config, paths), catalog_side, beam.pvalue.AsSingleton(stats),
+                     losers_side, beam.pvalue.AsSingleton(last_day)).with_outputs(QUARANTINE, COUNTS, EVAL, main="train"))
+
+        quarantine = ((items[QUARANTINE], catalog[QUARANTINE], events[QUARANTINE], built[QUARANTINE])
+                      | "AllQuarantine" >> beam.Flatten())
+        counts = ((items[COUNTS], catalog[COUNTS], events[COUNTS], built[COUNTS])
+                  | "AllCounts" >> beam.Flatten()
+                  | "SumCounts" >> beam.CombineGlobally(merge_counts))
+        return {features.TRAIN_SPLIT: built.train, features.EVAL_SPLIT: built[EVAL],
+                QUARANTINE: quarantine, COUNTS: counts}
+
+
+class WriteIngestOutputs(beam.PTransform):
+    """Writes the splits as TFRecords under `examples_dir/Split-<name>/`, the quarantine
+    as JSON Lines under `quarantine_dir/`, and the counters as `counts_path`."""
+
+    def __init__(self, examples_dir: str, quarantine_dir: str, counts_path: str, compress: bool):
+        super().__init__()
+        self._examples_dir, self._quarantine_dir = examples_dir, quarantine_dir
+        self._counts_path, self._compress = counts_path, compress
+
+    def expand(self, outputs):
+        suffix = ".tfrecord.gz" if self._compress else ".tfrecord"
+        for split in (features.TRAIN_SPLIT, features.EVAL_SPLIT):
+            _ = outputs[split] | f"Write{split.title()}" >> beam.io.WriteToTFRecord(
+                os.path.join(self._examples_dir, f"Split-{split}", "data_tfrecord"), file_name_suffix=suffix)
+        _ = (outputs[QUARANTINE] | "QuarantineJson" >> beam.Map(json.dumps, ensure_ascii=False)
+             | "WriteQuarantine" >> beam.io.WriteToText(
+                 os.path.join(self._quarantine_dir, "quarantine"), file_name_suffix=".jsonl"))
+        return (outputs[COUNTS] | "CountsJson" >> beam.Map(json.dumps, sort_keys=True)
+                | "WriteCounts" >> beam.io.WriteToText(self._counts_path, shard_name_template=""))

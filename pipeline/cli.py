@@ -1,0 +1,98 @@
+"""The `funnel` command: simulate, ingest, run.
+
+Arguments a sub-command does not know are passed through to Beam (e.g.
+`--runner=DataflowRunner --project=...`).
+"""
+
+import argparse
+import json
+import os
+import sys
+from typing import List, Optional
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before anything imports TensorFlow
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--logs", required=True, help="logs directory (see README: the raw-log contract)")
+    parser.add_argument("--config", help="YAML file with an `ingest:` section (IngestConfig fields)")
+    parser.add_argument("--eval-days", type=int, help="last N UTC days are the eval split (default 1)")
+    parser.add_argument("--num-shards", type=int, help="user shards of the join (default 16)")
+    parser.add_argument("--max-quarantine-fraction", type=float, help="fail above this fraction (default 0.01)")
+    parser.add_argument("--click-attribution", choices=["request_id", "time_window"],
+                        help="how clicks label impressions (default request_id)")
+
+
+def _ingest_config(args):
+    from components.ingest.config import IngestConfig
+
+    return IngestConfig.from_yaml(
+        args.config, eval_days=args.eval_days, num_shards=args.num_shards,
+        max_quarantine_fraction=args.max_quarantine_fraction, click_attribution=args.click_attribution)
+
+
+def _simulate(args, beam_args) -> int:
+    from simulation import cli as simulation_cli
+
+    if beam_args:
+        raise SystemExit(f"unknown arguments: {' '.join(beam_args)}")
+    return simulation_cli.run(args)
+
+
+def _ingest(args, beam_args) -> int:
+    from components.ingest.contract import ContractError
+    from components.ingest.report import IngestError
+    from components.ingest.runner import run_ingest
+
+    try:
+        report = run_ingest(args.logs, args.out, _ingest_config(args), beam_args)
+    except (ContractError, IngestError) as e:
+        print(f"funnel ingest: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: report[k] for k in ("records_read", "records_quarantined", "quarantined_by_reason", "examples")}))
+    return 0
+
+
+def _run(args, beam_args) -> int:
+    from components.ingest.contract import ContractError
+    from pipeline import local_runner, report
+
+    try:
+        root = local_runner.run_local(args.logs, args.work, _ingest_config(args), beam_args)
+    except ContractError as e:
+        print(f"funnel run: {e}", file=sys.stderr)
+        return 2
+    print(report.summarize(root))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from simulation import cli as simulation_cli
+
+    parser = argparse.ArgumentParser(prog="funnel", description="Multi-objective e-commerce ranking on TFX.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    simulate = commands.add_parser("simulate", help="write a simulated logs directory (with ground truth)")
+    simulation_cli.add_arguments(simulate)
+    simulate.set_defaults(handler=_simulate)
+
+    ingest = commands.add_parser("ingest", help="logs -> train/eval tf.Example TFRecords (Beam)")
+    _add_ingest_arguments(ingest)
+    ingest.add_argument("--out", required=True, help="output directory")
+    ingest.set_defaults(handler=_ingest)
+
+    run = commands.add_parser("run", help="run the TFX pipeline on a logs directory (LocalDagRunner)")
+    _add_ingest_arguments(run)
+    run.add_argument("--work", required=True, help="working directory (pipeline root, metadata, report)")
+    run.set_defaults(handler=_run)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args, passthrough = build_parser().parse_known_args(argv)
+    return args.handler(args, passthrough)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

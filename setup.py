@@ -1,0 +1,16 @@
+"""funnel-ranking: a multi-objective e-commerce ranking pipeline on TFX."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="funnel-ranking",
+    version="0.1.0",
+    description="Multi-objective e-commerce ranking (DMT) from raw logs to TF Serving, on TFX",
+    python_requires=">=3.10,<3.11",
+    packages=find_packages(include=["pipeline*", "components*", "models*", "serving*", "schemas*", "simulation*", "bench*"]),
+    package_data={"schemas": ["*.yaml", "*.pbtxt"], "pipeline": ["*.yaml"]},
+    include_package_data=True,
+    # Pinned versions live in requirements.lock (installed by `make setup`).
+    install_requires=["tfx==1.16.0", "tensorflow-recommenders", "tensorflow-serving-api", "pyarrow", "pyyaml"],
+    entry_points={"console_scripts": ["funnel = pipeline.cli:main"]},
+)

@@ -1,0 +1,262 @@
+"""The simulated e-commerce world: its configuration, its latent state and its behaviour model.
+
+Everything latent (item categories, brands, shops, prices, qualities and embeddings; users'
+long-term preferences, scenario, purchase power and activity; category repurchase types) is
+drawn from `SimulationConfig.seed` by `build_world`. The functions at the bottom are the
+behaviour model the simulator draws events from, kept pure so the truth log is exactly the
+probability used:
+
+* relevance  -- `sigmoid(click_logit)`, the probability of a click on an item examined for
+  sure and without neighbours (`p_click_rel` in the truth log);
+* examination -- falls with position and page: `(1/position)^0.4 * page_decay^(page-1)`
+  (the "position bias" of DMT: Deep Multifaceted Transformers for Multi-objective Ranking in
+  Large-Scale E-commerce Recommender Systems, section 4.4);
+* neighbour factor -- `exp(-0.15 * n)` where n is the number of same-category items among the
+  K = 6 nearest neighbours by position (3 above, 3 below, absent at the list edges), DMT's
+  "neighboring bias": "a user may less likely to click a product if it is surrounded by many
+  similar ones in the same category";
+* post-click behaviour -- cart and wish (ESM2's "Deterministic Action") and order, following
+  the graph impression -> click -> D(O)Action -> purchase of ESM2: Entire Space Multi-Task
+  Modeling via Post-Click Behavior Decomposition for Conversion Rate Prediction (eq. 1-4);
+* repurchase -- "durable" categories (DMT 6.2.1: "a product that has a long repurchase period
+  (i.e., computer)") suppress orders for a long time after an order, "consumable" ones
+  ("milk") invite reorders of the same items after a category-specific period.
+"""
+
+import dataclasses
+import datetime as dt
+from typing import Tuple
+
+import numpy as np
+
+DAY = 86_400
+DURABLE, CONSUMABLE = 0, 1
+AGE_BANDS = ("18-24", "25-34", "35-44", "45-54", "55+")
+
+
+@dataclasses.dataclass
+class SimulationConfig:
+    """World size, behaviour constants and output format. Defaults give ~0.44M impressions."""
+
+    users: int = 2000
+    days: int = 14
+    seed: int = 0
+    start_date: str = "2026-10-01"
+    format: str = "jsonl"  # "jsonl" (.jsonl.gz) or "parquet"
+    n_items: int = 5000
+    n_categories: int = 60
+    n_brands: int = 400
+    n_shops: int = 300
+    dim: int = 16  # embedding size of items and user preferences
+    scenarios: Tuple[str, ...] = ("NL", "DE", "FR", "PL")
+    scenario_weights: Tuple[float, ...] = (0.2, 0.35, 0.3, 0.15)
+    # Scenario-specific logit offsets (HMoE-style multi-scenario data): CTR and CVR levels differ.
+    scenario_click_offsets: Tuple[float, ...] = (0.3, 0.0, -0.25, -0.55)
+    scenario_order_offsets: Tuple[float, ...] = (0.4, 0.1, -0.3, -0.7)
+    page_size: int = 10
+    # Traffic: sessions per user-day ~ Poisson(activity), activity ~ Gamma(mean sessions_per_day);
+    # 1-3 requests per session; ~19.5 items shown per request.
+    sessions_per_day: float = 0.4
+    max_requests_per_session: int = 3
+    min_shown: int = 10
+    max_shown: int = 40
+    shown_extra_mean: float = 10.0  # shown = min_shown + Exp(mean) clipped to max_shown
+    n_candidates: int = 300
+    policy_noise: float = 1.0  # std of the logging policy's error on the relevance logit
+    organic_per_session: float = 0.6  # organic (non-recommended) clicks per expected session
+    # Behaviour model (logits); calibrated for CTR ~4-5 %, order/impression ~0.25 %.
+    click_bias: float = -4.3
+    affinity_scale: float = 1.8
+    short_term_weight: float = 0.9
+    short_term_decay: float = 0.7  # per click: s <- decay * s + (1 - decay) * item embedding
+    short_term_half_life_days: float = 2.0
+    position_power: float = 0.4
+    page_decay: float = 0.75
+    neighbour_penalty: float = 0.15
+    num_neighbours: int = 6
+    cart_bias: float = -3.9
+    wish_bias: float = -4.0
+    order_bias: float = -5.8
+    order_after_daction: float = 1.4  # extra order logit when the click led to cart or wish
+    order_without_daction: float = -0.6
+    cart_item_boost: float = 1.5  # clicked again while in the cart
+    price_weight: float = 0.5
+    durable_share: float = 0.45
+    durable_order_penalty: float = -4.0
+    durable_period_days: float = 120.0
+    consumable_period_days: Tuple[float, float] = (2.0, 10.0)  # range of category periods
+    consumable_early_penalty: float = -1.0
+    consumable_due_boost: float = 1.0
+    same_item_click_boost: float = 0.6
+    same_item_order_boost: float = 0.7
+    cart_organic_order_prob: float = 0.12  # ESM2: "12% ... bought eventually" after carting
+    wish_organic_order_prob: float = 0.08
+    consumable_reorder_prob: float = 0.4
+
+    def __post_init__(self):
+        self.scenarios = tuple(self.scenarios)
+        if self.format not in ("jsonl", "parquet"):
+            raise ValueError(f"format must be 'jsonl' or 'parquet', not {self.format!r}")
+        if self.users < 1 or self.days < 1:
+            raise ValueError("users and days must be >= 1")
+        if self.n_items < self.n_categories:
+            raise ValueError("n_items must be >= n_categories (every category holds an item)")
+        try:
+            dt.datetime.strptime(self.start_date, "%Y-%m-%d")
+        except ValueError:
+            raise ValueError(f"start_date must be YYYY-MM-DD, not {self.start_date!r}") from None
+        n = len(self.scenarios)
+        # Scenarios beyond the default four get evenly spread offsets, so any list works.
+        for name, lo, hi in (("scenario_click_offsets", 0.3, -0.55),
+                             ("scenario_order_offsets", 0.4, -0.7)):
+            if len(getattr(self, name)) != n:
+                setattr(self, name, tuple(np.linspace(lo, hi, n).round(3)))
+        if len(self.scenario_weights) != n:
+            self.scenario_weights = (1.0 / n,) * n
+
+    @property
+    def start_ts(self) -> int:
+        day = dt.datetime.strptime(self.start_date, "%Y-%m-%d").replace(tzinfo=dt.timezone.utc)
+        return int(day.timestamp())
+
+    @property
+    def end_ts(self) -> int:
+        return self.start_ts + self.days * DAY
+
+
+@dataclasses.dataclass
+class World:
+    """The latent world. Items and users are indexed 0..n-1 (ids are "i{index}", "u{index}")."""
+
+    item_category: np.ndarray  # int
+    item_brand: np.ndarray
+    item_shop: np.ndarray
+    item_price: np.ndarray  # float, currency units
+    item_quality: np.ndarray  # float, ~N(0, 1) incl. brand effect
+    item_embedding: np.ndarray  # (n_items, dim)
+    item_popularity: np.ndarray  # cumulative sampling distribution of popular items
+    items_by_category: np.ndarray  # item indices sorted by category
+    category_start: np.ndarray  # offsets into items_by_category, length n_categories + 1
+    category_type: np.ndarray  # DURABLE or CONSUMABLE
+    category_period: np.ndarray  # seconds: durable suppression / consumable reorder period
+    user_preference: np.ndarray  # (users, dim) long-term preference
+    user_categories: np.ndarray  # (users, 3) preferred categories (the policy's recall)
+    user_scenario: np.ndarray  # int index into config.scenarios
+    user_age_band: np.ndarray  # int index into AGE_BANDS
+    user_purchase_power: np.ndarray  # float, currency units
+    user_activity: np.ndarray  # expected sessions per day
+
+
+def build_world(config: SimulationConfig, rng: np.random.Generator) -> World:
+    """Draws the latent world; same config and generator state -> same world."""
+    c = config
+    cat_weights = rng.dirichlet(np.full(c.n_categories, 2.0))
+    item_category = rng.choice(c.n_categories, size=c.n_items, p=cat_weights)
+    item_category[: min(c.n_categories, c.n_items)] = np.arange(min(c.n_categories, c.n_items))
+    items_by_category = np.argsort(item_category, kind="stable")
+    category_start = np.searchsorted(item_category[items_by_category], np.arange(c.n_categories + 1))
+    category_type = np.where(rng.random(c.n_categories) < c.durable_share, DURABLE, CONSUMABLE)
+    lo, hi = c.consumable_period_days
+    category_period = np.where(
+        category_type == DURABLE, c.durable_period_days, rng.uniform(lo, hi, c.n_categories)
+    ) * DAY
+
+    # Durables are expensive and consumables cheap, so price and category interact in orders.
+    category_price = np.where(category_type == DURABLE, rng.lognormal(5.0, 0.7, c.n_categories),
+                              rng.lognormal(2.5, 0.6, c.n_categories))
+    # Brands live in one category each, so brand_id carries category and quality signal.
+    brand_category = rng.integers(0, c.n_categories, c.n_brands)
+    brand_effect = rng.normal(0.0, 0.4, c.n_brands)
+    item_brand = _pick_brand(item_category, brand_category, c.n_brands, rng)
+    item_shop = rng.integers(0, c.n_shops, c.n_items)
+    item_quality = rng.normal(0.0, 0.8, c.n_items) + brand_effect[item_brand]
+    item_price = np.round(category_price[item_category] * rng.lognormal(0.0, 0.45, c.n_items)
+                          * np.exp(0.15 * item_quality), 2)
+
+    centroids = rng.normal(0.0, 1.0, (c.n_categories, c.dim)) / np.sqrt(c.dim)
+    item_embedding = centroids[item_category] + rng.normal(0.0, 0.5, (c.n_items, c.dim)) / np.sqrt(c.dim)
+    popularity = np.exp(0.8 * item_quality + rng.normal(0.0, 1.0, c.n_items))
+    popularity_cdf = np.cumsum(popularity / popularity.sum())
+
+    users = c.users
+    user_categories = np.stack(
+        [rng.choice(c.n_categories, size=3, replace=False, p=cat_weights) for _ in range(users)]
+    )
+    mix = rng.dirichlet(np.ones(3), users)
+    age_vectors = rng.normal(0.0, 0.4, (len(AGE_BANDS), c.dim)) / np.sqrt(c.dim)
+    user_age_band = rng.integers(0, len(AGE_BANDS), users)
+    user_preference = (
+        np.einsum("uk,ukd->ud", mix * 1.6, centroids[user_categories])
+        + age_vectors[user_age_band]
+        + rng.normal(0.0, 0.4, (users, c.dim)) / np.sqrt(c.dim)
+    )
+    return World(
+        item_category=item_category,
+        item_brand=item_brand,
+        item_shop=item_shop,
+        item_price=item_price,
+        item_quality=item_quality,
+        item_embedding=item_embedding,
+        item_popularity=popularity_cdf,
+        items_by_category=items_by_category,
+        category_start=category_start,
+        category_type=category_type,
+        category_period=category_period,
+        user_preference=user_preference,
+        user_categories=user_categories,
+        user_scenario=rng.choice(len(c.scenarios), size=users, p=_normalised(c.scenario_weights)),
+        user_age_band=user_age_band,
+        user_purchase_power=np.round(rng.lognormal(4.0, 0.8, users), 2),
+        user_activity=rng.gamma(2.0, c.sessions_per_day / 2.0, users),
+    )
+
+
+def _normalised(weights) -> np.ndarray:
+    w = np.asarray(weights, dtype=float)
+    return w / w.sum()
+
+
+def _pick_brand(item_category, brand_category, n_brands, rng) -> np.ndarray:
+    """A brand of the item's category when the category has one, else any brand."""
+    order = np.argsort(brand_category, kind="stable")
+    start = np.searchsorted(brand_category[order], np.arange(item_category.max() + 2))
+    lo, hi = start[item_category], start[item_category + 1]
+    count = hi - lo
+    pick = lo + (rng.random(item_category.size) * np.maximum(count, 1)).astype(int)
+    fallback = rng.integers(0, n_brands, item_category.size)
+    return np.where(count > 0, order[np.minimum(pick, n_brands - 1)], fallback)
+
+
+# --- Behaviour model -------------------------------------------------------------------------
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def examination(position: np.ndarray, config: SimulationConfig) -> np.ndarray:
+    """P(examined) by position and page (DMT's Position_index and Position_page biases)."""
+    page = (position - 1) // config.page_size + 1
+    return (1.0 / position) ** config.position_power * config.page_decay ** (page - 1)
+
+
+_NEIGHBOURS = {}
+
+
+def neighbour_index(n: int, k: int) -> np.ndarray:
+    """(n, k) indices of the k nearest positions (k/2 above, k/2 below); -1 where absent."""
+    key = (n, k)
+    if key not in _NEIGHBOURS:
+        half = k // 2
+        offsets = np.concatenate([np.arange(-half, 0), np.arange(1, k - half + 1)])
+        idx = np.arange(n)[:, None] + offsets[None, :]
+        _NEIGHBOURS[key] = np.where((idx >= 0) & (idx < n), idx, -1)
+    return _NEIGHBOURS[key]
+
+
+def neighbour_factor(categories: np.ndarray, config: SimulationConfig) -> np.ndarray:
+    """exp(-penalty * same-category neighbours): DMT's neighbouring bias."""
+    nb = neighbour_index(categories.size, config.num_neighbours)
+    padded = np.append(categories, -1)  # index -1 -> category -1, never equal
+    same = (padded[nb] == categories[:, None]).sum(axis=1)
+    return np.exp(-config.neighbour_penalty * same)
