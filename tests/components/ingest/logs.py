@@ -39,3 +39,39 @@ def impression(imp_id, user, item, ts, position, request="r1", page=1, scenario=
 
 def event(user, item, ts, **extra):
     return {"user_id": user, "item_id": item, "ts": ts, **extra}
+
+
+def run(root: str, logs: Dict[str, List[dict]], **config) -> dict:
+    """Runs the real Beam ingest in-process on `logs`; returns (report, examples by id)."""
+    from components.ingest.config import IngestConfig
+    from components.ingest.runner import run_ingest
+
+    write_logs(os.path.join(root, "logs"), logs)
+    out = os.path.join(root, "out")
+    report = run_ingest(os.path.join(root, "logs"), out, IngestConfig(num_shards=3, **config),
+                        ["--direct_running_mode=in_memory", "--direct_num_workers=1"])
+    return report, read_examples(os.path.join(out, "examples"))
+
+
+def read_examples(examples_dir: str) -> Dict[str, dict]:
+    """impression_id -> {feature: list of values, "_split": split} for every written example."""
+    import glob
+
+    import tensorflow as tf
+
+    examples = {}
+    for path in sorted(glob.glob(os.path.join(examples_dir, "Split-*", "*"))):
+        split = os.path.basename(os.path.dirname(path))[len("Split-"):]
+        compression = "GZIP" if path.endswith(".gz") else ""
+        for record in tf.data.TFRecordDataset(path, compression_type=compression).as_numpy_iterator():
+            example = tf.train.Example.FromString(record)
+            values = {}
+            for name, feature in example.features.feature.items():
+                kind = feature.WhichOneof("kind")
+                values[name] = list(getattr(feature, kind).value) if kind else []
+                if kind == "bytes_list":
+                    values[name] = [v.decode() for v in values[name]]
+            values["_split"] = split
+            assert values["impression_id"][0] not in examples, "an impression was written twice"
+            examples[values["impression_id"][0]] = values
+    return examples
