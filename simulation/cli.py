@@ -1,4 +1,4 @@
-"""Command line of the log simulator (wired into `funnel simulate`; also `python -m simulation.cli`)."""
+"""Command line of the log simulator: `funnel simulate`, or `python -m simulation.cli`."""
 
 import argparse
 import sys
@@ -12,7 +12,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="logs directory to write (one sub-directory per log)")
     parser.add_argument("--users", type=int, default=defaults.users,
-                        help=f"number of users (default {defaults.users}; ~15.6 impressions "
+                        help=f"number of users (default {defaults.users}; ~15 impressions "
                              "per user-day)")
     parser.add_argument("--days", type=int, default=defaults.days,
                         help=f"number of simulated UTC days (default {defaults.days})")

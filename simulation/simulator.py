@@ -2,9 +2,9 @@
 
 Scale. Users have Poisson(activity) sessions per day (activity ~ Gamma with mean
 `sessions_per_day` = 0.4), each of 1-3 requests, each showing 10 + Exp(10) items (at most 40,
-~19.5 on average, pages 1-4). That is ~15.6 impressions per user-day, linear in users x days:
-users=2000, days=14 gives ~0.44M impressions. Organic (non-recommended) clicks come at
-`organic_per_session` x activity per day (~30 % of recommended clicks).
+~19 on average, pages 1-4). That is ~15 impressions per user-day, linear in users x days:
+users=2000, days=14 gives ~0.43M impressions (429,288 for seed 0). Organic (non-recommended)
+clicks come at `organic_per_session` x activity per day (~30 % of recommended clicks).
 
 One request: the logging policy recalls `n_candidates` items (the user's preferred and recently
 clicked categories, popular items, carted items and consumables due for reorder), scores them
@@ -116,7 +116,7 @@ class _Simulator:
         return click, cart, wish, order
 
     def _post_click(self, cart_logit, wish_logit, order_logit):
-        """ESM2 eq. 1-4: P(cart|click), P(wish|click), P(order|click, DAction), P(order|click, no)."""
+        """ESM2 eq. 1-4: P(cart|click), P(wish|click), P(order|click, DAction or not)."""
         c = self.c
         return (sigmoid(cart_logit), sigmoid(wish_logit),
                 sigmoid(order_logit + c.order_after_daction),
@@ -143,7 +143,7 @@ class _Simulator:
         extra = [np.fromiter(st.cart, np.int64, len(st.cart)), st.order_item[due]]
         cands = np.unique(np.concatenate([by_cat, popular, *extra]))
         # Items clicked in the last 24 h are not shown again (keeps 24 h labels unambiguous).
-        recent_clicks = [i for i, t in st.clicked.items() if t > now - DAY]
+        recent_clicks = [i for i, t in st.clicked.items() if t >= now - DAY]
         if recent_clicks:
             cands = cands[~np.isin(cands, recent_clicks)]
         return cands
@@ -213,7 +213,8 @@ class _Simulator:
             last = max(last, wish_ts)
         if order:
             # Most orders follow within the hour, some hours later; always within 24 h.
-            delay = int(rng.integers(60, 3600) if rng.random() < 0.85 else rng.integers(3600, 72000))
+            late = rng.random() >= 0.85
+            delay = int(rng.integers(3600, 72000) if late else rng.integers(60, 3600))
             order_ts = (cart_ts if cart else ts) + delay
             self._order(u, st, item, max(ts + 1, min(order_ts, ts + DAY - 60, self.end - 1)))
         else:
@@ -255,7 +256,7 @@ class _Simulator:
         """Emits pending organic orders due by `until`, unless clicked in the 24 h before."""
         while st.pending and st.pending[0][0] <= until:
             due, _, kind, item = heapq.heappop(st.pending)
-            if st.clicked.get(item, -DAY) > due - DAY:
+            if st.clicked.get(item, -2 * DAY) >= due - DAY:  # the ingest's window is inclusive
                 continue
             if (kind == _CART and item not in st.cart) or (kind == _WISH and item not in st.wish):
                 continue  # already ordered
@@ -294,6 +295,8 @@ class _Simulator:
             hours = rng.choice(24, size=n_sessions + n_organic, p=self.hour_p)
             times = day0 + hours * 3600 + (rng.random(hours.size) * _HOUR_SPAN[hours]).astype(int)
             is_session = np.arange(hours.size) < n_sessions
+            # Flush before forgetting old clicks: the 24 h guard of a due order needs them.
+            self._flush(u, st, day0)
             st.clicked = {i: t for i, t in st.clicked.items() if t > day0 - 3 * DAY}
             for j in np.argsort(times, kind="stable"):
                 t = max(int(times[j]), cursor)  # the user's actions never overlap in time
@@ -345,14 +348,17 @@ def _write_log(out_dir: str, log: str, df: pd.DataFrame, config: SimulationConfi
         _write_table(part, os.path.join(log_dir, dates[d]), config.format, precision)
 
 
-def _frames(sim: _Simulator) -> Dict[str, pd.DataFrame]:
-    """The logs as data frames, events sorted by ts (stable, so deterministic)."""
-    c, w = sim.c, sim.w
+def _impressions(sim: _Simulator) -> Dict[str, np.ndarray]:
+    """The impression buffers as arrays in ts order (stable, so deterministic)."""
     imp = {k: np.concatenate(v) if v else np.zeros(0, np.int64) for k, v in sim.imp.items()}
     order = np.argsort(imp["ts"], kind="stable")
-    imp = {k: v[order] for k, v in imp.items()}
-    sim.imp_arrays = imp  # kept for the summary
-    impression_id = _ids("imp", np.arange(order.size))
+    return {k: v[order] for k, v in imp.items()}
+
+
+def _frames(sim: _Simulator, imp: Dict[str, np.ndarray]) -> Dict[str, pd.DataFrame]:
+    """The logs as data frames; impression ids follow ts order, events are sorted by ts."""
+    c, w = sim.c, sim.w
+    impression_id = _ids("imp", np.arange(imp["ts"].size))
     frames = {
         "items": pd.DataFrame({
             "item_id": _ids("i", np.arange(c.n_items)),
@@ -395,8 +401,8 @@ def _rate(num, den) -> float:
     return float(num) / float(den) if den else 0.0
 
 
-def _summary(sim: _Simulator, frames, seconds: float) -> dict:
-    c, w, imp = sim.c, sim.w, sim.imp_arrays
+def _summary(sim: _Simulator, imp: Dict[str, np.ndarray], frames, seconds: float) -> dict:
+    c, w = sim.c, sim.w
     n = imp["item"].size
     outcome = imp["outcome"].astype(np.int64)
     click, cart, wish, order = ((outcome >> b) & 1 for b in range(4))
@@ -438,7 +444,8 @@ def simulate(out_dir: str, config: SimulationConfig = None) -> dict:
     sim = _Simulator(config)
     for u in range(config.users):
         sim.run_user(u)
-    frames = _frames(sim)
+    imp = _impressions(sim)
+    frames = _frames(sim, imp)
     os.makedirs(out_dir, exist_ok=True)
     for log, df in frames.items():
         if log in ("items", "users"):
@@ -447,7 +454,7 @@ def simulate(out_dir: str, config: SimulationConfig = None) -> dict:
             _write_log(out_dir, log, df, config, precision=15)
         else:
             _write_log(out_dir, log, df, config)
-    summary = _summary(sim, frames, time.perf_counter() - started)
+    summary = _summary(sim, imp, frames, time.perf_counter() - started)
     with open(os.path.join(out_dir, "simulation_summary.json"), "w") as f:
         json.dump(summary, f, indent=2, sort_keys=True)
     return summary

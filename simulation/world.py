@@ -12,7 +12,7 @@ probability used:
   (the "position bias" of DMT: Deep Multifaceted Transformers for Multi-objective Ranking in
   Large-Scale E-commerce Recommender Systems, section 4.4);
 * neighbour factor -- `exp(-0.15 * n)` where n is the number of same-category items among the
-  K = 6 nearest neighbours by position (3 above, 3 below, absent at the list edges), DMT's
+  K = 6 nearest other items by position in the request (ties to the smaller position), DMT's
   "neighboring bias": "a user may less likely to click a product if it is surrounded by many
   similar ones in the same category";
 * post-click behaviour -- cart and wish (ESM2's "Deterministic Action") and order, following
@@ -36,7 +36,7 @@ AGE_BANDS = ("18-24", "25-34", "35-44", "45-54", "55+")
 
 @dataclasses.dataclass
 class SimulationConfig:
-    """World size, behaviour constants and output format. Defaults give ~0.44M impressions."""
+    """World size, behaviour constants and output format. Defaults give ~0.43M impressions."""
 
     users: int = 2000
     days: int = 14
@@ -55,7 +55,7 @@ class SimulationConfig:
     scenario_order_offsets: Tuple[float, ...] = (0.4, 0.1, -0.3, -0.7)
     page_size: int = 10
     # Traffic: sessions per user-day ~ Poisson(activity), activity ~ Gamma(mean sessions_per_day);
-    # 1-3 requests per session; ~19.5 items shown per request.
+    # 1-3 requests per session; ~19 items shown per request (~15 impressions per user-day).
     sessions_per_day: float = 0.4
     max_requests_per_session: int = 3
     min_shown: int = 10
@@ -64,7 +64,7 @@ class SimulationConfig:
     n_candidates: int = 300
     policy_noise: float = 1.0  # std of the logging policy's error on the relevance logit
     organic_per_session: float = 0.6  # organic (non-recommended) clicks per expected session
-    # Behaviour model (logits); calibrated for CTR ~4-5 %, order/impression ~0.25 %.
+    # Behaviour model (logits); calibrated for CTR ~4.5 %, order/impression ~0.2 %.
     click_bias: float = -4.3
     affinity_scale: float = 1.8
     short_term_weight: float = 0.9
@@ -154,7 +154,8 @@ def build_world(config: SimulationConfig, rng: np.random.Generator) -> World:
     item_category = rng.choice(c.n_categories, size=c.n_items, p=cat_weights)
     item_category[: min(c.n_categories, c.n_items)] = np.arange(min(c.n_categories, c.n_items))
     items_by_category = np.argsort(item_category, kind="stable")
-    category_start = np.searchsorted(item_category[items_by_category], np.arange(c.n_categories + 1))
+    category_start = np.searchsorted(item_category[items_by_category],
+                                     np.arange(c.n_categories + 1))
     category_type = np.where(rng.random(c.n_categories) < c.durable_share, DURABLE, CONSUMABLE)
     lo, hi = c.consumable_period_days
     category_period = np.where(
@@ -174,7 +175,8 @@ def build_world(config: SimulationConfig, rng: np.random.Generator) -> World:
                           * np.exp(0.15 * item_quality), 2)
 
     centroids = rng.normal(0.0, 1.0, (c.n_categories, c.dim)) / np.sqrt(c.dim)
-    item_embedding = centroids[item_category] + rng.normal(0.0, 0.5, (c.n_items, c.dim)) / np.sqrt(c.dim)
+    noise = rng.normal(0.0, 0.5, (c.n_items, c.dim)) / np.sqrt(c.dim)
+    item_embedding = centroids[item_category] + noise
     popularity = np.exp(0.8 * item_quality + rng.normal(0.0, 1.0, c.n_items))
     popularity_cdf = np.cumsum(popularity / popularity.sum())
 
@@ -244,13 +246,18 @@ _NEIGHBOURS = {}
 
 
 def neighbour_index(n: int, k: int) -> np.ndarray:
-    """(n, k) indices of the k nearest positions (k/2 above, k/2 below); -1 where absent."""
+    """(n, k) indices of the k nearest other positions, nearer first, ties to the smaller
+    position (so 3 above and 3 below inside the list, 6 below at the top); -1 where the list
+    is shorter than k + 1. The ingest's `neighbor_categories` feature uses the same rule."""
     key = (n, k)
     if key not in _NEIGHBOURS:
-        half = k // 2
-        offsets = np.concatenate([np.arange(-half, 0), np.arange(1, k - half + 1)])
-        idx = np.arange(n)[:, None] + offsets[None, :]
-        _NEIGHBOURS[key] = np.where((idx >= 0) & (idx < n), idx, -1)
+        i, j = np.arange(n)[:, None], np.arange(n)[None, :]
+        distance = np.where(i == j, n + 1, np.abs(i - j))  # self sorts last
+        nearest = np.argsort(distance * (n + 1) + j, axis=1, kind="stable")[:, :k]
+        nearest = np.where(np.arange(nearest.shape[1]) < n - 1, nearest, -1)
+        if nearest.shape[1] < k:
+            nearest = np.pad(nearest, ((0, 0), (0, k - nearest.shape[1])), constant_values=-1)
+        _NEIGHBOURS[key] = nearest
     return _NEIGHBOURS[key]
 
 

@@ -163,7 +163,7 @@ def _labelled(logs):
     for log in ("carts", "orders"):
         joined = clicked[["impression_id", "user_id", "item_id", "click_ts"]].merge(
             logs[log], on=["user_id", "item_id"])
-        inside = (joined["ts"] > joined["click_ts"]) & (joined["ts"] <= joined["click_ts"] + DAY)
+        inside = (joined["ts"] >= joined["click_ts"]) & (joined["ts"] <= joined["click_ts"] + DAY)
         imp[log] = imp["impression_id"].isin(joined.loc[inside, "impression_id"])
     return imp, clicked
 

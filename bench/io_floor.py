@@ -1,0 +1,42 @@
+"""The I/O floor of the ingest: read the same files with the same reader and write every
+record back as a tf.Example TFRecord with the same encoder and sink; no join, no features.
+(A module of its own so Beam workers import these functions rather than unpickle them.)"""
+
+import os
+
+import apache_beam as beam
+import pyarrow as pa
+from tfx_bsl.coders import example_coder
+
+from components.ingest import reader
+from components.ingest.contract import list_log_files
+from components.ingest.runner import beam_options
+
+
+def _encode_file(log_file):
+    """Read + encode one file's records as they are (the floor's only work)."""
+    frame = reader.read_log_file(log_file).rows
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if not len(frame):
+        return []
+    offsets = pa.array(range(len(frame) + 1), pa.int32())
+    columns = [pa.ListArray.from_arrays(offsets, _encodable(c.combine_chunks())) for c in table.columns]
+    batch = pa.RecordBatch.from_arrays(columns, table.column_names)
+    return example_coder.RecordBatchToExamplesEncoder().encode(batch)
+
+
+def _encodable(values: pa.Array) -> pa.Array:
+    """The encoder takes bytes, int64 and float32 values."""
+    if pa.types.is_string(values.type):
+        return values.cast(pa.binary())
+    if pa.types.is_floating(values.type):
+        return values.cast(pa.float32())
+    return values.cast(pa.int64())
+
+
+def run_floor(logs_dir: str, out_dir: str, compress: bool) -> None:
+    files = list_log_files(logs_dir)
+    suffix = ".tfrecord.gz" if compress else ".tfrecord"
+    with beam.Pipeline(options=beam_options(None)) as p:
+        _ = (p | beam.Create(files) | beam.Reshuffle() | beam.FlatMap(_encode_file)
+             | beam.io.WriteToTFRecord(os.path.join(out_dir, "records"), file_name_suffix=suffix))
