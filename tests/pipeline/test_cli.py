@@ -1,0 +1,34 @@
+"""The `funnel` command line: simulate and ingest, and clear errors for bad logs."""
+
+import json
+import os
+
+from pipeline import cli
+
+
+def test_simulate_then_ingest(tmp_path, capsys):
+    assert cli.main(["simulate", "--out", str(tmp_path / "logs"), "--users", "40", "--days", "2", "--seed", "5"]) == 0
+    assert os.path.isdir(tmp_path / "logs" / "impressions")
+    code = cli.main(["ingest", "--logs", str(tmp_path / "logs"), "--out", str(tmp_path / "out"),
+                     "--eval-days", "1", "--direct_running_mode=in_memory", "--direct_num_workers=1"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["records_quarantined"] == 0
+    with open(tmp_path / "logs" / "simulation_summary.json") as f:
+        impressions = json.load(f)["counts"]["impressions"]
+    assert summary["examples"]["train"] + summary["examples"]["eval"] == impressions
+    assert os.path.exists(tmp_path / "out" / "ingest_report.json")
+
+
+def test_ingest_of_a_directory_outside_the_contract_fails_clearly(tmp_path, capsys):
+    os.makedirs(tmp_path / "logs" / "items")
+    (tmp_path / "logs" / "items" / "data.csv").write_text("a,b\n")
+    assert cli.main(["ingest", "--logs", str(tmp_path / "logs"), "--out", str(tmp_path / "out")]) == 2
+    assert "data.csv" in capsys.readouterr().err
+
+
+def test_config_file_sets_ingest_options(tmp_path):
+    (tmp_path / "funnel.yaml").write_text("ingest:\n  eval_days: 2\n  num_shards: 4\n")
+    args = cli.build_parser().parse_args(["ingest", "--logs", "x", "--out", "y", "--config", str(tmp_path / "funnel.yaml")])
+    config = cli._ingest_config(args)
+    assert (config.eval_days, config.num_shards) == (2, 4)
