@@ -39,6 +39,7 @@ class _Shard:
     def __init__(self, frames: Dict[str, pd.DataFrame], catalog: ItemCatalog):
         self.frames = frames
         self.catalog = catalog
+        self._num_categories = int(catalog.category_code.max(initial=0)) + 1
         users = pd.Index(pd.unique(np.concatenate([frames[log]["user_id"].to_numpy(object) for log in EVENT_LOGS])))
         self.user_code = {log: users.get_indexer(frames[log]["user_id"]) for log in EVENT_LOGS}
         self.item_code = {log: catalog.codes(frames[log]["item_id"]) for log in EVENT_LOGS}
@@ -54,7 +55,7 @@ class _Shard:
         return user.astype(np.int64) * len(self.catalog) + item
 
     def user_category(self, user, item):
-        return user.astype(np.int64) * (int(self.catalog.category_code.max(initial=0)) + 1) + self.catalog.category_code[item]
+        return user.astype(np.int64) * self._num_categories + self.catalog.category_code[item]
 
 
 def _click_times(shard: _Shard, imp: pd.DataFrame, config: IngestConfig) -> np.ndarray:

@@ -52,7 +52,7 @@ class ParsedFile:
 
 def quarantine_record(log_file: LogFile, row: int, reason: str, detail: str, record) -> dict:
     if not isinstance(record, str):
-        record = json.dumps(record, default=str, ensure_ascii=False)
+        record = json.dumps({k: _json_value(v) for k, v in record.items()}, default=str, ensure_ascii=False)
     return {
         "log": log_file.log,
         "file": log_file.path,
@@ -195,8 +195,13 @@ def _check_rows(log_file: LogFile, spec: LogSpec, frame: pd.DataFrame, quarantin
 
 
 def _row_dict(frame: pd.DataFrame, i: int, spec: LogSpec) -> dict:
-    values = {name: frame[name].iat[i] for name in spec.field_names}
-    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in values.items()}
+    return {name: frame[name].iat[i] for name in spec.field_names}
+
+
+def _json_value(value):
+    value = value.item() if isinstance(value, np.generic) else value
+    # Missing values come back from pandas as NaN; the quarantine is strict JSON: null.
+    return None if isinstance(value, float) and value != value else value
 
 
 def read_log_file(log_file: LogFile) -> ParsedFile:

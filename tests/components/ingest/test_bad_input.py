@@ -107,6 +107,12 @@ def test_quarantine_holds_each_record_with_reason(bad_run):
     assert non_utf8[0]["file"].endswith("impressions/part-0.jsonl") and non_utf8[0]["row"] == 34
     assert "\\xff" in non_utf8[0]["record"]
 
+    def strict(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    missing = [r for r in records if r["reason"] == "missing_field"]
+    assert {json.loads(r["record"], parse_constant=strict)["impression_id"] for r in missing} == {"x2", "x3"}
+
 
 def test_quarantine_threshold_fails_the_run_and_keeps_the_report(tmp_path):
     write_logs(str(tmp_path / "logs"), bad_logs())
