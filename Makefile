@@ -13,7 +13,7 @@ WORK ?= work
 # TFX 1.16 runs on Keras 2 (tf-keras); this must be set before TensorFlow is imported.
 export TF_USE_LEGACY_KERAS := 1
 export PYTHONWARNINGS := ignore::FutureWarning
-export TF_CPP_MIN_LOG_LEVEL := 2
+export TF_CPP_MIN_LOG_LEVEL := 3
 
 .PHONY: setup run test test-fast bench bench-ingest lock clean
 

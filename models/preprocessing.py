@@ -1,0 +1,93 @@
+"""TF Transform `preprocessing_fn`: one graph for training and serving.
+
+- ids -> vocabulary indices with OOV buckets and a frequency threshold; a sequence's
+  item / category / brand / shop ids go through the same vocabulary as the target's
+  (one vocabulary per id kind, computed over targets and sequence elements together);
+- sequence ages -> log2 buckets; sequences stay variable-length (SparseTensor) until
+  the model pads them;
+- dense features -> z-score of log1p (all are non-negative and heavy-tailed counts,
+  rates, prices, durations), plus quantile buckets (`tft.bucketize`) of the configured ones;
+- bias features: position and page clipped to the DMT paper's maxima (400, 100),
+  neighbour categories through the category vocabulary;
+- labels pass through as float32.
+"""
+
+from typing import Any, Dict, Optional
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from models import features as F
+
+DEFAULT_TRANSFORM_CONFIG = {
+    "vocab_frequency_threshold": 2,
+    "num_oov_buckets": 10,
+    "bucketized_features": ["item_ctr_7d", "item_impressions_7d", "item_price",
+                            "user_clicks_7d", "seconds_since_last_click"],
+    "num_buckets": 10,
+}
+AGE_BUCKETS = 27  # floor(log2(age + 1)) for ages up to 2^26 s (~2 years), clipped
+# Each id kind owns one vocabulary; `vocab_name` gives its file name in the transform output.
+ID_VOCABULARIES = (F.ITEM_ID, F.CATEGORY_ID, F.BRAND_ID, F.SHOP_ID, F.USER_ID, F.SCENARIO)
+
+
+def vocab_name(id_feature: str) -> str:
+    return f"{id_feature}_vocab"
+
+
+def bucket_feature(name: str) -> str:
+    return f"{name}_bucket"
+
+
+def transform_config(custom_config: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    config = dict(DEFAULT_TRANSFORM_CONFIG)
+    config.update((custom_config or {}).get("transform", {}))
+    return config
+
+
+def _flat(x):
+    return x.values if isinstance(x, tf.SparseTensor) else tf.reshape(x, [-1])
+
+
+def age_bucket(age):
+    """floor(log2(age + 1)), clipped to AGE_BUCKETS - 1 (works on int64 ages)."""
+    age = tf.cast(tf.maximum(age, 0), tf.float64)
+    return tf.minimum(tf.cast(tf.math.floor(tf.math.log1p(age) / tf.math.log(2.0)), tf.int64), AGE_BUCKETS - 1)
+
+
+def preprocessing_fn(inputs: Dict[str, Any], custom_config: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    config = transform_config(custom_config)
+    outputs: Dict[str, Any] = {}
+
+    for id_feature in ID_VOCABULARIES:
+        columns = [id_feature]
+        if id_feature in F.ITEM_ID_FEATURES:
+            columns += [F.sequence_feature(s, id_feature) for s in F.SEQUENCES]
+        if id_feature == F.CATEGORY_ID:
+            columns.append(F.NEIGHBOR_CATEGORIES)
+        vocabulary = tft.vocabulary(
+            tf.concat([_flat(inputs[c]) for c in columns], axis=0),
+            frequency_threshold=config["vocab_frequency_threshold"],
+            vocab_filename=vocab_name(id_feature))
+        for column in columns:
+            outputs[column] = tft.apply_vocabulary(
+                inputs[column], vocabulary, num_oov_buckets=config["num_oov_buckets"])
+
+    for sequence in F.SEQUENCES:
+        age = inputs[F.sequence_feature(sequence, F.SEQUENCE_AGE)]
+        outputs[F.sequence_feature(sequence, F.SEQUENCE_AGE)] = tf.SparseTensor(
+            age.indices, age_bucket(age.values), age.dense_shape)
+
+    outputs[F.POSITION] = tf.clip_by_value(inputs[F.POSITION], 1, F.MAX_POSITION)
+    outputs[F.PAGE] = tf.clip_by_value(inputs[F.PAGE], 1, F.MAX_PAGE)
+
+    for name in F.DENSE_FEATURES:
+        value = tf.math.log1p(tf.maximum(tf.cast(inputs[name], tf.float32), 0.0))
+        outputs[name] = tft.scale_to_z_score(value)
+    for name in config["bucketized_features"]:
+        outputs[bucket_feature(name)] = tft.bucketize(inputs[name], config["num_buckets"])
+
+    for label in F.LABELS:
+        if label in inputs:
+            outputs[label] = tf.cast(inputs[label], tf.float32)
+    return outputs
