@@ -1,0 +1,108 @@
+"""Offline ranking metrics of the report (DMT paper, section 5.3 and Table 1).
+
+TFMA computes AUC, AUC-PR and calibration inside the Evaluator; the per-request and
+per-user metrics below (GAUC, NDCG@K, MRR@K, Precision@K), the oracle efficiency and
+RelaImpr have no TFMA/TF counterpart over grouped rows, so they are written here,
+vectorised with pandas group-bys.
+"""
+
+from typing import Dict, Optional
+
+import numpy as np
+import pandas as pd
+
+
+def auc(labels, scores) -> float:
+    """ROC AUC by the Mann-Whitney rank statistic (ties get average ranks)."""
+    labels = np.asarray(labels, dtype=np.float64)
+    positives = labels.sum()
+    negatives = len(labels) - positives
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    ranks = pd.Series(np.asarray(scores, dtype=np.float64)).rank(method="average").to_numpy()
+    return float((ranks[labels > 0].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def gauc(labels, scores, groups) -> float:
+    """Per-group AUC weighted by the group's number of rows (impressions); groups whose
+    labels are all equal have no AUC and are left out (as in DIN's GAUC)."""
+    frame = pd.DataFrame({"label": np.asarray(labels, np.float64), "score": np.asarray(scores, np.float64),
+                          "group": np.asarray(groups)})
+    frame["rank"] = frame.groupby("group")["score"].rank(method="average")
+    grouped = frame.groupby("group")
+    n = grouped["label"].size()
+    positives = grouped["label"].sum()
+    negatives = n - positives
+    positive_rank_sum = frame["rank"].where(frame["label"] > 0, 0.0).groupby(frame["group"]).sum()
+    usable = (positives > 0) & (negatives > 0)
+    per_group = (positive_rank_sum[usable] - positives[usable] * (positives[usable] + 1) / 2) / (
+        positives[usable] * negatives[usable])
+    if not usable.any():
+        return float("nan")
+    return float((per_group * n[usable]).sum() / n[usable].sum())
+
+
+def _ranked(labels, scores, groups) -> pd.DataFrame:
+    """Rows sorted by group then score (descending), with their 1-based rank."""
+    frame = pd.DataFrame({"label": np.asarray(labels, np.float64), "score": np.asarray(scores, np.float64),
+                          "group": np.asarray(groups), "row": np.arange(len(labels))})
+    frame = frame.sort_values(["group", "score", "row"], ascending=[True, False, True], kind="stable")
+    frame["rank"] = frame.groupby("group").cumcount() + 1
+    return frame
+
+
+def request_metrics(labels, scores, requests, ndcg_k: int = 10, mrr_k: int = 4, precision_k: int = 4) -> Dict[str, float]:
+    """NDCG@k, MRR@k and Precision@k averaged over requests with at least one positive."""
+    frame = _ranked(labels, scores, requests)
+    has_positive = frame.groupby("group")["label"].transform("max") > 0
+    frame = frame[has_positive]
+    if frame.empty:
+        return {f"ndcg@{ndcg_k}": float("nan"), f"mrr@{mrr_k}": float("nan"), f"precision@{precision_k}": float("nan")}
+    gain = (2.0 ** frame["label"] - 1.0) / np.log2(frame["rank"] + 1.0)
+    dcg = gain.where(frame["rank"] <= ndcg_k, 0.0).groupby(frame["group"]).sum()
+    ideal = frame.sort_values(["group", "label"], ascending=[True, False], kind="stable")
+    ideal_rank = ideal.groupby("group").cumcount() + 1
+    ideal_gain = ((2.0 ** ideal["label"] - 1.0) / np.log2(ideal_rank + 1.0)).where(ideal_rank <= ndcg_k, 0.0)
+    idcg = ideal_gain.groupby(ideal["group"]).sum()
+    first_hit = frame[frame["label"] > 0].groupby("group")["rank"].min()
+    reciprocal = (1.0 / first_hit).where(first_hit <= mrr_k, 0.0)
+    hits = (frame["label"] > 0) & (frame["rank"] <= precision_k)
+    precision = hits.groupby(frame["group"]).sum() / precision_k
+    return {f"ndcg@{ndcg_k}": float((dcg / idcg).mean()), f"mrr@{mrr_k}": float(reciprocal.mean()),
+            f"precision@{precision_k}": float(precision.mean())}
+
+
+def log_loss(labels, probabilities, eps: float = 1e-7) -> float:
+    p = np.clip(np.asarray(probabilities, np.float64), eps, 1 - eps)
+    y = np.asarray(labels, np.float64)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def calibration(labels, probabilities) -> float:
+    """Mean prediction / mean label (1.0 is calibrated)."""
+    mean_label = float(np.mean(labels))
+    return float(np.mean(probabilities)) / mean_label if mean_label > 0 else float("nan")
+
+
+def efficiency(model_auc: float, oracle_auc: float) -> float:
+    """(AUC - 0.5) / (oracle AUC - 0.5): the share of the learnable signal captured."""
+    return (model_auc - 0.5) / (oracle_auc - 0.5)
+
+
+def rela_impr(model_auc: float, base_auc: float) -> float:
+    """RelaImpr of the DMT paper (from DIN): ((AUC - 0.5) / (AUC_base - 0.5) - 1), as a fraction."""
+    return (model_auc - 0.5) / (base_auc - 0.5) - 1.0
+
+
+def task_metrics(labels, probabilities, users, requests, truth: Optional[np.ndarray] = None) -> Dict[str, float]:
+    """Every per-task figure of the report."""
+    result = {"auc": auc(labels, probabilities), "gauc": gauc(labels, probabilities, users)}
+    result.update(request_metrics(labels, probabilities, requests))
+    result["log_loss"] = log_loss(labels, probabilities)
+    result["calibration"] = calibration(labels, probabilities)
+    result["examples"] = int(len(labels))
+    result["positives"] = int(np.sum(labels))
+    if truth is not None:
+        result["oracle_auc"] = auc(labels, truth)
+        result["efficiency"] = efficiency(result["auc"], result["oracle_auc"])
+    return result

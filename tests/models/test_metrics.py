@@ -1,0 +1,68 @@
+"""Ranking metrics against hand-computed values and reference implementations."""
+
+import math
+
+import numpy as np
+import pytest
+
+from models import metrics
+
+
+def brute_auc(labels, scores):
+    pos = [s for l, s in zip(labels, scores) if l]
+    neg = [s for l, s in zip(labels, scores) if not l]
+    pairs = [(1.0 if p > n else 0.5 if p == n else 0.0) for p in pos for n in neg]
+    return sum(pairs) / len(pairs)
+
+
+def test_auc_matches_pairwise_definition_with_ties():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 200)
+    scores = rng.integers(0, 10, 200) / 10  # many ties
+    assert metrics.auc(labels, scores) == pytest.approx(brute_auc(labels, scores))
+    assert math.isnan(metrics.auc([1, 1], [0.2, 0.3]))
+
+
+def test_gauc_weights_users_by_impressions_and_skips_single_class_users():
+    labels = [1, 0, 0, 1, 0, 1, 1]
+    scores = [0.9, 0.1, 0.5, 0.2, 0.8, 0.3, 0.4]
+    users = ["a", "a", "a", "b", "b", "c", "c"]  # c has only positives
+    auc_a = brute_auc([1, 0, 0], [0.9, 0.1, 0.5])
+    auc_b = brute_auc([1, 0], [0.2, 0.8])
+    assert metrics.gauc(labels, scores, users) == pytest.approx((3 * auc_a + 2 * auc_b) / 5)
+
+
+def test_request_metrics_by_hand():
+    # request r1: scores rank items as [neg, pos, neg, neg, pos]; r2: [pos, neg]; r3: no positive.
+    labels = [0, 1, 0, 0, 1, 1, 0, 0, 0]
+    scores = [0.9, 0.8, 0.7, 0.6, 0.5, 0.3, 0.2, 0.9, 0.1]
+    requests = ["r1"] * 5 + ["r2"] * 2 + ["r3"] * 2
+    got = metrics.request_metrics(labels, scores, requests)
+    dcg1 = 1 / math.log2(3) + 1 / math.log2(6)
+    idcg1 = 1 / math.log2(2) + 1 / math.log2(3)
+    assert got["ndcg@10"] == pytest.approx((dcg1 / idcg1 + 1.0) / 2)
+    assert got["mrr@4"] == pytest.approx((1 / 2 + 1) / 2)
+    assert got["precision@4"] == pytest.approx((1 / 4 + 1 / 4) / 2)
+
+
+def test_mrr_is_zero_when_the_first_hit_is_below_k():
+    got = metrics.request_metrics([0, 0, 0, 0, 1], [5, 4, 3, 2, 1], ["r"] * 5)
+    assert got["mrr@4"] == 0.0 and got["precision@4"] == 0.0
+
+
+def test_log_loss_calibration_efficiency_relaimpr():
+    assert metrics.log_loss([1, 0], [0.8, 0.2]) == pytest.approx(-math.log(0.8))
+    assert metrics.calibration([1, 0, 0, 0], [0.5, 0.5, 0.0, 0.0]) == pytest.approx(1.0)
+    assert metrics.calibration([1, 0, 0, 0], [0.5] * 4) == pytest.approx(2.0)
+    assert metrics.efficiency(0.7, 0.75) == pytest.approx(0.8)
+    assert metrics.rela_impr(0.6624, 0.6132) == pytest.approx(0.4346, abs=1e-3)  # DMT Table 1
+
+
+def test_task_metrics_with_truth_reports_oracle():
+    rng = np.random.default_rng(1)
+    truth = rng.uniform(0, 0.3, 2000)
+    labels = rng.uniform(size=2000) < truth
+    result = metrics.task_metrics(labels, truth + rng.normal(0, 0.05, 2000), rng.integers(0, 50, 2000),
+                                  rng.integers(0, 200, 2000), truth)
+    assert result["oracle_auc"] > result["auc"] > 0.5
+    assert 0 < result["efficiency"] < 1
