@@ -52,7 +52,8 @@ def _flat(x):
 def age_bucket(age):
     """floor(log2(age + 1)), clipped to AGE_BUCKETS - 1 (works on int64 ages)."""
     age = tf.cast(tf.maximum(age, 0), tf.float64)
-    return tf.minimum(tf.cast(tf.math.floor(tf.math.log1p(age) / tf.math.log(2.0)), tf.int64), AGE_BUCKETS - 1)
+    log2 = tf.math.log1p(age) / tf.math.log(tf.constant(2.0, tf.float64))
+    return tf.minimum(tf.cast(tf.math.floor(log2), tf.int64), AGE_BUCKETS - 1)
 
 
 def preprocessing_fn(inputs: Dict[str, Any], custom_config: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:

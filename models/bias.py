@@ -1,0 +1,82 @@
+"""Bias Deep Neural Network (DMT section 4.4, eq. 4): y_b = NN_B(x_b).
+
+Bias features (Table 5):
+- "position_index": the item's index in the list (1..400),
+- "position_page": its page (1..100),
+- "neighboring": the categories of the target item and of its K = 6 nearest neighbours
+  (nearer first), embedded with the tower's own category table and concatenated.
+The embeddings feed an MLP with ReLU and a linear unit giving one bias logit per example.
+Used in training only (eq. 5); serving (eq. 6) drops it, so every variable lives under the
+name "bias_tower" and nothing outside this layer references them.
+"""
+
+import tensorflow as tf
+import tf_keras as keras
+
+from models import features as F
+from models.embedding import flat_ids
+
+BIAS_TOWER_NAME = "bias_tower"
+BIAS_FEATURE_OPTIONS = ("position_index", "position_page", "neighboring")
+
+
+class BiasTower(keras.layers.Layer):
+    """call(inputs: the features dict) -> y_b [B, 1]."""
+
+    def __init__(self, bias_features: str = "neighboring", units=(64, 32), embedding_dim: int = 8,
+                 category_vocab_size: int = 0, num_neighbors: int = F.NUM_NEIGHBORS,
+                 max_position: int = F.MAX_POSITION, max_page: int = F.MAX_PAGE,
+                 dropout: float = 0.0, **kwargs):
+        kwargs["name"] = BIAS_TOWER_NAME
+        super().__init__(**kwargs)
+        if bias_features not in BIAS_FEATURE_OPTIONS:
+            raise ValueError(f"bias_features must be one of {BIAS_FEATURE_OPTIONS}, got {bias_features!r}")
+        if bias_features == "neighboring" and category_vocab_size <= 0:
+            raise ValueError("neighboring bias needs category_vocab_size")
+        self.bias_features = bias_features
+        self.units = [int(u) for u in units]
+        self.embedding_dim = int(embedding_dim)
+        self.category_vocab_size = int(category_vocab_size)
+        self.num_neighbors = int(num_neighbors)
+        self.max_position = int(max_position)
+        self.max_page = int(max_page)
+        self.dropout = float(dropout)
+        if bias_features == "position_index":
+            self.table = keras.layers.Embedding(self.max_position + 1, self.embedding_dim, name="position_embedding")
+        elif bias_features == "position_page":
+            self.table = keras.layers.Embedding(self.max_page + 1, self.embedding_dim, name="page_embedding")
+        else:  # its own category table, not the item embedding's (4.4)
+            self.table = keras.layers.Embedding(self.category_vocab_size, self.embedding_dim, name="category_embedding")
+        self.hidden = []
+        for i, n in enumerate(self.units):
+            self.hidden.append(keras.layers.Dense(n, activation="relu", name=f"dense_{i}"))
+            if self.dropout:
+                self.hidden.append(keras.layers.Dropout(self.dropout, name=f"dropout_{i}"))
+        self.logit = keras.layers.Dense(1, name="bias_logit")
+
+    def _bias_embedding(self, inputs) -> tf.Tensor:
+        if self.bias_features == "position_index":
+            ids = tf.clip_by_value(flat_ids(inputs[F.POSITION]), 0, self.max_position)
+            return self.table(ids)
+        if self.bias_features == "position_page":
+            ids = tf.clip_by_value(flat_ids(inputs[F.PAGE]), 0, self.max_page)
+            return self.table(ids)
+        target = flat_ids(inputs[F.CATEGORY_ID])[:, tf.newaxis]                           # [B, 1]
+        neighbors = tf.reshape(inputs[F.NEIGHBOR_CATEGORIES], [-1, self.num_neighbors])   # [B, K]
+        categories = tf.concat([target, tf.cast(neighbors, target.dtype)], axis=1)       # [B, K + 1]
+        return tf.reshape(self.table(categories), [-1, (self.num_neighbors + 1) * self.embedding_dim])
+
+    def call(self, inputs, training=None):
+        # y_b = NN_B(x_b)   (eq. 4)
+        y = self._bias_embedding(inputs)
+        for layer in self.hidden:
+            y = layer(y, training=training)
+        return self.logit(y)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("name", None)
+        return {**config, "bias_features": self.bias_features, "units": list(self.units),
+                "embedding_dim": self.embedding_dim, "category_vocab_size": self.category_vocab_size,
+                "num_neighbors": self.num_neighbors, "max_position": self.max_position,
+                "max_page": self.max_page, "dropout": self.dropout}

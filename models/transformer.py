@@ -1,0 +1,216 @@
+"""Deep Interest Transformer (DMT section 4.2.2) and its parts.
+
+Shapes: B batch, L max sequence length, d model width (= width of e_i, 4.1.1).
+Masks are bool [B, L], True at real elements. Padding is neutralised at the input of every
+layer (tf.where to a constant) and excluded from every attention softmax, so values at padded
+positions never change any output. An empty row gives a zero interest vector.
+"""
+
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from models import preprocessing as P
+
+
+def _zero_padding(x: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """x [B, L, d] with rows at padded positions replaced by zeros."""
+    return tf.where(mask[:, :, tf.newaxis], x, tf.zeros_like(x))
+
+
+def sincos_table(length: int, dim: int) -> np.ndarray:
+    """Sinusoidal positional embedding (Vaswani et al.; "pos_sincos" in DMT 4.2.2)."""
+    position = np.arange(length, dtype=np.float64)[:, None]
+    rates = 1.0 / np.power(10000.0, (2 * (np.arange(dim) // 2)) / float(dim))
+    table = position * rates[None, :]
+    table[:, 0::2] = np.sin(table[:, 0::2])
+    table[:, 1::2] = np.cos(table[:, 1::2])
+    return table.astype(np.float32)
+
+
+class PositionalEmbedding(keras.layers.Layer):
+    """x + position embedding (none / sincos / learned, Table 3) + recency embedding.
+
+    Position j = index in the newest-first sequence. Recency: an embedding of the element's
+    log2 age bucket (the JD talk's time-difference encoding), added like the position.
+    call(x [B, L, d], ages [B, L] int) -> [B, L, d].
+    """
+
+    def __init__(self, max_length: int, mode: str = "learned", recency: bool = True,
+                 num_age_buckets: int = P.AGE_BUCKETS, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("none", "sincos", "learned"):
+            raise ValueError(f"positional embedding mode {mode!r}")
+        self.max_length = int(max_length)
+        self.mode = mode
+        self.recency = bool(recency)
+        self.num_age_buckets = int(num_age_buckets)
+
+    def build(self, input_shape):
+        dim = int(input_shape[-1])
+        if self.mode == "learned":
+            self.position_embeddings = self.add_weight(
+                name="position_embeddings", shape=(self.max_length, dim), initializer="uniform")
+        elif self.mode == "sincos":
+            self.position_embeddings = tf.constant(sincos_table(self.max_length, dim))
+        if self.recency:
+            self.age_embeddings = self.add_weight(
+                name="age_embeddings", shape=(self.num_age_buckets, dim), initializer="uniform")
+        super().build(input_shape)
+
+    def call(self, x: tf.Tensor, ages: tf.Tensor = None) -> tf.Tensor:
+        length = tf.shape(x)[1]
+        if self.mode != "none":
+            x = x + self.position_embeddings[tf.newaxis, :length, :]
+        if self.recency:
+            ages = tf.clip_by_value(tf.cast(ages, tf.int32), 0, self.num_age_buckets - 1)
+            x = x + tf.gather(self.age_embeddings, ages)
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), "max_length": self.max_length, "mode": self.mode,
+                "recency": self.recency, "num_age_buckets": self.num_age_buckets}
+
+
+class AttentionBlock(keras.layers.Layer):
+    """Self-attention block of 4.2.2: multi-head attention (eq. 1 inside MultiHead, d_k = d / h)
+    and point-wise FFN (eq. 2), each followed by dropout, residual and layer norm.
+
+    call(query [B, T_q, d], memory [B, L, d], mask [B, L]) -> ([B, T_q, d], weights [B, h, T_q, L]).
+    """
+
+    def __init__(self, num_heads: int = 4, ffn_dim: int = 320, dropout: float = 0.1, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = int(num_heads)
+        self.ffn_dim = int(ffn_dim)
+        self.dropout = float(dropout)
+
+    def build(self, input_shape):
+        dim = int(input_shape[-1])
+        if dim % self.num_heads:
+            raise ValueError(f"width {dim} not divisible by {self.num_heads} heads")
+        # MultiHead(Q, K, V) = Concat(head_1..head_h) W^O, head_i = Attention(QW_i^Q, KW_i^K, VW_i^V)
+        self.attention = keras.layers.MultiHeadAttention(
+            self.num_heads, key_dim=dim // self.num_heads, dropout=self.dropout, name="attention")
+        # FFN(x) = ReLU(x W_1 + b_1) W_2 + b_2   (eq. 2)
+        self.ffn_inner = keras.layers.Dense(self.ffn_dim, activation="relu", name="ffn_1")
+        self.ffn_outer = keras.layers.Dense(dim, name="ffn_2")
+        self.attention_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="attention_norm")
+        self.ffn_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="ffn_norm")
+        self.attention_dropout = keras.layers.Dropout(self.dropout)
+        self.ffn_dropout = keras.layers.Dropout(self.dropout)
+        super().build(input_shape)
+
+    def _attend(self, query, memory, mask, training):
+        """query [B, T_q, d] attends to memory [B, L, d]; keys masked by mask [B, L]."""
+        attention_mask = mask[:, tf.newaxis, :]  # [B, 1, L], broadcast over queries and heads
+        out, scores = self.attention(query, memory, memory, attention_mask=attention_mask,
+                                     return_attention_scores=True, training=training)
+        x = self.attention_norm(query + self.attention_dropout(out, training=training))
+        ffn = self.ffn_outer(self.ffn_inner(x))
+        return self.ffn_norm(x + self.ffn_dropout(ffn, training=training)), scores
+
+    def call(self, query, memory, mask, training=None):
+        return self._attend(query, memory, mask, training)
+
+    def get_config(self):
+        return {**super().get_config(), "num_heads": self.num_heads, "ffn_dim": self.ffn_dim,
+                "dropout": self.dropout}
+
+
+class EncoderBlock(AttentionBlock):
+    """Encoder (4.2.2): each element attends over all real elements of the sequence.
+
+    call(x [B, L, d], mask [B, L]) -> [B, L, d], zero at padded positions.
+    """
+
+    def call(self, x, mask, training=None):
+        x = _zero_padding(x, mask)
+        out, _ = self._attend(x, x, mask, training)
+        return _zero_padding(out, mask)
+
+
+class TargetAttentionDecoder(keras.layers.Layer):
+    """Decoder (4.2.2): the target item e_target is the query, the encoder output is keys and
+    values. `num_blocks` blocks of masked multi-head attention + FFN; the output of block i is
+    the query of block i + 1.
+
+    call(target [B, d], memory [B, L, d], mask [B, L]) -> interest [B, d]
+    (and attention weights [B, h, L] of the last block with return_attention_scores=True:
+    they sum to 1 over real elements and are 0 at padding). Rows without any real element
+    give an all-zero interest vector and all-zero weights.
+    """
+
+    def __init__(self, num_heads: int = 4, ffn_dim: int = 320, dropout: float = 0.1,
+                 num_blocks: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = int(num_heads)
+        self.ffn_dim = int(ffn_dim)
+        self.dropout = float(dropout)
+        self.num_blocks = int(num_blocks)
+        self.blocks = [AttentionBlock(num_heads, ffn_dim, dropout, name=f"block_{i}")
+                       for i in range(self.num_blocks)]
+
+    def call(self, target, memory, mask, training=None, return_attention_scores=False):
+        memory = _zero_padding(memory, mask)
+        query = target[:, tf.newaxis, :]  # T_q = 1
+        for block in self.blocks:
+            query, scores = block(query, memory, mask, training=training)
+        nonempty = tf.reduce_any(mask, axis=1, keepdims=True)  # [B, 1]
+        # softmax over all-masked keys is uniform over padding: zero such rows instead.
+        interest = tf.where(nonempty, query[:, 0, :], tf.zeros_like(query[:, 0, :]))
+        if not return_attention_scores:
+            return interest
+        weights = scores[:, :, 0, :] * tf.cast(mask, scores.dtype)[:, tf.newaxis, :]
+        return interest, weights
+
+    def get_config(self):
+        return {**super().get_config(), "num_heads": self.num_heads, "ffn_dim": self.ffn_dim,
+                "dropout": self.dropout, "num_blocks": self.num_blocks}
+
+
+class DeepInterestTransformer(keras.layers.Layer):
+    """One behaviour sequence -> one interest vector w.r.t. the target item (4.2.2).
+
+    e_i + position (+ recency) -> dropout -> encoder blocks -> target-attention decoder.
+    DMT (4.2.1) uses one instance per sequence type (separate parameters).
+    call(sequence [B, L, d], ages [B, L], mask [B, L], target [B, d]) -> [B, d].
+    """
+
+    def __init__(self, max_length: int, num_heads: int = 4, ffn_dim: int = 320,
+                 dropout: float = 0.1, encoder_blocks: int = 1, decoder_blocks: int = 1,
+                 positional: str = "learned", recency: bool = True,
+                 num_age_buckets: int = P.AGE_BUCKETS, **kwargs):
+        super().__init__(**kwargs)
+        self.max_length = int(max_length)
+        self.num_heads = int(num_heads)
+        self.ffn_dim = int(ffn_dim)
+        self.dropout = float(dropout)
+        self.encoder_blocks = int(encoder_blocks)
+        self.decoder_blocks = int(decoder_blocks)
+        self.positional = positional
+        self.recency = bool(recency)
+        self.num_age_buckets = int(num_age_buckets)
+        self.position = PositionalEmbedding(max_length, positional, recency, num_age_buckets, name="position")
+        self.input_dropout = keras.layers.Dropout(dropout)
+        self.encoder = [EncoderBlock(num_heads, ffn_dim, dropout, name=f"encoder_{i}")
+                        for i in range(self.encoder_blocks)]
+        self.decoder = TargetAttentionDecoder(num_heads, ffn_dim, dropout, decoder_blocks, name="decoder")
+
+    def call(self, sequence, ages, mask, target, training=None, return_attention_scores=False):
+        sequence = _zero_padding(sequence, mask)
+        ages = tf.where(mask, ages, tf.zeros_like(ages))
+        x = self.input_dropout(self.position(sequence, ages), training=training)
+        x = _zero_padding(x, mask)
+        for block in self.encoder:
+            x = block(x, mask, training=training)
+        return self.decoder(target, x, mask, training=training,
+                            return_attention_scores=return_attention_scores)
+
+    def get_config(self):
+        return {**super().get_config(), "max_length": self.max_length, "num_heads": self.num_heads,
+                "ffn_dim": self.ffn_dim, "dropout": self.dropout,
+                "encoder_blocks": self.encoder_blocks, "decoder_blocks": self.decoder_blocks,
+                "positional": self.positional, "recency": self.recency,
+                "num_age_buckets": self.num_age_buckets}

@@ -1,0 +1,71 @@
+"""Fabricated transformed-features batches (what the Transform outputs) for model tests."""
+
+import numpy as np
+import tensorflow as tf
+
+from models import features as F
+from models import preprocessing as P
+from models.config import ModelConfig
+
+VOCAB_SIZES = {F.ITEM_ID: 40, F.CATEGORY_ID: 12, F.BRAND_ID: 15, F.SHOP_ID: 14, F.USER_ID: 20, F.SCENARIO: 3}
+SEQUENCE_LENGTHS = {F.SEQUENCE_CLICK: 6, F.SEQUENCE_CART: 3, F.SEQUENCE_ORDER: 3}
+LABEL_NAMES = (F.CLICK, F.CART, F.WISH, F.ORDER, F.DACTION)
+
+
+def small_config(**overrides) -> ModelConfig:
+    """A small, fast DMT config (d = 16)."""
+    section = dict(embedding_dims={F.ITEM_ID: 8, F.CATEGORY_ID: 4, F.BRAND_ID: 2, F.SHOP_ID: 2},
+                   sequences=dict(SEQUENCE_LENGTHS), num_heads=2, num_experts=3, expert_units=[16],
+                   tower_units=[8], bias_units=[8], bias_embedding_dim=4, bucket_embedding_dim=2,
+                   baseline_units=[16, 8], dropout=0.0)
+    section.update(overrides)
+    return ModelConfig.from_dict(section)
+
+
+def row_lengths(batch_size: int, max_length: int) -> np.ndarray:
+    """Row 0 empty, row 1 over-long (max + 3), row 2 exactly full, then 1, 2, ... elements."""
+    base = [0, max_length + 3, max_length, 1, 2, max(max_length - 1, 1)]
+    return np.array([base[i % len(base)] for i in range(batch_size)], np.int64)
+
+
+def _sparse(rows):
+    indices = [(r, c) for r, row in enumerate(rows) for c in range(len(row))]
+    values = [v for row in rows for v in row]
+    width = max([len(row) for row in rows] + [0])
+    return tf.SparseTensor(np.array(indices, np.int64).reshape(-1, 2), np.array(values, np.int64),
+                           [len(rows), width])
+
+
+def make_batch(batch_size: int = 6, seed: int = 0, tail_seed: int = 1, tail_extra: int = 0,
+               lengths=None, sequences=SEQUENCE_LENGTHS):
+    """(features, labels) like the Transform output, batch `batch_size`.
+
+    Sequence elements beyond a sequence's max length are drawn from `tail_seed`, so batches
+    that differ only in `tail_seed` / `tail_extra` (extra elements appended to rows already at
+    or over the max length) agree on everything the model may see.
+    """
+    rng, tail_rng = np.random.default_rng(seed), np.random.default_rng(tail_seed)
+    features = {}
+    for f in F.ITEM_ID_FEATURES + (F.USER_ID, F.SCENARIO):
+        features[f] = tf.constant(rng.integers(0, VOCAB_SIZES[f], (batch_size, 1)), tf.int64)
+    for s, max_length in sequences.items():
+        counts = row_lengths(batch_size, max_length) if lengths is None else np.asarray(lengths[s])
+        for field in F.SEQUENCE_ELEMENT_FIELDS:
+            high = P.AGE_BUCKETS if field == F.SEQUENCE_AGE else VOCAB_SIZES[field]
+            rows = []
+            for n in counts:
+                row = list(rng.integers(0, high, min(n, max_length)))
+                extra = (n - max_length if n > max_length else 0) + (tail_extra if n >= max_length else 0)
+                rows.append(row + list(tail_rng.integers(0, high, extra)))
+            features[F.sequence_feature(s, field)] = _sparse(rows)
+    features[F.POSITION] = tf.constant(rng.integers(1, F.MAX_POSITION + 1, (batch_size, 1)), tf.int64)
+    features[F.PAGE] = tf.constant(rng.integers(1, F.MAX_PAGE + 1, (batch_size, 1)), tf.int64)
+    features[F.NEIGHBOR_CATEGORIES] = tf.constant(
+        rng.integers(0, VOCAB_SIZES[F.CATEGORY_ID], (batch_size, F.NUM_NEIGHBORS)), tf.int64)
+    for name in F.DENSE_FEATURES:
+        features[name] = tf.constant(rng.normal(size=(batch_size, 1)), tf.float32)
+    for name in P.DEFAULT_TRANSFORM_CONFIG["bucketized_features"]:
+        features[P.bucket_feature(name)] = tf.constant(
+            rng.integers(0, P.DEFAULT_TRANSFORM_CONFIG["num_buckets"], (batch_size, 1)), tf.int64)
+    labels = {name: tf.constant(rng.integers(0, 2, (batch_size, 1)), tf.float32) for name in LABEL_NAMES}
+    return features, labels

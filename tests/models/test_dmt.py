@@ -1,0 +1,210 @@
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+from models import features as F
+from models.baseline import DNNUtility, build_dnn_base
+from models.dmt import (SCORE, DMTModel, DMTUtility, RankingModel, build_dmt, build_model,
+                        compile_model, export_serving_module)
+from tests.models.batch import SEQUENCE_LENGTHS, VOCAB_SIZES, make_batch, small_config
+
+TASKS = ["click", "cart", "order"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    config = small_config(tasks=TASKS, fusion_weights={"click": 3.0, "cart": 0.5, "order": 1.5},
+                          dropout=0.1, use_scenario=True)
+    m = build_dmt(config, VOCAB_SIZES)
+    m(make_batch()[0])
+    return m
+
+
+def _numpy(outputs):
+    return {k: v.numpy() for k, v in outputs.items()}
+
+
+def test_outputs_shapes_and_composition(model):
+    features, _ = make_batch()
+    assert isinstance(model, DMTModel) and model.bias_tower.name == "bias_tower"
+    probabilities = _numpy(model(features, training=False))
+    logits = _numpy(model.utility_logits(features))
+    y_b = model.bias_logit(features).numpy()
+    serving = _numpy(model.serving_outputs(features))
+    assert set(probabilities) == set(TASKS) and set(serving) == set(TASKS) | {SCORE}
+    for task in TASKS:
+        assert probabilities[task].shape == logits[task].shape == serving[task].shape == (6, 1)
+        np.testing.assert_allclose(probabilities[task], tf.sigmoid(logits[task] + y_b), rtol=1e-6)  # eq. 5
+        np.testing.assert_allclose(serving[task], tf.sigmoid(logits[task]), rtol=1e-6)  # eq. 6
+    w = model.model_config.fusion_weights
+    expected = sum(w[t] * serving[t] for t in TASKS) / sum(w.values())
+    np.testing.assert_allclose(serving[SCORE], expected, rtol=1e-6)
+    assert not np.allclose(y_b, 0.0)
+
+
+def test_padding_and_tail_never_change_outputs(model):
+    base, _ = make_batch()
+    other, _ = make_batch(tail_seed=99, tail_extra=4)  # other values beyond max length, and more of them
+    assert other["click_sequence_item_id"].dense_shape[1] > base["click_sequence_item_id"].dense_shape[1]
+    for fn in (lambda x: model(x, training=False), model.serving_outputs,
+               model.utility.interest_vectors):
+        tf.nest.map_structure(np.testing.assert_array_equal, _numpy(fn(other)), _numpy(fn(base)))
+
+
+def test_sequences_matter_and_empty_rows_are_finite(model):
+    features, _ = make_batch()
+    vectors = _numpy(model.utility.interest_vectors(features))
+    for s, v in vectors.items():
+        assert v.shape == (6, model.model_config.d_model)
+        assert (v[0] == 0).all() and np.abs(v[1:]).sum(1).min() > 0  # row 0 is empty
+    empty, _ = make_batch(lengths={s: [0] * 6 for s in SEQUENCE_LENGTHS})
+    for outputs in (model(empty, training=False), model.serving_outputs(empty)):
+        assert all(np.isfinite(v.numpy()).all() for v in outputs.values())
+    # changing a real element changes the prediction
+    changed, _ = make_batch(seed=0, lengths=None)
+    ids = changed["click_sequence_item_id"]
+    changed["click_sequence_item_id"] = tf.SparseTensor(ids.indices, (ids.values + 1) % VOCAB_SIZES[F.ITEM_ID],
+                                                        ids.dense_shape)
+    assert not np.allclose(model.serving_outputs(changed)[SCORE][1:], model.serving_outputs(features)[SCORE][1:])
+
+
+def test_gate_weights(model):
+    gates = _numpy(model.gate_weights(make_batch()[0]))
+    assert set(gates) == set(TASKS)
+    for g in gates.values():
+        assert g.shape == (6, model.model_config.num_experts)
+        np.testing.assert_allclose(g.sum(-1), 1.0, rtol=1e-6)
+
+
+def test_bias_variables_stay_in_the_bias_tower(model):
+    bias_vars = model.bias_tower.variables
+    assert bias_vars and all("bias_tower" in v.name for v in bias_vars)
+    others = [v for v in model.variables if not any(v is b for b in bias_vars)]
+    assert others and not any("bias_tower" in v.name for v in others)
+    module = export_serving_module(model)
+    assert module.variables and not any("bias_tower" in v.name for v in module.variables)
+    assert len(module.variables) == len(model.utility.variables)
+
+
+def test_serving_module_matches_model(model):
+    features, _ = make_batch()
+    module = export_serving_module(model)
+    tf.nest.map_structure(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5),
+                          _numpy(module(features)), _numpy(model.serving_outputs(features)))
+
+
+def _serialize(features, names):
+    """tf.Examples carrying the transformed features (like a Transform-wrapping signature would)."""
+    examples = []
+    batch = {n: (tf.sparse.to_dense(features[n]).numpy() if isinstance(features[n], tf.SparseTensor)
+                 else features[n].numpy()) for n in names}
+    for r in range(features[F.ITEM_ID].shape[0]):
+        feats = {}
+        for n in names:
+            if isinstance(features[n], tf.SparseTensor):
+                cols = features[n].indices.numpy()
+                values = batch[n][r, cols[cols[:, 0] == r, 1]]
+                feats[n] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+            elif batch[n].dtype == np.float32:
+                feats[n] = tf.train.Feature(float_list=tf.train.FloatList(value=batch[n][r]))
+            else:
+                feats[n] = tf.train.Feature(int64_list=tf.train.Int64List(value=batch[n][r]))
+        examples.append(tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString())
+    return tf.constant(examples)
+
+
+def test_saved_model_round_trip_without_bias_tower(model, tmp_path):
+    features, _ = make_batch()
+    module = export_serving_module(model)
+    specs = module.input_signature()
+    parse_spec = {n: tf.io.VarLenFeature(s.dtype) if isinstance(s, tf.SparseTensorSpec)
+                  else tf.io.FixedLenFeature([1], s.dtype) for n, s in specs.items()}
+
+    class Wrapper(tf.Module):
+        def __init__(self, serving):
+            super().__init__()
+            self.serving = serving
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def serve_examples(self, serialized):
+            return self.serving(tf.io.parse_example(serialized, parse_spec))
+
+    wrapper = Wrapper(module)
+    path = str(tmp_path / "serving")
+    tf.saved_model.save(wrapper, path, signatures={"serving_default": wrapper.serve_examples})
+    with open(f"{path}/saved_model.pb", "rb") as f:  # object graph, variable names, functions
+        saved = f.read()
+    assert b"mmoe" in saved and b"bias_tower" not in saved
+    loaded = tf.saved_model.load(path)
+    restored = loaded.serving.utility.variables
+    assert len(restored) == len(module.variables)
+    assert all("bias_tower" not in v.name for v in restored) and any("mmoe" in v.name for v in restored)
+    expected = _numpy(model.serving_outputs(features))
+    got = _numpy(loaded.signatures["serving_default"](_serialize(features, list(specs))))
+    assert set(got) == set(expected)
+    tf.nest.map_structure(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5), got, expected)
+    reloaded = _numpy(loaded.serving.serve({n: features[n] for n in specs}))
+    tf.nest.map_structure(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5), reloaded, expected)
+
+
+def test_model_and_utility_get_config(model):
+    config = json.loads(json.dumps(model.get_config()))
+    clone = RankingModel.from_config(config)
+    assert isinstance(clone, DMTModel) and clone.model_config == model.model_config
+    utility_config = json.loads(json.dumps(model.utility.get_config()))
+    assert DMTUtility.from_config(utility_config).model_config == model.model_config
+
+
+@pytest.mark.parametrize("overrides", [
+    {"positional": "none", "bias_features": "none"},
+    {"positional": "sincos", "bias_features": "position_index", "recency": False},
+    {"positional": "learned", "bias_features": "position_page", "sequences": {"click": 4}},
+    {"positional": "learned", "bias_features": "neighboring", "use_dense_features": False,
+     "use_target_embedding": False, "encoder_blocks": 0, "decoder_blocks": 2},
+])
+def test_options_build(overrides):
+    m = build_dmt(small_config(**overrides), VOCAB_SIZES)
+    features, _ = make_batch()
+    out = m(features, training=True)
+    assert set(out) == {"click", "order"} and all(np.isfinite(v.numpy()).all() for v in out.values())
+    assert (m.bias_tower is None) == (overrides["bias_features"] == "none")
+    serving = m.serving_outputs(features)
+    if m.bias_tower is None:
+        np.testing.assert_allclose(m(features, training=False)["click"], serving["click"], rtol=1e-6)
+
+
+def _toy_dataset(n=64, batch_size=16, seed=3):
+    """click = item_price > 0; order = item id even; all labels present."""
+    features, labels = make_batch(n, seed=seed)
+    labels[F.CLICK] = tf.cast(features[F.ITEM_PRICE] > 0, tf.float32)
+    labels[F.ORDER] = tf.cast(features[F.ITEM_ID] % 2 == 0, tf.float32)
+    return tf.data.Dataset.from_tensor_slices((features, labels)).batch(batch_size)
+
+
+@pytest.mark.parametrize("builder", [build_dmt, build_dnn_base])
+def test_fit_lowers_the_loss(builder):
+    keras.utils.set_random_seed(0)
+    m = compile_model(builder(small_config(), VOCAB_SIZES), keras.optimizers.Adam(1e-2))
+    history = m.fit(_toy_dataset(), epochs=5, verbose=0).history  # 4 steps per epoch
+    assert {"loss", "click_loss", "order_loss", "click_auc", "order_auc"} <= set(history)
+    assert history["loss"][-1] < 0.8 * history["loss"][0]
+    if m.bias_tower is not None:  # variables first created inside fit's tf.function
+        assert all("bias_tower" in v.name for v in m.bias_tower.variables)
+        assert not any("bias_tower" in v.name for v in m.utility.variables)
+
+
+def test_dnn_base_has_the_same_api():
+    m = build_model(small_config(model_type="dnn_base"), VOCAB_SIZES)
+    features, _ = make_batch()
+    assert isinstance(m.utility, DNNUtility) and m.bias_tower is None
+    out, logits, serving = m(features), m.utility_logits(features), m.serving_outputs(features)
+    for task in ("click", "order"):
+        np.testing.assert_allclose(out[task], tf.sigmoid(logits[task]), rtol=1e-6)
+    module = export_serving_module(m)
+    assert not any("sequence" in name for name in module.input_signature())
+    tf.nest.map_structure(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5),
+                          _numpy(module(features)), _numpy(serving))
+    assert isinstance(RankingModel.from_config(m.get_config()).utility, DNNUtility)

@@ -1,0 +1,186 @@
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import features as F
+from models import preprocessing as P
+from models.bias import BiasTower
+from models.embedding import ContextInput, ItemEmbedding, SequenceInput
+from models.mmoe import MLP, MMoE
+from models.transformer import (AttentionBlock, DeepInterestTransformer, EncoderBlock,
+                                PositionalEmbedding, TargetAttentionDecoder, sincos_table)
+from tests.models.batch import SEQUENCE_LENGTHS, VOCAB_SIZES, make_batch, row_lengths
+
+B, L, D, H = 6, 5, 8, 2
+DIMS = {F.ITEM_ID: 4, F.CATEGORY_ID: 2, F.BRAND_ID: 1, F.SHOP_ID: 1}
+
+
+def _seq(seed=0):
+    rng = np.random.default_rng(seed)
+    lengths = np.array([0, 5, 3, 1, 2, 4])
+    mask = np.arange(L)[None, :] < lengths[:, None]
+    x = rng.normal(size=(B, L, D)).astype(np.float32)
+    ages = rng.integers(0, P.AGE_BUCKETS, (B, L))
+    return tf.constant(x), tf.constant(ages, tf.int64), tf.constant(mask)
+
+
+def _scramble_padding(x, mask, seed=5, scale=100.0):
+    """Replace values at padded positions with large noise (ids: arbitrary ints)."""
+    noise = np.random.default_rng(seed).normal(size=x.shape) * scale
+    m = mask.numpy().reshape(mask.shape + (1,) * (len(x.shape) - len(mask.shape)))
+    if x.dtype.is_integer:
+        noise = np.abs(noise).astype(np.int64) % P.AGE_BUCKETS
+    return tf.constant(np.where(m, x.numpy(), noise.astype(x.dtype.as_numpy_dtype)))
+
+
+def test_item_embedding_is_shared_by_target_and_sequences():
+    layer = ItemEmbedding(VOCAB_SIZES, DIMS)
+    features, _ = make_batch()
+    target = layer.embed_target(features)
+    ids, _ = SequenceInput("click", 6)(features)
+    sequence = layer({f: ids[f] for f in F.ITEM_ID_FEATURES})
+    assert target.shape == (6, 8) and sequence.shape == (6, 6, 8) and layer.output_dim == 8
+    same = {f: tf.reshape(features[f], [-1]) for f in F.ITEM_ID_FEATURES}
+    np.testing.assert_array_equal(layer(same), target)
+    assert len(layer.trainable_variables) == 4
+
+
+def test_sequence_input_pads_truncates_and_masks():
+    features, _ = make_batch(tail_extra=2)
+    for s, max_length in SEQUENCE_LENGTHS.items():
+        ids, mask = SequenceInput(s, max_length)(features)
+        lengths = np.minimum(row_lengths(6, max_length), max_length)
+        np.testing.assert_array_equal(mask.numpy().sum(1), lengths)
+        assert not mask.numpy()[0].any()  # the empty row
+        for field in F.SEQUENCE_ELEMENT_FIELDS:
+            dense = tf.sparse.to_dense(features[F.sequence_feature(s, field)]).numpy()
+            assert ids[field].shape == (6, max_length)
+            for r, n in enumerate(lengths):
+                np.testing.assert_array_equal(ids[field].numpy()[r, :n], dense[r, :n])
+                assert (ids[field].numpy()[r, n:] == 0).all()
+
+
+def test_sequence_input_all_rows_empty():
+    features, _ = make_batch(lengths={s: [0] * 6 for s in SEQUENCE_LENGTHS})
+    ids, mask = SequenceInput("click", 6)(features)
+    assert ids[F.ITEM_ID].shape == (6, 6) and not mask.numpy().any()
+
+
+@pytest.mark.parametrize("mode", ["none", "sincos", "learned"])
+def test_positional_embedding(mode):
+    x, ages, _ = _seq()
+    layer = PositionalEmbedding(L, mode, recency=True)
+    out = layer(x, ages)
+    assert out.shape == (B, L, D)
+    if mode == "sincos":
+        no_recency = PositionalEmbedding(L, mode, recency=False)(x, ages)
+        np.testing.assert_allclose(no_recency - x, np.broadcast_to(sincos_table(L, D), (B, L, D)), atol=1e-6)
+    if mode == "none":
+        plain = PositionalEmbedding(L, mode, recency=False)
+        np.testing.assert_array_equal(plain(x, ages), x)
+    # recency: the age bucket changes the output
+    assert not np.allclose(layer(x, (ages + 1) % P.AGE_BUCKETS), out)
+
+
+def test_encoder_block_ignores_padding():
+    x, _, mask = _seq()
+    block = EncoderBlock(H, 16, 0.0)
+    out = block(x, mask)
+    assert out.shape == (B, L, D)
+    np.testing.assert_array_equal(block(_scramble_padding(x, mask), mask), out)
+    assert (out.numpy()[~mask.numpy()] == 0).all()
+    assert np.isfinite(out.numpy()).all()
+
+
+def test_decoder_uses_target_as_query_and_masks_keys():
+    memory, _, mask = _seq()
+    target = tf.constant(np.random.default_rng(1).normal(size=(B, D)), tf.float32)
+    decoder = TargetAttentionDecoder(H, 16, 0.0, num_blocks=1)
+    interest, weights = decoder(target, memory, mask, return_attention_scores=True)
+    assert interest.shape == (B, D) and weights.shape == (B, H, L)
+    m = mask.numpy()
+    w = weights.numpy()
+    nonempty = m.any(1)
+    np.testing.assert_allclose(w[nonempty].sum(-1), 1.0, rtol=1e-5)
+    assert (w.transpose(0, 2, 1)[~m] == 0).all()
+    assert (w[~nonempty] == 0).all() and (interest.numpy()[~nonempty] == 0).all()
+    # padded memory never matters; the target (query) does
+    np.testing.assert_array_equal(decoder(target, _scramble_padding(memory, mask), mask), interest)
+    other = decoder(target + 1.0, memory, mask).numpy()
+    assert not np.allclose(other[nonempty], interest.numpy()[nonempty])
+    assert np.isfinite(interest.numpy()).all()
+
+
+def test_decoder_with_two_blocks():
+    memory, _, mask = _seq()
+    target = tf.ones((B, D))
+    out = TargetAttentionDecoder(H, 16, 0.0, num_blocks=2)(target, memory, mask)
+    assert out.shape == (B, D) and np.isfinite(out.numpy()).all()
+
+
+@pytest.mark.parametrize("positional", ["none", "sincos", "learned"])
+def test_deep_interest_transformer_ignores_padding(positional):
+    x, ages, mask = _seq()
+    target = tf.constant(np.random.default_rng(2).normal(size=(B, D)), tf.float32)
+    layer = DeepInterestTransformer(L, H, 16, 0.1, encoder_blocks=2, positional=positional)
+    out = layer(x, ages, mask, target)
+    assert out.shape == (B, D) and np.isfinite(out.numpy()).all()
+    assert (out.numpy()[0] == 0).all()  # empty row
+    scrambled = layer(_scramble_padding(x, mask), _scramble_padding(ages, mask), mask, target)
+    np.testing.assert_array_equal(scrambled, out)
+
+
+def test_mmoe_gates_sum_to_one():
+    x = tf.constant(np.random.default_rng(0).normal(size=(B, 12)), tf.float32)
+    layer = MMoE(["click", "order", "cart"], num_experts=3, expert_units=[8, 4], tower_units=[4])
+    utilities, gates = layer(x, return_gates=True)
+    assert set(utilities) == {"click", "order", "cart"}
+    for task in utilities:
+        assert utilities[task].shape == (B, 1) and gates[task].shape == (B, 3)
+        np.testing.assert_allclose(gates[task].numpy().sum(-1), 1.0, rtol=1e-6)
+    assert not np.allclose(utilities["click"], utilities["order"])
+
+
+@pytest.mark.parametrize("kind", ["position_index", "position_page", "neighboring"])
+def test_bias_tower(kind):
+    features, _ = make_batch()
+    tower = BiasTower(kind, [8, 4], 4, VOCAB_SIZES[F.CATEGORY_ID], name="something_else")
+    y = tower(features)
+    assert tower.name == "bias_tower" and y.shape == (6, 1)
+    assert tower.variables and all("bias_tower" in v.name for v in tower.variables)
+
+
+def test_context_input():
+    features, _ = make_batch()
+    layer = ContextInput(F.DENSE_FEATURES, ["item_price"], 10, 3, VOCAB_SIZES[F.SCENARIO], 2)
+    out = layer(features)
+    assert out.shape == (6, len(F.DENSE_FEATURES) + 3 + 2) == (6, layer.output_dim)
+
+
+def _roundtrip(layer, *args, **kwargs):
+    config = json.loads(json.dumps(layer.get_config()))
+    clone = type(layer).from_config(config)
+    out = layer(*args, **kwargs)
+    clone(*args, **kwargs)
+    clone.set_weights(layer.get_weights())
+    tf.nest.map_structure(np.testing.assert_array_equal, clone(*args, **kwargs), out)
+    assert clone.get_config() == layer.get_config()
+
+
+def test_get_config_round_trips():
+    features, _ = make_batch()
+    x, ages, mask = _seq()
+    target = tf.ones((B, D))
+    _roundtrip(ItemEmbedding(VOCAB_SIZES, DIMS), {f: tf.reshape(features[f], [-1]) for f in F.ITEM_ID_FEATURES})
+    _roundtrip(SequenceInput("cart", 3), features)
+    _roundtrip(ContextInput(F.DENSE_FEATURES[:3], ["item_price"], 10, 2), features)
+    _roundtrip(PositionalEmbedding(L, "learned", True), x, ages)
+    _roundtrip(AttentionBlock(H, 16, 0.1), x, x, mask)
+    _roundtrip(EncoderBlock(H, 16, 0.1), x, mask)
+    _roundtrip(TargetAttentionDecoder(H, 16, 0.1, 2), target, x, mask)
+    _roundtrip(DeepInterestTransformer(L, H, 16, 0.1, 1, 1, "sincos", False), x, ages, mask, target)
+    _roundtrip(MLP([4], 0.1, 2), x[:, 0])
+    _roundtrip(MMoE(["click", "order"], 2, [4], [3], [2]), x[:, 0])
+    _roundtrip(BiasTower("neighboring", [4], 2, VOCAB_SIZES[F.CATEGORY_ID]), features)
