@@ -1,4 +1,4 @@
-"""The `funnel` command: simulate, ingest, run.
+"""The `funnel` command: simulate, ingest, run, predict.
 
 Arguments a sub-command does not know are passed through to Beam (e.g.
 `--runner=DataflowRunner --project=...`).
@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def _add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--logs", required=True, help="logs directory (see README: the raw-log contract)")
-    parser.add_argument("--config", help="YAML file with an `ingest:` section (IngestConfig fields)")
+    parser.add_argument("--config", help="YAML configuration (see pipeline/config.yaml); for ingest, its `ingest:` section")
     parser.add_argument("--eval-days", type=int, help="last N UTC days are the eval split (default 1)")
     parser.add_argument("--num-shards", type=int, help="user shards of the join (default 16)")
     parser.add_argument("--max-quarantine-fraction", type=float, help="fail above this fraction (default 0.01)")
@@ -55,15 +55,34 @@ def _ingest(args, beam_args) -> int:
 
 
 def _run(args, beam_args) -> int:
+    import dataclasses
+
     from components.ingest.contract import ContractError
     from pipeline import local_runner, report
+    from pipeline.config import load_config
 
+    config = load_config(args.config)
+    config["ingest"] = dataclasses.asdict(_ingest_config(args))  # flags override the file
     try:
-        root = local_runner.run_local(args.logs, args.work, _ingest_config(args), beam_args)
+        root = local_runner.run_local(args.logs, args.work, config, beam_args)
     except ContractError as e:
         print(f"funnel run: {e}", file=sys.stderr)
         return 2
-    print(report.summarize(root))
+    print(report.summarize(root, args.logs, args.work))
+    return 0
+
+
+def _predict(args, beam_args) -> int:
+    from components.ingest.contract import ContractError
+    from components.ingest.report import IngestError
+    from serving.batch_predict import predict
+
+    try:
+        frame = predict(args.model, args.logs, args.out, args.days, _ingest_config(args), beam_args)
+    except (ContractError, IngestError, ValueError) as e:
+        print(f"funnel predict: {e}", file=sys.stderr)
+        return 2
+    print(f"scored {len(frame)} impressions into {args.out}")
     return 0
 
 
@@ -86,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ingest_arguments(run)
     run.add_argument("--work", required=True, help="working directory (pipeline root, metadata, report)")
     run.set_defaults(handler=_run)
+
+    predict = commands.add_parser("predict", help="score a logs directory's impressions with a pushed model")
+    _add_ingest_arguments(predict)
+    predict.add_argument("--model", required=True, help="a SavedModel directory (a pushed version)")
+    predict.add_argument("--out", required=True, help="output file: .jsonl, .jsonl.gz or .parquet")
+    predict.add_argument("--days", type=int, help="score only the last N UTC days (default: all)")
+    predict.set_defaults(handler=_predict)
     return parser
 
 

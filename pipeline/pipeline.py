@@ -1,34 +1,107 @@
-"""The funnel TFX pipeline, built by one function; runners are thin files around it."""
+"""The funnel TFX pipeline, built by one function; runners are thin files around it.
 
-import os
-from typing import List, Optional
+Ingest -> StatisticsGen -> ImportSchemaGen -> ExampleValidator -> Transform -> Trainer
+(DMT) and BaselineTrainer (DNN(Base)) -> Resolver (latest blessed model) -> Evaluator
+-> Pusher (atomic versions under `serving_dir`).
+"""
 
+from typing import Any, Dict, List, Optional
+
+import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
+from tfx.dsl.components.base import executor_spec
 
 import schemas
 from components.ingest.component import Ingest
 from components.ingest.config import IngestConfig
+from components.pusher import executor as atomic_pusher
+from models import features as F
+
+PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
+RUN_FN = "models.trainer.run_fn"
+# Slices of the evaluation: overall, per scenario, per page (the position bucket).
+SLICES = ([], [F.SCENARIO], [F.PAGE])
+
+
+def eval_config(tasks: List[str], min_auc: float, max_auc_drop: Optional[float]) -> tfma.EvalConfig:
+    """Per-task AUC, AUC-PR, calibration and counts; AUC gates the blessing: above
+    `min_auc`, and at most `max_auc_drop` below the baseline (the last blessed model;
+    the first model is rubber-stamped). `max_auc_drop=None` drops the comparison."""
+    auc_threshold = tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": min_auc}))
+    if max_auc_drop is not None:
+        auc_threshold.change_threshold.CopyFrom(tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -max_auc_drop}))
+    metrics = [
+        # Gate on the overall slice only: a small slice (a scenario, a page) may have no
+        # positive of a rare task, and its AUC is then meaningless.
+        tfma.MetricConfig(class_name="AUC", per_slice_thresholds=[
+            tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=auc_threshold)]),
+        tfma.MetricConfig(class_name="AUCPrecisionRecall"),
+        tfma.MetricConfig(class_name="Calibration"),
+        tfma.MetricConfig(class_name="MeanLabel"),
+        tfma.MetricConfig(class_name="MeanPrediction"),
+    ]
+    return tfma.EvalConfig(
+        model_specs=[tfma.ModelSpec(signature_name="serving_default", label_keys={t: t for t in tasks})],
+        slicing_specs=[tfma.SlicingSpec(feature_keys=keys) for keys in SLICES],
+        metrics_specs=[tfma.MetricsSpec(metrics=[tfma.MetricConfig(class_name="ExampleCount")])]
+        + [tfma.MetricsSpec(output_names=[task], metrics=metrics) for task in tasks],
+    )
 
 
 def create_pipeline(
     pipeline_name: str,
     pipeline_root: str,
     logs_dir: str,
-    ingest_config: Optional[IngestConfig] = None,
+    serving_dir: str,
+    config: Dict[str, Any],
     schema_path: Optional[str] = None,
     metadata_path: Optional[str] = None,
     beam_pipeline_args: Optional[List[str]] = None,
 ) -> tfx.dsl.Pipeline:
-    """Ingest -> StatisticsGen -> ImportSchemaGen -> ExampleValidator."""
-    ingest = Ingest(logs_dir=logs_dir, config=ingest_config)
+    ingest = Ingest(logs_dir=logs_dir, config=IngestConfig(**config["ingest"]))
     statistics = tfx.components.StatisticsGen(examples=ingest.outputs["examples"])
     schema = tfx.components.ImportSchemaGen(schema_file=schema_path or schemas.path("schema.pbtxt"))
     validator = tfx.components.ExampleValidator(
         statistics=statistics.outputs["statistics"], schema=schema.outputs["schema"])
+    transform = tfx.components.Transform(
+        examples=ingest.outputs["examples"], schema=schema.outputs["schema"],
+        preprocessing_fn=PREPROCESSING_FN, custom_config={"transform": config["transform"]})
+
+    def trainer(model_section: str) -> tfx.components.Trainer:
+        return tfx.components.Trainer(
+            run_fn=RUN_FN,
+            examples=transform.outputs["transformed_examples"],
+            transform_graph=transform.outputs["transform_graph"],
+            schema=schema.outputs["schema"],
+            custom_config={"transform": config["transform"], "model": config[model_section],
+                           "trainer": config["trainer"]})
+
+    dmt_trainer = trainer("model")
+    baseline_trainer = trainer("baseline").with_id("BaselineTrainer")
+    latest_blessed = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+    evaluator = tfx.components.Evaluator(
+        examples=ingest.outputs["examples"],
+        model=dmt_trainer.outputs["model"],
+        baseline_model=latest_blessed.outputs["model"],
+        eval_config=eval_config(config["model"].get("tasks", [F.CLICK, F.ORDER]),
+                                config["evaluator"]["min_auc"], config["evaluator"]["max_auc_drop"]))
+    pusher = tfx.components.Pusher(
+        model=dmt_trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)),
+        custom_executor_spec=executor_spec.ExecutorClassSpec(atomic_pusher.Executor))
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
-        components=[ingest, statistics, schema, validator],
+        components=[ingest, statistics, schema, validator, transform, dmt_trainer, baseline_trainer,
+                    latest_blessed, evaluator, pusher],
         metadata_connection_config=(
             tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)
             if metadata_path else None),

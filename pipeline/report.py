@@ -1,11 +1,23 @@
-"""Reads a finished pipeline's outputs and prints what a user needs to see."""
+"""Reads a finished pipeline's outputs, scores the eval split with DMT and DNN(Base), and
+writes `WORK/report.json` plus a printed table (metrics of the DMT paper's Table 1)."""
 
 import glob
 import json
 import os
-from typing import Dict, List
+from typing import Dict, List, Optional
 
+import numpy as np
+import pandas as pd
 from tensorflow_metadata.proto.v0 import anomalies_pb2
+
+from components.ingest import reader
+from components.ingest.contract import LogFile
+from models import features as F
+from models import metrics
+from serving.batch_predict import score_examples
+
+TRUTH_COLUMNS = {F.CLICK: "p_click", F.CART: "p_cart", F.ORDER: "p_order"}
+MODELS = {"dmt": "Trainer", "dnn_base": "BaselineTrainer"}
 
 
 def _latest(pattern: str) -> str:
@@ -13,13 +25,19 @@ def _latest(pattern: str) -> str:
     paths = glob.glob(pattern)
     if not paths:
         raise FileNotFoundError(f"no pipeline output matches {pattern}")
-    return max(paths, key=lambda p: int(p.split(os.sep)[-2]) if p.split(os.sep)[-2].isdigit() else -1)
+
+    def execution_id(path):
+        parts = [p for p in path.split(os.sep) if p.isdigit()]
+        return int(parts[-1]) if parts else -1
+
+    return max(paths, key=execution_id)
 
 
 def anomalies(root: str) -> Dict[str, List[str]]:
     """Split -> anomaly descriptions found by ExampleValidator (empty lists when clean)."""
     found = {}
-    for path in sorted(glob.glob(os.path.join(os.path.dirname(_latest(os.path.join(root, "ExampleValidator", "anomalies", "*", "Split-*"))), "Split-*", "SchemaDiff.pb"))):
+    latest = os.path.dirname(_latest(os.path.join(root, "ExampleValidator", "anomalies", "*", "Split-*")))
+    for path in sorted(glob.glob(os.path.join(latest, "Split-*", "SchemaDiff.pb"))):
         message = anomalies_pb2.Anomalies()
         with open(path, "rb") as f:
             message.ParseFromString(f.read())
@@ -28,7 +46,57 @@ def anomalies(root: str) -> Dict[str, List[str]]:
     return found
 
 
-def summarize(root: str) -> str:
+def read_truth(logs_dir: str) -> Optional[pd.DataFrame]:
+    paths = sorted(glob.glob(os.path.join(logs_dir, "truth", "*")))
+    if not paths:
+        return None
+    frames = [reader.read_log_file(LogFile("truth", p, i)).rows for i, p in enumerate(paths)]
+    return pd.concat(frames, ignore_index=True).drop(columns=[reader.FILE_COLUMN, reader.ROW_COLUMN])
+
+
+def evaluate(root: str, logs_dir: str) -> dict:
+    eval_files = sorted(glob.glob(os.path.join(_latest(os.path.join(root, "Ingest", "examples", "*")), "Split-eval", "*")))
+    truth = read_truth(logs_dir)
+    keep = (F.USER_ID, F.REQUEST_ID) + F.LABELS
+    result = {"eval_examples": 0, "models": {}, "truth": truth is not None}
+    for name, component in MODELS.items():
+        model_dir = os.path.join(_latest(os.path.join(root, component, "model", "*")), "Format-Serving")
+        scored = score_examples(model_dir, eval_files, keep)
+        if truth is not None:
+            scored = scored.merge(truth, how="left", on=F.IMPRESSION_ID)
+        result["eval_examples"] = len(scored)
+        tasks = [c for c in scored.columns if f"label_{c}" in scored.columns]
+        result["models"][name] = {
+            task: metrics.task_metrics(
+                scored[f"label_{task}"].to_numpy(), scored[task].to_numpy(), scored[F.USER_ID].to_numpy(),
+                scored[F.REQUEST_ID].to_numpy(),
+                scored[TRUTH_COLUMNS[task]].to_numpy() if truth is not None and task in TRUTH_COLUMNS else None)
+            for task in tasks}
+    dmt, base = result["models"]["dmt"], result["models"]["dnn_base"]
+    result["rela_impr"] = {t: metrics.rela_impr(dmt[t]["auc"], base[t]["auc"]) for t in dmt if t in base}
+    blessing = _latest(os.path.join(root, "Evaluator", "blessing", "*"))
+    result["blessed"] = os.path.exists(os.path.join(blessing, "BLESSED"))
+    pushed = glob.glob(os.path.join(root, "Pusher", "pushed_model", "*", "*"))
+    result["pushed"] = bool(pushed)
+    return result
+
+
+def _fmt(value) -> str:
+    return "-" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.4f}"
+
+
+def table(result: dict) -> str:
+    columns = ["auc", "gauc", "ndcg@10", "mrr@4", "precision@4", "log_loss", "calibration", "oracle_auc", "efficiency"]
+    lines = [f"{'model':<9} {'task':<6} " + " ".join(f"{c:>11}" for c in columns) + f" {'RelaImpr':>9}"]
+    for name, tasks in result["models"].items():
+        for task, values in tasks.items():
+            rela = result["rela_impr"].get(task) if name == "dmt" else None
+            lines.append(f"{name:<9} {task:<6} " + " ".join(f"{_fmt(values.get(c)):>11}" for c in columns)
+                         + f" {('-' if rela is None else f'{rela:+.2%}'):>9}")
+    return "\n".join(lines)
+
+
+def summarize(root: str, logs_dir: Optional[str] = None, work_dir: Optional[str] = None) -> str:
     report_path = _latest(os.path.join(root, "Ingest", "ingest_report", "*", "ingest_report.json"))
     with open(report_path) as f:
         ingest = json.load(f)
@@ -39,4 +107,14 @@ def summarize(root: str) -> str:
              "  labels: " + ", ".join(f"{k} {v}" for k, v in ingest["labels"].items())]
     for split, found in anomalies(root).items():
         lines.append(f"  schema anomalies ({split}): " + ("none" if not found else "; ".join(found)))
+    if logs_dir and glob.glob(os.path.join(root, "Trainer", "model", "*")):
+        result = evaluate(root, logs_dir)
+        result["ingest"] = {k: ingest[k] for k in ("records_read", "records_quarantined", "examples", "labels")}
+        if work_dir:
+            with open(os.path.join(work_dir, "report.json"), "w") as f:
+                json.dump(result, f, indent=2, sort_keys=True)
+            lines.append(f"  report: {os.path.join(work_dir, 'report.json')}")
+        lines.append(f"  model blessed: {result['blessed']}, pushed: {result['pushed']}; "
+                     f"eval examples: {result['eval_examples']}")
+        lines.append(table(result))
     return "\n".join(lines)

@@ -1,0 +1,75 @@
+"""Batch inference: score a logs directory's impressions with a pushed SavedModel.
+
+The logs go through the same ingest (so features are built exactly as for training)
+and every example through the model's `serving_default` signature (which applies the
+Transform graph itself): no training/serving skew by construction.
+"""
+
+import glob
+import os
+import tempfile
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from components.ingest.config import IngestConfig
+from components.ingest.runner import run_ingest
+from models import features as F
+
+BATCH_SIZE = 4096
+_STRING_FEATURES = {F.IMPRESSION_ID, F.REQUEST_ID, F.USER_ID, F.SCENARIO}
+
+
+def score_examples(model_dir: str, example_files: List[str], keep: Sequence[str] = ()) -> pd.DataFrame:
+    """One row per example: impression_id, every model output (task probabilities, score),
+    then the scalar example features named in `keep` (labels as `label_<name>`, since the
+    model's outputs carry the task names)."""
+    model = tf.saved_model.load(model_dir)
+    serve = model.signatures["serving_default"]
+    id_spec = {name: tf.io.FixedLenFeature([1], tf.string if name in _STRING_FEATURES else tf.int64)
+               for name in (F.IMPRESSION_ID,) + tuple(keep)}
+    columns: Dict[str, list] = {F.IMPRESSION_ID: []}
+    if not example_files:
+        return pd.DataFrame(columns)
+    compression = "GZIP" if example_files[0].endswith(".gz") else ""
+    dataset = tf.data.TFRecordDataset(example_files, compression_type=compression).batch(BATCH_SIZE)
+    for batch in dataset:
+        outputs = serve(examples=batch)
+        for name, value in outputs.items():
+            columns.setdefault(name, []).append(np.reshape(value.numpy(), [-1]))
+        for name, value in tf.io.parse_example(batch, id_spec).items():
+            value = value[:, 0].numpy()
+            column = f"label_{name}" if name in F.LABELS else name
+            columns.setdefault(column, []).append(value.astype(str) if value.dtype == object else value)
+    frame = pd.DataFrame({name: np.concatenate(parts) for name, parts in columns.items()})
+    kept = [f"label_{k}" if k in F.LABELS else k for k in keep]
+    tasks = sorted(c for c in frame.columns if c not in [F.IMPRESSION_ID, "score"] + kept)
+    return frame[[F.IMPRESSION_ID] + tasks + (["score"] if "score" in frame else []) + kept]
+
+
+def write_predictions(frame: pd.DataFrame, path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if path.endswith(".parquet"):
+        frame.to_parquet(path, index=False)
+    elif path.endswith((".jsonl", ".jsonl.gz")):
+        frame.to_json(path, orient="records", lines=True, compression="infer")
+    else:
+        raise ValueError(f"{path}: the output must end in .jsonl, .jsonl.gz or .parquet")
+
+
+def predict(model_dir: str, logs_dir: str, out_path: str, days: Optional[int] = None,
+            config: IngestConfig = IngestConfig(), beam_args: Optional[List[str]] = None) -> pd.DataFrame:
+    """Scores the impressions of `logs_dir` (only the last `days` UTC days if given)."""
+    if not out_path.endswith((".jsonl", ".jsonl.gz", ".parquet")):
+        raise ValueError(f"{out_path}: the output must end in .jsonl, .jsonl.gz or .parquet")
+    with tempfile.TemporaryDirectory(prefix="funnel-predict-") as work:
+        if days:
+            config = IngestConfig(**{**config.__dict__, "eval_days": days})
+        run_ingest(logs_dir, work, config, beam_args)
+        splits = [F.EVAL_SPLIT] if days else [F.TRAIN_SPLIT, F.EVAL_SPLIT]
+        files = sorted(f for s in splits for f in glob.glob(os.path.join(work, "examples", f"Split-{s}", "*")))
+        frame = score_examples(model_dir, files)
+    write_predictions(frame, out_path)
+    return frame
