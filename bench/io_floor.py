@@ -6,9 +6,9 @@ import os
 
 import apache_beam as beam
 import pyarrow as pa
-from tfx_bsl.coders import example_coder
 
 from components.ingest import reader
+from components.ingest.example_encoder import encode_examples
 from components.ingest.contract import list_log_files
 from components.ingest.runner import beam_options
 
@@ -22,7 +22,7 @@ def _encode_file(log_file):
     offsets = pa.array(range(len(frame) + 1), pa.int32())
     columns = [pa.ListArray.from_arrays(offsets, _encodable(c.combine_chunks())) for c in table.columns]
     batch = pa.RecordBatch.from_arrays(columns, table.column_names)
-    return example_coder.RecordBatchToExamplesEncoder().encode(batch)
+    return encode_examples(batch)
 
 
 def _encodable(values: pa.Array) -> pa.Array:

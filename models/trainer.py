@@ -22,7 +22,7 @@ from models.dmt import build_model, compile_model, export_serving_module
 
 DEFAULT_TRAINER_CONFIG = {
     "batch_size": 512,
-    "epochs": 2,
+    "epochs": 1,
     "learning_rate": 1e-3,
     "eval_batches": 200,
     "seed": 0,

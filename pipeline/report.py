@@ -76,8 +76,6 @@ def evaluate(root: str, logs_dir: str) -> dict:
     result["rela_impr"] = {t: metrics.rela_impr(dmt[t]["auc"], base[t]["auc"]) for t in dmt if t in base}
     blessing = _latest(os.path.join(root, "Evaluator", "blessing", "*"))
     result["blessed"] = os.path.exists(os.path.join(blessing, "BLESSED"))
-    pushed = glob.glob(os.path.join(root, "Pusher", "pushed_model", "*", "*"))
-    result["pushed"] = bool(pushed)
     return result
 
 
@@ -110,11 +108,14 @@ def summarize(root: str, logs_dir: Optional[str] = None, work_dir: Optional[str]
     if logs_dir and glob.glob(os.path.join(root, "Trainer", "model", "*")):
         result = evaluate(root, logs_dir)
         result["ingest"] = {k: ingest[k] for k in ("records_read", "records_quarantined", "examples", "labels")}
+        serving = os.path.join(work_dir, "serving") if work_dir else None
+        versions = sorted(v for v in os.listdir(serving) if v.isdigit()) if serving and os.path.isdir(serving) else []
+        result["pushed_version"] = os.path.join(serving, versions[-1]) if versions else None
         if work_dir:
             with open(os.path.join(work_dir, "report.json"), "w") as f:
                 json.dump(result, f, indent=2, sort_keys=True)
             lines.append(f"  report: {os.path.join(work_dir, 'report.json')}")
-        lines.append(f"  model blessed: {result['blessed']}, pushed: {result['pushed']}; "
+        lines.append(f"  model blessed: {result['blessed']}, newest pushed version: {result['pushed_version']}; "
                      f"eval examples: {result['eval_examples']}")
         lines.append(table(result))
     return "\n".join(lines)
