@@ -15,7 +15,7 @@ export TF_USE_LEGACY_KERAS := 1
 export PYTHONWARNINGS := ignore::FutureWarning
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: setup run test test-fast bench bench-ingest lock clean
+.PHONY: setup run test test-fast bench bench-ingest bench-train lock clean
 
 setup: $(STAMP)
 
@@ -45,10 +45,15 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -m "not e2e"
 
-bench: bench-ingest
+bench: bench-ingest bench-train
 
+# Ingest vs the I/O floor on >= 1M simulated impressions (about 5 minutes).
 bench-ingest: setup
 	$(PY) -m bench.ingest_bench --out bench/results/ingest.json
+
+# DMT training throughput and the achieved fraction of the machine's matmul FLOP/s.
+bench-train: setup
+	$(PY) -m bench.train_bench --out bench/results/train.json
 
 clean:
 	rm -rf $(WORK) .pytest_cache

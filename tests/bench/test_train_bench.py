@@ -1,0 +1,80 @@
+"""bench.train_bench with tiny settings: fields, consistency, and the FLOP counter's behaviour."""
+
+import json
+import math
+
+import pytest
+
+from bench import train_bench as tb
+from models import features as F
+from tests.models.batch import small_config
+
+# A small model (d = 16, click / cart / order max lengths 6 / 3 / 3) for every model type.
+SMALL = small_config().to_dict()
+
+
+def _positive(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+@pytest.fixture(scope="module")
+def result():
+    out = tb.run_benchmark(batch_size=16, steps=2, dnn_steps=2, repeats=2, warmup_steps=1, num_batches=2,
+                           matmul_sizes=(64, 128), matmul_seconds=0.02, serving_calls=2,
+                           serving_seconds_min=0.0, overrides=SMALL, log=lambda message: None)
+    return json.loads(json.dumps(out))  # what the JSON file holds
+
+
+def test_fields_positive_and_consistent(result):
+    assert result["batch_size"] == 16 and result["repeats"] == 2
+    assert "excluded" in result["input_pipeline"]
+    for key in ("tf_version", "date"):
+        assert result[key]
+    assert result["cpu_count"] >= 1
+    peak = result["matmul_peak"]
+    assert _positive(peak["flops_per_second"]) and peak["best_size"] in (64, 128)
+    assert set(peak["median_flops_per_second_by_size"]) == {"64", "128"}
+    assert peak["flops_per_second"] == max(peak["median_flops_per_second_by_size"].values())
+    assert all(_positive(v) for vs in peak["all_flops_per_second_by_size"].values() for v in vs)
+    assert _positive(result["serving_examples_per_second"])
+    for model_type in ("dmt", "dnn_base"):
+        r = result[model_type]
+        for key in ("examples_per_second", "examples_per_second_steps_only", "forward_flops_per_example",
+                    "training_flops_per_example", "achieved_flops_per_second", "achieved_fraction",
+                    "achieved_fraction_matmul_flops_only", "serving_examples_per_second"):
+            assert _positive(r[key]), (model_type, key, r[key])
+        assert len(r["examples_per_second_all"]) == len(r["serving_examples_per_second_all"]) == 2
+        assert r["examples_per_second"] == pytest.approx(
+            sorted(r["examples_per_second_all"])[0] / 2 + sorted(r["examples_per_second_all"])[1] / 2)
+        assert r["training_flops_per_example"] == pytest.approx(3 * r["forward_flops_per_example"])
+        assert r["achieved_fraction"] == pytest.approx(
+            r["examples_per_second"] * r["training_flops_per_example"] / peak["flops_per_second"], rel=1e-9)
+        assert r["achieved_fraction_matmul_flops_only"] <= r["achieved_fraction"]
+        flops = r["flops"]
+        assert "profiler" in flops["method"] and flops["method"] == r["flops_method"]
+        # the counted matmuls / einsums are exactly the analytical count, and the by-op-type walk
+        # reproduces tfprof's total
+        assert flops["matmul_forward_flops_per_example"] == pytest.approx(
+            flops["analytical_matmul_forward_flops_per_example"], rel=1e-9)
+        assert flops["by_op_type_sum_minus_profiler_per_example"] == 0
+        assert flops["einsum_ops_not_counted"] == 0
+    # the profiler alone misses the attention (Einsum) FLOPs; the DNN has none
+    assert result["dmt"]["flops"]["einsum_forward_flops_per_example"] > 0
+    assert result["dnn_base"]["flops"]["einsum_forward_flops_per_example"] == 0
+    assert result["dmt"]["forward_flops_per_example"] > result["dnn_base"]["forward_flops_per_example"]
+
+
+def test_flops_grow_with_click_sequence_length():
+    def forward(click_length: int):
+        overrides = {**SMALL, "sequences": {**SMALL["sequences"], F.SEQUENCE_CLICK: click_length}}
+        model = tb.build("dmt", tb.DEFAULT_VOCAB_SIZES, overrides)
+        batch, _ = tb.make_batch(model.model_config, tb.DEFAULT_VOCAB_SIZES, 4, full_length=True)
+        return tb.count_flops(model, batch), tb.analytical_forward_flops(model.model_config)
+
+    (short, short_analytical), (long, long_analytical) = forward(6), forward(12)
+    assert long["forward_flops_per_example"] > short["forward_flops_per_example"]
+    assert long["profiler_only_forward_flops_per_example"] > short["profiler_only_forward_flops_per_example"]
+    assert long["einsum_forward_flops_per_example"] > short["einsum_forward_flops_per_example"]
+    # the growth of the counted matmuls is the analytical one (quadratic in L for self-attention)
+    assert (long["matmul_forward_flops_per_example"] - short["matmul_forward_flops_per_example"]
+            == pytest.approx(long_analytical - short_analytical, rel=1e-9))
