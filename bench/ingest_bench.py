@@ -62,7 +62,7 @@ def main(argv=None) -> int:
         report = run_ingest(logs, os.path.join(work, f"ingest{repeat}"), config)
         ingest_s.append(time.perf_counter() - start)
         start = time.perf_counter()
-        run_floor(logs, os.path.join(work, f"floor{repeat}"), config.compress)
+        run_floor(logs, os.path.join(work, f"floor{repeat}"), config.compression_level)
         floor_s.append(time.perf_counter() - start)
         print(f"repeat {repeat}: ingest {ingest_s[-1]:.1f} s, floor {floor_s[-1]:.1f} s", file=sys.stderr)
     impressions = report["logs"]["impressions"]["read"]

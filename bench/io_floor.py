@@ -11,6 +11,7 @@ from components.ingest import reader
 from components.ingest.example_encoder import encode_examples
 from components.ingest.contract import list_log_files
 from components.ingest.runner import beam_options
+from components.ingest.tfrecord_sink import WriteTFRecords
 
 
 def _encode_file(log_file):
@@ -34,9 +35,8 @@ def _encodable(values: pa.Array) -> pa.Array:
     return values.cast(pa.int64())
 
 
-def run_floor(logs_dir: str, out_dir: str, compress: bool) -> None:
+def run_floor(logs_dir: str, out_dir: str, compression_level: int) -> None:
     files = list_log_files(logs_dir)
-    suffix = ".tfrecord.gz" if compress else ".tfrecord"
     with beam.Pipeline(options=beam_options(None)) as p:
         _ = (p | beam.Create(files) | beam.Reshuffle() | beam.FlatMap(_encode_file)
-             | beam.io.WriteToTFRecord(os.path.join(out_dir, "records"), file_name_suffix=suffix))
+             | WriteTFRecords(os.path.join(out_dir, "records"), compression_level))

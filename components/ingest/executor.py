@@ -31,7 +31,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         report_dir = artifact_utils.get_single_uri(output_dict["ingest_report"])
         examples.split_names = artifact_utils.encode_split_names([features.TRAIN_SPLIT, features.EVAL_SPLIT])
         examples_utils.set_payload_format(examples, example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE)
-        examples_utils.set_file_format(examples, "tfrecords_gzip" if config.compress else "tfrecord")
+        examples_utils.set_file_format(examples, "tfrecords_gzip" if config.compression_level else "tfrecord")
         with self._make_beam_pipeline() as pipeline:
             counts_path = runner.add_ingest_steps(pipeline, exec_properties["logs_dir"], examples.uri, report_dir, config)
         report = runner.finish(counts_path, report_dir, config)

@@ -31,7 +31,7 @@ def add_ingest_steps(pipeline: beam.Pipeline, logs_dir: str, examples_dir: str, 
     _ = (pipeline
          | "Ingest" >> IngestLogs(log_files, config)
          | "WriteOutputs" >> WriteIngestOutputs(
-             examples_dir, os.path.join(report_dir, QUARANTINE_DIR), counts_path, config.compress))
+             examples_dir, os.path.join(report_dir, QUARANTINE_DIR), counts_path, config.compression_level))
     return counts_path
 
 

@@ -25,6 +25,7 @@ from components.ingest import catalog as catalog_lib
 from components.ingest import duplicates, examples, item_stats, reader
 from components.ingest.config import IngestConfig
 from components.ingest.contract import CONTRACT, LogFile
+from components.ingest.tfrecord_sink import WriteTFRecords
 from models import features
 
 QUARANTINE = "quarantine"
@@ -177,16 +178,15 @@ class WriteIngestOutputs(beam.PTransform):
     """Writes the splits as TFRecords under `examples_dir/Split-<name>/`, the quarantine
     as JSON Lines under `quarantine_dir/`, and the counters as `counts_path`."""
 
-    def __init__(self, examples_dir: str, quarantine_dir: str, counts_path: str, compress: bool):
+    def __init__(self, examples_dir: str, quarantine_dir: str, counts_path: str, compression_level: int):
         super().__init__()
         self._examples_dir, self._quarantine_dir = examples_dir, quarantine_dir
-        self._counts_path, self._compress = counts_path, compress
+        self._counts_path, self._compression_level = counts_path, compression_level
 
     def expand(self, outputs):
-        suffix = ".tfrecord.gz" if self._compress else ".tfrecord"
         for split in (features.TRAIN_SPLIT, features.EVAL_SPLIT):
-            _ = outputs[split] | f"Write{split.title()}" >> beam.io.WriteToTFRecord(
-                os.path.join(self._examples_dir, f"Split-{split}", "data_tfrecord"), file_name_suffix=suffix)
+            _ = outputs[split] | f"Write{split.title()}" >> WriteTFRecords(
+                os.path.join(self._examples_dir, f"Split-{split}", "data_tfrecord"), self._compression_level)
         _ = (outputs[QUARANTINE] | "QuarantineJson" >> beam.Map(json.dumps, ensure_ascii=False)
              | "WriteQuarantine" >> beam.io.WriteToText(
                  os.path.join(self._quarantine_dir, "quarantine"), file_name_suffix=".jsonl"))

@@ -52,6 +52,18 @@ def test_model_is_blessed_and_pushed_as_a_complete_version(run):
     assert os.path.exists(root / "work" / "serving" / versions[0] / "saved_model.pb")
 
 
+def test_pushed_model_has_signatures_and_no_bias_tower_variables(run):
+    import tensorflow as tf
+
+    root, _ = run
+    version = root / "work" / "serving" / os.listdir(root / "work" / "serving")[0]
+    names = [name for name, _ in tf.train.list_variables(str(version / "variables" / "variables"))]
+    assert names and not [n for n in names if "bias_tower" in n]
+    loaded = tf.saved_model.load(str(version))
+    assert set(loaded.signatures) == {"serving_default", "transform_features"}
+    assert list(loaded.signatures["serving_default"].structured_input_signature[1]) == ["examples"]
+
+
 def test_predict_reproduces_the_evaluator_auc(run, tmp_path):
     root, pipeline_root = run
     version = os.listdir(root / "work" / "serving")[0]
