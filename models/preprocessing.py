@@ -9,7 +9,7 @@
   rates, prices, durations), plus quantile buckets (`tft.bucketize`) of the configured ones;
 - bias features: position and page clipped to the DMT paper's maxima (400, 100),
   neighbour categories through the category vocabulary;
-- labels pass through as float32.
+- labels pass through as float32, impression_id as is (for joins, not a model input).
 """
 
 from typing import Any, Dict, Optional
@@ -91,4 +91,6 @@ def preprocessing_fn(inputs: Dict[str, Any], custom_config: Optional[Dict[str, A
     for label in F.LABELS:
         if label in inputs:
             outputs[label] = tf.cast(inputs[label], tf.float32)
+    # Passed through (not a model input) so transformed rows can be joined back to impressions.
+    outputs[F.IMPRESSION_ID] = inputs[F.IMPRESSION_ID]
     return outputs

@@ -53,8 +53,8 @@ def _dataset(file_pattern, data_accessor, tf_transform_output, tasks, batch_size
 
     def split(features):
         labels = {task: features.pop(task) for task in tasks}
-        for label in F.LABELS:
-            features.pop(label, None)
+        for name in F.LABELS + (F.IMPRESSION_ID,):
+            features.pop(name, None)
         return features, labels
 
     return dataset.map(split, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

@@ -64,6 +64,40 @@ def test_pushed_model_has_signatures_and_no_bias_tower_variables(run):
     assert list(loaded.signatures["serving_default"].structured_input_signature[1]) == ["examples"]
 
 
+def test_serving_signature_equals_the_training_time_transform(run):
+    """No training/serving skew: the Transform component's materialized (Beam) output fed to
+    the exported network equals `serving_default` on the same serialized raw examples."""
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    root, pipeline_root = run
+    version = root / "work" / "serving" / os.listdir(root / "work" / "serving")[0]
+    loaded = tf.saved_model.load(str(version))
+    transform_dir = glob.glob(os.path.join(pipeline_root, "Transform", "transform_graph", "*"))[0]
+    spec = tft.TFTransformOutput(transform_dir).transformed_feature_spec()
+    transformed = glob.glob(os.path.join(pipeline_root, "Transform", "transformed_examples", "*", "Split-eval", "*"))
+    training_path = {}
+    for batch in tf.data.TFRecordDataset(transformed, compression_type="GZIP").batch(512):
+        features = tf.io.parse_example(batch, spec)
+        signature = loaded.serving.serve.concrete_functions[0].structured_input_signature[0][0]
+        inputs = {name: features[name] for name in signature}
+        outputs = loaded.serving.serve(inputs)
+        for i, impression_id in enumerate(features["impression_id"].numpy().ravel()):
+            training_path[impression_id.decode()] = {k: float(v.numpy()[i, 0]) for k, v in outputs.items()}
+    raw = glob.glob(os.path.join(pipeline_root, "Ingest", "examples", "*", "Split-eval", "*"))
+    compared = 0
+    for batch in tf.data.TFRecordDataset(raw, compression_type="GZIP").batch(512):
+        outputs = loaded.signatures["serving_default"](examples=batch)
+        ids = tf.io.parse_example(batch, {"impression_id": tf.io.FixedLenFeature([1], tf.string)})["impression_id"]
+        for i, impression_id in enumerate(ids.numpy().ravel()):
+            expected = training_path[impression_id.decode()]
+            for name, value in outputs.items():
+                assert np.isclose(value.numpy()[i, 0], expected[name], rtol=1e-5, atol=1e-6), (impression_id, name)
+            compared += 1
+    assert compared == len(training_path) > 0
+
+
 def test_predict_reproduces_the_evaluator_auc(run, tmp_path):
     root, pipeline_root = run
     version = os.listdir(root / "work" / "serving")[0]
