@@ -21,18 +21,9 @@ def _encode_file(log_file):
     if not len(frame):
         return []
     offsets = pa.array(range(len(frame) + 1), pa.int32())
-    columns = [pa.ListArray.from_arrays(offsets, _encodable(c.combine_chunks())) for c in table.columns]
+    columns = [pa.ListArray.from_arrays(offsets, c.combine_chunks()) for c in table.columns]
     batch = pa.RecordBatch.from_arrays(columns, table.column_names)
     return encode_examples(batch)
-
-
-def _encodable(values: pa.Array) -> pa.Array:
-    """The encoder takes bytes, int64 and float32 values."""
-    if pa.types.is_string(values.type):
-        return values.cast(pa.binary())
-    if pa.types.is_floating(values.type):
-        return values.cast(pa.float32())
-    return values.cast(pa.int64())
 
 
 def run_floor(logs_dir: str, out_dir: str, compression_level: int) -> None:

@@ -37,12 +37,8 @@ def build_catalog(frames: List[pd.DataFrame], paths: Sequence[str]) -> Tuple[Ite
     items = items.sort_values([reader.FILE_COLUMN, reader.ROW_COLUMN], kind="stable")
     repeated = items.duplicated(features.ITEM_ID, keep="first").to_numpy()
     quarantine = []
-    if repeated.any():
-        spec = CONTRACT["items"]
-        for _, row in items[repeated].iterrows():
-            index = int(row[reader.FILE_COLUMN])
-            log_file = LogFile("items", paths[index], index)
-            quarantine.append(reader.quarantine_record(
-                log_file, row[reader.ROW_COLUMN], reader.DUPLICATE_ITEM_ID, row[features.ITEM_ID],
-                {k: row[k] for k in spec.field_names}))
+    for index, part in items[repeated].groupby(reader.FILE_COLUMN):
+        quarantine += reader.quarantine_rows(LogFile("items", paths[index], int(index)), part,
+                                             np.ones(len(part), bool), reader.DUPLICATE_ITEM_ID,
+                                             detail_column=features.ITEM_ID)
     return ItemCatalog(items[~repeated].reset_index(drop=True)), quarantine

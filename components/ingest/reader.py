@@ -165,6 +165,17 @@ def _read_parquet(log_file: LogFile, spec: LogSpec):
     return pa.table(columns), "; ".join(bad)
 
 
+def quarantine_rows(log_file: LogFile, frame: pd.DataFrame, mask: np.ndarray, reason: str,
+                    detail: str = "", detail_column: Optional[str] = None) -> List[dict]:
+    """Quarantine records for the rows of `frame` selected by `mask`; the detail is fixed or,
+    with `detail_column`, that column's value."""
+    spec = CONTRACT[log_file.log]
+    return [quarantine_record(log_file, frame[ROW_COLUMN].iat[i], reason,
+                              detail if detail_column is None else str(frame[detail_column].iat[i]),
+                              _row_dict(frame, i, spec))
+            for i in np.flatnonzero(mask)]
+
+
 def _check_rows(log_file: LogFile, spec: LogSpec, frame: pd.DataFrame, quarantine: List[dict]):
     """Vectorised record checks shared by both paths: required fields and minimums."""
     bad = np.zeros(len(frame), dtype=bool)
@@ -172,20 +183,14 @@ def _check_rows(log_file: LogFile, spec: LogSpec, frame: pd.DataFrame, quarantin
         column = frame[field.name]
         if field.required:
             missing = column.isna().to_numpy() & ~bad
-            for i in np.flatnonzero(missing):
-                quarantine.append(quarantine_record(
-                    log_file, frame[ROW_COLUMN].iat[i], MISSING_FIELD, field.name,
-                    _row_dict(frame, i, spec)))
+            quarantine += quarantine_rows(log_file, frame, missing, MISSING_FIELD, field.name)
             bad |= missing
         elif field.default is not None:
             frame[field.name] = column.fillna(field.default)
         minimum = field.minimum if field.minimum is not None else (0 if field.type == "int" else None)
         if minimum is not None:
             low = (column.fillna(minimum).to_numpy() < minimum) & ~bad
-            for i in np.flatnonzero(low):
-                quarantine.append(quarantine_record(
-                    log_file, frame[ROW_COLUMN].iat[i], OUT_OF_RANGE,
-                    f"{field.name} < {minimum}", _row_dict(frame, i, spec)))
+            quarantine += quarantine_rows(log_file, frame, low, OUT_OF_RANGE, f"{field.name} < {minimum}")
             bad |= low
     frame = frame[~bad]
     for field in spec.fields:  # a column with nulls came back as float; all are valid now
@@ -243,12 +248,8 @@ def drop_unknown_items(parsed: ParsedFile, known_items: pd.Index) -> ParsedFile:
     unknown = known_items.get_indexer(frame["item_id"]) < 0
     if not unknown.any():
         return parsed
-    spec = CONTRACT[parsed.log_file.log]
-    quarantine = parsed.quarantine + [
-        quarantine_record(parsed.log_file, frame[ROW_COLUMN].iat[i], UNKNOWN_ITEM,
-                          str(frame["item_id"].iat[i]), _row_dict(frame, i, spec))
-        for i in np.flatnonzero(unknown)
-    ]
+    quarantine = parsed.quarantine + quarantine_rows(
+        parsed.log_file, frame, unknown, UNKNOWN_ITEM, detail_column="item_id")
     return ParsedFile(parsed.log_file, frame[~unknown].reset_index(drop=True), quarantine,
                       parsed.records_read)
 

@@ -2,7 +2,7 @@
 
     files -> ParseLogFile -> (items) BuildCatalog ------------------+ side inputs
                           -> (events) unknown items quarantined    |
-                               -> impression ids by id hash -> duplicate losers
+                               -> impression ids by id hash -> duplicate losers -> quarantined
                                -> hourly item counts -> ItemStats
                                -> frames by user hash -> BuildShardExamples -> train / eval
     every step also emits quarantine records and counters, merged into one report.
@@ -78,19 +78,29 @@ def _shard_by_user(element, num_shards: int):
         yield int(shard), (log_file.log, part)
 
 
-def _item_partials(element, catalog, losers):
+def _drop_duplicates(element, losers):
+    """Quarantines every impression record whose id was seen earlier (in file order)."""
     log_file, frame = element
     if log_file.log == "impressions":
-        frame = frame[~np.isin(duplicates.record_keys(frame), losers)]
+        lost = np.isin(duplicates.record_keys(frame), losers)
+        for q in reader.quarantine_rows(log_file, frame, lost, reader.DUPLICATE_IMPRESSION_ID,
+                                        detail_column=features.IMPRESSION_ID):
+            yield beam.pvalue.TaggedOutput(QUARANTINE, q)
+        yield beam.pvalue.TaggedOutput(COUNTS, {"impressions.quarantined.duplicate_impression_id": int(lost.sum())})
+        frame = frame[~lost].reset_index(drop=True)
+    yield log_file, frame
+
+
+def _item_partials(element, catalog):
+    log_file, frame = element
     return item_stats.partial_counts(log_file.log, catalog.codes(frame[features.ITEM_ID]), frame[features.TS].to_numpy())
 
 
 class _BuildShardExamples(beam.DoFn):
-    def __init__(self, config: IngestConfig, paths: Sequence[str]):
+    def __init__(self, config: IngestConfig):
         self._config = config
-        self._paths = list(paths)
 
-    def process(self, element, catalog, stats, losers, eval_start_day):
+    def process(self, element, catalog, stats, eval_start_day):
         _, parts = element
         by_log: Dict[str, list] = collections.defaultdict(list)
         for log, frame in parts:
@@ -99,17 +109,10 @@ class _BuildShardExamples(beam.DoFn):
             log: pd.concat(by_log[log], ignore_index=True) if by_log[log] else _empty_frames(log)
             for log in examples.EVENT_LOGS
         }
-        imp = frames["impressions"].sort_values([reader.FILE_COLUMN, reader.ROW_COLUMN], kind="stable")
-        lost = np.isin(duplicates.record_keys(imp), losers)
-        spec = CONTRACT["impressions"]
-        for _, row in imp[lost].iterrows():
-            log_file = LogFile("impressions", self._paths[row[reader.FILE_COLUMN]], row[reader.FILE_COLUMN])
-            yield beam.pvalue.TaggedOutput(QUARANTINE, reader.quarantine_record(
-                log_file, row[reader.ROW_COLUMN], reader.DUPLICATE_IMPRESSION_ID,
-                row[features.IMPRESSION_ID], {k: row[k] for k in spec.field_names}))
-        frames["impressions"] = imp[~lost].reset_index(drop=True)
+        # File order, so a shard's output does not depend on the order its parts arrived in.
+        frames["impressions"] = frames["impressions"].sort_values(
+            [reader.FILE_COLUMN, reader.ROW_COLUMN], kind="stable").reset_index(drop=True)
         train, evaluation, counts = examples.build_examples(frames, catalog, stats, eval_start_day, self._config)
-        counts["impressions.quarantined.duplicate_impression_id"] = int(lost.sum())
         yield beam.pvalue.TaggedOutput(COUNTS, counts)
         for example in evaluation:
             yield beam.pvalue.TaggedOutput(EVAL, example)
@@ -148,26 +151,28 @@ class IngestLogs(beam.PTransform):
                   | "GroupIds" >> beam.GroupByKey()
                   | "FindDuplicates" >> beam.Map(lambda kv: duplicates.find_losers(kv[1]))
                   | "AllLosers" >> beam.CombineGlobally(lambda arrays: np.sort(np.concatenate([np.zeros(0, np.int64), *arrays]))))
-        losers_side = beam.pvalue.AsSingleton(losers)
+        deduplicated = (events.rows
+                        | "DropDuplicates" >> beam.FlatMap(_drop_duplicates, beam.pvalue.AsSingleton(losers))
+                        .with_outputs(QUARANTINE, COUNTS, main="rows"))
 
-        stats = (events.rows
-                 | "ItemCounts" >> beam.Map(_item_partials, catalog_side, losers_side)
+        stats = (deduplicated.rows
+                 | "ItemCounts" >> beam.Map(_item_partials, catalog_side)
                  | "ItemStats" >> beam.CombineGlobally(item_stats.CombineItemStats()))
         last_day = (impressions
                     | "LastTs" >> beam.Map(lambda e: int(e[1][features.TS].max()) if len(e[1]) else -1)
                     | "MaxTs" >> beam.CombineGlobally(lambda ts: max(ts, default=-1))
                     | "EvalStart" >> beam.Map(lambda ts, days: ts // features.DAY_SECONDS - days + 1, self._config.eval_days))
 
-        built = (events.rows
+        built = (deduplicated.rows
                  | "ByUser" >> beam.FlatMap(_shard_by_user, self._config.num_shards)
                  | "GroupUsers" >> beam.GroupByKey()
                  | "BuildExamples" >> beam.ParDo(
-                     _BuildShardExamples(self._config, paths), catalog_side, beam.pvalue.AsSingleton(stats),
-                     losers_side, beam.pvalue.AsSingleton(last_day)).with_outputs(QUARANTINE, COUNTS, EVAL, main="train"))
+                     _BuildShardExamples(self._config), catalog_side, beam.pvalue.AsSingleton(stats),
+                     beam.pvalue.AsSingleton(last_day)).with_outputs(COUNTS, EVAL, main="train"))
 
-        quarantine = ((items[QUARANTINE], catalog[QUARANTINE], events[QUARANTINE], built[QUARANTINE])
+        quarantine = ((items[QUARANTINE], catalog[QUARANTINE], events[QUARANTINE], deduplicated[QUARANTINE])
                       | "AllQuarantine" >> beam.Flatten())
-        counts = ((items[COUNTS], catalog[COUNTS], events[COUNTS], built[COUNTS])
+        counts = ((items[COUNTS], catalog[COUNTS], events[COUNTS], deduplicated[COUNTS], built[COUNTS])
                   | "AllCounts" >> beam.Flatten()
                   | "SumCounts" >> beam.CombineGlobally(merge_counts))
         return {features.TRAIN_SPLIT: built.train, features.EVAL_SPLIT: built[EVAL],
