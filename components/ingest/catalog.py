@@ -1,9 +1,10 @@
 """The item catalog: item_id -> category, brand, shop, price, broadcast as a side input."""
 
-from typing import List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from components.ingest import reader
 from components.ingest.contract import CONTRACT, LogFile
@@ -21,12 +22,29 @@ class ItemCatalog:
         self.price = items["price"].to_numpy(dtype=np.float64)
         # Dense category codes, for (user, category) event groups.
         self.category_code, _ = pd.factorize(self.category)
+        # The id columns as Arrow binary arrays: examples take them by item code, a C
+        # gather, instead of converting one Python string per value. The category array
+        # ends with the neighbour pad, taken for code -1 (no neighbour).
+        self._id_arrays = {
+            name: pa.array(values, pa.binary()) for name, values in (
+                (features.ITEM_ID, self.ids.to_numpy()), (features.CATEGORY_ID, self.category),
+                (features.BRAND_ID, self.brand), (features.SHOP_ID, self.shop))}
+        self._neighbor_categories = pa.array(np.append(self.category, features.NEIGHBOR_PAD), pa.binary())
 
     def __len__(self):
         return len(self.ids)
 
     def codes(self, item_ids) -> np.ndarray:
         return self.ids.get_indexer(item_ids)
+
+    def id_arrays(self, items: np.ndarray) -> Dict[str, pa.Array]:
+        """item_id, category_id, brand_id, shop_id of the items with these codes."""
+        indices = pa.array(items)
+        return {name: ids.take(indices) for name, ids in self._id_arrays.items()}
+
+    def neighbor_categories(self, items: np.ndarray) -> pa.Array:
+        """Categories of these items; code -1 gives the neighbour pad."""
+        return self._neighbor_categories.take(pa.array(np.where(items < 0, len(self), items)))
 
 
 def build_catalog(frames: List[pd.DataFrame], paths: Sequence[str]) -> Tuple[ItemCatalog, List[dict]]:

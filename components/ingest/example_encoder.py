@@ -29,7 +29,7 @@ from typing import List, Tuple
 import numpy as np
 import pyarrow as pa
 
-_ROWS_PER_CHUNK = 1024  # a chunk's buffers (a few MB) are reused by the allocator
+_ROWS_PER_CHUNK = 2048  # a chunk's buffers (a few MB) are reused by the allocator
 _WINDOW = 16  # bytes written per bytes value: its head [0x0A, length] and 14 bytes (ids)
 _GAP = 64  # bytes after each row, for garbage; at least every window (headers' too)
 _KIND_TAG = {"bytes": 0x0A, "float": 0x12, "int64": 0x1A}  # Feature oneof field tags

@@ -38,13 +38,20 @@ class _Shard:
     """The shard's events, with point-in-time indexes by user, (user, item), (user, category)."""
 
     def __init__(self, frames: Dict[str, pd.DataFrame], catalog: ItemCatalog):
-        self.frames = frames
         self.catalog = catalog
         self._num_categories = int(catalog.category_code.max(initial=0)) + 1
         users = pd.Index(pd.unique(np.concatenate([frames[log]["user_id"].to_numpy(object) for log in EVENT_LOGS])))
         self.user_code = {log: users.get_indexer(frames[log]["user_id"]) for log in EVENT_LOGS}
         self.item_code = {log: catalog.codes(frames[log]["item_id"]) for log in EVENT_LOGS}
         self.ts = {log: frames[log]["ts"].to_numpy(np.int64) for log in EVENT_LOGS}
+        # Impressions are handled in (user, time) order, so that the point-in-time queries
+        # of consecutive impressions hit neighbouring index keys: NumPy's searchsorted on
+        # sorted queries is ~8x faster than on random ones (measured). `file_rows[k]` is
+        # the row (in the given order) of the k-th impression.
+        self.file_rows = np.lexsort((self.ts["impressions"], self.user_code["impressions"]))
+        self.frames = dict(frames, impressions=frames["impressions"].take(self.file_rows))
+        for codes in (self.user_code, self.item_code, self.ts):
+            codes["impressions"] = codes["impressions"][self.file_rows]
         self.by_user, self.by_user_item, self.by_user_category = {}, {}, {}
         for log in EVENT_LOGS:
             user, item = self.user_code[log], self.item_code[log]
@@ -92,23 +99,16 @@ def _sequences(shard: _Shard, t: np.ndarray, users: np.ndarray) -> Dict[str, pa.
         log = _SEQUENCE_LOG[sequence]
         splits, rows = shard.by_user[log].last_n(users, t - window, t, max_length)
         offsets = pa.array(splits.astype(np.int32))
-        items = shard.item_code[log][rows]
         lengths = np.diff(splits)
-        values = {
-            F.ITEM_ID: shard.catalog.ids.to_numpy()[items],
-            F.CATEGORY_ID: shard.catalog.category[items],
-            F.BRAND_ID: shard.catalog.brand[items],
-            F.SHOP_ID: shard.catalog.shop[items],
-        }
-        for field, ids in values.items():
-            columns[F.sequence_feature(sequence, field)] = pa.ListArray.from_arrays(offsets, pa.array(ids, pa.binary()))
+        for field, ids in shard.catalog.id_arrays(shard.item_code[log][rows]).items():
+            columns[F.sequence_feature(sequence, field)] = pa.ListArray.from_arrays(offsets, ids)
         ages = np.repeat(t, lengths) - shard.ts[log][rows]
         columns[F.sequence_feature(sequence, F.SEQUENCE_AGE)] = pa.ListArray.from_arrays(offsets, pa.array(ages))
     return columns
 
 
-def neighbor_categories(request: np.ndarray, position: np.ndarray, category: np.ndarray, k: int = F.NUM_NEIGHBORS) -> np.ndarray:
-    """(n, k) categories of the k nearest other impressions of the same request."""
+def neighbors(request: np.ndarray, position: np.ndarray, item: np.ndarray, k: int = F.NUM_NEIGHBORS) -> np.ndarray:
+    """(n, k) items of the k nearest other impressions of the same request; -1 where absent."""
     n = len(request)
     order = np.lexsort((np.arange(n), position, request))  # by request, then position
     req, pos = request[order], position[order]
@@ -122,7 +122,7 @@ def neighbor_categories(request: np.ndarray, position: np.ndarray, category: np.
     rank = np.lexsort((np.where(valid, pos[candidate], 0), distance), axis=1)[:, :k]
     chosen = np.take_along_axis(candidate, rank, axis=1)
     chosen_valid = np.take_along_axis(valid, rank, axis=1)
-    result_sorted = np.where(chosen_valid, category[order][chosen], F.NEIGHBOR_PAD)
+    result_sorted = np.where(chosen_valid, item[order][chosen], -1)
     result = np.empty_like(result_sorted)
     result[order] = result_sorted
     return result
@@ -135,9 +135,7 @@ def _rate(numerator, denominator, prior):
 def _dense(shard: _Shard, stats: ItemStats, t, users, items) -> Dict[str, np.ndarray]:
     day = F.DAY_SECONDS
     hour = t // F.HOUR_SECONDS
-    dense = {}
-    for name, (log, days) in F.ITEM_COUNT_FEATURES.items():
-        dense[name] = stats.count(log, items, hour - 24 * days, hour)
+    dense = stats.window_counts(F.ITEM_COUNT_FEATURES, items, hour)
     for name, (numerator, denominator, prior) in F.ITEM_RATE_FEATURES.items():
         dense[name] = _rate(dense[numerator], dense[denominator], prior)
     for name, (log, days) in F.USER_COUNT_FEATURES.items():
@@ -172,7 +170,7 @@ def _dense(shard: _Shard, stats: ItemStats, t, users, items) -> Dict[str, np.nda
 
 
 def _scalar(values, type_=None) -> pa.Array:
-    array = pa.array(values, type_)
+    array = values if isinstance(values, pa.Array) else pa.array(values, type_)
     return pa.ListArray.from_arrays(pa.array(np.arange(len(array) + 1, dtype=np.int32)), array)
 
 
@@ -191,29 +189,35 @@ def build_examples(
     t = shard.ts["impressions"]
     users, items = shard.user_code["impressions"], shard.item_code["impressions"]
 
+    imp = shard.frames["impressions"]
     columns: Dict[str, pa.Array] = {}
-    for name in (F.IMPRESSION_ID, F.REQUEST_ID, F.USER_ID, F.SCENARIO, F.ITEM_ID):
+    for name in (F.IMPRESSION_ID, F.REQUEST_ID, F.USER_ID, F.SCENARIO):
         columns[name] = _scalar(imp[name].to_numpy(object), pa.binary())
-    for name, values in ((F.CATEGORY_ID, catalog.category), (F.BRAND_ID, catalog.brand), (F.SHOP_ID, catalog.shop)):
-        columns[name] = _scalar(values[items], pa.binary())
+    for name, ids in catalog.id_arrays(items).items():
+        columns[name] = _scalar(ids)
     for name in (F.TS, F.POSITION, F.PAGE):
         columns[name] = _scalar(imp[name].to_numpy(np.int64))
     labels = _labels(shard, imp, config)
     for name, values in labels.items():
         columns[name] = _scalar(values)
     columns.update(_sequences(shard, t, users))
-    requests = pd.factorize(pd.MultiIndex.from_arrays([users, imp[F.REQUEST_ID].to_numpy(object)]))[0]
-    neighbors = neighbor_categories(requests, imp[F.POSITION].to_numpy(np.int64), catalog.category[items])
+    request_codes = pd.factorize(imp[F.REQUEST_ID])[0]  # a request belongs to one user, but ids may repeat across users
+    requests = users.astype(np.int64) * (int(request_codes.max(initial=0)) + 1) + request_codes
+    neighbor_items = neighbors(requests, imp[F.POSITION].to_numpy(np.int64), items)
     columns[F.NEIGHBOR_CATEGORIES] = pa.ListArray.from_arrays(
-        pa.array(np.arange(0, neighbors.size + 1, F.NUM_NEIGHBORS, dtype=np.int32)),
-        pa.array(neighbors.ravel(), pa.binary()))
+        pa.array(np.arange(0, neighbor_items.size + 1, F.NUM_NEIGHBORS, dtype=np.int32)),
+        catalog.neighbor_categories(neighbor_items.ravel()))
     for name, values in _dense(shard, stats, t, users, items).items():
         columns[name] = _scalar(np.asarray(values, np.float32))
 
-    batch = pa.RecordBatch.from_arrays(list(columns.values()), list(columns))
-    is_eval = (t // F.DAY_SECONDS) >= eval_start_day
-    train = encode_examples(batch.filter(pa.array(~is_eval))) if (~is_eval).any() else []
-    evaluation = encode_examples(batch.filter(pa.array(is_eval))) if is_eval.any() else []
+    encoded = encode_examples(pa.RecordBatch.from_arrays(list(columns.values()), list(columns)))
+    # Back to file order (reordering the serialized examples costs far less than taking
+    # the columns: those hold ~2 KB per row), split by day.
+    sorted_rows = np.empty_like(shard.file_rows)
+    sorted_rows[shard.file_rows] = np.arange(len(sorted_rows))
+    is_eval = (t[sorted_rows] // F.DAY_SECONDS) >= eval_start_day
+    train = [encoded[k] for k in sorted_rows[~is_eval].tolist()]
+    evaluation = [encoded[k] for k in sorted_rows[is_eval].tolist()]
     counts = {f"examples.{F.TRAIN_SPLIT}": len(train), f"examples.{F.EVAL_SPLIT}": len(evaluation)}
     for name, values in labels.items():
         counts[f"labels.{name}"] = int(values.sum())
