@@ -2,8 +2,9 @@
 
 Impressions are sharded by user for the join, so a repeated impression_id (a record
 logged twice, or two users given one id) is found in a separate, cheap pass that
-shuffles only (id, file, row) by a hash of the id. The first occurrence in file order
-wins; the others ("losers") are quarantined by the shard that holds them.
+shuffles only (id, file, row, item, ts) by a hash of the id. The first occurrence in file
+order wins; the others ("losers") are quarantined by the user shard that holds them, and
+their item and time let the item statistics leave them out.
 """
 
 from typing import Iterable, List, Tuple
@@ -28,13 +29,13 @@ def record_keys(frame: pd.DataFrame) -> np.ndarray:
 
 
 def shard_impression_ids(frame: pd.DataFrame, num_shards: int) -> List[Tuple[int, pd.DataFrame]]:
-    ids = frame[[features.IMPRESSION_ID, reader.FILE_COLUMN, reader.ROW_COLUMN]]
+    ids = frame[[features.IMPRESSION_ID, reader.FILE_COLUMN, reader.ROW_COLUMN, reader.ITEM_CODE_COLUMN, features.TS]]
     shards = stable_shard(ids[features.IMPRESSION_ID], num_shards)
     return [(int(s), part) for s, part in ids.groupby(shards, sort=True)]
 
 
-def find_losers(parts: Iterable[pd.DataFrame]) -> np.ndarray:
-    """Record keys of every occurrence of an impression id but its first."""
+def find_losers(parts: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    """Every occurrence of an impression id but its first (`shard_impression_ids` columns)."""
     ids = pd.concat(list(parts), ignore_index=True)
     ids = ids.sort_values([reader.FILE_COLUMN, reader.ROW_COLUMN], kind="stable")
-    return record_keys(ids[ids.duplicated(features.IMPRESSION_ID, keep="first")])
+    return ids[ids.duplicated(features.IMPRESSION_ID, keep="first")]

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from components.ingest import reader
 from components.ingest.catalog import ItemCatalog
 from components.ingest.example_encoder import encode_examples
 from components.ingest.config import CLICK_BY_TIME_WINDOW, IngestConfig
@@ -42,7 +43,7 @@ class _Shard:
         self._num_categories = int(catalog.category_code.max(initial=0)) + 1
         users = pd.Index(pd.unique(np.concatenate([frames[log]["user_id"].to_numpy(object) for log in EVENT_LOGS])))
         self.user_code = {log: users.get_indexer(frames[log]["user_id"]) for log in EVENT_LOGS}
-        self.item_code = {log: catalog.codes(frames[log]["item_id"]) for log in EVENT_LOGS}
+        self.item_code = {log: frames[log][reader.ITEM_CODE_COLUMN].to_numpy(np.int64) for log in EVENT_LOGS}
         self.ts = {log: frames[log]["ts"].to_numpy(np.int64) for log in EVENT_LOGS}
         # Impressions are handled in (user, time) order, so that the point-in-time queries
         # of consecutive impressions hit neighbouring index keys: NumPy's searchsorted on

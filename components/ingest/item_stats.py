@@ -24,12 +24,13 @@ def _reduce(keys: np.ndarray, counts: np.ndarray) -> Tuple[np.ndarray, np.ndarra
     return unique, np.bincount(inverse, weights=counts, minlength=len(unique)).astype(np.int64)
 
 
-def partial_counts(log: str, item_codes: np.ndarray, ts: np.ndarray) -> Partial:
-    """Counts of one batch of events of `log` per (item, hour)."""
+def partial_counts(log: str, item_codes: np.ndarray, ts: np.ndarray, sign: int = 1) -> Partial:
+    """Counts of one batch of events of `log` per (item, hour); with `sign` -1, counts to
+    take away (events found to be duplicates after they were counted)."""
     if log not in STATS_LOGS:
         return {}
     keys = (np.asarray(item_codes, np.int64) << _HOUR_BITS) | (np.asarray(ts, np.int64) // features.HOUR_SECONDS)
-    return {log: _reduce(keys, np.ones(len(keys), dtype=np.int64))}
+    return {log: _reduce(keys, np.full(len(keys), sign, dtype=np.int64))}
 
 
 class ItemStats:

@@ -38,6 +38,8 @@ REASONS = (
 # record can be traced back (quarantine) and ordered deterministically (duplicates).
 FILE_COLUMN = "_file"
 ROW_COLUMN = "_row"
+# Added to event frames once the catalog is known: the item's code (row) in the catalog.
+ITEM_CODE_COLUMN = "_item"
 _ARROW_TYPES = {"string": pa.string(), "int": pa.int64(), "number": pa.float64()}
 _MAX_RECORD_CHARS = 2_000
 
@@ -242,10 +244,12 @@ def read_log_file(log_file: LogFile) -> ParsedFile:
     return ParsedFile(log_file, frame.reset_index(drop=True), quarantine, n)
 
 
-def drop_unknown_items(parsed: ParsedFile, known_items: pd.Index) -> ParsedFile:
-    """Quarantines the records whose item_id is not in the item catalog."""
+def code_items(parsed: ParsedFile, known_items: pd.Index) -> ParsedFile:
+    """Adds each record's item code (its position in `known_items`) as ITEM_CODE_COLUMN;
+    quarantines the records whose item_id is not in the item catalog."""
     frame = parsed.rows
-    unknown = known_items.get_indexer(frame["item_id"]) < 0
+    frame[ITEM_CODE_COLUMN] = known_items.get_indexer(frame["item_id"])
+    unknown = frame[ITEM_CODE_COLUMN].to_numpy() < 0
     if not unknown.any():
         return parsed
     quarantine = parsed.quarantine + quarantine_rows(

@@ -1,20 +1,25 @@
 """The ingest as plain Beam PTransforms (used by the TFX executor and `funnel ingest`).
 
-    files -> ParseLogFile -> (items) BuildCatalog ------------------+ side inputs
-                          -> (events) unknown items quarantined    |
-                               -> impression ids by id hash -> duplicate losers -> quarantined
-                               -> hourly item counts -> ItemStats
+    files -> ParseLogFile -> (items) BuildCatalog -------------------------+ side inputs
+                          -> (events) unknown items quarantined, items coded |
+                               -> impression ids by id hash -> duplicates ("losers")
+                               -> hourly item counts (less the losers') -> ItemStats
                                -> frames by user hash -> BuildShardExamples -> train / eval
+                                  (which quarantines the losers it holds)
     every step also emits quarantine records and counters, merged into one report.
 
 Elements are whole files or shards (DataFrames), not single records: Beam's
 per-element cost would otherwise dominate on a 2-core machine, and the shard count
-(`IngestConfig.num_shards`) keeps each element small enough for any worker.
+(`IngestConfig.num_shards`) keeps each element small enough for any worker. The parsed
+events feed every consumer in the parsing stage and cross a stage boundary once, in
+the shuffle by user: each crossing of all events costs ~1 s of the ~17 s a million
+impressions take on 2 cores (measured).
 """
 
 import collections
 import json
 import os
+import pickle
 from typing import Dict, List, Sequence
 
 import apache_beam as beam
@@ -41,12 +46,12 @@ def merge_counts(counters):
 
 
 class _ParseFiles(beam.DoFn):
-    """Parses each file; with a catalog side input, drops (quarantines) unknown items."""
+    """Parses each file; with a catalog side input, codes items and quarantines unknown ones."""
 
     def process(self, log_file: LogFile, catalog=None):
         parsed = reader.read_log_file(log_file)
         if catalog is not None and "item_id" in parsed.rows:
-            parsed = reader.drop_unknown_items(parsed, catalog.ids)
+            parsed = reader.code_items(parsed, catalog.ids)
         for q in parsed.quarantine:
             yield beam.pvalue.TaggedOutput(QUARANTINE, q)
         yield beam.pvalue.TaggedOutput(COUNTS, reader.file_counts(parsed))
@@ -66,52 +71,68 @@ def _empty_frames(log: str) -> pd.DataFrame:
     frame = pd.DataFrame({f.name: pd.Series(dtype=np.int64 if f.type == "int" else object if f.type == "string" else np.float64) for f in spec.fields})
     frame[reader.FILE_COLUMN] = pd.Series(dtype=np.int32)
     frame[reader.ROW_COLUMN] = pd.Series(dtype=np.int64)
+    frame[reader.ITEM_CODE_COLUMN] = pd.Series(dtype=np.int64)
     return frame
 
 
 def _shard_by_user(element, num_shards: int):
+    """(shard, pickled (log, frame part)) for each user shard of a file's events. Pickled
+    here: the local runner's GroupByKey decodes and re-encodes every value it groups, so a
+    DataFrame value would be pickled four times on its way, bytes once (measured: ~1 s)."""
     log_file, frame = element
     if frame.empty:
         return
     shards = duplicates.stable_shard(frame[features.USER_ID], num_shards)
     for shard, part in frame.groupby(shards, sort=True):
-        yield int(shard), (log_file.log, part)
+        yield int(shard), pickle.dumps((log_file.log, part), protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _drop_duplicates(element, losers):
-    """Quarantines every impression record whose id was seen earlier (in file order)."""
+def _item_partials(element):
     log_file, frame = element
-    if log_file.log == "impressions":
-        lost = np.isin(duplicates.record_keys(frame), losers)
-        for q in reader.quarantine_rows(log_file, frame, lost, reader.DUPLICATE_IMPRESSION_ID,
-                                        detail_column=features.IMPRESSION_ID):
-            yield beam.pvalue.TaggedOutput(QUARANTINE, q)
-        yield beam.pvalue.TaggedOutput(COUNTS, {"impressions.quarantined.duplicate_impression_id": int(lost.sum())})
-        frame = frame[~lost].reset_index(drop=True)
-    yield log_file, frame
+    return item_stats.partial_counts(log_file.log, frame[reader.ITEM_CODE_COLUMN].to_numpy(), frame[features.TS].to_numpy())
 
 
-def _item_partials(element, catalog):
-    log_file, frame = element
-    return item_stats.partial_counts(log_file.log, catalog.codes(frame[features.ITEM_ID]), frame[features.TS].to_numpy())
+def _loser_partials(losers: pd.DataFrame):
+    """Counts to take away from the item statistics: duplicates were counted when parsed."""
+    return item_stats.partial_counts("impressions", losers[reader.ITEM_CODE_COLUMN].to_numpy(),
+                                     losers[features.TS].to_numpy(), sign=-1)
+
+
+def _sorted_keys(arrays):
+    return np.sort(np.concatenate([np.zeros(0, np.int64), *arrays]))
 
 
 class _BuildShardExamples(beam.DoFn):
-    def __init__(self, config: IngestConfig):
+    def __init__(self, config: IngestConfig, log_files: Sequence[LogFile]):
         self._config = config
+        self._files = {f.index: f for f in log_files}
 
-    def process(self, element, catalog, stats, eval_start_day):
-        _, parts = element
+    def _drop_duplicates(self, impressions: pd.DataFrame, losers: np.ndarray):
+        """Drops every impression record whose id was seen earlier (in file order); returns
+        the rest and the quarantine records of the dropped."""
+        lost = np.isin(duplicates.record_keys(impressions), losers)
+        quarantine = [q for index, part in impressions[lost].groupby(reader.FILE_COLUMN)
+                      for q in reader.quarantine_rows(self._files[int(index)], part, np.ones(len(part), bool),
+                                                      reader.DUPLICATE_IMPRESSION_ID,
+                                                      detail_column=features.IMPRESSION_ID)]
+        return impressions[~lost].reset_index(drop=True), quarantine
+
+    def process(self, element, catalog, stats, losers, eval_start_day):
+        _, packed_parts = element
         by_log: Dict[str, list] = collections.defaultdict(list)
-        for log, frame in parts:
+        for packed in packed_parts:
+            log, frame = pickle.loads(packed)
             by_log[log].append(frame)
         frames = {
             log: pd.concat(by_log[log], ignore_index=True) if by_log[log] else _empty_frames(log)
             for log in examples.EVENT_LOGS
         }
         # File order, so a shard's output does not depend on the order its parts arrived in.
-        frames["impressions"] = frames["impressions"].sort_values(
-            [reader.FILE_COLUMN, reader.ROW_COLUMN], kind="stable").reset_index(drop=True)
+        frames["impressions"], quarantine = self._drop_duplicates(frames["impressions"].sort_values(
+            [reader.FILE_COLUMN, reader.ROW_COLUMN], kind="stable").reset_index(drop=True), losers)
+        for q in quarantine:
+            yield beam.pvalue.TaggedOutput(QUARANTINE, q)
+        yield beam.pvalue.TaggedOutput(COUNTS, {"impressions.quarantined.duplicate_impression_id": len(quarantine)})
         train, evaluation, counts = examples.build_examples(frames, catalog, stats, eval_start_day, self._config)
         yield beam.pvalue.TaggedOutput(COUNTS, counts)
         for batch in batches(evaluation):
@@ -149,30 +170,29 @@ class IngestLogs(beam.PTransform):
         losers = (impressions
                   | "ShardIds" >> beam.FlatMap(lambda e, n: duplicates.shard_impression_ids(e[1], n), self._config.num_shards)
                   | "GroupIds" >> beam.GroupByKey()
-                  | "FindDuplicates" >> beam.Map(lambda kv: duplicates.find_losers(kv[1]))
-                  | "AllLosers" >> beam.CombineGlobally(lambda arrays: np.sort(np.concatenate([np.zeros(0, np.int64), *arrays]))))
-        deduplicated = (events.rows
-                        | "DropDuplicates" >> beam.FlatMap(_drop_duplicates, beam.pvalue.AsSingleton(losers))
-                        .with_outputs(QUARANTINE, COUNTS, main="rows"))
-
-        stats = (deduplicated.rows
-                 | "ItemCounts" >> beam.Map(_item_partials, catalog_side)
+                  | "FindDuplicates" >> beam.Map(lambda kv: duplicates.find_losers(kv[1])))
+        loser_keys = (losers | "LoserKeys" >> beam.Map(duplicates.record_keys)
+                      | "AllLosers" >> beam.CombineGlobally(_sorted_keys))
+        stats = ((events.rows | "ItemCounts" >> beam.Map(_item_partials),
+                  losers | "LoserCounts" >> beam.Map(_loser_partials))
+                 | "AllItemCounts" >> beam.Flatten()
                  | "ItemStats" >> beam.CombineGlobally(item_stats.CombineItemStats()))
         last_day = (impressions
                     | "LastTs" >> beam.Map(lambda e: int(e[1][features.TS].max()) if len(e[1]) else -1)
                     | "MaxTs" >> beam.CombineGlobally(lambda ts: max(ts, default=-1))
                     | "EvalStart" >> beam.Map(lambda ts, days: ts // features.DAY_SECONDS - days + 1, self._config.eval_days))
 
-        built = (deduplicated.rows
+        built = (events.rows
                  | "ByUser" >> beam.FlatMap(_shard_by_user, self._config.num_shards)
                  | "GroupUsers" >> beam.GroupByKey()
                  | "BuildExamples" >> beam.ParDo(
-                     _BuildShardExamples(self._config), catalog_side, beam.pvalue.AsSingleton(stats),
-                     beam.pvalue.AsSingleton(last_day)).with_outputs(COUNTS, EVAL, main="train"))
+                     _BuildShardExamples(self._config, self._files), catalog_side, beam.pvalue.AsSingleton(stats),
+                     beam.pvalue.AsSingleton(loser_keys), beam.pvalue.AsSingleton(last_day))
+                 .with_outputs(QUARANTINE, COUNTS, EVAL, main="train"))
 
-        quarantine = ((items[QUARANTINE], catalog[QUARANTINE], events[QUARANTINE], deduplicated[QUARANTINE])
+        quarantine = ((items[QUARANTINE], catalog[QUARANTINE], events[QUARANTINE], built[QUARANTINE])
                       | "AllQuarantine" >> beam.Flatten())
-        counts = ((items[COUNTS], catalog[COUNTS], events[COUNTS], deduplicated[COUNTS], built[COUNTS])
+        counts = ((items[COUNTS], catalog[COUNTS], events[COUNTS], built[COUNTS])
                   | "AllCounts" >> beam.Flatten()
                   | "SumCounts" >> beam.CombineGlobally(merge_counts))
         return {features.TRAIN_SPLIT: built.train, features.EVAL_SPLIT: built[EVAL],
