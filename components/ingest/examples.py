@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from components.ingest import reader
 from components.ingest.catalog import ItemCatalog
-from components.ingest.example_encoder import encode_examples
+from components.ingest.example_encoder import SharedColumns, encode_examples
 from components.ingest.config import CLICK_BY_TIME_WINDOW, IngestConfig
 from components.ingest.event_index import EventIndex
 from components.ingest.item_stats import ItemStats
@@ -201,7 +201,14 @@ def build_examples(
     labels = _labels(shard, imp, config)
     for name, values in labels.items():
         columns[name] = _scalar(values)
-    columns.update(_sequences(shard, t, users))
+    # All impressions of a user at one moment (a page of a request) share their behaviour
+    # sequences: those are built and encoded once per moment (~8 impressions on the default
+    # world), then copied into each example.
+    first_of_moment = np.ones(len(t), bool)
+    first_of_moment[1:] = (users[1:] != users[:-1]) | (t[1:] != t[:-1])  # (user, time) order
+    moment = np.cumsum(first_of_moment) - 1
+    sequences = _sequences(shard, t[first_of_moment], users[first_of_moment])
+    shared = SharedColumns(pa.RecordBatch.from_arrays(list(sequences.values()), list(sequences)), moment, len(columns))
     request_codes = pd.factorize(imp[F.REQUEST_ID])[0]  # a request belongs to one user, but ids may repeat across users
     requests = users.astype(np.int64) * (int(request_codes.max(initial=0)) + 1) + request_codes
     neighbor_items = neighbors(requests, imp[F.POSITION].to_numpy(np.int64), items)
@@ -211,7 +218,7 @@ def build_examples(
     for name, values in _dense(shard, stats, t, users, items).items():
         columns[name] = _scalar(np.asarray(values, np.float32))
 
-    encoded = encode_examples(pa.RecordBatch.from_arrays(list(columns.values()), list(columns)))
+    encoded = encode_examples(pa.RecordBatch.from_arrays(list(columns.values()), list(columns)), shared)
     # Back to file order (reordering the serialized examples costs far less than taking
     # the columns: those hold ~2 KB per row), split by day.
     sorted_rows = np.empty_like(shard.file_rows)

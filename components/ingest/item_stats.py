@@ -6,7 +6,7 @@ complete hours before the impression's hour, so nothing at or after the impressi
 row per item-hour with events) and is broadcast to every shard as a Beam side input.
 """
 
-from typing import Dict, Iterable, Tuple
+from typing import Dict, Iterable, List, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -63,24 +63,34 @@ class ItemStats:
         return counts
 
 
+def _merge(partials: Iterable[Partial]) -> Partial:
+    merged: Dict[str, list] = {}
+    for partial in partials:
+        for log, pair in partial.items():
+            merged.setdefault(log, []).append(pair)
+    return {
+        log: _reduce(np.concatenate([k for k, _ in pairs]), np.concatenate([c for _, c in pairs]))
+        for log, pairs in merged.items()
+    }
+
+
 class CombineItemStats(beam.CombineFn):
-    """Merges per-file partial counts into one `ItemStats` (a Beam side input)."""
+    """Merges per-file partial counts into one `ItemStats` (a Beam side input). Partials
+    are collected and reduced once per accumulator sent on (`compact`) and at the end:
+    reducing at every input re-sorts the growing counts each time (O(files^2))."""
 
-    def create_accumulator(self):
-        return {}
+    def create_accumulator(self) -> List[Partial]:
+        return []
 
-    def add_input(self, accumulator, partial: Partial):
-        return self.merge_accumulators([accumulator, partial])
+    def add_input(self, accumulator: List[Partial], partial: Partial):
+        accumulator.append(partial)
+        return accumulator
 
-    def merge_accumulators(self, accumulators: Iterable[Partial]):
-        merged: Dict[str, list] = {}
-        for partial in accumulators:
-            for log, pair in partial.items():
-                merged.setdefault(log, []).append(pair)
-        return {
-            log: _reduce(np.concatenate([k for k, _ in pairs]), np.concatenate([c for _, c in pairs]))
-            for log, pairs in merged.items()
-        }
+    def merge_accumulators(self, accumulators: Iterable[List[Partial]]):
+        return [partial for accumulator in accumulators for partial in accumulator]
 
-    def extract_output(self, accumulator):
-        return ItemStats(accumulator)
+    def compact(self, accumulator: List[Partial]):
+        return [_merge(accumulator)]
+
+    def extract_output(self, accumulator: List[Partial]):
+        return ItemStats(_merge(accumulator))

@@ -131,6 +131,37 @@ def test_null_lists_are_empty_lists():
     _assert_same(encode_examples(batch), _tfx(expected))
 
 
+def _inline(batch: pa.RecordBatch, shared: example_encoder.SharedColumns) -> pa.RecordBatch:
+    """The batch with the shared columns expanded per row, at their position."""
+    expanded = shared.batch.take(pa.array(shared.rows, pa.int64()))
+    names, arrays = list(batch.schema.names), list(batch.columns)
+    names[shared.position:shared.position] = expanded.schema.names
+    arrays[shared.position:shared.position] = expanded.columns
+    return pa.RecordBatch.from_arrays(arrays, names)
+
+
+@pytest.mark.parametrize("position", [0, 5, 15])
+def test_shared_columns_give_the_bytes_of_inline_columns(position, monkeypatch):
+    # Groups of every kind of column (long values, empty lists, wide entries), used by
+    # runs of rows, by no row, and out of order; small chunks, so groups span chunks.
+    monkeypatch.setattr(example_encoder, "_ROWS_PER_CHUNK", 9)
+    batch = _random_batch(5, 40)
+    groups = _random_batch(6, 12)
+    groups = pa.RecordBatch.from_arrays(groups.columns, [f"shared_{n}" for n in groups.schema.names])
+    rows = np.repeat([3, 0, 7, 7, 11, 1, 3, 9, 2, 5], 4)  # 4, 6, 8 and 10 are unused
+    shared = example_encoder.SharedColumns(groups, rows, position)
+    inline = _inline(batch, shared)
+    assert encode_examples(batch, shared) == encode_examples(inline)
+    _assert_same(encode_examples(batch, shared), _tfx(inline))
+
+
+def test_shared_columns_need_a_group_for_every_row():
+    batch = _random_batch(0, 4)
+    for rows in (np.array([0, 1, 2]), np.array([0, 1, 2, 3])):  # too few; group 3 missing
+        with pytest.raises(ValueError, match="group"):
+            encode_examples(batch, example_encoder.SharedColumns(_random_batch(1, 3), rows, 0))
+
+
 def test_wire_bytes_of_a_small_example():
     batch = pa.RecordBatch.from_arrays([
         _lists([[b"xy"]], pa.binary()), _lists([[]], pa.int64()), _lists([[1.5]], pa.float32()),
