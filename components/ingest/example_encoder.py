@@ -38,7 +38,7 @@ import pyarrow as pa
 _ROWS_PER_CHUNK = 2048  # a chunk's buffers (a few MB) are reused by the allocator
 _WINDOW = 16  # bytes written per bytes value: its head [0x0A, length] and 14 bytes (ids)
 _GAP = 64  # bytes after each row, for garbage; at least every window (headers' too)
-_SHARED_WINDOW = 64  # bytes per window copying shared entries (at most _GAP)
+_SHARED_WINDOW = 64  # bytes per window copying shared entries
 _KIND_TAG = {"bytes": 0x0A, "float": 0x12, "int64": 0x1A}  # Feature oneof field tags
 # Continuation bits (0x80 in every byte but the last) of varints of 0..8 bytes.
 _CONTINUATION = np.array([0] + [int("80" * (k - 1) or "0", 16) for k in range(1, 9)], np.uint64)
@@ -350,7 +350,8 @@ def _encode_rows(columns: list, runs: List[List[int]], blocks: dict, r0: int, r1
     ex_matrix, ex_len = _concat_fields(n, [b"\x0a", _varints(total)])
     row_len = ex_len + total
     # Rows lie back to back, each followed by a gap that absorbs its last window's garbage.
-    gap = max([_GAP] + [rows.itemsize for rows in heads.values()])
+    gap = max([_GAP] + [rows.itemsize for rows in heads.values()]
+              + [_SHARED_WINDOW for column in columns if column.kind == "shared"])
     row_start = np.zeros(n + 1, np.int64)
     np.cumsum(row_len + gap, out=row_start[1:])
     entry_at = entry_end - entry_len + (row_start[:-1] + ex_len)

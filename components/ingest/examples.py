@@ -35,6 +35,12 @@ _SEQUENCE_LOG = {F.SEQUENCE_CLICK: "clicks", F.SEQUENCE_CART: "carts", F.SEQUENC
 _LABEL_LOG = {F.CART: "carts", F.WISH: "wishes", F.ORDER: "orders"}
 
 
+def _inverse(permutation: np.ndarray) -> np.ndarray:
+    inverse = np.empty_like(permutation)
+    inverse[permutation] = np.arange(len(permutation))
+    return inverse
+
+
 class _Shard:
     """The shard's events, with point-in-time indexes by user, (user, item), (user, category)."""
 
@@ -47,12 +53,17 @@ class _Shard:
         self.ts = {log: frames[log]["ts"].to_numpy(np.int64) for log in EVENT_LOGS}
         # Impressions are handled in (user, time) order, so that the point-in-time queries
         # of consecutive impressions hit neighbouring index keys: NumPy's searchsorted on
-        # sorted queries is ~8x faster than on random ones (measured). `file_rows[k]` is
-        # the row (in the given order) of the k-th impression.
-        self.file_rows = np.lexsort((self.ts["impressions"], self.user_code["impressions"]))
-        self.frames = dict(frames, impressions=frames["impressions"].take(self.file_rows))
+        # sorted queries is ~8x faster than on random ones (measured). Examples are written
+        # in file order, whatever order the shard's parts arrived in: `written[k]` is the
+        # k-th impression in file order.
+        imp = frames["impressions"]
+        file_order = np.lexsort((imp[reader.ROW_COLUMN].to_numpy(), imp[reader.FILE_COLUMN].to_numpy()))
+        file_rank = _inverse(file_order)
+        rows = np.lexsort((file_rank, self.ts["impressions"], self.user_code["impressions"]))
+        self.written = _inverse(rows)[file_order]
+        self.frames = dict(frames, impressions=imp.take(rows))
         for codes in (self.user_code, self.item_code, self.ts):
-            codes["impressions"] = codes["impressions"][self.file_rows]
+            codes["impressions"] = codes["impressions"][rows]
         self.by_user, self.by_user_item, self.by_user_category = {}, {}, {}
         for log in EVENT_LOGS:
             user, item = self.user_code[log], self.item_code[log]
@@ -75,11 +86,24 @@ def _click_times(shard: _Shard, imp: pd.DataFrame, config: IngestConfig) -> np.n
         pairs = shard.user_item(shard.user_code["impressions"], shard.item_code["impressions"])
         lo, hi = index.bounds(pairs, t, t + config.click_window_seconds + 1)
         return np.where(hi > lo, index.ts[np.minimum(lo, len(index) - 1)] if len(index) else -1, -1)
-    clicks = shard.frames["clicks"]
-    keys = ["user_id", "item_id", "request_id"]
-    linked = clicks[clicks["request_id"].notna()].groupby(keys, sort=False)["ts"].min().rename("click_ts")
-    joined = imp[keys].merge(linked, how="left", left_on=keys, right_index=True)
-    return joined["click_ts"].fillna(-1).to_numpy(np.int64)
+    # The earliest click of each (user, item, request) by integer keys: the (user, item)
+    # pair's code and a request code shared by clicks and impressions.
+    linked = shard.frames["clicks"][F.REQUEST_ID].notna().to_numpy()
+    pairs = [shard.user_item(shard.user_code["clicks"][linked], shard.item_code["clicks"][linked]),
+             shard.user_item(shard.user_code["impressions"], shard.item_code["impressions"])]
+    requests = [shard.frames["clicks"][F.REQUEST_ID].to_numpy(object)[linked], imp[F.REQUEST_ID].to_numpy(object)]
+    pair_code = pd.factorize(np.concatenate(pairs))[0]
+    request_code, request_ids = pd.factorize(np.concatenate(requests))
+    key = pair_code * len(request_ids) + request_code
+    click_key, impression_key = key[:linked.sum()], key[linked.sum():]
+    click_ts = shard.ts["clicks"][linked]
+    order = np.lexsort((click_ts, click_key))
+    earliest = np.flatnonzero(np.diff(click_key[order], prepend=-1))  # first of each key
+    keys, first_ts = click_key[order][earliest], click_ts[order][earliest]
+    if not len(keys):
+        return np.full(len(impression_key), -1, np.int64)
+    at = np.minimum(np.searchsorted(keys, impression_key), len(keys) - 1)
+    return np.where(keys[at] == impression_key, first_ts[at], -1)
 
 
 def _labels(shard: _Shard, imp: pd.DataFrame, config: IngestConfig) -> Dict[str, np.ndarray]:
@@ -133,14 +157,17 @@ def _rate(numerator, denominator, prior):
     return (numerator + prior * F.RATE_PRIOR_WEIGHT) / (denominator + F.RATE_PRIOR_WEIGHT)
 
 
-def _dense(shard: _Shard, stats: ItemStats, t, users, items) -> Dict[str, np.ndarray]:
+def _dense(shard: _Shard, stats: ItemStats, t, users, items, moment: np.ndarray,
+           first: np.ndarray) -> Dict[str, np.ndarray]:
+    """Dense features per impression. Those of the user alone are computed once per moment
+    (see `_moments`) and expanded."""
     day = F.DAY_SECONDS
-    hour = t // F.HOUR_SECONDS
-    dense = stats.window_counts(F.ITEM_COUNT_FEATURES, items, hour)
+    user_t, user = t[first], users[first]
+    dense = stats.window_counts(F.ITEM_COUNT_FEATURES, items, t // F.HOUR_SECONDS)
     for name, (numerator, denominator, prior) in F.ITEM_RATE_FEATURES.items():
         dense[name] = _rate(dense[numerator], dense[denominator], prior)
     for name, (log, days) in F.USER_COUNT_FEATURES.items():
-        dense[name] = shard.by_user[log].count(users, t - days * day, t)
+        dense[name] = shard.by_user[log].count(user, user_t - days * day, user_t)[moment]
     for name, (numerator, denominator, prior) in F.USER_RATE_FEATURES.items():
         dense[name] = _rate(dense[numerator], dense[denominator], prior)
     for name, (log, days) in F.USER_CATEGORY_FEATURES.items():
@@ -155,19 +182,29 @@ def _dense(shard: _Shard, stats: ItemStats, t, users, items) -> Dict[str, np.nda
     order_price = shard.catalog.price[shard.item_code["orders"]]
     order_priced = ~np.isnan(order_price)
     orders = shard.by_user["orders"]
-    spent = orders.window_sum(np.where(order_priced, order_price, 0.0), users, t - 365 * day, t)
-    priced_orders = orders.window_sum(order_priced, users, t - 365 * day, t)
-    mean_order_price = np.divide(spent, priced_orders, out=np.zeros_like(spent), where=priced_orders > 0)
+    spent = orders.window_sum(np.where(order_priced, order_price, 0.0), user, user_t - 365 * day, user_t)
+    priced_orders = orders.window_sum(order_priced, user, user_t - 365 * day, user_t)
+    mean_order_price = np.divide(spent, priced_orders, out=np.zeros_like(spent), where=priced_orders > 0)[moment]
     usable = known & (mean_order_price > 0)
     dense[F.PRICE_TO_USER_ORDER_PRICE] = np.divide(
-        np.where(known, price, 1.0), mean_order_price, out=np.ones_like(spent), where=usable)
+        np.where(known, price, 1.0), mean_order_price, out=np.ones_like(price), where=usable)
 
     clicks = shard.by_user["clicks"]
-    lo, hi = clicks.bounds(users, 0, t)
+    lo, hi = clicks.bounds(user, 0, user_t)
     last = np.where(hi > lo, clicks.ts[np.maximum(hi - 1, 0)] if len(clicks) else 0, -1)
     dense[F.SECONDS_SINCE_LAST_CLICK] = np.where(
-        last >= 0, np.minimum(t - last, F.SECONDS_SINCE_LAST_CLICK_CAP), F.SECONDS_SINCE_LAST_CLICK_CAP)
+        last >= 0, np.minimum(user_t - last, F.SECONDS_SINCE_LAST_CLICK_CAP), F.SECONDS_SINCE_LAST_CLICK_CAP)[moment]
     return dense
+
+
+def _moments(users: np.ndarray, t: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """The moment (a distinct (user, time), numbered in order) of each impression, and the
+    first impression of each moment; the impressions are in (user, time) order. The
+    impressions of a moment (a page of a request) share their behaviour sequences and
+    user features: ~8 on the default world."""
+    first = np.ones(len(t), bool)
+    first[1:] = (users[1:] != users[:-1]) | (t[1:] != t[:-1])
+    return np.cumsum(first) - 1, np.flatnonzero(first)
 
 
 def _scalar(values, type_=None) -> pa.Array:
@@ -201,13 +238,9 @@ def build_examples(
     labels = _labels(shard, imp, config)
     for name, values in labels.items():
         columns[name] = _scalar(values)
-    # All impressions of a user at one moment (a page of a request) share their behaviour
-    # sequences: those are built and encoded once per moment (~8 impressions on the default
-    # world), then copied into each example.
-    first_of_moment = np.ones(len(t), bool)
-    first_of_moment[1:] = (users[1:] != users[:-1]) | (t[1:] != t[:-1])  # (user, time) order
-    moment = np.cumsum(first_of_moment) - 1
-    sequences = _sequences(shard, t[first_of_moment], users[first_of_moment])
+    # Behaviour sequences are built and encoded once per moment, then copied into each example.
+    moment, first = _moments(users, t)
+    sequences = _sequences(shard, t[first], users[first])
     shared = SharedColumns(pa.RecordBatch.from_arrays(list(sequences.values()), list(sequences)), moment, len(columns))
     request_codes = pd.factorize(imp[F.REQUEST_ID])[0]  # a request belongs to one user, but ids may repeat across users
     requests = users.astype(np.int64) * (int(request_codes.max(initial=0)) + 1) + request_codes
@@ -215,17 +248,15 @@ def build_examples(
     columns[F.NEIGHBOR_CATEGORIES] = pa.ListArray.from_arrays(
         pa.array(np.arange(0, neighbor_items.size + 1, F.NUM_NEIGHBORS, dtype=np.int32)),
         catalog.neighbor_categories(neighbor_items.ravel()))
-    for name, values in _dense(shard, stats, t, users, items).items():
+    for name, values in _dense(shard, stats, t, users, items, moment, first).items():
         columns[name] = _scalar(np.asarray(values, np.float32))
 
     encoded = encode_examples(pa.RecordBatch.from_arrays(list(columns.values()), list(columns)), shared)
-    # Back to file order (reordering the serialized examples costs far less than taking
-    # the columns: those hold ~2 KB per row), split by day.
-    sorted_rows = np.empty_like(shard.file_rows)
-    sorted_rows[shard.file_rows] = np.arange(len(sorted_rows))
-    is_eval = (t[sorted_rows] // F.DAY_SECONDS) >= eval_start_day
-    train = [encoded[k] for k in sorted_rows[~is_eval].tolist()]
-    evaluation = [encoded[k] for k in sorted_rows[is_eval].tolist()]
+    # In file order (reordering the serialized examples costs far less than taking the
+    # columns: those hold ~2 KB per row), split by day.
+    is_eval = (t[shard.written] // F.DAY_SECONDS) >= eval_start_day
+    train = [encoded[k] for k in shard.written[~is_eval].tolist()]
+    evaluation = [encoded[k] for k in shard.written[is_eval].tolist()]
     counts = {f"examples.{F.TRAIN_SPLIT}": len(train), f"examples.{F.EVAL_SPLIT}": len(evaluation)}
     for name, values in labels.items():
         counts[f"labels.{name}"] = int(values.sum())

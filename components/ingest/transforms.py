@@ -111,6 +111,8 @@ class _BuildShardExamples(beam.DoFn):
         """Drops every impression record whose id was seen earlier (in file order); returns
         the rest and the quarantine records of the dropped."""
         lost = np.isin(duplicates.record_keys(impressions), losers)
+        if not lost.any():
+            return impressions, []
         quarantine = [q for index, part in impressions[lost].groupby(reader.FILE_COLUMN)
                       for q in reader.quarantine_rows(self._files[int(index)], part, np.ones(len(part), bool),
                                                       reader.DUPLICATE_IMPRESSION_ID,
@@ -127,9 +129,7 @@ class _BuildShardExamples(beam.DoFn):
             log: pd.concat(by_log[log], ignore_index=True) if by_log[log] else _empty_frames(log)
             for log in examples.EVENT_LOGS
         }
-        # File order, so a shard's output does not depend on the order its parts arrived in.
-        frames["impressions"], quarantine = self._drop_duplicates(frames["impressions"].sort_values(
-            [reader.FILE_COLUMN, reader.ROW_COLUMN], kind="stable").reset_index(drop=True), losers)
+        frames["impressions"], quarantine = self._drop_duplicates(frames["impressions"], losers)
         for q in quarantine:
             yield beam.pvalue.TaggedOutput(QUARANTINE, q)
         yield beam.pvalue.TaggedOutput(COUNTS, {"impressions.quarantined.duplicate_impression_id": len(quarantine)})
