@@ -133,21 +133,33 @@ def _sequences(shard: _Shard, t: np.ndarray, users: np.ndarray) -> Dict[str, pa.
 
 
 def neighbors(request: np.ndarray, position: np.ndarray, item: np.ndarray, k: int = F.NUM_NEIGHBORS) -> np.ndarray:
-    """(n, k) items of the k nearest other impressions of the same request; -1 where absent."""
+    """(n, k) items of the k nearest other impressions of the same request; -1 where absent.
+    Nearest first; ties go to the smaller position, then to the nearer in file order."""
     n = len(request)
     order = np.lexsort((np.arange(n), position, request))  # by request, then position
-    req, pos = request[order], position[order]
-    offsets = np.array([d for step in range(1, k + 1) for d in (-step, step)])
-    candidate = np.arange(n)[:, None] + offsets[None, :]  # sorted indices
-    inside = (candidate >= 0) & (candidate < n)
-    candidate = np.clip(candidate, 0, max(n - 1, 0))
-    valid = inside & (req[candidate] == req[:, None])
-    distance = np.where(valid, np.abs(pos[candidate] - pos[:, None]), np.iinfo(np.int64).max)
-    # Nearest first, ties to the smaller position (stable over the -1, +1, -2, ... order).
-    rank = np.lexsort((np.where(valid, pos[candidate], 0), distance), axis=1)[:, :k]
-    chosen = np.take_along_axis(candidate, rank, axis=1)
-    chosen_valid = np.take_along_axis(valid, rank, axis=1)
-    result_sorted = np.where(chosen_valid, item[order][chosen], -1)
+    req, pos, sorted_item = request[order], position[order], item[order]
+    # Merge the request's impressions before and after each one, nearest first: pointers
+    # i - left and i + right into the sorted rows advance k times.
+    here = np.arange(n)
+    left, right = np.ones(n, np.int64), np.ones(n, np.int64)
+    result_sorted = np.full((n, k), -1, np.int64)
+    for step in range(k):
+        before, after = here - left, here + right
+        before_ok = before >= 0
+        before_ok[before_ok] = req[before[before_ok]] == req[before_ok]
+        after_ok = after < n
+        after_ok[after_ok] = req[after[after_ok]] == req[after_ok]
+        d_before = pos - pos[np.maximum(before, 0)]
+        d_after = pos[np.minimum(after, n - 1)] - pos
+        # At equal distances the one before has the smaller position, unless both share
+        # this one's: then the nearer in file order (the column order of a stable sort).
+        take_before = before_ok & (~after_ok | (d_before < d_after)
+                                   | ((d_before == d_after) & ((d_before > 0) | (left <= right))))
+        take_after = ~take_before & after_ok
+        chosen = np.where(take_before, before, after)
+        result_sorted[:, step] = np.where(take_before | take_after, sorted_item[np.clip(chosen, 0, max(n - 1, 0))], -1)
+        left += take_before
+        right += take_after
     result = np.empty_like(result_sorted)
     result[order] = result_sorted
     return result

@@ -3,8 +3,10 @@ through the real Beam ingest (in-process DirectRunner)."""
 
 import copy
 
+import numpy as np
 import pytest
 
+from components.ingest.examples import neighbors
 from models import features as F
 from tests.components.ingest.logs import DAY, ITEMS, T0, event, impression, run
 
@@ -104,6 +106,31 @@ def test_neighbor_categories(examples):
     assert examples["g"][F.NEIGHBOR_CATEGORIES] == [""] * F.NUM_NEIGHBORS
     assert examples["e"][F.POSITION] == [5] and examples["e"][F.PAGE] == [1]
     assert examples["h"][F.POSITION] == [4] and examples["h"][F.PAGE] == [2]
+
+
+def _nearest_by_sorting(request, position, item, k):
+    """The definition, row by row: other impressions of the request by (distance, position),
+    then by distance in (request, position, file) order, the one before first."""
+    rank = np.empty(len(request), np.int64)
+    rank[np.lexsort((np.arange(len(request)), position, request))] = np.arange(len(request))
+    result = np.full((len(request), k), -1)
+    for i in range(len(request)):
+        others = [j for j in range(len(request)) if j != i and request[j] == request[i]]
+        others.sort(key=lambda j: (abs(position[j] - position[i]), position[j],
+                                   abs(rank[j] - rank[i]), rank[j] > rank[i]))
+        result[i, :len(others[:k])] = item[others[:k]]
+    return result
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_neighbors_match_their_definition(seed):
+    # Small requests with repeated positions, gaps and rows out of order.
+    rng = np.random.default_rng(seed)
+    n = 300
+    request = rng.integers(0, 40, n)
+    position = rng.integers(1, 12, n)
+    item = rng.permutation(n)
+    assert (neighbors(request, position, item, 6) == _nearest_by_sorting(request, position, item, 6)).all()
 
 
 def test_ids_and_scenario(examples):
