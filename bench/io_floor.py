@@ -29,5 +29,5 @@ def _encode_file(log_file):
 def run_floor(logs_dir: str, out_dir: str, compression_level: int) -> None:
     files = list_log_files(logs_dir)
     with beam.Pipeline(options=beam_options(None)) as p:
-        _ = (p | beam.Create(files) | beam.Reshuffle() | beam.FlatMap(_encode_file)
+        _ = (p | beam.Create(files) | beam.FlatMap(_encode_file)
              | WriteTFRecords(os.path.join(out_dir, "records"), compression_level))

@@ -242,7 +242,7 @@ def build_examples(
     imp = shard.frames["impressions"]
     columns: Dict[str, pa.Array] = {}
     for name in (F.IMPRESSION_ID, F.REQUEST_ID, F.USER_ID, F.SCENARIO):
-        columns[name] = _scalar(imp[name].to_numpy(object), pa.binary())
+        columns[name] = _scalar(imp[name].to_numpy(object), pa.string())  # from str: 2x faster than binary
     for name, ids in catalog.id_arrays(items).items():
         columns[name] = _scalar(ids)
     for name in (F.TS, F.POSITION, F.PAGE):
