@@ -7,13 +7,12 @@ order wins; the others ("losers") are quarantined by the user shard that holds t
 their item and time let the item statistics leave them out.
 """
 
-import pickle
 from typing import Iterable, List, Tuple
 
 import numpy as np
 import pandas as pd
 
-from components.ingest import reader
+from components.ingest import packing, reader
 from models import features
 
 _ROW_BITS = 40
@@ -29,16 +28,18 @@ def record_keys(frame: pd.DataFrame) -> np.ndarray:
     return (frame[reader.FILE_COLUMN].to_numpy(np.int64) << _ROW_BITS) | frame[reader.ROW_COLUMN].to_numpy(np.int64)
 
 
+_ID_COLUMNS = [features.IMPRESSION_ID, reader.FILE_COLUMN, reader.ROW_COLUMN, reader.ITEM_CODE_COLUMN, features.TS]
+
+
 def shard_impression_ids(frame: pd.DataFrame, num_shards: int) -> List[Tuple[int, bytes]]:
-    """(shard, pickled ids part) by a hash of the id. Pickled here, like the ingest's user
-    shards: the local runner's GroupByKey would otherwise unpickle and re-pickle them."""
-    ids = frame[[features.IMPRESSION_ID, reader.FILE_COLUMN, reader.ROW_COLUMN, reader.ITEM_CODE_COLUMN, features.TS]]
+    """(shard, packed ids part) by a hash of the id."""
+    ids = frame[_ID_COLUMNS]
     shards = stable_shard(ids[features.IMPRESSION_ID], num_shards)
-    return [(int(s), pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL)) for s, part in ids.groupby(shards, sort=True)]
+    return [(int(s), packing.pack(part)) for s, part in ids.groupby(shards, sort=True)]
 
 
 def find_losers(parts: Iterable[bytes]) -> pd.DataFrame:
     """Every occurrence of an impression id but its first (`shard_impression_ids` columns)."""
-    ids = pd.concat([pickle.loads(part) for part in parts], ignore_index=True)
+    ids = packing.unpack(parts, pd.DataFrame(columns=_ID_COLUMNS))
     ids = ids.sort_values([reader.FILE_COLUMN, reader.ROW_COLUMN], kind="stable")
     return ids[ids.duplicated(features.IMPRESSION_ID, keep="first")]

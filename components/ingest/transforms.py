@@ -19,7 +19,6 @@ impressions take on 2 cores (measured).
 import collections
 import json
 import os
-import pickle
 from typing import Dict, List, Sequence
 
 import apache_beam as beam
@@ -28,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from components.ingest import catalog as catalog_lib
-from components.ingest import duplicates, examples, item_stats, reader
+from components.ingest import duplicates, examples, item_stats, packing, reader
 from components.ingest.config import IngestConfig
 from components.ingest.contract import CONTRACT, LogFile
 from components.ingest.tfrecord_sink import WriteTFRecords, batches
@@ -84,15 +83,14 @@ def _empty_frames(log: str) -> pd.DataFrame:
 
 
 def _shard_by_user(element, num_shards: int):
-    """(shard, pickled (log, frame part)) for each user shard of a file's events. Pickled
-    here: the local runner's GroupByKey decodes and re-encodes every value it groups, so a
-    DataFrame value would be pickled four times on its way, bytes once (measured: ~1 s)."""
+    """(shard, (log, packed frame part)) for each user shard of a file's events. The item_id
+    stays behind: the example builder reads item codes, and the catalog gives ids back."""
     log_file, frame = element
     if frame.empty:
         return
     shards = duplicates.stable_shard(frame[features.USER_ID], num_shards)
     for shard, part in frame.groupby(shards, sort=True):
-        yield int(shard), pickle.dumps((log_file.log, part), protocol=pickle.HIGHEST_PROTOCOL)
+        yield int(shard), (log_file.log, packing.pack(part, drop=[features.ITEM_ID]))
 
 
 def _item_partials(element):
@@ -111,13 +109,15 @@ class _BuildShardExamples(beam.DoFn):
         self._config = config
         self._files = {f.index: f for f in log_files}
 
-    def _drop_duplicates(self, impressions: pd.DataFrame, losers: np.ndarray):
+    def _drop_duplicates(self, impressions: pd.DataFrame, losers: np.ndarray, catalog):
         """Drops every impression record whose id was seen earlier (in file order); returns
-        the rest and the quarantine records of the dropped."""
+        the rest and the quarantine records of the dropped (item ids restored)."""
         lost = np.isin(duplicates.record_keys(impressions), losers)
         if not lost.any():
             return impressions, []
-        quarantine = [q for index, part in impressions[lost].groupby(reader.FILE_COLUMN)
+        dropped = impressions[lost].assign(**{
+            features.ITEM_ID: catalog.ids.to_numpy()[impressions.loc[lost, reader.ITEM_CODE_COLUMN].to_numpy()]})
+        quarantine = [q for index, part in dropped.groupby(reader.FILE_COLUMN)
                       for q in reader.quarantine_rows(self._files[int(index)], part, np.ones(len(part), bool),
                                                       reader.DUPLICATE_IMPRESSION_ID,
                                                       detail_column=features.IMPRESSION_ID)]
@@ -131,14 +131,10 @@ class _BuildShardExamples(beam.DoFn):
         losers = np.concatenate([np.zeros(0, np.int64), *loser_keys])
         eval_start_day = max(last_ts, default=-1) // features.DAY_SECONDS - self._config.eval_days + 1
         by_log: Dict[str, list] = collections.defaultdict(list)
-        for packed in packed_parts:
-            log, frame = pickle.loads(packed)
-            by_log[log].append(frame)
-        frames = {
-            log: pd.concat(by_log[log], ignore_index=True) if by_log[log] else _empty_frames(log)
-            for log in examples.EVENT_LOGS
-        }
-        frames["impressions"], quarantine = self._drop_duplicates(frames["impressions"], losers)
+        for log, packed in packed_parts:
+            by_log[log].append(packed)
+        frames = {log: packing.unpack(by_log[log], _empty_frames(log)) for log in examples.EVENT_LOGS}
+        frames["impressions"], quarantine = self._drop_duplicates(frames["impressions"], losers, catalog)
         for q in quarantine:
             yield beam.pvalue.TaggedOutput(QUARANTINE, q)
         yield beam.pvalue.TaggedOutput(COUNTS, {"impressions.quarantined.duplicate_impression_id": len(quarantine)})

@@ -103,6 +103,10 @@ def test_quarantine_holds_each_record_with_reason(bad_run):
     assert len(records) == report["records_quarantined"]
     by_id = {r["detail"]: r for r in records if r["reason"] == "duplicate_impression_id"}
     assert set(by_id) == {"ok3", "ok5"}
+    # The quarantined duplicates are the records as read (item_id, which the shuffle leaves
+    # behind, restored; the optional scenario filled in with its default).
+    assert json.loads(by_id["ok3"]["record"]) == {**impression("ok3", "u2", "i1", T, 1), "scenario": "default"}
+    assert json.loads(by_id["ok5"]["record"])["item_id"] == good_impressions()[5]["item_id"]
     non_utf8 = [r for r in records if r["reason"] == "non_utf8"]
     assert non_utf8[0]["file"].endswith("impressions/part-0.jsonl") and non_utf8[0]["row"] == 34
     assert "\\xff" in non_utf8[0]["record"]
