@@ -176,7 +176,8 @@ class IngestLogs(beam.PTransform):
         stats = ((events.rows | "ItemCounts" >> beam.Map(_item_partials),
                   losers | "LoserCounts" >> beam.Map(_loser_partials))
                  | "AllItemCounts" >> beam.Flatten()
-                 | "ItemStats" >> beam.CombineGlobally(item_stats.CombineItemStats()))
+                 # No default for an empty input (there are always events files): it would add a stage.
+                 | "ItemStats" >> beam.CombineGlobally(item_stats.CombineItemStats()).without_defaults())
         last_ts = impressions | "LastTs" >> beam.Map(lambda e: int(e[1][features.TS].max()) if len(e[1]) else -1)
 
         built = (events.rows
@@ -190,8 +191,8 @@ class IngestLogs(beam.PTransform):
         quarantine = ((catalog[QUARANTINE], events[QUARANTINE], built[QUARANTINE])
                       | "AllQuarantine" >> beam.Flatten())
         counts = ((catalog[COUNTS], events[COUNTS], built[COUNTS])
-                  | "AllCounts" >> beam.Flatten()
-                  | "SumCounts" >> beam.CombineGlobally(merge_counts))
+                  | "AllCounts" >> beam.Flatten()  # never empty: the catalog always counts
+                  | "SumCounts" >> beam.CombineGlobally(merge_counts).without_defaults())
         return {features.TRAIN_SPLIT: built.train, features.EVAL_SPLIT: built[EVAL],
                 QUARANTINE: quarantine, COUNTS: counts}
 
