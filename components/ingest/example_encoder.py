@@ -38,7 +38,7 @@ import pyarrow as pa
 _ROWS_PER_CHUNK = 2048  # a chunk's buffers (a few MB) are reused by the allocator
 _WINDOW = 16  # bytes written per bytes value: its head [0x0A, length] and 14 bytes (ids)
 _GAP = 64  # bytes after each row, for garbage; at least every window (headers' too)
-_SHARED_WINDOW = 64  # bytes per window copying shared entries
+_SHARED_WINDOW = 256  # bytes per window copying shared entries (~1.5 KB a row in the ingest)
 _KIND_TAG = {"bytes": 0x0A, "float": 0x12, "int64": 0x1A}  # Feature oneof field tags
 # Continuation bits (0x80 in every byte but the last) of varints of 0..8 bytes.
 _CONTINUATION = np.array([0] + [int("80" * (k - 1) or "0", 16) for k in range(1, 9)], np.uint64)

@@ -41,6 +41,19 @@ def _inverse(permutation: np.ndarray) -> np.ndarray:
     return inverse
 
 
+class _Indexes(dict):
+    """An EventIndex per log, built when first queried (not every key is queried for every
+    log: impressions by (user, item), for one)."""
+
+    def __init__(self, build):
+        super().__init__()
+        self._build = build
+
+    def __missing__(self, log: str) -> EventIndex:
+        self[log] = index = self._build(log)
+        return index
+
+
 class _Shard:
     """The shard's events, with point-in-time indexes by user, (user, item), (user, category)."""
 
@@ -64,12 +77,11 @@ class _Shard:
         self.frames = dict(frames, impressions=imp.take(rows))
         for codes in (self.user_code, self.item_code, self.ts):
             codes["impressions"] = codes["impressions"][rows]
-        self.by_user, self.by_user_item, self.by_user_category = {}, {}, {}
-        for log in EVENT_LOGS:
-            user, item = self.user_code[log], self.item_code[log]
-            self.by_user[log] = EventIndex(user, self.ts[log])
-            self.by_user_item[log] = EventIndex(self.user_item(user, item), self.ts[log])
-            self.by_user_category[log] = EventIndex(self.user_category(user, item), self.ts[log])
+        self.by_user = _Indexes(lambda log: EventIndex(self.user_code[log], self.ts[log]))
+        self.by_user_item = _Indexes(lambda log: EventIndex(
+            self.user_item(self.user_code[log], self.item_code[log]), self.ts[log]))
+        self.by_user_category = _Indexes(lambda log: EventIndex(
+            self.user_category(self.user_code[log], self.item_code[log]), self.ts[log]))
 
     def user_item(self, user, item):
         return user.astype(np.int64) * len(self.catalog) + item
