@@ -10,6 +10,7 @@ ratio ingest / floor (impressions per second). Results go to a JSON file.
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -46,9 +47,20 @@ def main(argv=None) -> int:
     parser.add_argument("--min-impressions", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--keep", action="store_true", help="keep the logs and outputs")
     args = parser.parse_args(argv)
 
     work = tempfile.mkdtemp(prefix="funnel-bench-")
+    try:
+        return _run(args, work)
+    finally:
+        if args.keep:
+            print(f"logs and outputs kept in {work}", file=sys.stderr)
+        else:  # ~0.5 GB of logs and outputs
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(args, work: str) -> int:
     result = {"cpus": os.cpu_count()}
     logs = args.logs
     if not logs:
@@ -74,6 +86,9 @@ def main(argv=None) -> int:
         "examples": report["examples"],
         "ingest_seconds": ingest_s,
         "floor_seconds": floor_s,
+        # gzip TFRecord bytes each writes: the ingest's examples carry sequences and features.
+        "ingest_output_bytes": _bytes_under(os.path.join(work, "ingest0", "examples")),
+        "floor_output_bytes": _bytes_under(os.path.join(work, "floor0")),
         "ingest_impressions_per_second": ingest_rate,
         "floor_impressions_per_second": floor_rate,
         "ratio_ingest_to_floor": ingest_rate / floor_rate,
@@ -81,6 +96,10 @@ def main(argv=None) -> int:
     })
     write_result(result, args.out)
     return 0
+
+
+def _bytes_under(root: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(root) for f in files)
 
 
 if __name__ == "__main__":
