@@ -27,9 +27,9 @@ class ItemCatalog:
         # ends with the neighbour pad, taken for code -1 (no neighbour).
         self._id_arrays = {
             name: pa.array(values, pa.binary()) for name, values in (
-                (features.ITEM_ID, self.ids.to_numpy()), (features.CATEGORY_ID, self.category),
+                (features.ITEM_ID, self.ids.to_numpy()),
+                (features.CATEGORY_ID, np.append(self.category, features.NEIGHBOR_PAD)),
                 (features.BRAND_ID, self.brand), (features.SHOP_ID, self.shop))}
-        self._neighbor_categories = pa.array(np.append(self.category, features.NEIGHBOR_PAD), pa.binary())
 
     def __len__(self):
         return len(self.ids)
@@ -44,7 +44,7 @@ class ItemCatalog:
 
     def neighbor_categories(self, items: np.ndarray) -> pa.Array:
         """Categories of these items; code -1 gives the neighbour pad."""
-        return self._neighbor_categories.take(pa.array(np.where(items < 0, len(self), items)))
+        return self._id_arrays[features.CATEGORY_ID].take(pa.array(np.where(items < 0, len(self), items)))
 
 
 def build_catalog(frames: List[pd.DataFrame], paths: Sequence[str]) -> Tuple[ItemCatalog, List[dict]]:
@@ -54,9 +54,6 @@ def build_catalog(frames: List[pd.DataFrame], paths: Sequence[str]) -> Tuple[Ite
     items = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=names)
     items = items.sort_values([reader.FILE_COLUMN, reader.ROW_COLUMN], kind="stable")
     repeated = items.duplicated(features.ITEM_ID, keep="first").to_numpy()
-    quarantine = []
-    for index, part in items[repeated].groupby(reader.FILE_COLUMN):
-        quarantine += reader.quarantine_rows(LogFile("items", paths[index], int(index)), part,
-                                             np.ones(len(part), bool), reader.DUPLICATE_ITEM_ID,
-                                             detail_column=features.ITEM_ID)
+    quarantine = reader.quarantine_by_file(items[repeated], lambda index: LogFile("items", paths[index], index),
+                                           reader.DUPLICATE_ITEM_ID, features.ITEM_ID)
     return ItemCatalog(items[~repeated].reset_index(drop=True)), quarantine

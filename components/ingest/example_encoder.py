@@ -205,12 +205,8 @@ class _SharedEntries:
         rows = np.asarray(shared.rows, np.int64)
         if rows.shape != (num_rows,) or (num_rows and not 0 <= rows.min() <= rows.max() < shared.batch.num_rows):
             raise ValueError("SharedColumns.rows must give a group of `batch.num_rows` for every row")
-        columns = _columns(shared.batch)
-        runs, blocks = _plan(columns)
         buffers, starts, lens, size = [], [], [], 0
-        for r0 in range(0, shared.batch.num_rows, _ROWS_PER_CHUNK):
-            out, row_start, row_len, ex_len = _encode_rows(
-                columns, runs, blocks, r0, min(shared.batch.num_rows, r0 + _ROWS_PER_CHUNK))
+        for out, row_start, row_len, ex_len in _encode_chunks(_columns(shared.batch), shared.batch.num_rows):
             buffers.append(out)
             starts.append(size + row_start[:-1] + ex_len)  # past each Example's header
             lens.append(row_len - ex_len)
@@ -232,10 +228,8 @@ def encode_examples(batch: pa.RecordBatch, shared: Optional[SharedColumns] = Non
     columns = _columns(batch)
     if shared is not None:
         columns.insert(shared.position, _SharedEntries(shared, batch.num_rows))
-    runs, blocks = _plan(columns)
     examples: List[bytes] = []
-    for r0 in range(0, batch.num_rows, _ROWS_PER_CHUNK):
-        out, row_start, row_len, _ = _encode_rows(columns, runs, blocks, r0, min(batch.num_rows, r0 + _ROWS_PER_CHUNK))
+    for out, row_start, row_len, _ in _encode_chunks(columns, batch.num_rows):
         view = memoryview(out)
         examples += [view[a:a + k].tobytes() for a, k in zip(row_start.tolist(), row_len.tolist())]
     return examples
@@ -243,6 +237,13 @@ def encode_examples(batch: pa.RecordBatch, shared: Optional[SharedColumns] = Non
 
 def _columns(batch: pa.RecordBatch) -> list:
     return [_Column(name, array) for name, array in zip(batch.schema.names, batch.columns)]
+
+
+def _encode_chunks(columns: list, num_rows: int):
+    """`_encode_rows` over the rows, a chunk at a time."""
+    runs, blocks = _plan(columns)
+    for r0 in range(0, num_rows, _ROWS_PER_CHUNK):
+        yield _encode_rows(columns, runs, blocks, r0, min(num_rows, r0 + _ROWS_PER_CHUNK))
 
 
 def _plan(columns: list):

@@ -77,6 +77,7 @@ class _Shard:
         self.frames = dict(frames, impressions=imp.take(rows))
         for codes in (self.user_code, self.item_code, self.ts):
             codes["impressions"] = codes["impressions"][rows]
+        self.impression_pairs = self.user_item(self.user_code["impressions"], self.item_code["impressions"])
         self.by_user = _Indexes(lambda log: EventIndex(self.user_code[log], self.ts[log]))
         self.by_user_item = _Indexes(lambda log: EventIndex(
             self.user_item(self.user_code[log], self.item_code[log]), self.ts[log]))
@@ -95,14 +96,13 @@ def _click_times(shard: _Shard, imp: pd.DataFrame, config: IngestConfig) -> np.n
     if config.click_attribution == CLICK_BY_TIME_WINDOW:
         t = shard.ts["impressions"]
         index = shard.by_user_item["clicks"]
-        pairs = shard.user_item(shard.user_code["impressions"], shard.item_code["impressions"])
-        lo, hi = index.bounds(pairs, t, t + config.click_window_seconds + 1)
+        lo, hi = index.bounds(shard.impression_pairs, t, t + config.click_window_seconds + 1)
         return np.where(hi > lo, index.ts[np.minimum(lo, len(index) - 1)] if len(index) else -1, -1)
     # The earliest click of each (user, item, request) by integer keys: the (user, item)
     # pair's code and a request code shared by clicks and impressions.
     linked = shard.frames["clicks"][F.REQUEST_ID].notna().to_numpy()
     pairs = [shard.user_item(shard.user_code["clicks"][linked], shard.item_code["clicks"][linked]),
-             shard.user_item(shard.user_code["impressions"], shard.item_code["impressions"])]
+             shard.impression_pairs]
     requests = [shard.frames["clicks"][F.REQUEST_ID].to_numpy(object)[linked], imp[F.REQUEST_ID].to_numpy(object)]
     pair_code = pd.factorize(np.concatenate(pairs))[0]
     request_code, request_ids = pd.factorize(np.concatenate(requests))
@@ -122,9 +122,8 @@ def _labels(shard: _Shard, imp: pd.DataFrame, config: IngestConfig) -> Dict[str,
     click_ts = _click_times(shard, imp, config)
     clicked = click_ts >= 0
     labels = {F.CLICK: clicked.astype(np.int64)}
-    pairs = shard.user_item(shard.user_code["impressions"], shard.item_code["impressions"])
     for label, log in _LABEL_LOG.items():
-        after = shard.by_user_item[log].count(pairs, click_ts, click_ts + config.attribution_window_seconds + 1)
+        after = shard.by_user_item[log].count(shard.impression_pairs, click_ts, click_ts + config.attribution_window_seconds + 1)
         labels[label] = (clicked & (after > 0)).astype(np.int64)
     labels[F.DACTION] = labels[F.CART] | labels[F.WISH]
     return labels
@@ -194,10 +193,11 @@ def _dense(shard: _Shard, stats: ItemStats, t, users, items, moment: np.ndarray,
         dense[name] = shard.by_user[log].count(user, user_t - days * day, user_t)[moment]
     for name, (numerator, denominator, prior) in F.USER_RATE_FEATURES.items():
         dense[name] = _rate(dense[numerator], dense[denominator], prior)
+    user_categories = shard.user_category(users, items)
     for name, (log, days) in F.USER_CATEGORY_FEATURES.items():
-        dense[name] = shard.by_user_category[log].count(shard.user_category(users, items), t - days * day, t)
+        dense[name] = shard.by_user_category[log].count(user_categories, t - days * day, t)
     for name, (log, days) in F.USER_ITEM_FEATURES.items():
-        dense[name] = shard.by_user_item[log].count(shard.user_item(users, items), t - days * day, t)
+        dense[name] = shard.by_user_item[log].count(shard.impression_pairs, t - days * day, t)
 
     price = shard.catalog.price[items]
     known = ~np.isnan(price)
@@ -244,14 +244,11 @@ def build_examples(
     config: IngestConfig,
 ) -> Tuple[List[bytes], List[bytes], Dict[str, int]]:
     """Returns (train examples, eval examples, counts) for the impressions in `frames`."""
-    imp = frames["impressions"]
-    if imp.empty:
+    if frames["impressions"].empty:
         return [], [], {}
     shard = _Shard(frames, catalog)
-    t = shard.ts["impressions"]
+    imp, t = shard.frames["impressions"], shard.ts["impressions"]  # in (user, time) order
     users, items = shard.user_code["impressions"], shard.item_code["impressions"]
-
-    imp = shard.frames["impressions"]
     columns: Dict[str, pa.Array] = {}
     for name in (F.IMPRESSION_ID, F.REQUEST_ID, F.USER_ID, F.SCENARIO):
         columns[name] = _scalar(imp[name].to_numpy(object), pa.string())  # from str: 2x faster than binary

@@ -10,7 +10,7 @@ import collections
 import dataclasses
 import gzip
 import json
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import pandas as pd
@@ -176,6 +176,15 @@ def quarantine_rows(log_file: LogFile, frame: pd.DataFrame, mask: np.ndarray, re
                               detail if detail_column is None else str(frame[detail_column].iat[i]),
                               _row_dict(frame, i, spec))
             for i in np.flatnonzero(mask)]
+
+
+def quarantine_by_file(frame: pd.DataFrame, log_file: Callable[[int], LogFile], reason: str,
+                       detail_column: str) -> List[dict]:
+    """Quarantine records for every row of `frame`, whose rows may come from several files
+    (FILE_COLUMN); `log_file(index)` gives the file of an index."""
+    return [q for index, part in frame.groupby(FILE_COLUMN)
+            for q in quarantine_rows(log_file(int(index)), part, np.ones(len(part), bool), reason,
+                                     detail_column=detail_column)]
 
 
 def _check_rows(log_file: LogFile, spec: LogSpec, frame: pd.DataFrame, quarantine: List[dict]):

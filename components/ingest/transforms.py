@@ -45,16 +45,19 @@ def merge_counts(counters):
     return dict(total)
 
 
+def _file_outputs(parsed: reader.ParsedFile):
+    """A parsed file's quarantine records and counters, as tagged outputs."""
+    for q in parsed.quarantine:
+        yield beam.pvalue.TaggedOutput(QUARANTINE, q)
+    yield beam.pvalue.TaggedOutput(COUNTS, reader.file_counts(parsed))
+
+
 class _ParseFiles(beam.DoFn):
     """Parses each events file, codes its items and quarantines the unknown ones."""
 
     def process(self, log_file: LogFile, catalog):
-        parsed = reader.read_log_file(log_file)
-        if "item_id" in parsed.rows:
-            parsed = reader.code_items(parsed, catalog.ids)
-        for q in parsed.quarantine:
-            yield beam.pvalue.TaggedOutput(QUARANTINE, q)
-        yield beam.pvalue.TaggedOutput(COUNTS, reader.file_counts(parsed))
+        parsed = reader.code_items(reader.read_log_file(log_file), catalog.ids)
+        yield from _file_outputs(parsed)
         yield parsed.log_file, parsed.rows
 
 
@@ -62,9 +65,7 @@ def _build_catalog(item_files: List[LogFile], paths: Sequence[str]):
     """Reads every items file in one step (the catalog is one side input, small by nature)."""
     frames = []
     for parsed in map(reader.read_log_file, item_files):
-        for q in parsed.quarantine:
-            yield beam.pvalue.TaggedOutput(QUARANTINE, q)
-        yield beam.pvalue.TaggedOutput(COUNTS, reader.file_counts(parsed))
+        yield from _file_outputs(parsed)
         frames.append(parsed.rows)
     catalog, quarantine = catalog_lib.build_catalog(frames, paths)
     for q in quarantine:
@@ -117,10 +118,8 @@ class _BuildShardExamples(beam.DoFn):
             return impressions, []
         dropped = impressions[lost].assign(**{
             features.ITEM_ID: catalog.ids.to_numpy()[impressions.loc[lost, reader.ITEM_CODE_COLUMN].to_numpy()]})
-        quarantine = [q for index, part in dropped.groupby(reader.FILE_COLUMN)
-                      for q in reader.quarantine_rows(self._files[int(index)], part, np.ones(len(part), bool),
-                                                      reader.DUPLICATE_IMPRESSION_ID,
-                                                      detail_column=features.IMPRESSION_ID)]
+        quarantine = reader.quarantine_by_file(dropped, self._files.__getitem__, reader.DUPLICATE_IMPRESSION_ID,
+                                               features.IMPRESSION_ID)
         return impressions[~lost].reset_index(drop=True), quarantine
 
     def process(self, element, catalog, stats, loser_keys, last_ts):
