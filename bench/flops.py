@@ -12,7 +12,7 @@ from tensorflow.python.profiler import model_analyzer
 from tensorflow.python.profiler.option_builder import ProfileOptionBuilder
 
 from models import features as F
-from models.config import ModelConfig
+from models.config import BIAS_PARTS, ModelConfig
 
 MATMUL_OPS = ("MatMul", "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3", "Einsum")
 TRAINING_FLOPS_MULTIPLIER = 3
@@ -143,9 +143,9 @@ def analytical_forward_flops(config: ModelConfig) -> int:
     total += config.num_experts * mlp([x] + list(config.expert_units))
     total += len(config.tasks) * (mlp([x] + list(config.gate_units) + [config.num_experts])
                                   + mlp([config.expert_units[-1]] + list(config.tower_units) + [1]))
-    if config.bias_features != "none":
-        width = ((F.NUM_NEIGHBORS + 1) * config.bias_embedding_dim if config.bias_features == "neighboring"
-                 else config.bias_embedding_dim)
+    if config.bias_features != "none":  # the neighbours' part embeds the item's and K neighbours' categories
+        width = sum((F.NUM_NEIGHBORS + 1 if part == "neighbors" else 1) * config.bias_embedding_dim
+                    for part in BIAS_PARTS[config.bias_features])
         total += mlp([width] + list(config.bias_units) + [1])
     return total
 

@@ -16,12 +16,11 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models import features as F
+from models.config import BIAS_PARTS
 from models.embedding import flat_ids
 
 BIAS_TOWER_NAME = "bias_tower"
-BIAS_FEATURE_OPTIONS = ("position_index", "position_page", "neighboring", "all")
-_PARTS = {"position_index": ("position",), "position_page": ("page",), "neighboring": ("neighbors",),
-          "all": ("position", "page", "neighbors")}
+BIAS_FEATURE_OPTIONS = tuple(BIAS_PARTS)
 
 
 class BiasTower(keras.layers.Layer):
@@ -35,7 +34,7 @@ class BiasTower(keras.layers.Layer):
         super().__init__(**kwargs)
         if bias_features not in BIAS_FEATURE_OPTIONS:
             raise ValueError(f"bias_features must be one of {BIAS_FEATURE_OPTIONS}, got {bias_features!r}")
-        if "neighbors" in _PARTS[bias_features] and category_vocab_size <= 0:
+        if "neighbors" in BIAS_PARTS[bias_features] and category_vocab_size <= 0:
             raise ValueError("neighboring bias needs category_vocab_size")
         self.bias_features = bias_features
         self.units = [int(u) for u in units]
@@ -49,7 +48,7 @@ class BiasTower(keras.layers.Layer):
                  # its own category table, not the item embedding's (4.4)
                  "neighbors": (self.category_vocab_size, "category_embedding")}
         self.tables = {part: keras.layers.Embedding(sizes[part][0], self.embedding_dim, name=sizes[part][1])
-                       for part in _PARTS[bias_features]}
+                       for part in BIAS_PARTS[bias_features]}
         self.hidden = []
         for i, n in enumerate(self.units):
             self.hidden.append(keras.layers.Dense(n, activation="relu", name=f"dense_{i}"))
@@ -68,7 +67,7 @@ class BiasTower(keras.layers.Layer):
         return tf.reshape(self.tables[part](categories), [-1, (self.num_neighbors + 1) * self.embedding_dim])
 
     def _bias_embedding(self, inputs) -> tf.Tensor:
-        return tf.concat([self._part(part, inputs) for part in _PARTS[self.bias_features]], axis=-1)
+        return tf.concat([self._part(part, inputs) for part in BIAS_PARTS[self.bias_features]], axis=-1)
 
     def call(self, inputs, training=None):
         # y_b = NN_B(x_b)   (eq. 4)

@@ -27,7 +27,11 @@ from models import features as F
 from models import preprocessing as P
 
 POSITIONAL_OPTIONS = ("none", "sincos", "learned")  # Table 3: no / pos_sincos / pos_learn
-BIAS_OPTIONS = ("none", "position_index", "position_page", "neighboring", "all")  # Table 5 (+ all three)
+# Bias tower inputs per option (Table 5, + all three): the item's position, its page, and the
+# categories of the item and its K neighbours.
+BIAS_PARTS = {"position_index": ("position",), "position_page": ("page",), "neighboring": ("neighbors",),
+              "all": ("position", "page", "neighbors")}
+BIAS_OPTIONS = ("none",) + tuple(BIAS_PARTS)
 MODEL_TYPES = ("dmt", "dnn_base")
 DEFAULT_EMBEDDING_DIMS = {F.ITEM_ID: 32, F.CATEGORY_ID: 16, F.BRAND_ID: 16, F.SHOP_ID: 16}
 

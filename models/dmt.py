@@ -115,6 +115,7 @@ class DMTUtility(keras.layers.Layer):
             parts.append(self.context(inputs))
         return self.mmoe(tf.concat(parts, axis=-1), training=training, return_gates=return_gates)
 
+    @no_autograph
     def rank(self, inputs, num_candidates) -> Dict[str, tf.Tensor]:
         """{task: u_k [R * N, 1]} for R requests of N candidates each, sharing each request's
         encoders (the JD serving optimisation): sequence features have batch R (one user
@@ -124,10 +125,6 @@ class DMTUtility(keras.layers.Layer):
         decoder, the context features and MMoE run per candidate. Equal to `call` on the R * N
         rows with each request's sequences repeated (up to float rounding).
         """
-        return self._rank(inputs, num_candidates)
-
-    @no_autograph
-    def _rank(self, inputs, num_candidates):
         target = self.item_embedding.embed_target(inputs)  # [R * N, d]
         width = target.shape[-1]
         targets = tf.reshape(target, [-1, num_candidates, width])  # [R, N, d]

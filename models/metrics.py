@@ -105,10 +105,8 @@ def task_metrics(labels, probabilities, users, requests, truth: Optional[np.ndar
     result["calibration"] = calibration(labels, probabilities)
     result["examples"] = int(len(labels))
     result["positives"] = int(np.sum(labels))
-    if truth is not None:
-        result["oracle_auc"] = auc(labels, truth)
-        result["efficiency"] = efficiency(result["auc"], result["oracle_auc"])
-    if relevance_truth is not None:
-        result["relevance_oracle_auc"] = auc(labels, relevance_truth)
-        result["relevance_efficiency"] = efficiency(result["auc"], result["relevance_oracle_auc"])
+    for prefix, oracle in (("", truth), ("relevance_", relevance_truth)):
+        if oracle is not None:
+            result[f"{prefix}oracle_auc"] = auc(labels, oracle)
+            result[f"{prefix}efficiency"] = efficiency(result["auc"], result[f"{prefix}oracle_auc"])
     return result

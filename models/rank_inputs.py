@@ -67,8 +67,6 @@ def regroup(transformed: Dict[str, tf.Tensor], num_candidates) -> Dict[str, tf.T
     out = dict(transformed)
     n = tf.cast(num_candidates, tf.int64)
     for name in F.SEQUENCE_FEATURES:
-        if name not in transformed:
-            continue
         st = transformed[name]
         indices = tf.stack([st.indices[:, 0] // n, st.indices[:, 1]], axis=1)
         out[name] = tf.SparseTensor(indices, st.values, tf.stack([st.dense_shape[0] // n, st.dense_shape[1]]))

@@ -73,13 +73,28 @@ def serving_raw_spec(tf_transform_output: tft.TFTransformOutput) -> Dict[str, An
     ids kept for joins and the bias features are not needed (the Transform layer prunes what
     its outputs do not use); `scenario` defaults to "default" like the ingest's."""
     spec = tf_transform_output.raw_feature_spec()
-    needed = F.ITEM_ID_FEATURES + F.SEQUENCE_FEATURES + F.DENSE_FEATURES
-    out = {name: spec[name] for name in needed}
+    out = {name: spec[name] for name in rank_inputs.input_signature()}  # what `rank` takes too
     out[F.SCENARIO] = tf.io.FixedLenFeature(spec[F.SCENARIO].shape, tf.string, default_value=[F.DEFAULT_SCENARIO])
     return out
 
 
-class ExportModule(tf.Module):
+_EXAMPLES = tf.TensorSpec([None], tf.string, name="examples")
+
+
+class _ExamplesModule(tf.Module):
+    """The Transform layer, and serialized tf.Examples (every raw feature but the labels)
+    through it."""
+
+    def __init__(self, tf_transform_output: tft.TFTransformOutput, name: str):
+        super().__init__(name=name)
+        self.tft_layer = tf_transform_output.transform_features_layer()
+        self._raw_spec = raw_spec_without_labels(tf_transform_output)
+
+    def _transform_examples(self, examples):
+        return self.tft_layer(tf.io.parse_example(examples, self._raw_spec))
+
+
+class ExportModule(_ExamplesModule):
     """What is saved: the Transform layer and the serving module (no bias tower).
 
     Signatures:
@@ -90,18 +105,12 @@ class ExportModule(tf.Module):
     """
 
     def __init__(self, tf_transform_output: tft.TFTransformOutput, serving_module: tf.Module):
-        super().__init__(name="funnel_export")
-        self.tft_layer = tf_transform_output.transform_features_layer()
+        super().__init__(tf_transform_output, name="funnel_export")
         self.serving = serving_module
-        self._raw_spec = raw_spec_without_labels(tf_transform_output)
         self._serving_spec = serving_raw_spec(tf_transform_output)
-        examples = tf.TensorSpec([None], tf.string, name="examples")
-        self.serve_examples = tf.function(self._serve_examples, input_signature=[examples])
-        self.transform_examples = tf.function(self._transform_examples, input_signature=[examples])
+        self.serve_examples = tf.function(self._serve_examples, input_signature=[_EXAMPLES])
+        self.transform_examples = tf.function(self._transform_examples, input_signature=[_EXAMPLES])
         self.rank = tf.function(self._rank, input_signature=[rank_inputs.input_signature()])
-
-    def _transform_examples(self, examples):
-        return self.tft_layer(tf.io.parse_example(examples, self._raw_spec))
 
     def _serve_examples(self, examples):
         return self.serving(self.tft_layer(tf.io.parse_example(examples, self._serving_spec)))
@@ -126,22 +135,19 @@ def export(model, tf_transform_output: tft.TFTransformOutput, path: str) -> None
 LOGGED_MODEL_DIR = "logged_model"
 
 
-class LoggedBehaviourModule(tf.Module):
+class LoggedBehaviourModule(_ExamplesModule):
     """The training-time model of eq. 5, bias tower included: `serving_default(examples)` ->
     {task: sigmoid(u_k + y_b)}, the probability of the event as logged (at its position, next
     to its neighbours). Saved to the model_run artifact for offline evaluation against logged
     labels and the simulator's logged-click oracle; never pushed."""
 
     def __init__(self, tf_transform_output: tft.TFTransformOutput, model):
-        super().__init__(name="funnel_logged")
-        self.tft_layer = tf_transform_output.transform_features_layer()
+        super().__init__(tf_transform_output, name="funnel_logged")
         self.model = model
-        self._raw_spec = raw_spec_without_labels(tf_transform_output)
-        self.serve_examples = tf.function(
-            self._serve_examples, input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+        self.serve_examples = tf.function(self._serve_examples, input_signature=[_EXAMPLES])
 
     def _serve_examples(self, examples):
-        return self.model(self.tft_layer(tf.io.parse_example(examples, self._raw_spec)), training=False)
+        return self.model(self._transform_examples(examples), training=False)
 
 
 def export_logged_model(model, tf_transform_output: tft.TFTransformOutput, path: str) -> None:

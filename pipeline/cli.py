@@ -57,11 +57,16 @@ def _ingest_config(args):
         max_quarantine_fraction=args.max_quarantine_fraction, click_attribution=args.click_attribution)
 
 
+def _no_beam_args(beam_args) -> None:
+    """Only the Beam commands pass unknown arguments on (to Beam); the others refuse them."""
+    if beam_args:
+        raise SystemExit(f"unknown arguments: {' '.join(beam_args)}")
+
+
 def _simulate(args, beam_args) -> int:
     from simulation import cli as simulation_cli
 
-    if beam_args:
-        raise SystemExit(f"unknown arguments: {' '.join(beam_args)}")
+    _no_beam_args(beam_args)
     return simulation_cli.run(args)
 
 
@@ -112,16 +117,14 @@ def _predict(args, beam_args) -> int:
 
 
 def _serve(args, beam_args) -> int:
-    if beam_args:
-        raise SystemExit(f"unknown arguments: {' '.join(beam_args)}")
+    _no_beam_args(beam_args)
     from serving import server
 
     return server.run(args)
 
 
 def _score(args, beam_args) -> int:
-    if beam_args:
-        raise SystemExit(f"unknown arguments: {' '.join(beam_args)}")
+    _no_beam_args(beam_args)
     from serving import client
 
     return client.run(args)

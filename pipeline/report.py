@@ -95,10 +95,12 @@ def evaluate(root: str, logs_dir: str) -> dict:
     # AUC on logged behaviour its Table 5 reports rising with bias features) over DNN(Base);
     # and the served networks (eq. 6) against each other.
     base = result["models"]["dnn_base"]
-    dmt = result["models"].get(LOGGED_ROW, result["models"]["dmt"])
-    result["rela_impr"] = {t: metrics.rela_impr(dmt[t]["auc"], base[t]["auc"]) for t in dmt if t in base}
-    served = result["models"]["dmt"]
-    result["rela_impr_served"] = {t: metrics.rela_impr(served[t]["auc"], base[t]["auc"]) for t in served if t in base}
+
+    def rela_impr(model):
+        return {t: metrics.rela_impr(model[t]["auc"], base[t]["auc"]) for t in model if t in base}
+
+    result["rela_impr"] = rela_impr(result["models"].get(LOGGED_ROW, result["models"]["dmt"]))
+    result["rela_impr_served"] = rela_impr(result["models"]["dmt"])
     blessing = _latest(os.path.join(root, "Evaluator", "blessing", "*"))
     result["blessed"] = os.path.exists(os.path.join(blessing, "BLESSED"))
     return result
@@ -113,9 +115,10 @@ def table(result: dict) -> str:
                "efficiency", "relevance_efficiency"]
     headers = {"relevance_efficiency": "rel_eff"}
     lines = [f"{'model':<9} {'task':<6} " + " ".join(f"{headers.get(c, c):>11}" for c in columns) + f" {'RelaImpr':>9}"]
+    rela_by_row = {LOGGED_ROW: result["rela_impr"], "dmt": result["rela_impr_served"]}
     for name, tasks in result["models"].items():
         for task, values in tasks.items():
-            rela = {LOGGED_ROW: result["rela_impr"], "dmt": result.get("rela_impr_served", {})}.get(name, {}).get(task)
+            rela = rela_by_row.get(name, {}).get(task)
             lines.append(f"{name:<9} {task:<6} " + " ".join(f"{_fmt(values.get(c)):>11}" for c in columns)
                          + f" {('-' if rela is None else f'{rela:+.2%}'):>9}")
     lines.append(f"  dmt, dnn_base: served networks (eq. 6, no bias tower); {LOGGED_ROW}: DMT's training-time "

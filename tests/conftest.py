@@ -30,8 +30,6 @@ def e2e_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def pushed_model(e2e_run):
     """The directory of the e2e pipeline's pushed version."""
-    import os
-
     root, _ = e2e_run
     versions = [v for v in os.listdir(root / "work" / "serving") if v.isdigit()]
     return str(root / "work" / "serving" / versions[0])
