@@ -141,8 +141,7 @@ def free_port() -> int:
 
 def through_grpc(model_dir: str, request: Dict[str, np.ndarray], repeats: int) -> dict:
     import grpc
-    from tensorflow_serving.apis import (get_model_status_pb2, model_service_pb2_grpc, predict_pb2,
-                                         prediction_service_pb2_grpc)
+    from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc, prediction_service_pb2_grpc
 
     base = tempfile.mkdtemp(prefix="funnel-bench-serving-")
     version = os.path.basename(os.path.normpath(model_dir))
@@ -168,11 +167,7 @@ def through_grpc(model_dir: str, request: Dict[str, np.ndarray], repeats: int) -
             if time.time() > deadline or server.poll() is not None:
                 raise RuntimeError(f"the development server at {target} did not become AVAILABLE")
             time.sleep(0.5)
-        message = predict_pb2.PredictRequest()
-        message.model_spec.name = "funnel"
-        message.model_spec.signature_name = rank_request.SIGNATURE
-        for name, value in request.items():
-            message.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+        message = warmup.predict_request(rank_request.SIGNATURE, request, "funnel")
 
         local = threading.local()
 

@@ -22,7 +22,8 @@ import tensorflow as tf
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc)
 
-DEFAULT_SIGNATURE = "serving_default"
+from serving.rank_request import jsonable
+from serving.servable import DEFAULT_SIGNATURE
 EXAMPLES_INPUT = "examples"
 DEFAULT_BATCH_SIZE = 256
 _STATE_NAMES = {v: k for k, v in get_model_status_pb2.ModelVersionStatus.State.items()}
@@ -148,11 +149,11 @@ class FunnelClient:
         response = self._call(self._models.GetModelStatus, request, self._describe(version), idempotent=True)
         return [(s.version, _STATE_NAMES.get(s.state, str(s.state))) for s in response.model_version_status]
 
-    def signatures(self, refresh: bool = False) -> Dict[str, Dict[str, Tuple[tf.DType, Optional[Tuple]]]]:
+    def signatures(self) -> Dict[str, Dict[str, Tuple[tf.DType, Optional[Tuple]]]]:
         """{signature: {input: (dtype, shape)}} from GetModelMetadata (cached); a shape is a
         tuple with None for unknown dimensions, or None for an unknown rank."""
         with self._lock:
-            if self._signatures is not None and not refresh:
+            if self._signatures is not None:
                 return self._signatures
         request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
         self._spec(request.model_spec)
@@ -188,12 +189,7 @@ class FunnelClient:
         self._spec(request.model_spec, signature=signature)
         for name, value in inputs.items():
             request.inputs[name].CopyFrom(_to_tensor_proto(name, value, declared.get(name, (None,))[0]))
-        try:
-            response = self._call(self._predictions.Predict, request, self._describe(), idempotent=False)
-        except InvalidRequestError:
-            self._signatures = None  # a newer version may have changed the signatures
-            raise
-        return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+        return self._predict(request)
 
     def predict_examples(self, serialized_examples: Sequence[bytes], signature: str = DEFAULT_SIGNATURE
                          ) -> Dict[str, np.ndarray]:
@@ -202,7 +198,15 @@ class FunnelClient:
         self._spec(request.model_spec, signature=signature)
         request.inputs[EXAMPLES_INPUT].CopyFrom(
             tf.make_tensor_proto(np.asarray(list(serialized_examples), dtype=object), dtype=tf.string))
-        response = self._call(self._predictions.Predict, request, self._describe(), idempotent=False)
+        return self._predict(request)
+
+    def _predict(self, request: predict_pb2.PredictRequest) -> Dict[str, np.ndarray]:
+        try:
+            response = self._call(self._predictions.Predict, request, self._describe(), idempotent=False)
+        except InvalidRequestError:
+            with self._lock:
+                self._signatures = None  # a newer version may have changed the signatures
+            raise
         return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
 
     def close(self) -> None:
@@ -216,16 +220,6 @@ class FunnelClient:
 
 
 # ---- funnel score -------------------------------------------------------------------------
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return [_jsonable(v) for v in value] if value.dtype == object else value.tolist()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="backslashreplace")
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
 
 def _decode_b64(value: Any) -> Any:
     """TF Serving's REST encoding of binary strings: {"b64": "..."}."""
@@ -252,7 +246,7 @@ def score_examples(client: FunnelClient, path: str, out, signature: str = DEFAUL
             if value.ndim == 0 or value.shape[0] != len(chunk):
                 raise ServingError(f"output {name!r} has shape {list(value.shape)}, not one row per example")
         for i in range(len(chunk)):
-            out.write(json.dumps({name: _jsonable(value[i]) for name, value in outputs.items()}) + "\n")
+            out.write(json.dumps({name: jsonable(value[i]) for name, value in outputs.items()}) + "\n")
         count += len(chunk)
     return count
 
@@ -269,7 +263,7 @@ def score_request(client: FunnelClient, request: Mapping[str, Any], signature: O
             raise ValueError(f'unnamed "inputs" but signature {signature!r} has inputs {names}')
         inputs = {names[0]: inputs}
     outputs = client.predict({k: _decode_b64(v) for k, v in inputs.items()}, signature)
-    return {"outputs": {name: _jsonable(value) for name, value in outputs.items()}}
+    return {"outputs": {name: jsonable(value) for name, value in outputs.items()}}
 
 
 def run(args) -> int:

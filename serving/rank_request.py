@@ -6,11 +6,11 @@
   context, so `serving_default` can score exactly what `rank` scores;
 - `stack`: several requests of equal N and sequence lengths into one batch (R > 1);
 - `to_json` / `from_json`: TF Serving's REST columnar format,
-  `{"signature_name": "rank", "inputs": {name: nested lists}}`, used by `funnel score --request`.
+  `{"signature_name": "rank", "inputs": {name: nested lists}}`, what `funnel score --request` reads.
 """
 
 import json
-from typing import Dict, Iterable, List, Sequence
+from typing import Any, Dict, Iterable, List, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -129,16 +129,20 @@ def stack(requests: Iterable[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
     return out
 
 
-def _jsonable(value: np.ndarray):
-    if value.dtype == object:
-        return [_jsonable(v) if isinstance(v, np.ndarray) else (v.decode() if isinstance(v, bytes) else v)
-                for v in value]
-    return value.tolist()
+def jsonable(value: Any) -> Any:
+    """An array (or value) as nested JSON lists; bytes as UTF-8 text."""
+    if isinstance(value, np.ndarray):
+        return [jsonable(v) for v in value] if value.dtype == object else value.tolist()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="backslashreplace")
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def to_json(request: Dict[str, np.ndarray]) -> str:
     return json.dumps({"signature_name": SIGNATURE,
-                       "inputs": {name: _jsonable(np.asarray(value)) for name, value in request.items()}})
+                       "inputs": {name: jsonable(np.asarray(value)) for name, value in request.items()}})
 
 
 def from_json(text: str) -> Dict[str, np.ndarray]:

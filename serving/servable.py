@@ -131,10 +131,7 @@ class Servable:
         inputs = {name: _tensor_from_proto(name, proto, signature.inputs[name], self.max_elements)
                   for name, proto in request.inputs.items()}
         try:
-            results = function(**inputs)
-        except tf.errors.OpError as e:
-            code, message = status_from_exception(e)
-            raise RequestError(code, message) from None
+            results = function(**inputs)  # an OpError goes up as it is: callers map it like TF Serving
         except UnicodeDecodeError:  # TF's error message quoted input bytes that are not UTF-8
             raise invalid("the model rejected an input (the runtime's message quotes non-UTF-8 input bytes); "
                            "e.g. a serialized tf.Example that does not parse") from None

@@ -34,18 +34,19 @@ import signal
 import sys
 import threading
 from concurrent import futures
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Set, Tuple
 
 import grpc
 import tensorflow as tf
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
                                      prediction_service_pb2_grpc, status_pb2)
 
+from serving import warmup
 from serving.servable import DEFAULT_MAX_MESSAGE_BYTES, RequestError, Servable, invalid, status_from_exception
 
 LOG = logging.getLogger("funnel.serving")
 
-DEFAULT_MODEL_NAME = "funnel"
+DEFAULT_MODEL_NAME = warmup.MODEL_NAME
 DEFAULT_PORT = 8500
 STABLE_LABEL = "stable"
 _State = get_model_status_pb2.ModelVersionStatus.State
@@ -80,7 +81,7 @@ class ModelManager:
         self._lock = threading.Lock()
         self._available = threading.Event()
         self._states: Dict[int, Tuple[int, int, str]] = {}  # version -> (state, error code, message)
-        self._failed: Dict[int, str] = {}
+        self._failed: Set[int] = set()  # versions that failed to load (their message is in _states)
         self._warned_empty = False
 
     @property
@@ -100,8 +101,7 @@ class ModelManager:
 
     def poll(self) -> None:
         versions = list_versions(self.base_path)
-        for version in set(self._failed) - set(versions):  # removed: may be pushed again
-            del self._failed[version]
+        self._failed &= set(versions)  # a removed version may be pushed again
         candidates = {v: p for v, p in versions.items() if v not in self._failed}
         current = self._servable
         if not candidates:
@@ -125,7 +125,7 @@ class ModelManager:
             code, message = status_from_exception(e)
             LOG.error("failed to load %s version %d (keeping %s): %s", self.model_name, version,
                       f"version {self._servable.version}" if self._servable else "nothing loaded", message)
-            self._failed[version] = message
+            self._failed.add(version)
             self._set_state(version, _State.END, code, message)
             return
         ok = grpc.StatusCode.OK.value[0]
@@ -340,8 +340,6 @@ def run(args) -> int:
             previous[sig] = signal.signal(sig, lambda *_: stop.set())
     except ValueError:  # not the main thread: the caller stops us
         pass
-    if not list_versions(server.model_base_path):
-        LOG.warning("no version under %s yet; waiting for one", server.model_base_path)
     announced = False
     try:
         while not stop.is_set():

@@ -61,7 +61,7 @@ def _cycle(items: Sequence[bytes], n: int) -> List[bytes]:
     return [items[i % len(items)] for i in range(n)]
 
 
-def _request(signature: str, inputs, model_name: str) -> predict_pb2.PredictRequest:
+def predict_request(signature: str, inputs, model_name: str = MODEL_NAME) -> predict_pb2.PredictRequest:
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model_name
     request.model_spec.signature_name = signature
@@ -75,11 +75,11 @@ def build_requests(serialized_examples: Sequence[bytes], model_name: str = MODEL
                    rank_candidates: Sequence[int] = RANK_CANDIDATES) -> List[predict_pb2.PredictRequest]:
     if not serialized_examples:
         raise ValueError("warmup needs at least one example")
-    requests = [_request("serving_default", {"examples": np.array(_cycle(serialized_examples, n), object)},
+    requests = [predict_request("serving_default", {"examples": np.array(_cycle(serialized_examples, n), object)},
                          model_name) for n in batch_sizes]
     for n in rank_candidates:
         ranked = rank_request.from_examples(_cycle(serialized_examples, n))
-        requests.append(_request(rank_request.SIGNATURE, ranked, model_name))
+        requests.append(predict_request(rank_request.SIGNATURE, ranked, model_name))
     return requests
 
 
