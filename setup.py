@@ -8,7 +8,7 @@ setup(
     description="Multi-objective e-commerce ranking (DMT) from raw logs to TF Serving, on TFX",
     python_requires=">=3.10,<3.11",
     packages=find_packages(include=["pipeline*", "components*", "models*", "serving*", "schemas*", "simulation*", "bench*"]),
-    package_data={"schemas": ["*.yaml", "*.pbtxt"], "pipeline": ["*.yaml"]},
+    package_data={"schemas": ["*.yaml", "*.pbtxt"], "pipeline": ["*.yaml"], "models": ["*.yaml"]},
     include_package_data=True,
     # Pinned versions live in requirements.lock (installed by `make setup`).
     install_requires=["tfx==1.16.0", "tensorflow-recommenders", "tensorflow-serving-api", "pyarrow", "pyyaml", "google-crc32c", "isal"],

@@ -112,17 +112,24 @@ def graph_flops(graph: tf.Graph) -> Dict[str, Any]:
             "op_types_without_flop_statistics": unregistered}
 
 
-def analytical_forward_flops(config: ModelConfig) -> int:
-    """2 x multiply-adds of every matmul / einsum of one example's forward pass (no elementwise).
+def analytical_forward_flops(config: ModelConfig) -> Optional[int]:
+    """2 x multiply-adds of every matmul / einsum of one example's forward pass (no elementwise),
+    for the transformer (or no) sequence encoders and the MMoE or shared-bottom mixtures with
+    independent heads; None for other compositions (no cross-check).
 
     Deep Interest Transformer (per sequence, L its max length, d width, f FFN width):
       encoder block: Q, K, V, O projections 8 L d^2, QK^T and AV 4 L^2 d, FFN 4 L d f;
       decoder block (one query): Q, O 4 d^2, K, V 4 L d^2, QK^T and AV 4 L d, FFN 4 d f.
-    MMoE: experts, gates (per task) and towers (per task); bias tower; DNN(Base) shared MLP.
+    MMoE: experts, gates (per task) and towers (per task); shared bottom: bottom and towers;
+    bias tower.
     """
     def mlp(sizes: Sequence[int]) -> int:
         return sum(2 * a * b for a, b in zip(sizes[:-1], sizes[1:]))
 
+    mixture, encoder = config.mixture, config.sequence_encoder
+    if (mixture["type"] not in ("mmoe", "shared_bottom") or config.heads["type"] != "independent"
+            or (config.sequences and encoder["type"] != "transformer")):
+        return None
     d, f = config.d_model, config.ffn_units
     context = 0
     if config.use_dense_features:
@@ -131,18 +138,21 @@ def analytical_forward_flops(config: ModelConfig) -> int:
         context += len(config.bucketized_features) * config.bucket_embedding_dim
     if config.use_scenario:
         context += config.scenario_embedding_dim
-    if config.model_type == "dnn_base":
-        x = d + context
-        return mlp([x] + list(config.baseline_units)) + len(config.tasks) * 2 * config.baseline_units[-1]
     total = 0
     for length in config.sequences.values():
-        encoder = 8 * length * d * d + 4 * length * length * d + 4 * length * d * f
-        decoder = 4 * d * d + 4 * length * d * d + 4 * length * d + 4 * d * f
-        total += config.encoder_blocks * encoder + config.decoder_blocks * decoder
-    x = len(config.sequences) * d + (d if config.use_target_embedding else 0) + context
-    total += config.num_experts * mlp([x] + list(config.expert_units))
-    total += len(config.tasks) * (mlp([x] + list(config.gate_units) + [config.num_experts])
-                                  + mlp([config.expert_units[-1]] + list(config.tower_units) + [1]))
+        encoder_flops = 8 * length * d * d + 4 * length * length * d + 4 * length * d * f
+        decoder_flops = 4 * d * d + 4 * length * d * d + 4 * length * d + 4 * d * f
+        total += int(encoder["encoder_blocks"]) * encoder_flops + int(encoder["decoder_blocks"]) * decoder_flops
+    use_target = config.use_target_embedding or not config.sequences
+    x = len(config.sequences) * d + (d if use_target else 0) + context
+    towers = len(config.tasks)
+    if mixture["type"] == "mmoe":
+        total += mixture["num_experts"] * mlp([x] + list(mixture["expert_units"]))
+        total += towers * (mlp([x] + list(mixture["gate_units"]) + [mixture["num_experts"]])
+                           + mlp([mixture["expert_units"][-1]] + list(mixture["tower_units"]) + [1]))
+    else:
+        total += mlp([x] + list(mixture["bottom_units"]))
+        total += towers * mlp([mixture["bottom_units"][-1]] + list(mixture["tower_units"]) + [1])
     if config.bias_features != "none":  # the neighbours' part embeds the item's and K neighbours' categories
         width = sum((F.NUM_NEIGHBORS + 1 if part == "neighbors" else 1) * config.bias_embedding_dim
                     for part in BIAS_PARTS[config.bias_features])
@@ -172,7 +182,8 @@ def count_flops(model, features: Mapping[str, Any]) -> Dict[str, Any]:
         "einsum_forward_flops_per_example": counted["einsum"] / batch_size,
         "matmul_forward_flops_per_example": matmul / batch_size,
         "analytical_matmul_forward_flops_per_example": analytical,
-        "matmul_vs_analytical_relative_difference": (matmul / batch_size - analytical) / analytical,
+        "matmul_vs_analytical_relative_difference": (
+            None if analytical is None else (matmul / batch_size - analytical) / analytical),
         "by_op_type_per_example": {k: v / batch_size for k, v in
                                    sorted(counted["by_op_type"].items(), key=lambda kv: -kv[1])},
         "by_op_type_sum_minus_profiler_per_example": counted["walk_minus_profiler"] / batch_size,

@@ -42,7 +42,9 @@ from bench.flops import TRAINING_FLOPS_MULTIPLIER, analytical_forward_flops, cou
 from models import features as F  # noqa: E402
 from models import preprocessing as P  # noqa: E402
 from models.config import ModelConfig  # noqa: E402
-from models.dmt import build_model, compile_model, export_serving_module  # noqa: E402
+from models import presets  # noqa: E402
+from models.export import export_serving_module  # noqa: E402
+from models.model import build_model, compile_model  # noqa: E402
 
 # Vocabulary sizes including the Transform's 10 OOV buckets (users and scenario as given).
 DEFAULT_VOCAB_SIZES = {F.ITEM_ID: 5000 + 10, F.CATEGORY_ID: 60 + 10, F.BRAND_ID: 400 + 10,
@@ -56,10 +58,10 @@ ITEMS_PER_PAGE = 10  # positions 1..40 -> pages 1..4
 # ----------------------------------------------------------------------------- models
 
 def model_config(model_type: str = "dmt", overrides: Optional[Mapping[str, Any]] = None) -> ModelConfig:
-    section = dict(overrides or {})
-    if model_type != "dmt":
-        section["model_type"] = model_type
-    return ModelConfig.from_dict(section, P.transform_config(None))
+    """The preset `model_type` (models/presets.yaml) with `overrides` applied (a `preset` key
+    in them is ignored: the model type names the preset)."""
+    section = {k: v for k, v in dict(overrides or {}).items() if k != "preset"}
+    return ModelConfig.from_dict({"preset": model_type, **section}, P.transform_config(None))
 
 
 def build(model_type: str, vocab_sizes: Mapping[str, int], overrides: Optional[Mapping[str, Any]] = None,
@@ -200,12 +202,12 @@ def run_benchmark(batch_size: int = 512, steps: int = 10, dnn_steps: int = 100, 
                   matmul_sizes: Sequence[int] = (1024, 2048), matmul_seconds: float = 0.5,
                   serving_calls: int = 3, serving_seconds_min: float = 0.5,
                   vocab_sizes: Optional[Mapping[str, int]] = None,
-                  model_types: Sequence[str] = ("dmt", "dnn_base"),
-                  overrides: Optional[Mapping[str, Any]] = None, seed: int = 0,
+                  model_types: Sequence[str] = ("dmt", "dnn-base"),
+                  overrides: Optional[Mapping[str, Mapping[str, Any]]] = None, seed: int = 0,
                   log=print) -> Dict[str, Any]:
     """The whole benchmark; returns the JSON-able result (see the module docstring).
 
-    `overrides`: model config keys applied to every model (tests use a small model).
+    `overrides`: model type -> model config keys applied to it (tests use small models).
     """
     vocab_sizes = dict(DEFAULT_VOCAB_SIZES if vocab_sizes is None else vocab_sizes)
     keras.utils.set_random_seed(seed)
@@ -215,7 +217,7 @@ def run_benchmark(batch_size: int = 512, steps: int = 10, dnn_steps: int = 100, 
     setups: Dict[str, Dict[str, Any]] = {}
     for model_type in model_types:
         t0 = time.perf_counter()
-        model = build(model_type, vocab_sizes, overrides)
+        model = build(model_type, vocab_sizes, (overrides or {}).get(model_type))
         batches = [make_batch(model.model_config, vocab_sizes, batch_size, seed + i, full_length)
                    for i in range(num_batches)]
         flops = count_flops(model, batches[0][0])
@@ -227,7 +229,7 @@ def run_benchmark(batch_size: int = 512, steps: int = 10, dnn_steps: int = 100, 
         serving_seconds(module, batches[0][0])  # traces `serve`: excluded
         setups[model_type] = dict(
             model=model, dataset=dataset, module=module, features=batches[0][0], flops=flops,
-            steps=steps if model_type == "dmt" else dnn_steps, fit=[], fit_steps=[], serving=[],
+            steps=dnn_steps if not model.model_config.sequences else steps, fit=[], fit_steps=[], serving=[],
             setup_seconds={"build_and_count_flops": t1 - t0, "warmup_fit": t2 - t1,
                            "serving_trace": time.perf_counter() - t2})
         log(f"{model_type}: forward {flops['forward_flops_per_example'] / 1e6:.3f} MFLOP/example, "
@@ -349,7 +351,8 @@ def main(argv=None) -> int:
     parser.add_argument("--matmul-seconds", type=float, default=0.5)
     parser.add_argument("--serving-calls", type=int, default=3, help="min serving calls per repeat")
     parser.add_argument("--serving-seconds", type=float, default=0.5, help="min serving seconds per repeat")
-    parser.add_argument("--models", nargs="+", default=["dmt", "dnn_base"], choices=["dmt", "dnn_base"])
+    parser.add_argument("--models", nargs="+", default=["dmt", "dnn-base"], choices=presets.names(),
+                        help="presets to measure (default: dmt dnn-base)")
     parser.add_argument("--seed", type=int, default=0)
     for name, size in DEFAULT_VOCAB_SIZES.items():
         parser.add_argument(f"--vocab-{name.replace('_id', '').replace('_', '-')}", dest=f"vocab_{name}",

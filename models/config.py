@@ -1,9 +1,24 @@
 """Model configuration: one dataclass, built from the `model:` section of a YAML config.
 
-Defaults are the DMT paper's (Gu et al., "Deep Multifaceted Transformers for Multi-objective
-Ranking in Large-Scale E-commerce Recommender Systems", CIKM 2020) where it states them, and
-the authors' released code (github.com/guyulongcs/CIKM2020_DMT, conf/settings/dmt.conf)
-where it does not:
+A network is composed of registered parts (models/builder.py), each chosen by a nested section
+with a `type` and that part's arguments (models/registry.py):
+
+    model:
+      preset: dmt                  # models/presets.yaml; keys given beside it override it
+      sequence_encoder: {type: transformer, num_heads: 4}   # or din; sequences: {} for none
+      mixture: {type: mmoe, num_experts: 4}                 # shared_bottom, mmoe, ple, hmoe, immoe
+      heads: {type: independent}                            # esmm, esm2
+      fusion: {type: weighted, weights: {click: 1, order: 1}}   # or product
+      bias_features: all                                    # the bias tower (training only)
+      calibration: {type: reference, position: 1, page: 1}  # what the served probabilities mean
+
+A nested section given with the same `type` as the preset's (or none) is merged into it; one
+with another `type` replaces it. Parts' arguments not given take the part's defaults.
+
+The defaults (= the `dmt` preset) are the DMT paper's (Gu et al., "Deep Multifaceted
+Transformers for Multi-objective Ranking in Large-Scale E-commerce Recommender Systems", CIKM
+2020) where it states them, and the authors' released code (github.com/guyulongcs/CIKM2020_DMT,
+conf/settings/dmt.conf) where it does not:
 
 - item representation e_i (4.1.1) = concat of item, category, brand, shop embeddings.
   The authors' code uses sku 32 + cid2 8 + cid3 8 + brand 16 + shop 16 = 80; our catalog has
@@ -16,15 +31,31 @@ where it does not:
   (the JD talk's "time-difference (recency) encoding alongside positional encoding"; the
   authors' code has the same idea as position_encoding_method=time_add).
 - MMoE (eq. 3): 4 experts; the gate NN_G^k is linear + softmax (as in the code).
-- bias tower (eq. 4): neighboring bias (Table 5's best), K = 6 neighbours.
+
+Where funnel's default differs from the paper (the `dmt-paper` preset has the paper's and the
+released code's settings; README "Model family" gives the measurements):
+
+- bias tower features `all` (position, page and neighbours; Table 5's best on JD's logs is
+  `neighboring` alone, but in the default world examination also falls with position and
+  page), MLP 64-32 without dropout (code: 32-16, dropout 0.5);
+- experts 256-128 without dropout and towers 64 (code: 512-256-128 with dropout, towers 32);
+- no class weights (code: 1 / 15 / 400 for non-click / click / order examples, which makes
+  the served probabilities uncalibrated), no L2 on embeddings (code: l2_emb_lambda 0.01);
+- batch 512, one epoch at learning rate 1e-3 (code: batch 2048, 2 epochs, 1e-3 then 1e-4):
+  a second epoch overfits the default world;
+- calibration `reference`: the served probabilities are the bias-free network's at a
+  reference context (position 1, page 1), not the paper's eq. 6 sigmoid(u_k) (`none`).
 """
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Union
 
+from models import din, fusion, heads, mixtures, transformer  # noqa: F401  (part registration)
 from models import features as F
 from models import preprocessing as P
+from models.registry import FUSIONS, HEADS, MIXTURES, SEQUENCE_ENCODERS
 
 POSITIONAL_OPTIONS = ("none", "sincos", "learned")  # Table 3: no / pos_sincos / pos_learn
 # Bias tower inputs per option (Table 5, + all three): the item's position, its page, and the
@@ -32,63 +63,85 @@ POSITIONAL_OPTIONS = ("none", "sincos", "learned")  # Table 3: no / pos_sincos /
 BIAS_PARTS = {"position_index": ("position",), "position_page": ("page",), "neighboring": ("neighbors",),
               "all": ("position", "page", "neighbors")}
 BIAS_OPTIONS = ("none",) + tuple(BIAS_PARTS)
-MODEL_TYPES = ("dmt", "dnn_base")
 DEFAULT_EMBEDDING_DIMS = {F.ITEM_ID: 32, F.CATEGORY_ID: 16, F.BRAND_ID: 16, F.SHOP_ID: 16}
+# Reference contexts of the served probabilities (models/calibration.py).
+CALIBRATION_TYPES = ("none", "reference")
+REFERENCE_NEIGHBORS = ("distinct", "observed")
+DEFAULT_CALIBRATION = {"type": "reference", "position": 1, "page": 1, "neighbors": "distinct", "examples": 8192}
+# Trainer settings an architecture may set for itself (models/trainer.py).
+TRAINER_KEYS = ("batch_size", "epochs", "learning_rate", "eval_batches", "seed")
+# Parts' sections and the registries that know their types.
+PART_SECTIONS = {"sequence_encoder": SEQUENCE_ENCODERS, "mixture": MIXTURES, "heads": HEADS, "fusion": FUSIONS}
+# Nested sections a preset's and a user's are merged for (models/config.py docstring).
+MERGED_SECTIONS = tuple(PART_SECTIONS) + ("calibration",)
 
 
 def _default_sequences() -> Dict[str, int]:
     return {name: max_length for name, (max_length, _) in F.SEQUENCES.items()}
 
 
+def merge_section(base: Optional[Mapping[str, Any]], override: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """A nested part section over another: merged when `type` is the same (or not given),
+    replaced when it names another type."""
+    base, override = dict(base or {}), dict(override or {})
+    if "type" in override and override["type"] != base.get("type"):
+        return override
+    return {**base, **override}
+
+
 @dataclass
 class ModelConfig:
-    model_type: str = "dmt"  # "dmt" or "dnn_base" (the paper's DNN(Base), 5.2)
-    # --- objectives (4.5): eq. 5 loss weights lambda_k, eq. 6 fusion weights w_k (default 1.0)
+    preset: Optional[str] = None  # the preset this config was made from (models/presets.yaml)
+    # --- objectives: the heads' tasks, their loss weights (DMT eq. 5 lambda_k, ESM² eq. 11 w)
     tasks: List[str] = field(default_factory=lambda: [F.CLICK, F.ORDER])
     loss_weights: Dict[str, float] = field(default_factory=dict)
-    fusion_weights: Dict[str, float] = field(default_factory=dict)
-    # --- embeddings (4.1.1)
+    # --- encoders: item embedding (4.1.1), one encoder per behaviour sequence (4.2), context
     embedding_dims: Dict[str, int] = field(default_factory=lambda: dict(DEFAULT_EMBEDDING_DIMS))
-    use_target_embedding: bool = True  # concat e_target into the MMoE input (authors' code)
-    # --- Deep Multifaceted Transformers (4.2): sequence name -> max length
-    sequences: Dict[str, int] = field(default_factory=_default_sequences)
-    num_heads: int = 4
-    encoder_blocks: int = 1
-    decoder_blocks: int = 1
-    ffn_dim: Optional[int] = None  # None: 4 * d
-    dropout: float = 0.1
-    positional: str = "learned"
-    recency: bool = True
-    # --- MMoE (4.3, eq. 3)
-    num_experts: int = 4
-    expert_units: List[int] = field(default_factory=lambda: [256, 128])
-    gate_units: List[int] = field(default_factory=list)  # hidden layers of NN_G^k ([] = linear)
-    tower_units: List[int] = field(default_factory=lambda: [64])  # hidden layers of NN_U^k
-    # --- bias deep neural network (4.4, eq. 4)
-    bias_features: str = "neighboring"
-    bias_units: List[int] = field(default_factory=lambda: [64, 32])
-    bias_embedding_dim: int = 8
-    bias_dropout: float = 0.0
-    # --- dense features (4.1.2) and their quantile buckets
+    embedding_l2: float = 0.0  # L2 on the batch's looked-up item embeddings (code: l2_emb_lambda)
+    use_target_embedding: bool = True  # concat e_target into the mixture input (authors' code)
+    sequences: Dict[str, int] = field(default_factory=_default_sequences)  # name -> max length
+    sequence_encoder: Dict[str, Any] = field(default_factory=lambda: {"type": "transformer"})
     use_dense_features: bool = True
     bucketized_features: List[str] = field(
         default_factory=lambda: list(P.DEFAULT_TRANSFORM_CONFIG["bucketized_features"]))
     num_buckets: int = P.DEFAULT_TRANSFORM_CONFIG["num_buckets"]
     bucket_embedding_dim: int = 8
-    # --- optional context
-    use_scenario: bool = False
+    use_scenario: bool = False  # a scenario embedding in the context
     scenario_embedding_dim: int = 8
-    # --- DNN(Base): shared MLP over the target embedding and dense features
-    baseline_units: List[int] = field(default_factory=lambda: [256, 128, 64])
+    # the Transform's OOV buckets: the known scenarios are the vocabulary minus these
+    num_oov_buckets: int = P.DEFAULT_TRANSFORM_CONFIG["num_oov_buckets"]
+    # --- mixture (DMT 4.3), heads, score fusion (eq. 6)
+    mixture: Dict[str, Any] = field(default_factory=lambda: {"type": "mmoe"})
+    heads: Dict[str, Any] = field(default_factory=lambda: {"type": "independent"})
+    fusion: Dict[str, Any] = field(default_factory=lambda: {"type": "weighted"})
+    # --- bias deep neural network (4.4, eq. 4), training only
+    bias_features: str = "all"
+    bias_units: List[int] = field(default_factory=lambda: [64, 32])
+    bias_embedding_dim: int = 8
+    bias_dropout: float = 0.0
+    # --- what the served probabilities mean (models/calibration.py)
+    calibration: Dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_CALIBRATION))
+    # --- training: per-example weights by the deepest funnel label (code's class_weight), e.g.
+    # {click: 15, order: 400}; examples with none of the named labels weigh 1
+    example_weights: Dict[str, float] = field(default_factory=dict)
+    trainer: Dict[str, Any] = field(default_factory=dict)  # overrides of the `trainer:` section
 
     def __post_init__(self):
         self.embedding_dims = {**DEFAULT_EMBEDDING_DIMS, **dict(self.embedding_dims)}
         if isinstance(self.sequences, (list, tuple)):
             self.sequences = {s: F.SEQUENCES[s][0] if s in F.SEQUENCES else 0 for s in self.sequences}
-        self.sequences = {str(k): int(v) for k, v in self.sequences.items()}
+        self.sequences = {str(k): int(v) for k, v in (self.sequences or {}).items()}
         self.tasks = list(self.tasks)
         self.loss_weights = self._per_task(self.loss_weights, "loss_weights")
-        self.fusion_weights = self._per_task(self.fusion_weights, "fusion_weights")
+        for name, registry in PART_SECTIONS.items():
+            section = dict(getattr(self, name) or {})
+            registry.validate(section)
+            setattr(self, name, {"type": section["type"], **registry.defaults(section["type"]), **section})
+        self.calibration = merge_section(DEFAULT_CALIBRATION, self.calibration)
+        if self.calibration["type"] == "none":
+            self.calibration = {"type": "none"}
+        self.example_weights = {str(k): float(v) for k, v in (self.example_weights or {}).items()}
+        self.trainer = dict(self.trainer or {})
         self.validate()
 
     def _per_task(self, weights: Union[Mapping[str, float], List[float], None], what: str):
@@ -107,24 +160,45 @@ class ModelConfig:
             if not ok:
                 raise ValueError(f"model config: {message}")
 
-        check(self.model_type in MODEL_TYPES, f"model_type must be one of {MODEL_TYPES}")
         check(len(self.tasks) > 0 and len(set(self.tasks)) == len(self.tasks), "tasks: non-empty, unique")
         check(set(self.tasks) <= set(F.LABELS), f"tasks must be among {F.LABELS}")
+        heads_class = HEADS.get(self.heads["type"])
+        check(heads_class.TASKS is None or self.tasks == list(heads_class.TASKS),
+              f"heads {self.heads['type']!r} need tasks {list(heads_class.TASKS or [])}")
+        outputs = self.tasks + list(heads_class.EXTRA_OUTPUTS)
+        weights = self.fusion.get("weights") or {}
+        check(set(weights) <= set(outputs), f"fusion weights must name served outputs {outputs}")
+        check(all(float(w) > 0 for w in weights.values()), "fusion weights must be positive")
         check(set(self.embedding_dims) == set(F.ITEM_ID_FEATURES), f"embedding_dims keys: {F.ITEM_ID_FEATURES}")
         check(all(v > 0 for v in self.embedding_dims.values()), "embedding dims must be positive")
+        check(self.embedding_l2 >= 0, "embedding_l2 must be non-negative")
         check(set(self.sequences) <= set(F.SEQUENCES), f"sequences must be among {tuple(F.SEQUENCES)}")
         check(all(v > 0 for v in self.sequences.values()), "sequence max lengths must be positive")
-        check(self.model_type != "dmt" or len(self.sequences) > 0, "dmt needs at least one sequence")
-        check(self.num_heads > 0 and self.d_model % self.num_heads == 0,
-              f"d = {self.d_model} must be divisible by num_heads = {self.num_heads} (d_k = d / h)")
-        check(self.encoder_blocks >= 0 and self.decoder_blocks >= 1, "encoder_blocks >= 0, decoder_blocks >= 1")
-        check(0.0 <= self.dropout < 1.0 and 0.0 <= self.bias_dropout < 1.0, "dropout in [0, 1)")
-        check(self.positional in POSITIONAL_OPTIONS, f"positional must be one of {POSITIONAL_OPTIONS}")
+        if self.sequence_encoder["type"] == "transformer":
+            e = self.sequence_encoder
+            check(int(e["num_heads"]) > 0 and self.d_model % int(e["num_heads"]) == 0,
+                  f"d = {self.d_model} must be divisible by num_heads = {e['num_heads']} (d_k = d / h)")
+            check(int(e["encoder_blocks"]) >= 0 and int(e["decoder_blocks"]) >= 1,
+                  "encoder_blocks >= 0, decoder_blocks >= 1")
+            check(0.0 <= float(e["dropout"]) < 1.0, "dropout in [0, 1)")
+            check(e["positional"] in POSITIONAL_OPTIONS, f"positional must be one of {POSITIONAL_OPTIONS}")
+        check(0.0 <= self.bias_dropout < 1.0, "bias_dropout in [0, 1)")
         check(self.bias_features in BIAS_OPTIONS, f"bias_features must be one of {BIAS_OPTIONS}")
-        check(self.num_experts > 0 and len(self.expert_units) > 0, "MMoE needs experts with units")
         check(set(self.bucketized_features) <= set(F.DENSE_FEATURES), "bucketized_features must be dense features")
-        check(all(w > 0 for w in self.fusion_weights.values()), "fusion weights must be positive")
         check(all(w >= 0 for w in self.loss_weights.values()), "loss weights must be non-negative")
+        check(self.num_oov_buckets >= 0, "num_oov_buckets must be non-negative")
+        c = self.calibration
+        check(c["type"] in CALIBRATION_TYPES, f"calibration type must be one of {CALIBRATION_TYPES}")
+        if c["type"] == "reference":
+            check(set(c) <= set(DEFAULT_CALIBRATION), f"calibration keys: {sorted(DEFAULT_CALIBRATION)}")
+            check(1 <= int(c["position"]) <= F.MAX_POSITION and 1 <= int(c["page"]) <= F.MAX_PAGE,
+                  "calibration position / page out of range")
+            check(c["neighbors"] in REFERENCE_NEIGHBORS, f"calibration neighbors: one of {REFERENCE_NEIGHBORS}")
+            check(int(c["examples"]) > 0, "calibration examples must be positive")
+        check(set(self.example_weights) <= set(F.LABELS),
+              f"example_weights must name labels {F.LABELS}")
+        check(all(w > 0 for w in self.example_weights.values()), "example weights must be positive")
+        check(set(self.trainer) <= set(TRAINER_KEYS), f"trainer overrides must be among {TRAINER_KEYS}")
 
     @property
     def d_model(self) -> int:
@@ -134,28 +208,56 @@ class ModelConfig:
     @property
     def ffn_units(self) -> int:
         """d_f of eq. 2."""
-        return int(self.ffn_dim) if self.ffn_dim else 4 * self.d_model
+        ffn = self.sequence_encoder.get("ffn_dim")
+        return int(ffn) if ffn else 4 * self.d_model
 
     @property
     def uses_buckets(self) -> bool:
         return self.use_dense_features and bool(self.bucketized_features)
+
+    @property
+    def uses_scenario(self) -> bool:
+        """Whether the network reads `scenario` (an embedding, or a scenario-aware mixture)."""
+        return self.use_scenario or MIXTURES.get(self.mixture["type"]).uses_scenario
+
+    @property
+    def served_outputs(self) -> List[str]:
+        return self.tasks + list(HEADS.get(self.heads["type"]).EXTRA_OUTPUTS)
 
     @classmethod
     def from_dict(cls, section: Optional[Mapping[str, Any]] = None,
                   transform_config: Optional[Mapping[str, Any]] = None) -> "ModelConfig":
         """From a YAML `model:` section; unknown keys are an error.
 
-        `transform_config` (preprocessing.transform_config(...)) supplies `bucketized_features`
-        and `num_buckets` unless the section sets them, so the model matches the Transform.
+        `preset: NAME` (default `dmt`) starts from that preset (models/presets.yaml); the
+        other keys override it. `transform_config` (preprocessing.transform_config(...)) supplies
+        `bucketized_features`, `num_buckets` and `num_oov_buckets` unless the section sets
+        them, so the model matches the Transform.
         """
-        section = dict(section or {})
+        from models.presets import DEFAULT_PRESET, preset_section
+
+        section = copy.deepcopy(dict(section or {}))
+        if "model_type" in section:
+            raise ValueError("model config: `model_type` was replaced by `preset` "
+                             "(e.g. `preset: dnn-base`; `funnel presets` lists them)")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(section) - names
         if unknown:
             raise ValueError(f"unknown model config keys: {sorted(unknown)}; known: {sorted(names)}")
+        base = preset_section(section.get("preset") or DEFAULT_PRESET)
+        for key, value in section.items():
+            if key == "preset" and value is None:
+                continue
+            if key in MERGED_SECTIONS:
+                default = next(f.default_factory() for f in dataclasses.fields(cls) if f.name == key)
+                value = merge_section(merge_section(default, base.get(key)), value)
+            base[key] = value
+        section = base
         if transform_config is not None:
             section.setdefault("bucketized_features", list(transform_config["bucketized_features"]))
             section.setdefault("num_buckets", int(transform_config["num_buckets"]))
+            if "num_oov_buckets" in transform_config:
+                section.setdefault("num_oov_buckets", int(transform_config["num_oov_buckets"]))
         return cls(**section)
 
     def to_dict(self) -> Dict[str, Any]:

@@ -95,14 +95,20 @@ def rela_impr(model_auc: float, base_auc: float) -> float:
 
 
 def task_metrics(labels, probabilities, users, requests, truth: Optional[np.ndarray] = None,
-                 relevance_truth: Optional[np.ndarray] = None) -> Dict[str, float]:
+                 relevance_truth: Optional[np.ndarray] = None, positions: Optional[np.ndarray] = None
+                 ) -> Dict[str, float]:
     """Every per-task figure of the report. `truth`: the true probability of the logged event
     (the oracle); `relevance_truth`: the true probability without position effects (the
-    oracle of a position-free model, e.g. the served one)."""
+    oracle of a position-free model, e.g. the served one); `positions`: the logged positions,
+    for the calibration at position 1 (`calibration@1`)."""
     result = {"auc": auc(labels, probabilities), "gauc": gauc(labels, probabilities, users)}
     result.update(request_metrics(labels, probabilities, requests))
     result["log_loss"] = log_loss(labels, probabilities)
     result["calibration"] = calibration(labels, probabilities)
+    if positions is not None:
+        top = np.asarray(positions) == 1
+        result["calibration@1"] = (calibration(np.asarray(labels)[top], np.asarray(probabilities)[top])
+                                   if top.any() else float("nan"))
     result["examples"] = int(len(labels))
     result["positives"] = int(np.sum(labels))
     for prefix, oracle in (("", truth), ("relevance_", relevance_truth)):

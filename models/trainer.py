@@ -1,13 +1,16 @@
-"""TFX Trainer module (`module_path="models.trainer"`): `run_fn` trains DMT (or DNN(Base)).
+"""TFX Trainer module (`module_path="models.trainer"`): `run_fn` trains the configured
+architecture (`model:` section; models/presets.yaml).
 
 The exported SavedModel's signatures (all apply the Transform graph themselves):
-- `serving_default` (input `examples`, serialized `tf.Example`): {task: sigmoid(u_k),
-  "score": eq. 6} without the bias tower;
+- `serving_default` (input `examples`, serialized `tf.Example`): the heads' outputs (the
+  tasks' probabilities and extras such as `cvr`) and "score" (the fusion), without the bias
+  tower, at the calibration's reference context (models/calibration.py);
 - `rank`: one user's context and N candidates per request (`models.rank_inputs`), the same
   outputs as [R, N], with each behaviour sequence encoded once per request;
 - `transform_features` (input `examples`): the transformed features, for the Evaluator.
 """
 
+import json
 import os
 from typing import Any, Dict, Optional
 
@@ -20,8 +23,10 @@ from tfx_bsl.public import tfxio
 from models import features as F
 from models import preprocessing as P
 from models import rank_inputs
+from models.calibration import reference_bias
 from models.config import ModelConfig
-from models.dmt import build_model, compile_model, export_serving_module
+from models.export import export_serving_module
+from models.model import build_model, compile_model
 
 DEFAULT_TRAINER_CONFIG = {
     "batch_size": 512,
@@ -32,10 +37,32 @@ DEFAULT_TRAINER_CONFIG = {
 }
 
 
-def trainer_config(custom_config: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+def trainer_config(custom_config: Optional[Dict[str, Any]], model: Optional[ModelConfig] = None) -> Dict[str, Any]:
+    """The `trainer:` section over the defaults, then the architecture's own settings
+    (`model: {trainer: ...}`, e.g. the dmt-paper preset's batch 2048 and two epochs)."""
     config = dict(DEFAULT_TRAINER_CONFIG)
     config.update((custom_config or {}).get("trainer", {}))
+    if model is not None:
+        config.update(model.trainer)
     return config
+
+
+def learning_rates(settings: Dict[str, Any]):
+    """The learning rate of each epoch: a number for all, or a list (the last one repeats)."""
+    rates = settings["learning_rate"]
+    rates = list(rates) if isinstance(rates, (list, tuple)) else [rates]
+    return [float(rates[min(e, len(rates) - 1)]) for e in range(int(settings["epochs"]))]
+
+
+def example_weight(labels: Dict[str, tf.Tensor], weights: Dict[str, float]) -> tf.Tensor:
+    """Per example: the largest weight among its positive labels in `weights`, else 1 (the
+    authors' class weights: an ordered example weighs 400, a clicked one 15, the rest 1)."""
+    weight = None
+    for name, w in weights.items():
+        positive = tf.reshape(tf.cast(labels[name], tf.float32) > 0, [-1])
+        term = tf.where(positive, tf.constant(w, tf.float32), tf.constant(1.0, tf.float32))
+        weight = term if weight is None else tf.maximum(weight, term)
+    return weight
 
 
 def model_config(custom_config: Optional[Dict[str, Any]]) -> ModelConfig:
@@ -48,7 +75,9 @@ def vocab_sizes(tf_transform_output: tft.TFTransformOutput, custom_config) -> Di
             for name in P.ID_VOCABULARIES}
 
 
-def _dataset(file_pattern, data_accessor, tf_transform_output, tasks, batch_size: int, shuffle: bool, seed: int):
+def _dataset(file_pattern, data_accessor, tf_transform_output, tasks, batch_size: int, shuffle: bool, seed: int,
+             weights: Optional[Dict[str, float]] = None):
+    """(features, labels) batches, or (features, labels, example weights) with `weights`."""
     dataset = data_accessor.tf_dataset_factory(
         file_pattern,
         tfxio.TensorFlowDatasetOptions(batch_size=batch_size, shuffle=shuffle, shuffle_seed=seed, num_epochs=1),
@@ -56,9 +85,10 @@ def _dataset(file_pattern, data_accessor, tf_transform_output, tasks, batch_size
 
     def split(features):
         labels = {task: features.pop(task) for task in tasks}
+        weight = example_weight({**features, **labels}, weights) if weights else None
         for name in F.LABELS + (F.IMPRESSION_ID,):
             features.pop(name, None)
-        return features, labels
+        return (features, labels) if weight is None else (features, labels, weight)
 
     return dataset.map(split, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
@@ -127,8 +157,9 @@ class ExportModule(_ExamplesModule):
                 "transform_features": self.transform_examples.get_concrete_function()}
 
 
-def export(model, tf_transform_output: tft.TFTransformOutput, path: str) -> None:
-    module = ExportModule(tf_transform_output, export_serving_module(model))
+def export(model, tf_transform_output: tft.TFTransformOutput, path: str,
+           reference_bias: Optional[float] = None) -> None:
+    module = ExportModule(tf_transform_output, export_serving_module(model, reference_bias))
     tf.saved_model.save(module, path, signatures=module.signatures())
 
 
@@ -137,7 +168,7 @@ LOGGED_MODEL_DIR = "logged_model"
 
 class LoggedBehaviourModule(_ExamplesModule):
     """The training-time model of eq. 5, bias tower included: `serving_default(examples)` ->
-    {task: sigmoid(u_k + y_b)}, the probability of the event as logged (at its position, next
+    {task: heads(u, y_b)}, the probability of the event as logged (at its position, next
     to its neighbours). Saved to the model_run artifact for offline evaluation against logged
     labels and the simulator's logged-click oracle; never pushed."""
 
@@ -155,24 +186,34 @@ def export_logged_model(model, tf_transform_output: tft.TFTransformOutput, path:
     tf.saved_model.save(module, path, signatures={"serving_default": module.serve_examples.get_concrete_function()})
 
 
+CALIBRATION_FILE = "calibration.json"
+
+
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     custom = fn_args.custom_config or {}
-    settings = trainer_config(custom)
+    config = model_config(custom)
+    settings = trainer_config(custom, config)
     keras.utils.set_random_seed(settings["seed"])
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    config = model_config(custom)
     model = build_model(config, vocab_sizes(tf_transform_output, custom))
-    compile_model(model, optimizer=keras.optimizers.Adam(settings["learning_rate"]))
+    rates = learning_rates(settings)
+    compile_model(model, optimizer=keras.optimizers.Adam(rates[0]))
 
     train = _dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output, config.tasks,
-                     settings["batch_size"], shuffle=True, seed=settings["seed"])
+                     settings["batch_size"], shuffle=True, seed=settings["seed"], weights=config.example_weights)
     evaluation = _dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, config.tasks,
                           settings["batch_size"], shuffle=False, seed=settings["seed"])
     # Per-epoch losses and per-task AUC go to the model_run artifact for TensorBoard.
-    tensorboard = keras.callbacks.TensorBoard(log_dir=os.path.join(fn_args.model_run_dir, "logs"),
-                                              update_freq="epoch")
+    callbacks = [keras.callbacks.TensorBoard(log_dir=os.path.join(fn_args.model_run_dir, "logs"),
+                                             update_freq="epoch")]
+    if len(set(rates)) > 1:
+        callbacks.append(keras.callbacks.LearningRateScheduler(lambda epoch, _: rates[min(epoch, len(rates) - 1)]))
     model.fit(train, epochs=settings["epochs"], validation_data=evaluation.take(settings["eval_batches"]),
-              callbacks=[tensorboard], verbose=2)
-    export(model, tf_transform_output, fn_args.serving_model_dir)
+              callbacks=callbacks, verbose=2)
+    bias = reference_bias(model, train.map(lambda *batch: batch[:2]), config.calibration)
+    export(model, tf_transform_output, fn_args.serving_model_dir, bias)
+    os.makedirs(fn_args.model_run_dir, exist_ok=True)
+    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, CALIBRATION_FILE), "w") as f:
+        json.dump({"calibration": config.calibration, "reference_bias_logit": bias, "preset": config.preset}, f)
     if model.bias_tower is not None:
         export_logged_model(model, tf_transform_output, os.path.join(fn_args.model_run_dir, LOGGED_MODEL_DIR))

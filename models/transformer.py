@@ -7,11 +7,14 @@ positions never change any output. An empty row gives a zero interest vector.
 """
 
 
+from typing import Optional
+
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
 from models import preprocessing as P
+from models.registry import SEQUENCE_ENCODERS
 
 
 def _zero_padding(x: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
@@ -80,10 +83,10 @@ class AttentionBlock(keras.layers.Layer):
     call(query [B, T_q, d], memory [B, L, d], mask [B, L]) -> ([B, T_q, d], weights [B, h, T_q, L]).
     """
 
-    def __init__(self, num_heads: int = 4, ffn_dim: int = 320, dropout: float = 0.1, **kwargs):
+    def __init__(self, num_heads: int = 4, ffn_dim: Optional[int] = 320, dropout: float = 0.1, **kwargs):
         super().__init__(**kwargs)
         self.num_heads = int(num_heads)
-        self.ffn_dim = int(ffn_dim)
+        self.ffn_dim = int(ffn_dim) if ffn_dim else None  # None: 4 * d, as the authors' d_ff = 320
         self.dropout = float(dropout)
 
     def build(self, input_shape):
@@ -94,7 +97,7 @@ class AttentionBlock(keras.layers.Layer):
         self.attention = keras.layers.MultiHeadAttention(
             self.num_heads, key_dim=dim // self.num_heads, dropout=self.dropout, name="attention")
         # FFN(x) = ReLU(x W_1 + b_1) W_2 + b_2   (eq. 2)
-        self.ffn_inner = keras.layers.Dense(self.ffn_dim, activation="relu", name="ffn_1")
+        self.ffn_inner = keras.layers.Dense(self.ffn_dim or 4 * dim, activation="relu", name="ffn_1")
         self.ffn_outer = keras.layers.Dense(dim, name="ffn_2")
         self.attention_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="attention_norm")
         self.ffn_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="ffn_norm")
@@ -142,11 +145,11 @@ class TargetAttentionDecoder(keras.layers.Layer):
     give an all-zero interest vector and all-zero weights.
     """
 
-    def __init__(self, num_heads: int = 4, ffn_dim: int = 320, dropout: float = 0.1,
+    def __init__(self, num_heads: int = 4, ffn_dim: Optional[int] = 320, dropout: float = 0.1,
                  num_blocks: int = 1, **kwargs):
         super().__init__(**kwargs)
         self.num_heads = int(num_heads)
-        self.ffn_dim = int(ffn_dim)
+        self.ffn_dim = int(ffn_dim) if ffn_dim else None
         self.dropout = float(dropout)
         self.num_blocks = int(num_blocks)
         self.blocks = [AttentionBlock(num_heads, ffn_dim, dropout, name=f"block_{i}")
@@ -179,22 +182,26 @@ class TargetAttentionDecoder(keras.layers.Layer):
                 "dropout": self.dropout, "num_blocks": self.num_blocks}
 
 
+@SEQUENCE_ENCODERS.register("transformer")
 class DeepInterestTransformer(keras.layers.Layer):
     """One behaviour sequence -> one interest vector w.r.t. the target item (4.2.2).
 
     e_i + position (+ recency) -> dropout -> encoder blocks -> target-attention decoder.
     DMT (4.2.1) uses one instance per sequence type (separate parameters).
     call(sequence [B, L, d], ages [B, L], mask [B, L], target [B, d]) -> [B, d].
+    `ffn_dim` None is 4 * d (the authors' d_ff = 320 for d = 80).
     """
 
-    def __init__(self, max_length: int, num_heads: int = 4, ffn_dim: int = 320,
+    CONTEXT_ARGS = ("max_length",)  # from the model's `sequences`
+
+    def __init__(self, max_length: int, num_heads: int = 4, ffn_dim: Optional[int] = None,
                  dropout: float = 0.1, encoder_blocks: int = 1, decoder_blocks: int = 1,
                  positional: str = "learned", recency: bool = True,
                  num_age_buckets: int = P.AGE_BUCKETS, **kwargs):
         super().__init__(**kwargs)
         self.max_length = int(max_length)
         self.num_heads = int(num_heads)
-        self.ffn_dim = int(ffn_dim)
+        self.ffn_dim = int(ffn_dim) if ffn_dim else None
         self.dropout = float(dropout)
         self.encoder_blocks = int(encoder_blocks)
         self.decoder_blocks = int(decoder_blocks)

@@ -1,4 +1,4 @@
-"""The `funnel` command: simulate, ingest, run, predict, serve, score.
+"""The `funnel` command: simulate, ingest, run, predict, serve, score, presets.
 
 Arguments a sub-command does not know are passed through to Beam (e.g.
 `--runner=DataflowRunner --project=...`).
@@ -91,10 +91,17 @@ def _run(args, beam_args) -> int:
     from pipeline import local_runner, report
     from pipeline.config import load_config
 
+    from pipeline.pipeline import check_model_sections
+
     config = load_config(args.config)
     config["ingest"] = dataclasses.asdict(_ingest_config(args))  # flags override the file
     try:
-        root = local_runner.run_local(args.logs, args.work, config, beam_args)
+        check_model_sections(config)
+    except ValueError as e:
+        print(f"funnel run: {e}", file=sys.stderr)
+        return 2
+    try:
+        root = local_runner.run_local(args.logs, args.work, config, beam_args, enable_cache=args.cache)
     except ContractError as e:
         print(f"funnel run: {e}", file=sys.stderr)
         return 2
@@ -130,6 +137,21 @@ def _score(args, beam_args) -> int:
     return client.run(args)
 
 
+def _presets(args, beam_args) -> int:
+    from models import presets
+
+    _no_beam_args(beam_args)
+    rows = presets.describe()
+    width = max(len(name) for name, _, _ in rows)
+    for name, summary, paper in rows:
+        print(f"{name:<{width}}  {summary}")
+        if args.verbose:
+            print(f"{'':<{width}}  {paper}")
+    print(f"\nuse one with `model: {{preset: NAME}}` in a --config file (default: {presets.DEFAULT_PRESET}); "
+          "-v adds papers and equations")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from simulation import cli as simulation_cli
 
@@ -148,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the TFX pipeline on a logs directory (LocalDagRunner)")
     _add_ingest_arguments(run)
     run.add_argument("--work", required=True, help="working directory (pipeline root, metadata, report)")
+    run.add_argument("--cache", action="store_true",
+                     help="reuse the outputs of steps unchanged since an earlier run in this work directory "
+                          "(e.g. ingest and Transform when only the model changes); only with unchanged logs")
     run.set_defaults(handler=_run)
 
     predict = commands.add_parser("predict", help="score a logs directory's impressions with a pushed model")
@@ -164,6 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     score = commands.add_parser("score", help="score tf.Examples or a JSON request against a TF Serving endpoint")
     _add_score_arguments(score)
     score.set_defaults(handler=_score)
+
+    listing = commands.add_parser("presets", help="list the model presets (architectures) with one line each")
+    listing.add_argument("-v", "--verbose", action="store_true", help="also the paper and equations of each")
+    listing.set_defaults(handler=_presets)
     return parser
 
 

@@ -13,7 +13,7 @@ PIPELINE_NAME = "funnel"
 
 
 def run_local(logs_dir: str, work_dir: str, config: Optional[Dict[str, Any]] = None,
-              beam_args: Optional[List[str]] = None) -> str:
+              beam_args: Optional[List[str]] = None, enable_cache: bool = False) -> str:
     """Runs the pipeline under `work_dir`: pipeline root and metadata in `work_dir/tfx`,
     pushed models in `work_dir/serving`. Returns the pipeline root."""
     work_dir = os.path.abspath(work_dir)
@@ -26,5 +26,6 @@ def run_local(logs_dir: str, work_dir: str, config: Optional[Dict[str, Any]] = N
         config=config or load_config(),
         metadata_path=os.path.join(root, "metadata.sqlite"),
         beam_pipeline_args=list(DEFAULT_BEAM_ARGS) + list(beam_args or []),
+        enable_cache=enable_cache,
     ))
     return root

@@ -1,7 +1,7 @@
 """The funnel TFX pipeline, built by one function; runners are thin files around it.
 
 Ingest -> StatisticsGen -> ImportSchemaGen -> ExampleValidator -> Transform -> Trainer
-(DMT) and BaselineTrainer (DNN(Base)) -> Resolver (latest blessed model) -> Evaluator
+(the `model:` architecture, DMT by default) and BaselineTrainer (`baseline:`, DNN(Base)) -> Resolver (latest blessed model) -> Evaluator
 -> Pusher (atomic versions under `serving_dir`).
 """
 
@@ -16,6 +16,8 @@ from components.ingest.component import Ingest
 from components.ingest.config import IngestConfig
 from components.pusher import executor as atomic_pusher
 from models import features as F
+from models import preprocessing as P
+from models.config import ModelConfig
 
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 RUN_FN = "models.trainer.run_fn"
@@ -50,6 +52,21 @@ def eval_config(tasks: List[str], min_auc: float, max_auc_drop: Optional[float])
     )
 
 
+def model_tasks(config: Dict[str, Any]) -> List[str]:
+    """The trained model's tasks (its preset's unless the section sets them); checks the section."""
+    return ModelConfig.from_dict(config["model"], P.transform_config(config)).tasks
+
+
+def check_model_sections(config: Dict[str, Any]) -> None:
+    """ValueError naming the section when `model:` or `baseline:` is not a valid architecture
+    (before anything runs; the Trainers would fail only after ingest and Transform)."""
+    for section in ("model", "baseline"):
+        try:
+            ModelConfig.from_dict(config[section], P.transform_config(config))
+        except ValueError as e:
+            raise ValueError(f"`{section}:` section: {e}") from None
+
+
 def create_pipeline(
     pipeline_name: str,
     pipeline_root: str,
@@ -59,7 +76,11 @@ def create_pipeline(
     schema_path: Optional[str] = None,
     metadata_path: Optional[str] = None,
     beam_pipeline_args: Optional[List[str]] = None,
+    enable_cache: bool = False,
 ) -> tfx.dsl.Pipeline:
+    """The pipeline. `enable_cache`: steps whose inputs and settings are unchanged since an
+    earlier run on the same metadata reuse its outputs (TFX caching; the Ingest step is keyed
+    by the logs directory's path, not its contents, so only with unchanged logs)."""
     ingest = Ingest(logs_dir=logs_dir, config=IngestConfig(**config["ingest"]))
     statistics = tfx.components.StatisticsGen(examples=ingest.outputs["examples"])
     schema = tfx.components.ImportSchemaGen(schema_file=schema_path or schemas.path("schema.pbtxt"))
@@ -89,8 +110,8 @@ def create_pipeline(
         examples=ingest.outputs["examples"],
         model=dmt_trainer.outputs["model"],
         baseline_model=latest_blessed.outputs["model"],
-        eval_config=eval_config(config["model"].get("tasks", [F.CLICK, F.ORDER]),
-                                config["evaluator"]["min_auc"], config["evaluator"]["max_auc_drop"]))
+        eval_config=eval_config(model_tasks(config), config["evaluator"]["min_auc"],
+                                config["evaluator"]["max_auc_drop"]))
     pusher = tfx.components.Pusher(
         model=dmt_trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
@@ -106,5 +127,5 @@ def create_pipeline(
             tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)
             if metadata_path else None),
         beam_pipeline_args=beam_pipeline_args,
-        enable_cache=False,
+        enable_cache=enable_cache,
     )

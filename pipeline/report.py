@@ -1,5 +1,6 @@
-"""Reads a finished pipeline's outputs, scores the eval split with DMT and DNN(Base), and
-writes `WORK/report.json` plus a printed table (metrics of the DMT paper's Table 1)."""
+"""Reads a finished pipeline's outputs, scores the eval split with the trained model and the
+baseline (DNN(Base) by default), and writes `WORK/report.json` plus a printed table (metrics
+of the DMT paper's Table 1). Rows are named by the models' presets (`dmt`, `dnn-base`, ...)."""
 
 import glob
 import json
@@ -14,13 +15,13 @@ from components.ingest import reader
 from components.ingest.contract import LogFile
 from models import features as F
 from models import metrics
-from models.trainer import LOGGED_MODEL_DIR
+from models.trainer import CALIBRATION_FILE, LOGGED_MODEL_DIR
 from serving.batch_predict import score_examples
 
 TRUTH_COLUMNS = {F.CLICK: "p_click", F.CART: "p_cart", F.ORDER: "p_order"}
 RELEVANCE_TRUTH_COLUMNS = {F.CLICK: "p_click_rel"}
-MODELS = {"dmt": "Trainer", "dnn_base": "BaselineTrainer"}
-LOGGED_ROW = "dmt+bias"  # DMT with its bias tower (eq. 5): predicts clicks as logged
+TRAINERS = {"model": "Trainer", "baseline": "BaselineTrainer"}  # role -> component
+LOGGED_SUFFIX = "+bias"  # the model with its bias tower (eq. 5): predicts events as logged
 
 
 def _latest(pattern: str) -> str:
@@ -57,14 +58,30 @@ def read_truth(logs_dir: str) -> Optional[pd.DataFrame]:
     return pd.concat(frames, ignore_index=True).drop(columns=[reader.FILE_COLUMN, reader.ROW_COLUMN])
 
 
-def _model_dirs(root: str) -> Dict[str, str]:
-    """Report row -> SavedModel: the served networks (eq. 6, no bias tower) of DMT and
-    DNN(Base), and DMT's training-time model with its bias tower (eq. 5) when saved."""
-    dirs = {name: os.path.join(_latest(os.path.join(root, component, "model", "*")), "Format-Serving")
-            for name, component in MODELS.items()}
+def _trainer_run(root: str, component: str) -> Dict[str, object]:
+    """What a Trainer execution recorded of its model (models/trainer.py CALIBRATION_FILE)."""
     try:
-        dirs[LOGGED_ROW] = _latest(os.path.join(root, MODELS["dmt"], "model_run", "*", LOGGED_MODEL_DIR))
-    except FileNotFoundError:  # a DMT without bias tower saves no training-time model
+        with open(_latest(os.path.join(root, component, "model_run", "*", CALIBRATION_FILE))) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return {}
+
+
+def _model_dirs(root: str) -> Dict[str, Dict[str, str]]:
+    """Role -> {"row": report row name, "dir": SavedModel}: the served networks (no bias tower)
+    of the model and the baseline, and the model's training-time network with its bias tower
+    (eq. 5, role "logged") when saved. Rows are named by preset."""
+    dirs = {}
+    for role, component in TRAINERS.items():
+        name = str(_trainer_run(root, component).get("preset") or role)
+        if role == "baseline" and name == dirs["model"]["row"]:
+            name += " (baseline)"
+        dirs[role] = {"row": name, "dir": os.path.join(_latest(os.path.join(root, component, "model", "*")),
+                                                        "Format-Serving")}
+    try:
+        logged = _latest(os.path.join(root, TRAINERS["model"], "model_run", "*", LOGGED_MODEL_DIR))
+        dirs["logged"] = {"row": dirs["model"]["row"] + LOGGED_SUFFIX, "dir": logged}
+    except FileNotFoundError:  # a model without bias tower saves no training-time model
         pass
     return dirs
 
@@ -72,10 +89,11 @@ def _model_dirs(root: str) -> Dict[str, str]:
 def evaluate(root: str, logs_dir: str) -> dict:
     eval_files = sorted(glob.glob(os.path.join(_latest(os.path.join(root, "Ingest", "examples", "*")), "Split-eval", "*")))
     truth = read_truth(logs_dir)
-    keep = (F.USER_ID, F.REQUEST_ID) + F.LABELS
-    result = {"eval_examples": 0, "models": {}, "truth": truth is not None}
-    for name, model_dir in _model_dirs(root).items():
-        scored = score_examples(model_dir, eval_files, keep)
+    keep = (F.USER_ID, F.REQUEST_ID, F.POSITION) + F.LABELS
+    result = {"eval_examples": 0, "models": {}, "truth": truth is not None, "rows": {}}
+    for role, model in _model_dirs(root).items():
+        name = result["rows"][role] = model["row"]
+        scored = score_examples(model["dir"], eval_files, keep)
         if truth is not None:
             scored = scored.merge(truth, how="left", on=F.IMPRESSION_ID)
         result["eval_examples"] = len(scored)
@@ -89,18 +107,21 @@ def evaluate(root: str, logs_dir: str) -> dict:
                 scored[f"label_{task}"].to_numpy(), scored[task].to_numpy(), scored[F.USER_ID].to_numpy(),
                 scored[F.REQUEST_ID].to_numpy(), oracle(TRUTH_COLUMNS.get(task)),
                 # a position-free (served) model is also measured against the position-free oracle
-                oracle(RELEVANCE_TRUTH_COLUMNS.get(task)) if name != LOGGED_ROW else None)
+                oracle(RELEVANCE_TRUTH_COLUMNS.get(task)) if role != "logged" else None,
+                positions=scored[F.POSITION].to_numpy())
             for task in tasks}
-    # RelaImpr as the paper's offline tables: DMT's training-time model (eq. 5, the one whose
-    # AUC on logged behaviour its Table 5 reports rising with bias features) over DNN(Base);
-    # and the served networks (eq. 6) against each other.
-    base = result["models"]["dnn_base"]
+    result["calibration"] = {k: v for k, v in _trainer_run(root, TRAINERS["model"]).items() if k != "preset"}
+    # RelaImpr as the paper's offline tables: the model's training-time network (eq. 5, the one
+    # whose AUC on logged behaviour its Table 5 reports rising with bias features) over the
+    # baseline; and the served networks (eq. 6) against each other.
+    rows = result["rows"]
+    base = result["models"][rows["baseline"]]
 
     def rela_impr(model):
         return {t: metrics.rela_impr(model[t]["auc"], base[t]["auc"]) for t in model if t in base}
 
-    result["rela_impr"] = rela_impr(result["models"].get(LOGGED_ROW, result["models"]["dmt"]))
-    result["rela_impr_served"] = rela_impr(result["models"]["dmt"])
+    result["rela_impr"] = rela_impr(result["models"][rows.get("logged", rows["model"])])
+    result["rela_impr_served"] = rela_impr(result["models"][rows["model"]])
     blessing = _latest(os.path.join(root, "Evaluator", "blessing", "*"))
     result["blessed"] = os.path.exists(os.path.join(blessing, "BLESSED"))
     return result
@@ -111,22 +132,28 @@ def _fmt(value) -> str:
 
 
 def table(result: dict) -> str:
-    columns = ["auc", "gauc", "ndcg@10", "mrr@4", "precision@4", "log_loss", "calibration", "oracle_auc",
-               "efficiency", "relevance_efficiency"]
-    headers = {"relevance_efficiency": "rel_eff"}
-    lines = [f"{'model':<9} {'task':<6} " + " ".join(f"{headers.get(c, c):>11}" for c in columns) + f" {'RelaImpr':>9}"]
-    rela_by_row = {LOGGED_ROW: result["rela_impr"], "dmt": result["rela_impr_served"]}
+    columns = ["auc", "gauc", "ndcg@10", "mrr@4", "precision@4", "log_loss", "calibration", "calibration@1",
+               "oracle_auc", "efficiency", "relevance_efficiency"]
+    headers = {"relevance_efficiency": "rel_eff", "calibration@1": "cal@pos1"}
+    rows = result["rows"]
+    width = max([9] + [len(name) for name in result["models"]])
+    lines = [f"{'model':<{width}} {'task':<7} " + " ".join(f"{headers.get(c, c):>11}" for c in columns)
+             + f" {'RelaImpr':>9}"]
+    rela_by_row = {rows.get("logged"): result["rela_impr"], rows["model"]: result["rela_impr_served"]}
     for name, tasks in result["models"].items():
         for task, values in tasks.items():
             rela = rela_by_row.get(name, {}).get(task)
-            lines.append(f"{name:<9} {task:<6} " + " ".join(f"{_fmt(values.get(c)):>11}" for c in columns)
+            lines.append(f"{name:<{width}} {task:<7} " + " ".join(f"{_fmt(values.get(c)):>11}" for c in columns)
                          + f" {('-' if rela is None else f'{rela:+.2%}'):>9}")
-    lines.append(f"  dmt, dnn_base: served networks (eq. 6, no bias tower); {LOGGED_ROW}: DMT's training-time "
-                 "model (eq. 5) with its bias tower, i.e. the probability of the event as logged")
+    lines.append(f"  {rows['model']}, {rows['baseline']}: served networks (no bias tower)"
+                 + (f"; {rows['logged']}: the training-time model (eq. 5) with its bias tower, i.e. the probability "
+                    "of the event as logged" if "logged" in rows else ""))
     lines.append("  efficiency = (AUC - 0.5) / (oracle AUC - 0.5) against the true probability of the logged "
                  "event; rel_eff: against the true click probability without position effects (p_click_rel)")
-    lines.append("  RelaImpr over dnn_base: dmt+bias row as the paper's offline evaluation (eq. 5 on logged "
-                 "behaviour), dmt row for the served networks")
+    lines.append("  calibration = mean prediction / mean label; cal@pos1: on the eval impressions shown at position 1 "
+                 "(the served probabilities are the network's at the reference context, position 1 by default)")
+    lines.append(f"  RelaImpr over {rows['baseline']}: the {LOGGED_SUFFIX} row as the paper's offline evaluation "
+                 "(eq. 5 on logged behaviour), the model's row for the served networks")
     return "\n".join(lines)
 
 

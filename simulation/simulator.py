@@ -3,7 +3,7 @@
 Scale. Users have Poisson(activity) sessions per day (activity ~ Gamma with mean
 `sessions_per_day` = 0.4), each of 1-3 requests, each showing 10 + Exp(10) items (at most 40,
 ~19 on average, pages 1-4). That is ~15 impressions per user-day, linear in users x days:
-users=2000, days=14 gives ~0.43M impressions (429,288 for seed 0). Organic (non-recommended)
+users=2000, days=14 gives ~0.43M impressions (427,365 for seed 0). Organic (non-recommended)
 clicks come at `organic_per_session` x activity per day (~30 % of recommended clicks).
 
 One request: the logging policy recalls `n_candidates` items (the user's preferred and recently
@@ -11,10 +11,12 @@ clicked categories, popular items, carted items and consumables due for reorder)
 with the true relevance logit plus N(0, policy_noise) error and shows the top n by that score,
 so position is confounded with relevance (the selection bias DMT: Deep Multifaceted
 Transformers for Multi-objective Ranking in Large-Scale E-commerce Recommender Systems models).
-Clicks are drawn with p_click = examination(position, page) x neighbour factor x p_click_rel;
-after a click, cart and wish (ESM2's DAction) and an order within 24 h are drawn from the
-ESM2 graph (ESM2: Entire Space Multi-Task Modeling via Post-Click Behavior Decomposition for
-Conversion Rate Prediction). The truth log holds exactly those probabilities.
+Clicks are drawn with p_click = examination(position, page) x neighbour factor x p_click_rel,
+where the relevance logit holds the user's scenario's level and taste (per-category and
+price-tier preferences, `World.scenario_click_taste`); after a click, cart and wish (ESM2's
+DAction) and an order within 24 h are drawn from the ESM2 graph (ESM2: Entire Space
+Multi-Task Modeling via Post-Click Behavior Decomposition for Conversion Rate Prediction).
+The truth log holds exactly those probabilities (see simulation/README.md).
 
 User state evolves in time order: a short-term interest (decaying average of clicked item
 embeddings) shifts relevance; carted items get a raised order probability when clicked again
@@ -38,7 +40,8 @@ import numpy as np
 import pandas as pd
 
 from simulation.world import (AGE_BANDS, CONSUMABLE, DAY, DURABLE, SimulationConfig,
-                              build_world, examination, neighbour_factor, sigmoid)
+                              build_world, examination, neighbour_factor, order_given_click,
+                              post_click, sigmoid)
 
 LOGS = ("items", "impressions", "clicks", "carts", "wishes", "orders", "users", "truth")
 # Relative session frequency by UTC hour (Europe: quiet nights, lunch and evening peaks).
@@ -75,7 +78,7 @@ class _Simulator:
         self.start, self.end = config.start_ts, config.end_ts
         self.hour_p = _HOUR_WEIGHTS / _HOUR_WEIGHTS.sum()
         self.imp = {k: [] for k in ("request", "user", "item", "ts", "position", "p_click",
-                                    "p_rel", "p_cart", "p_order", "outcome")}
+                                    "p_rel", "p_cart", "p_order", "p_order_rel", "outcome")}
         self.n_requests = 0
         self.clicks: list = []  # (user, item, ts, request or -1)
         self.carts: list = []
@@ -102,25 +105,19 @@ class _Simulator:
         same = due & (st.order_item[cat] == items)
         repurchase = np.where(durable, c.durable_order_penalty * recent,
                               c.consumable_early_penalty * recent + c.consumable_due_boost * due)
-        s = self.w.user_scenario[u]
-        click = (c.click_bias + c.scenario_click_offsets[s] + aff + 0.3 * q
-                 + c.same_item_click_boost * same)
+        s = w.user_scenario[u]
+        click = (c.click_bias + c.scenario_click_offsets[s] + w.scenario_click_taste[s, items]
+                 + aff + 0.3 * q + c.same_item_click_boost * same)
         price = np.clip(np.log(w.item_price[items] / w.user_purchase_power[u]), -2.0, 4.0)
         carted = [i for i, t in st.cart.items() if t <= now]
         in_cart = np.isin(items, carted) if carted else np.zeros(items.size, bool)
-        order = (c.order_bias + c.scenario_order_offsets[s] + 0.5 * aff + 0.4 * q
+        order = (c.order_bias + c.scenario_order_offsets[s] + w.scenario_order_taste[s, items]
+                 + 0.5 * aff + 0.4 * q
                  - c.price_weight * price + c.cart_item_boost * in_cart + repurchase
                  + c.same_item_order_boost * same)
         cart = c.cart_bias + 0.5 * aff + 0.3 * q - 0.2 * price
         wish = c.wish_bias + 0.4 * aff + 0.2 * q + 0.3 * price  # dear items wait for a discount
         return click, cart, wish, order
-
-    def _post_click(self, cart_logit, wish_logit, order_logit):
-        """ESM2 eq. 1-4: P(cart|click), P(wish|click), P(order|click, DAction or not)."""
-        c = self.c
-        return (sigmoid(cart_logit), sigmoid(wish_logit),
-                sigmoid(order_logit + c.order_after_daction),
-                sigmoid(order_logit + c.order_without_daction))
 
     # --- logging policy ------------------------------------------------------------------
 
@@ -168,8 +165,8 @@ class _Simulator:
         position = np.arange(1, n + 1)
         p_rel = sigmoid(click_l[top])
         p_click = examination(position, c) * neighbour_factor(w.item_category[items], c) * p_rel
-        pc, pw, pd, po = self._post_click(cart_l[top], wish_l[top], order_l[top])
-        p_daction = 1.0 - (1.0 - pc) * (1.0 - pw)
+        pc, pw, pd, po = post_click(cart_l[top], wish_l[top], order_l[top], c)
+        p_order_click = order_given_click(pc, pw, pd, po)
         draws = rng.random((4, n))
         clicked = draws[0] < p_click
         cart = clicked & (draws[1] < pc)
@@ -182,7 +179,8 @@ class _Simulator:
         for key, value in (("request", np.full(n, request)), ("user", np.full(n, u)),
                            ("item", items), ("ts", imp_ts), ("position", position),
                            ("p_click", p_click), ("p_rel", p_rel), ("p_cart", p_click * pc),
-                           ("p_order", p_click * (p_daction * pd + (1 - p_daction) * po)),
+                           ("p_order", p_click * p_order_click),
+                           ("p_order_rel", p_rel * p_order_click),
                            ("outcome", clicked + 2 * cart + 4 * wish + 8 * order)):
             self.imp[key].append(value)
         last = int(imp_ts[-1])
@@ -273,7 +271,7 @@ class _Simulator:
         click_l, cart_l, wish_l, order_l = self._terms(u, st, cands, now)
         weight = np.cumsum(np.exp(click_l - click_l.max()))
         i = min(int(np.searchsorted(weight, rng.random() * weight[-1])), cands.size - 1)
-        pc, pw, pd, po = self._post_click(cart_l[i], wish_l[i], order_l[i])
+        pc, pw, pd, po = post_click(cart_l[i], wish_l[i], order_l[i], self.c)
         cart, wish = rng.random() < pc, rng.random() < pw
         order = rng.random() < (pd if cart or wish else po)
         return self._click(u, st, int(cands[i]), now, -1, cart, wish, order)
@@ -378,6 +376,7 @@ def _frames(sim: _Simulator, imp: Dict[str, np.ndarray]) -> Dict[str, pd.DataFra
         "truth": pd.DataFrame({
             "impression_id": impression_id, "p_click": imp["p_click"],
             "p_click_rel": imp["p_rel"], "p_cart": imp["p_cart"], "p_order": imp["p_order"],
+            "p_order_rel": imp["p_order_rel"],
             "ts": imp["ts"].astype(np.int64)}),  # only to split by day; dropped on writing
     }
     for log, rows, extra in (("clicks", sim.clicks, ["request"]), ("carts", sim.carts, []),

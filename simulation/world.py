@@ -1,13 +1,22 @@
 """The simulated e-commerce world: its configuration, its latent state and its behaviour model.
 
-Everything latent (item categories, brands, shops, prices, qualities and embeddings; users'
-long-term preferences, scenario, purchase power and activity; category repurchase types) is
-drawn from `SimulationConfig.seed` by `build_world`. The functions at the bottom are the
-behaviour model the simulator draws events from, kept pure so the truth log is exactly the
-probability used:
+Everything latent (item categories, brands, shops, prices, price tiers, qualities and
+embeddings; users' long-term preferences, scenario, purchase power and activity; category
+repurchase types; each scenario's taste) is drawn from `SimulationConfig.seed` by
+`build_world`. The functions at the bottom are the behaviour model the simulator draws events
+from, kept pure so the truth log is exactly the probability used (simulation/README.md gives
+the whole causal graph with its formulas):
 
 * relevance  -- `sigmoid(click_logit)`, the probability of a click on an item examined for
-  sure and without neighbours (`p_click_rel` in the truth log);
+  sure and without neighbours (`p_click_rel` in the truth log). The logit adds a global bias,
+  the scenario's level offset and taste, the user's long-term and short-term affinity to the
+  item, the item's quality and a repurchase boost;
+* scenario taste -- scenarios differ in what they like, not only in how much they click and
+  buy (the multi-scenario data of HMoE: Improving Multi-Scenario Learning to Rank in
+  E-commerce by Exploiting Task Relationships in the Label Space): scenario s has a strength,
+  a logit per category (a taste shared by all scenarios plus its own) and a slope on the
+  item's price tier; `centred_taste` turns them into click and (weaker) order logit terms per
+  item that leave the mean rates in place;
 * examination -- falls with position and page: `(1/position)^0.4 * page_decay^(page-1)`
   (the "position bias" of DMT: Deep Multifaceted Transformers for Multi-objective Ranking in
   Large-Scale E-commerce Recommender Systems, section 4.4);
@@ -17,7 +26,9 @@ probability used:
   similar ones in the same category";
 * post-click behaviour -- cart and wish (ESM2's "Deterministic Action") and order, following
   the graph impression -> click -> D(O)Action -> purchase of ESM2: Entire Space Multi-Task
-  Modeling via Post-Click Behavior Decomposition for Conversion Rate Prediction (eq. 1-4);
+  Modeling via Post-Click Behavior Decomposition for Conversion Rate Prediction (eq. 1-4):
+  `post_click` and `order_given_click`; a cart or wish raises the order logit by
+  `order_after_daction`, a click without one adds `order_without_daction` (< 0);
 * repurchase -- "durable" categories (DMT 6.2.1: "a product that has a long repurchase period
   (i.e., computer)") suppress orders for a long time after an order, "consumable" ones
   ("milk") invite reorders of the same items after a category-specific period.
@@ -32,6 +43,10 @@ import numpy as np
 DAY = 86_400
 DURABLE, CONSUMABLE = 0, 1
 AGE_BANDS = ("18-24", "25-34", "35-44", "45-54", "55+")
+# Taste re-centring for the logging policy's selection (see `centred_taste`), fitted once on
+# simulations of the default world: shown items' taste rises by ~0.9 var(raw) in the click
+# logit, of which log-mean-exp centring removes ~var/2.
+_CLICK_SELECTION, _ORDER_SELECTION = 0.33, 0.4
 
 
 @dataclasses.dataclass
@@ -53,6 +68,21 @@ class SimulationConfig:
     # Scenario-specific logit offsets (HMoE-style multi-scenario data): CTR and CVR levels differ.
     scenario_click_offsets: Tuple[float, ...] = (0.3, 0.0, -0.25, -0.55)
     scenario_order_offsets: Tuple[float, ...] = (0.4, 0.1, -0.3, -0.7)
+    # Scenario taste, drawn by `build_world`: scenarios differ in what they like, not only in
+    # levels. Scenario s adds taste[s, item] = strength[s] * (category_taste[s, category] +
+    # price_slope[s] * price_tier) to the click logit (and taste_order_share of it to the order
+    # logit), re-centred per scenario so that the mean click and order odds over the catalogue
+    # do not move. strength[s] ~ U(scenario_taste_range) * scenario_taste_scale (0: no taste);
+    # category_taste[s] ~ N(0, category_taste_std^2), correlated across scenarios by
+    # scenario_taste_correlation (a shared taste plus the scenario's own);
+    # price_slope[s] ~ N(0, price_taste_std^2) on price_tier, the item's log price relative to
+    # its category's typical price in standard deviations (> 0: likes premium items).
+    scenario_taste_scale: float = 1.0
+    scenario_taste_range: Tuple[float, float] = (0.5, 1.5)
+    category_taste_std: float = 0.6
+    scenario_taste_correlation: float = 0.3
+    price_taste_std: float = 0.4
+    taste_order_share: float = 0.5
     page_size: int = 10
     # Traffic: sessions per user-day ~ Poisson(activity), activity ~ Gamma(mean sessions_per_day);
     # 1-3 requests per session; ~19 items shown per request (~15 impressions per user-day).
@@ -113,6 +143,11 @@ class SimulationConfig:
                 setattr(self, name, tuple(np.linspace(lo, hi, n).round(3)))
         if len(self.scenario_weights) != n:
             self.scenario_weights = (1.0 / n,) * n
+        self.scenario_taste_range = tuple(self.scenario_taste_range)
+        if (len(self.scenario_taste_range) != 2 or self.scenario_taste_scale < 0
+                or not 0.0 <= self.scenario_taste_correlation <= 1.0):
+            raise ValueError("scenario_taste_range must be (low, high), scenario_taste_scale "
+                             ">= 0 and scenario_taste_correlation in [0, 1]")
 
     @property
     def start_ts(self) -> int:
@@ -145,6 +180,12 @@ class World:
     user_age_band: np.ndarray  # int index into AGE_BANDS
     user_purchase_power: np.ndarray  # float, currency units
     user_activity: np.ndarray  # expected sessions per day
+    item_price_tier: np.ndarray  # log price vs its category's typical price, in std units
+    scenario_taste_strength: np.ndarray  # (scenarios,) how strongly taste matters
+    scenario_category_taste: np.ndarray  # (scenarios, n_categories) logit, before strength
+    scenario_price_slope: np.ndarray  # (scenarios,) logit per price tier, before strength
+    scenario_click_taste: np.ndarray  # (scenarios, n_items) click logit term, re-centred
+    scenario_order_taste: np.ndarray  # (scenarios, n_items) order logit term, re-centred
 
 
 def build_world(config: SimulationConfig, rng: np.random.Generator) -> World:
@@ -192,6 +233,22 @@ def build_world(config: SimulationConfig, rng: np.random.Generator) -> World:
         + age_vectors[user_age_band]
         + rng.normal(0.0, 0.4, (users, c.dim)) / np.sqrt(c.dim)
     )
+    user_scenario = rng.choice(len(c.scenarios), size=users, p=_normalised(c.scenario_weights))
+    user_purchase_power = np.round(rng.lognormal(4.0, 0.8, users), 2)
+    user_activity = rng.gamma(2.0, c.sessions_per_day / 2.0, users)
+
+    # Scenario taste: drawn last, so the items and users above do not depend on it.
+    n_scen = len(c.scenarios)
+    strength = c.scenario_taste_scale * rng.uniform(*c.scenario_taste_range, n_scen)
+    rho = c.scenario_taste_correlation
+    category_taste = c.category_taste_std * (
+        np.sqrt(rho) * rng.normal(0.0, 1.0, c.n_categories)
+        + np.sqrt(1.0 - rho) * rng.normal(0.0, 1.0, (n_scen, c.n_categories)))
+    price_slope = rng.normal(0.0, c.price_taste_std, n_scen)
+    relative = np.log(item_price) - np.log(category_price[item_category])
+    item_price_tier = (relative - relative.mean()) / max(relative.std(), 1e-9)
+    raw = strength[:, None] * (category_taste[:, item_category]
+                               + price_slope[:, None] * item_price_tier)
     return World(
         item_category=item_category,
         item_brand=item_brand,
@@ -206,10 +263,16 @@ def build_world(config: SimulationConfig, rng: np.random.Generator) -> World:
         category_period=category_period,
         user_preference=user_preference,
         user_categories=user_categories,
-        user_scenario=rng.choice(len(c.scenarios), size=users, p=_normalised(c.scenario_weights)),
+        user_scenario=user_scenario,
         user_age_band=user_age_band,
-        user_purchase_power=np.round(rng.lognormal(4.0, 0.8, users), 2),
-        user_activity=rng.gamma(2.0, c.sessions_per_day / 2.0, users),
+        user_purchase_power=user_purchase_power,
+        user_activity=user_activity,
+        item_price_tier=item_price_tier,
+        scenario_taste_strength=strength,
+        scenario_category_taste=category_taste,
+        scenario_price_slope=price_slope,
+        scenario_click_taste=centred_taste(raw, 1.0, _CLICK_SELECTION),
+        scenario_order_taste=centred_taste(raw, c.taste_order_share, _ORDER_SELECTION),
     )
 
 
@@ -230,6 +293,18 @@ def _pick_brand(item_category, brand_category, n_brands, rng) -> np.ndarray:
 
 
 # --- Behaviour model -------------------------------------------------------------------------
+
+
+def centred_taste(raw: np.ndarray, share: float, selection: float) -> np.ndarray:
+    """The logit term share * raw, re-centred per scenario (row) so that taste moves which items
+    a scenario clicks and buys but not how much: minus log(mean over the catalogue of
+    exp(share * raw)), which keeps the mean odds of a uniformly drawn item, and minus
+    selection * var(raw), because the logging policy shows the items a scenario likes (by the
+    true click logit) and so raises the shown items' taste by about that much."""
+    term = share * raw
+    top = term.max(axis=1, keepdims=True)
+    lme = top + np.log(np.exp(term - top).mean(axis=1, keepdims=True))
+    return term - lme - selection * raw.var(axis=1, keepdims=True)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -267,3 +342,19 @@ def neighbour_factor(categories: np.ndarray, config: SimulationConfig) -> np.nda
     padded = np.append(categories, -1)  # index -1 -> category -1, never equal
     same = (padded[nb] == categories[:, None]).sum(axis=1)
     return np.exp(-config.neighbour_penalty * same)
+
+
+def post_click(cart_logit, wish_logit, order_logit, config: SimulationConfig):
+    """ESM2's post-click graph (eq. 1-4): P(cart | click), P(wish | click) and P(order | click)
+    after a DAction (cart or wish, drawn independently) or without one (OAction):
+    sigmoid(order_logit + order_after_daction) and sigmoid(order_logit + order_without_daction)."""
+    return (sigmoid(cart_logit), sigmoid(wish_logit),
+            sigmoid(order_logit + config.order_after_daction),
+            sigmoid(order_logit + config.order_without_daction))
+
+
+def order_given_click(p_cart, p_wish, p_order_daction, p_order_oaction):
+    """P(order | click) = P(DAction) P(order | DAction) + (1 - P(DAction)) P(order | OAction),
+    with P(DAction) = 1 - (1 - P(cart)) (1 - P(wish))."""
+    p_daction = 1.0 - (1.0 - p_cart) * (1.0 - p_wish)
+    return p_daction * p_order_daction + (1.0 - p_daction) * p_order_oaction

@@ -18,7 +18,7 @@ def e2e_run(tmp_path_factory):
     from simulation.world import SimulationConfig
 
     root = tmp_path_factory.mktemp("e2e")
-    simulate(str(root / "logs"), SimulationConfig(users=150, days=3, seed=1))
+    simulate(str(root / "logs"), SimulationConfig(users=150, days=3, seed=4))
     config = load_config()
     config["trainer"].update(epochs=1, batch_size=256)
     # A tiny world has a handful of orders in its eval day: gate on a sane AUC floor only.

@@ -13,7 +13,7 @@ from simulation.world import SimulationConfig
 
 def test_tiny_run_reports_consistent_rates_and_cleans_up(tmp_path, monkeypatch):
     logs = str(tmp_path / "logs")
-    simulated = simulate(logs, SimulationConfig(users=40, days=3, seed=3))["counts"]["impressions"]
+    simulated = simulate(logs, SimulationConfig(users=40, days=3, seed=4))["counts"]["impressions"]
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(work))  # where the bench makes its work directory

@@ -9,8 +9,9 @@ from bench import train_bench as tb
 from models import features as F
 from tests.models.batch import small_config
 
-# A small model (d = 16, click / cart / order max lengths 6 / 3 / 3) for every model type.
+# Small models (d = 16, click / cart / order max lengths 6 / 3 / 3) of each measured preset.
 SMALL = small_config().to_dict()
+SMALL_BY_MODEL = {"dmt": SMALL, "dnn-base": small_config("dnn-base").to_dict()}
 
 
 def _positive(x) -> bool:
@@ -21,7 +22,7 @@ def _positive(x) -> bool:
 def result():
     out = tb.run_benchmark(batch_size=16, steps=2, dnn_steps=2, repeats=2, warmup_steps=1, num_batches=2,
                            matmul_sizes=(64, 128), matmul_seconds=0.02, serving_calls=2,
-                           serving_seconds_min=0.0, overrides=SMALL, log=lambda message: None)
+                           serving_seconds_min=0.0, overrides=SMALL_BY_MODEL, log=lambda message: None)
     return json.loads(json.dumps(out))  # what the JSON file holds
 
 
@@ -37,7 +38,7 @@ def test_fields_positive_and_consistent(result):
     assert peak["flops_per_second"] == max(peak["median_flops_per_second_by_size"].values())
     assert all(_positive(v) for vs in peak["all_flops_per_second_by_size"].values() for v in vs)
     assert _positive(result["serving_examples_per_second"])
-    for model_type in ("dmt", "dnn_base"):
+    for model_type in ("dmt", "dnn-base"):
         r = result[model_type]
         for key in ("examples_per_second", "examples_per_second_steps_only", "forward_flops_per_example",
                     "training_flops_per_example", "achieved_flops_per_second", "achieved_fraction",
@@ -60,8 +61,8 @@ def test_fields_positive_and_consistent(result):
         assert flops["einsum_ops_not_counted"] == 0
     # the profiler alone misses the attention (Einsum) FLOPs; the DNN has none
     assert result["dmt"]["flops"]["einsum_forward_flops_per_example"] > 0
-    assert result["dnn_base"]["flops"]["einsum_forward_flops_per_example"] == 0
-    assert result["dmt"]["forward_flops_per_example"] > result["dnn_base"]["forward_flops_per_example"]
+    assert result["dnn-base"]["flops"]["einsum_forward_flops_per_example"] == 0
+    assert result["dmt"]["forward_flops_per_example"] > result["dnn-base"]["forward_flops_per_example"]
 
 
 def test_flops_grow_with_click_sequence_length():

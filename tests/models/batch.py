@@ -6,19 +6,51 @@ import tensorflow as tf
 from models import features as F
 from models import preprocessing as P
 from models.config import ModelConfig
+from models.presets import preset_section
+from models.registry import MIXTURES
 
+# scenario: 2 known values and 1 OOV bucket (NUM_OOV_BUCKETS), so make_batch draws unknown ones too
+NUM_OOV_BUCKETS = 1
 VOCAB_SIZES = {F.ITEM_ID: 40, F.CATEGORY_ID: 12, F.BRAND_ID: 15, F.SHOP_ID: 14, F.USER_ID: 20, F.SCENARIO: 3}
 SEQUENCE_LENGTHS = {F.SEQUENCE_CLICK: 6, F.SEQUENCE_CART: 3, F.SEQUENCE_ORDER: 3}
 LABEL_NAMES = (F.CLICK, F.CART, F.WISH, F.ORDER, F.DACTION)
 
 
-def small_config(**overrides) -> ModelConfig:
-    """A small, fast DMT config (d = 16)."""
-    section = dict(embedding_dims={F.ITEM_ID: 8, F.CATEGORY_ID: 4, F.BRAND_ID: 2, F.SHOP_ID: 2},
-                   sequences=dict(SEQUENCE_LENGTHS), num_heads=2, num_experts=3, expert_units=[16],
-                   tower_units=[8], bias_units=[8], bias_embedding_dim=4, bucket_embedding_dim=2,
-                   baseline_units=[16, 8], dropout=0.0)
-    section.update(overrides)
+# Small sizes for every part argument that sets a width or a count.
+_SMALL_PART_SIZES = {"num_experts": 3, "expert_units": [16], "bottom_units": [16, 8], "tower_units": [8],
+                     "attention_units": [8]}
+
+
+def _shrink(section):
+    small = dict(section)
+    for key, value in _SMALL_PART_SIZES.items():
+        if key in small and small[key]:
+            small[key] = value
+    for key in ("gate_units", "scenario_gate_units"):
+        if small.get(key):
+            small[key] = [4]
+    if isinstance(small.get("dropout"), list):
+        small["dropout"] = [0.1] * len(small.get("expert_units", []))
+    return small
+
+
+def small_config(preset: str = None, **overrides) -> ModelConfig:
+    """A small, fast config (d = 16) of `preset` (default: the model defaults, i.e. dmt)."""
+    section = preset_section(preset) if preset else {}
+    mixture = section.get("mixture", {"type": "mmoe"})
+    section["mixture"] = _shrink({**MIXTURES.defaults(mixture["type"]), **mixture})
+    encoder = section.get("sequence_encoder", {"type": "transformer"})
+    section["sequence_encoder"] = ({**encoder, "num_heads": 2, "dropout": 0.0}
+                                   if encoder["type"] == "transformer" else _shrink(encoder))
+    section.update(embedding_dims={F.ITEM_ID: 8, F.CATEGORY_ID: 4, F.BRAND_ID: 2, F.SHOP_ID: 2},
+                   bias_units=[8] * len(section.get("bias_units", [1, 1])), bias_embedding_dim=4,
+                   bucket_embedding_dim=2, num_oov_buckets=NUM_OOV_BUCKETS)
+    if section.get("sequences", None) != {}:
+        section["sequences"] = dict(SEQUENCE_LENGTHS)
+    for key, value in overrides.items():
+        section[key] = ({**section.get(key, {}), **value} if key in ("mixture", "sequence_encoder", "heads", "fusion",
+                                                                      "calibration")
+                        and "type" not in value else value)
     return ModelConfig.from_dict(section)
 
 

@@ -6,25 +6,27 @@ from models.config import ModelConfig
 
 def test_defaults_are_the_papers():
     c = ModelConfig.from_dict({})
-    assert c.model_type == "dmt"
-    assert c.d_model == 80 and c.ffn_units == 320 and c.num_heads == 4
-    assert (c.encoder_blocks, c.decoder_blocks, c.dropout) == (1, 1, 0.1)
-    assert c.positional == "learned" and c.recency
+    e, m = c.sequence_encoder, c.mixture
+    assert e["type"] == "transformer" and m["type"] == "mmoe" and c.heads == {"type": "independent"}
+    assert c.d_model == 80 and c.ffn_units == 320 and e["num_heads"] == 4
+    assert (e["encoder_blocks"], e["decoder_blocks"], e["dropout"]) == (1, 1, 0.1)
+    assert e["positional"] == "learned" and e["recency"]
     assert c.sequences == {"click": 50, "cart": 10, "order": 10}
-    assert (c.num_experts, c.expert_units, c.gate_units, c.tower_units) == (4, [256, 128], [], [64])
+    assert (m["num_experts"], m["expert_units"], m["gate_units"], m["tower_units"]) == (4, [256, 128], [], [64])
     assert c.tasks == ["click", "order"]
-    assert c.loss_weights == {"click": 1.0, "order": 1.0} == c.fusion_weights
-    assert c.bias_features == "neighboring" and c.bias_units == [64, 32]
+    assert c.loss_weights == {"click": 1.0, "order": 1.0}
+    assert c.fusion == {"type": "weighted", "weights": None}
+    assert c.bias_features == "all" and c.bias_units == [64, 32]
     assert c.use_dense_features and c.bucket_embedding_dim == 8
 
 
 def test_from_dict_overrides_and_shorthands():
     c = ModelConfig.from_dict({
         "tasks": ["click", "cart", "order"], "loss_weights": [1.0, 0.5, 2.0],
-        "fusion_weights": {"order": 3.0}, "sequences": ["click", "cart"],
-        "embedding_dims": {"item_id": 16}, "num_heads": 2, "positional": "sincos"})
+        "fusion": {"weights": {"order": 3.0}}, "sequences": ["click", "cart"],
+        "embedding_dims": {"item_id": 16}, "sequence_encoder": {"num_heads": 2, "positional": "sincos"}})
     assert c.loss_weights == {"click": 1.0, "cart": 0.5, "order": 2.0}
-    assert c.fusion_weights == {"click": 1.0, "cart": 1.0, "order": 3.0}
+    assert c.fusion == {"type": "weighted", "weights": {"order": 3.0}}
     assert c.sequences == {"click": 50, "cart": 10}
     assert c.d_model == 64 and c.ffn_units == 256
     assert ModelConfig.from_dict(c.to_dict()) == c
@@ -32,22 +34,23 @@ def test_from_dict_overrides_and_shorthands():
 
 def test_transform_config_supplies_buckets_unless_set():
     transform = {"bucketized_features": ["item_price"], "num_buckets": 7}
-    c = ModelConfig.from_dict({}, transform_config=transform)
-    assert c.bucketized_features == ["item_price"] and c.num_buckets == 7
+    c = ModelConfig.from_dict({}, transform_config={**transform, "num_oov_buckets": 3})
+    assert c.bucketized_features == ["item_price"] and c.num_buckets == 7 and c.num_oov_buckets == 3
     c = ModelConfig.from_dict({"bucketized_features": []}, transform_config=transform)
     assert c.bucketized_features == [] and not c.uses_buckets
 
 
 @pytest.mark.parametrize("section", [
     {"no_such_key": 1},
-    {"positional": "rotary"},
+    {"sequence_encoder": {"positional": "rotary"}},
     {"bias_features": "position"},
     {"tasks": ["click", "like"]},
     {"sequences": {"view": 5}},
-    {"num_heads": 3},
+    {"sequence_encoder": {"num_heads": 3}},
     {"loss_weights": {"cart": 1.0}},
     {"loss_weights": [1.0]},
     {"model_type": "din"},
+    {"num_heads": 4},  # a transformer argument belongs in sequence_encoder
 ])
 def test_invalid_sections_are_rejected(section):
     with pytest.raises(ValueError):
@@ -56,4 +59,4 @@ def test_invalid_sections_are_rejected(section):
 
 def test_all_labels_are_valid_tasks():
     c = ModelConfig.from_dict({"tasks": list(F.LABELS)})
-    assert set(c.fusion_weights) == set(F.LABELS)
+    assert c.served_outputs == list(F.LABELS)

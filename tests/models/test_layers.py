@@ -8,7 +8,9 @@ from models import features as F
 from models import preprocessing as P
 from models.bias import BiasTower
 from models.embedding import ContextInput, ItemEmbedding, SequenceInput
-from models.mmoe import MLP, MMoE
+from models.din import DINAttention
+from models.mixtures.mmoe import MMoE
+from models.mlp import MLP
 from models.transformer import (AttentionBlock, DeepInterestTransformer, EncoderBlock,
                                 PositionalEmbedding, TargetAttentionDecoder, sincos_table)
 from tests.models.batch import SEQUENCE_LENGTHS, VOCAB_SIZES, make_batch, row_lengths
@@ -132,17 +134,6 @@ def test_deep_interest_transformer_ignores_padding(positional):
     np.testing.assert_array_equal(scrambled, out)
 
 
-def test_mmoe_gates_sum_to_one():
-    x = tf.constant(np.random.default_rng(0).normal(size=(B, 12)), tf.float32)
-    layer = MMoE(["click", "order", "cart"], num_experts=3, expert_units=[8, 4], tower_units=[4])
-    utilities, gates = layer(x, return_gates=True)
-    assert set(utilities) == {"click", "order", "cart"}
-    for task in utilities:
-        assert utilities[task].shape == (B, 1) and gates[task].shape == (B, 3)
-        np.testing.assert_allclose(gates[task].numpy().sum(-1), 1.0, rtol=1e-6)
-    assert not np.allclose(utilities["click"], utilities["order"])
-
-
 @pytest.mark.parametrize("kind,reads", [
     ("position_index", {F.POSITION}), ("position_page", {F.PAGE}), ("neighboring", {F.NEIGHBOR_CATEGORIES}),
     ("all", {F.POSITION, F.PAGE, F.NEIGHBOR_CATEGORIES})])
@@ -188,5 +179,19 @@ def test_get_config_round_trips():
     _roundtrip(TargetAttentionDecoder(H, 16, 0.1, 2), target, x, mask)
     _roundtrip(DeepInterestTransformer(L, H, 16, 0.1, 1, 1, "sincos", False), x, ages, mask, target)
     _roundtrip(MLP([4], 0.1, 2), x[:, 0])
-    _roundtrip(MMoE(["click", "order"], 2, [4], [3], [2]), x[:, 0])
+    _roundtrip(MMoE(["click", "order"], num_experts=2, expert_units=[4], gate_units=[3], tower_units=[2]), x[:, 0])
+    _roundtrip(DINAttention(L, [6, 3]), x, ages, mask, target)
     _roundtrip(BiasTower("neighboring", [4], 2, VOCAB_SIZES[F.CATEGORY_ID]), features)
+
+
+def test_din_attention_pools_real_elements_and_shares_targets():
+    x, ages, mask = _seq()
+    layer = DINAttention(L, [6, 3])
+    target = tf.constant(np.random.default_rng(2).normal(size=(B, D)), tf.float32)
+    out = layer(x, ages, mask, target)
+    assert out.shape == (B, D) and (out.numpy()[0] == 0).all()  # empty row
+    np.testing.assert_array_equal(layer(_scramble_padding(x, mask), ages, mask, target), out)
+    targets = tf.stack([target, target * 2.0], axis=1)  # two candidates per row
+    shared = layer.call_shared(x, ages, mask, targets).numpy()
+    np.testing.assert_allclose(shared[:, 0], out, atol=1e-6)
+    np.testing.assert_allclose(shared[:, 1], layer(x, ages, mask, target * 2.0), atol=1e-6)

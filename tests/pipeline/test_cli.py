@@ -7,7 +7,7 @@ from pipeline import cli
 
 
 def test_simulate_then_ingest(tmp_path, capsys):
-    assert cli.main(["simulate", "--out", str(tmp_path / "logs"), "--users", "40", "--days", "2", "--seed", "5"]) == 0
+    assert cli.main(["simulate", "--out", str(tmp_path / "logs"), "--users", "80", "--days", "2", "--seed", "5"]) == 0
     assert os.path.isdir(tmp_path / "logs" / "impressions")
     code = cli.main(["ingest", "--logs", str(tmp_path / "logs"), "--out", str(tmp_path / "out"),
                      "--eval-days", "1", "--direct_running_mode=in_memory", "--direct_num_workers=1"])
@@ -32,3 +32,14 @@ def test_config_file_sets_ingest_options(tmp_path):
     args = cli.build_parser().parse_args(["ingest", "--logs", "x", "--out", "y", "--config", str(tmp_path / "funnel.yaml")])
     config = cli._ingest_config(args)
     assert (config.eval_days, config.num_shards) == (2, 4)
+
+
+def test_presets_lists_every_preset_with_one_line(capsys):
+    from models import presets
+
+    assert cli.main(["presets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for name in presets.names():
+        assert sum(line.split()[0] == name for line in lines if line.strip()) == 1, name
+    assert cli.main(["presets", "-v"]) == 0
+    assert "eq. 7" in capsys.readouterr().out  # HMoE's stop-gradient equation

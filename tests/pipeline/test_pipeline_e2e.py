@@ -48,7 +48,7 @@ def test_pushed_model_has_signatures_and_no_bias_tower_variables(run):
     root, _ = run
     version = root / "work" / "serving" / os.listdir(root / "work" / "serving")[0]
     loaded = tf.saved_model.load(str(version))
-    names = [v.name for v in loaded.serving.utility.variables]  # layer-scoped names, e.g. dmt_utility/mmoe/...
+    names = [v.name for v in loaded.serving.network.variables]  # layer-scoped names, e.g. network/mmoe/...
     assert any("mmoe" in n for n in names) and not [n for n in names if "bias_tower" in n]
     assert set(loaded.signatures) == {"serving_default", "rank", "transform_features"}
     assert list(loaded.signatures["serving_default"].structured_input_signature[1]) == ["examples"]
@@ -112,17 +112,23 @@ def test_predict_reproduces_the_evaluator_auc(run, tmp_path):
 def test_report_table(run):
     root, pipeline_root = run
     text = report.summarize(pipeline_root, str(root / "logs"), str(root / "work"))
-    assert "dnn_base" in text and "RelaImpr" in text
+    assert "dnn-base" in text and "RelaImpr" in text and "cal@pos1" in text
     with open(root / "work" / "report.json") as f:
         result = json.load(f)
-    for model in ("dmt", "dnn_base", report.LOGGED_ROW):
+    logged_row = "dmt" + report.LOGGED_SUFFIX
+    assert result["rows"] == {"model": "dmt", "baseline": "dnn-base", "logged": logged_row}
+    # the served probabilities are the network's at the reference context (position 1)
+    assert result["calibration"]["calibration"]["type"] == "reference"
+    assert result["calibration"]["reference_bias_logit"] < 0
+    for model in ("dmt", "dnn-base", logged_row):
         for task in ("click", "order"):
             assert 0.0 <= result["models"][model][task]["auc"] <= 1.0
             assert 0.0 < result["models"][model][task]["oracle_auc"] <= 1.0
     # the served models are also measured against the position-free click oracle, the
     # training-time model (with the bias tower) only against the logged one
     assert "relevance_efficiency" in result["models"]["dmt"]["click"]
-    assert "relevance_efficiency" not in result["models"][report.LOGGED_ROW]["click"]
-    served, logged = result["models"]["dmt"]["click"], result["models"][report.LOGGED_ROW]["click"]
+    assert "relevance_efficiency" not in result["models"][logged_row]["click"]
+    assert result["models"]["dmt"]["click"]["calibration@1"] > 0
+    served, logged = result["models"]["dmt"]["click"], result["models"][logged_row]["click"]
     assert served["oracle_auc"] == logged["oracle_auc"] and 0.0 < served["relevance_oracle_auc"] <= 1.0
     assert set(result["rela_impr"]) == {"click", "order"}

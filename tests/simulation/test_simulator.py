@@ -48,7 +48,9 @@ def moderate(tmp_path_factory):
     """~60k impressions: enough for rates and statistical checks."""
     out = str(tmp_path_factory.mktemp("moderate"))
     summary = simulate(out, SimulationConfig(users=1000, days=4, seed=3))
-    logs = {log: _load(out, log) for log in ("impressions", "truth", "clicks", "carts", "orders")}
+    logs = {log: _load(out, log)
+            for log in ("impressions", "truth", "clicks", "carts", "wishes", "orders", "users",
+                        "items")}
     return out, summary, logs
 
 
@@ -146,11 +148,17 @@ def test_truth_probabilities_are_consistent(moderate):
     _, _, logs = moderate
     truth = logs["truth"]
     assert len(truth) == len(logs["impressions"]) and truth["impression_id"].is_unique
-    for col in ("p_click", "p_click_rel", "p_cart", "p_order"):
+    for col in ("p_click", "p_click_rel", "p_cart", "p_order", "p_order_rel"):
         assert truth[col].between(0.0, 1.0).all(), col
     assert (truth["p_click"] <= truth["p_click_rel"]).all()
     assert (truth["p_cart"] <= truth["p_click"]).all()
     assert (truth["p_order"] <= truth["p_click"]).all()
+    # p_order_rel = p_click_rel * P(order | click) and p_order = p_click * P(order | click).
+    assert (truth["p_order"] <= truth["p_order_rel"]).all()
+    assert (truth["p_order_rel"] <= truth["p_click_rel"]).all()
+    # (the truth is written with 15 decimals)
+    np.testing.assert_allclose(truth["p_order_rel"] * truth["p_click"],
+                               truth["p_order"] * truth["p_click_rel"], rtol=0, atol=1e-15)
 
 
 def _labelled(logs):
@@ -200,6 +208,166 @@ def test_scenarios_differ(moderate):
     assert all(v["impressions"] > 1000 for v in per.values())
     assert per["NL"]["ctr"] > per["PL"]["ctr"] * 1.3
     assert per["NL"]["cvr"] > per["PL"]["cvr"]
+
+
+def test_scenarios_differ_in_taste(moderate):
+    """The clicks of each scenario are explained best by its own taste: swapping in another
+    scenario's taste (same level offset, same examination) lowers the clicks' log-likelihood."""
+    from simulation.simulator import _Simulator
+
+    _, s, logs = moderate
+    world = _Simulator(SimulationConfig(users=1000, days=4, seed=3)).w
+    imp, _ = _labelled(logs)
+    names = {n: k for k, n in enumerate(s["scenarios"])}
+    users = logs["users"].set_index("user_id")["scenario"]
+    assert (imp["user_id"].map(users) == imp["scenario"]).all()
+    scenario = imp["scenario"].map(names).to_numpy()
+    item = imp["item_id"].str[1:].astype(int).to_numpy()
+    click = imp["click"].to_numpy()
+    rel = imp["p_click_rel"].to_numpy()
+    exam = imp["p_click"].to_numpy() / rel
+    logit = np.log(rel) - np.log1p(-rel)
+    taste = world.scenario_click_taste
+    for k in range(len(names)):
+        m = scenario == k
+        loglik = []
+        for t in range(len(names)):
+            p = exam[m] / (1.0 + np.exp(-(logit[m] - taste[k, item[m]] + taste[t, item[m]])))
+            loglik.append(np.where(click[m], np.log(p), np.log1p(-p)).sum())
+        others = max(v for t, v in enumerate(loglik) if t != k)
+        assert loglik[k] > others + 10, (k, loglik)
+    # The per-category click rates rank categories differently across scenarios.
+    cat = imp.merge(logs["items"][["item_id", "category_id"]], on="item_id")
+    top = {}
+    for name, group in cat.groupby("scenario"):
+        rate = group.groupby("category_id")["click"].agg(["mean", "size"])
+        top[name] = set(rate[rate["size"] >= 300]["mean"].nlargest(5).index)
+    assert len(set.intersection(*top.values())) < 5
+
+
+def test_world_taste_differs_by_scenario_and_enters_the_logits(world_sim):
+    sim = world_sim
+    w, c = sim.w, sim.c
+    n = len(c.scenarios)
+    assert w.scenario_category_taste.shape == (n, c.n_categories)
+    assert w.scenario_click_taste.shape == w.scenario_order_taste.shape == (n, c.n_items)
+    lo, hi = c.scenario_taste_range
+    assert ((w.scenario_taste_strength >= lo) & (w.scenario_taste_strength <= hi)).all()
+    assert len(set(np.round(w.scenario_price_slope, 6))) == n
+    for a in range(n):
+        for b in range(a + 1, n):
+            # Different tastes: the scenarios' best-liked categories are not in the same order.
+            corr = np.corrcoef(w.scenario_category_taste[a], w.scenario_category_taste[b])[0, 1]
+            assert corr < 0.9
+            ranks = np.argsort(-w.scenario_click_taste[a]), np.argsort(-w.scenario_click_taste[b])
+            assert not np.array_equal(ranks[0][:20], ranks[1][:20])
+    # The taste is the one documented: strength * (category taste + price slope * price tier),
+    # re-centred by a constant per scenario.
+    raw = w.scenario_taste_strength[:, None] * (
+        w.scenario_category_taste[:, w.item_category]
+        + w.scenario_price_slope[:, None] * w.item_price_tier)
+    shift = w.scenario_click_taste - raw
+    np.testing.assert_allclose(shift, shift[:, :1].repeat(c.n_items, axis=1), atol=1e-9)
+    shift = w.scenario_order_taste - c.taste_order_share * raw
+    np.testing.assert_allclose(shift, shift[:, :1].repeat(c.n_items, axis=1), atol=1e-9)
+    # Moving a user to another scenario moves the click and order logits by exactly the
+    # scenario's level offset plus its taste for each item.
+    u, st, items = 0, _fresh_state(sim), np.arange(0, c.n_items, 7)
+    home = int(w.user_scenario[u])
+    base = sim._terms(u, st, items, sim.start)
+    try:
+        for other in range(n):
+            w.user_scenario[u] = other
+            moved = sim._terms(u, st, items, sim.start)
+            np.testing.assert_allclose(
+                moved[0] - base[0],
+                c.scenario_click_offsets[other] - c.scenario_click_offsets[home]
+                + w.scenario_click_taste[other, items] - w.scenario_click_taste[home, items],
+                atol=1e-9)
+            np.testing.assert_allclose(
+                moved[3] - base[3],
+                c.scenario_order_offsets[other] - c.scenario_order_offsets[home]
+                + w.scenario_order_taste[other, items] - w.scenario_order_taste[home, items],
+                atol=1e-9)
+            np.testing.assert_array_equal(moved[1], base[1])  # cart and wish are taste-free
+    finally:
+        w.user_scenario[u] = home
+
+
+def test_taste_scale_zero_switches_taste_off():
+    from simulation.world import build_world
+
+    config = SimulationConfig(users=20, days=1, seed=4, scenario_taste_scale=0.0)
+    w = build_world(config, np.random.default_rng(config.seed))
+    assert not w.scenario_click_taste.any() and not w.scenario_order_taste.any()
+
+
+def test_build_world_is_deterministic():
+    from simulation.world import build_world
+
+    config = SimulationConfig(users=30, days=1, seed=6)
+    a = build_world(config, np.random.default_rng(6))
+    b = build_world(config, np.random.default_rng(6))
+    for field in a.__dataclass_fields__:
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
+
+
+def test_truth_is_the_behaviour_model_including_taste(moderate):
+    """For each user's first request (before any click or order of theirs, so the user state is
+    fresh), p_click_rel and p_order_rel are exactly the behaviour model's, taste included."""
+    from simulation.simulator import _Simulator
+    from simulation.world import order_given_click, post_click, sigmoid
+
+    _, _, logs = moderate
+    sim = _Simulator(SimulationConfig(users=1000, days=4, seed=3))
+    imp = logs["impressions"].merge(logs["truth"], on="impression_id")
+    request = imp["request_id"].str[1:].astype(int)
+    first = imp[request == request.groupby(imp["user_id"]).transform("min")]
+    events = pd.concat([logs[log][["user_id", "ts"]] for log in ("clicks", "orders")])
+    first_event = events.groupby("user_id")["ts"].min()
+    start = first.groupby("user_id")["ts"].min()
+    fresh = start[start < first_event.reindex(start.index).fillna(np.inf)].index
+    assert len(fresh) > 300
+    checked = 0
+    for user_id, group in first[first["user_id"].isin(fresh)].groupby("user_id"):
+        u = int(user_id[1:])
+        items = group["item_id"].str[1:].astype(int).to_numpy()
+        click, cart, wish, order = sim._terms(u, _fresh_state(sim), items, int(group["ts"].min()))
+        p_rel = sigmoid(click)
+        # Exact up to the 15 decimals the truth is written with.
+        np.testing.assert_allclose(group["p_click_rel"], p_rel, rtol=0, atol=1e-15)
+        p_order = order_given_click(*post_click(cart, wish, order, sim.c))
+        np.testing.assert_allclose(group["p_order_rel"], p_rel * p_order, rtol=0, atol=1e-15)
+        checked += len(group)
+    assert checked > 5000
+
+
+def test_cart_and_wish_raise_the_purchase_probability(moderate):
+    from simulation.world import order_given_click, post_click
+
+    config = SimulationConfig()
+    assert config.order_after_daction > config.order_without_daction
+    logit = np.linspace(-8.0, 2.0, 41)
+    pc, pw, pd, po = post_click(logit - 1.0, logit - 1.5, logit, config)
+    assert (pd > po).all()
+    given = order_given_click(pc, pw, pd, po)
+    assert ((given > po) & (given < pd)).all()
+    # More DAction -> more orders, for a fixed order logit.
+    more = order_given_click(np.minimum(pc * 2, 1.0), pw, pd, po)
+    assert (more > given).all()
+    # In the logs: recommended clicks followed by a cart or wish are ordered far more often.
+    _, _, logs = moderate
+    _, clicked = _labelled(logs)
+    clicked = clicked[["impression_id", "user_id", "item_id", "click_ts"]]
+    flags = {}
+    for log in ("carts", "wishes", "orders"):
+        joined = clicked.merge(logs[log], on=["user_id", "item_id"])
+        inside = (joined["ts"] >= joined["click_ts"]) & (joined["ts"] <= joined["click_ts"] + DAY)
+        flags[log] = clicked["impression_id"].isin(joined.loc[inside, "impression_id"])
+    daction = flags["carts"] | flags["wishes"]
+    assert daction.sum() > 100
+    after_daction, without = flags["orders"][daction].mean(), flags["orders"][~daction].mean()
+    assert after_daction > 3 * without, (after_daction, without)
 
 
 def test_parquet_output_matches_jsonl(small, tmp_path):

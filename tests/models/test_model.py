@@ -6,18 +6,27 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models import features as F
-from models.baseline import DNNUtility, build_dnn_base
-from models.dmt import (SCORE, DMTModel, DMTUtility, RankingModel, build_dmt, build_model,
-                        compile_model, export_serving_module)
+from models.export import export_serving_module
+from models.model import RankingModel, build_model, compile_model
+from models.network import SCORE, RankingNetwork
+from models.presets import names as preset_names
 from tests.models.batch import SEQUENCE_LENGTHS, VOCAB_SIZES, make_batch, small_config
 
 TASKS = ["click", "cart", "order"]
 
 
+def build_dmt(config, vocab_sizes):
+    return build_model(config, vocab_sizes)
+
+
+def build_dnn_base(config, vocab_sizes):
+    return build_model(small_config("dnn-base", tasks=config.tasks), vocab_sizes)
+
+
 @pytest.fixture(scope="module")
 def model():
-    config = small_config(tasks=TASKS, fusion_weights={"click": 3.0, "cart": 0.5, "order": 1.5},
-                          dropout=0.1, use_scenario=True)
+    config = small_config(tasks=TASKS, fusion={"type": "weighted", "weights": {"click": 3.0, "cart": 0.5, "order": 1.5}},
+                          sequence_encoder={"dropout": 0.1}, use_scenario=True)
     m = build_dmt(config, VOCAB_SIZES)
     m(make_batch()[0])
     return m
@@ -29,7 +38,7 @@ def _numpy(outputs):
 
 def test_outputs_shapes_and_composition(model):
     features, _ = make_batch()
-    assert isinstance(model, DMTModel) and model.bias_tower.name == "bias_tower"
+    assert isinstance(model.network, RankingNetwork) and model.bias_tower.name == "bias_tower"
     probabilities = _numpy(model(features, training=False))
     logits = _numpy(model.utility_logits(features))
     y_b = model.bias_logit(features).numpy()
@@ -39,7 +48,7 @@ def test_outputs_shapes_and_composition(model):
         assert probabilities[task].shape == logits[task].shape == serving[task].shape == (6, 1)
         np.testing.assert_allclose(probabilities[task], tf.sigmoid(logits[task] + y_b), rtol=1e-6)  # eq. 5
         np.testing.assert_allclose(serving[task], tf.sigmoid(logits[task]), rtol=1e-6)  # eq. 6
-    w = model.model_config.fusion_weights
+    w = model.model_config.fusion["weights"]
     expected = sum(w[t] * serving[t] for t in TASKS) / sum(w.values())
     np.testing.assert_allclose(serving[SCORE], expected, rtol=1e-6)
     assert not np.allclose(y_b, 0.0)
@@ -50,13 +59,13 @@ def test_padding_and_tail_never_change_outputs(model):
     other, _ = make_batch(tail_seed=99, tail_extra=4)  # other values beyond max length, and more of them
     assert other["click_sequence_item_id"].dense_shape[1] > base["click_sequence_item_id"].dense_shape[1]
     for fn in (lambda x: model(x, training=False), model.serving_outputs,
-               model.utility.interest_vectors):
+               model.network.interest_vectors):
         tf.nest.map_structure(np.testing.assert_array_equal, _numpy(fn(other)), _numpy(fn(base)))
 
 
 def test_sequences_matter_and_empty_rows_are_finite(model):
     features, _ = make_batch()
-    vectors = _numpy(model.utility.interest_vectors(features))
+    vectors = _numpy(model.network.interest_vectors(features))
     for s, v in vectors.items():
         assert v.shape == (6, model.model_config.d_model)
         assert (v[0] == 0).all() and np.abs(v[1:]).sum(1).min() > 0  # row 0 is empty
@@ -75,7 +84,7 @@ def test_gate_weights(model):
     gates = _numpy(model.gate_weights(make_batch()[0]))
     assert set(gates) == set(TASKS)
     for g in gates.values():
-        assert g.shape == (6, model.model_config.num_experts)
+        assert g.shape == (6, model.model_config.mixture["num_experts"])
         np.testing.assert_allclose(g.sum(-1), 1.0, rtol=1e-6)
 
 
@@ -86,7 +95,7 @@ def test_bias_variables_stay_in_the_bias_tower(model):
     assert others and not any("bias_tower" in v.name for v in others)
     module = export_serving_module(model)
     assert module.variables and not any("bias_tower" in v.name for v in module.variables)
-    assert len(module.variables) == len(model.utility.variables)
+    assert len(module.variables) == len(model.network.variables)
 
 
 def test_serving_module_matches_model(model):
@@ -139,7 +148,7 @@ def test_saved_model_round_trip_without_bias_tower(model, tmp_path):
         saved = f.read()
     assert b"mmoe" in saved and b"bias_tower" not in saved
     loaded = tf.saved_model.load(path)
-    restored = loaded.serving.utility.variables
+    restored = loaded.serving.network.variables
     assert len(restored) == len(module.variables)
     assert all("bias_tower" not in v.name for v in restored) and any("mmoe" in v.name for v in restored)
     expected = _numpy(model.serving_outputs(features))
@@ -150,20 +159,20 @@ def test_saved_model_round_trip_without_bias_tower(model, tmp_path):
     tf.nest.map_structure(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5), reloaded, expected)
 
 
-def test_model_and_utility_get_config(model):
+def test_model_and_network_get_config(model):
     config = json.loads(json.dumps(model.get_config()))
     clone = RankingModel.from_config(config)
-    assert isinstance(clone, DMTModel) and clone.model_config == model.model_config
-    utility_config = json.loads(json.dumps(model.utility.get_config()))
-    assert DMTUtility.from_config(utility_config).model_config == model.model_config
+    assert clone.model_config == model.model_config
+    network_config = json.loads(json.dumps(model.network.get_config()))
+    assert RankingNetwork.from_config(network_config).model_config == model.model_config
 
 
 @pytest.mark.parametrize("overrides", [
-    {"positional": "none", "bias_features": "none"},
-    {"positional": "sincos", "bias_features": "position_index", "recency": False},
-    {"positional": "learned", "bias_features": "position_page", "sequences": {"click": 4}},
-    {"positional": "learned", "bias_features": "neighboring", "use_dense_features": False,
-     "use_target_embedding": False, "encoder_blocks": 0, "decoder_blocks": 2},
+    {"sequence_encoder": {"positional": "none"}, "bias_features": "none"},
+    {"sequence_encoder": {"positional": "sincos", "recency": False}, "bias_features": "position_index"},
+    {"sequence_encoder": {"positional": "learned"}, "bias_features": "position_page", "sequences": {"click": 4}},
+    {"sequence_encoder": {"positional": "learned", "encoder_blocks": 0, "decoder_blocks": 2},
+     "bias_features": "neighboring", "use_dense_features": False, "use_target_embedding": False},
 ])
 def test_options_build(overrides):
     m = build_dmt(small_config(**overrides), VOCAB_SIZES)
@@ -193,13 +202,13 @@ def test_fit_lowers_the_loss(builder):
     assert history["loss"][-1] < 0.8 * history["loss"][0]
     if m.bias_tower is not None:  # variables first created inside fit's tf.function
         assert all("bias_tower" in v.name for v in m.bias_tower.variables)
-        assert not any("bias_tower" in v.name for v in m.utility.variables)
+        assert not any("bias_tower" in v.name for v in m.network.variables)
 
 
 def test_dnn_base_has_the_same_api():
-    m = build_model(small_config(model_type="dnn_base"), VOCAB_SIZES)
+    m = build_model(small_config("dnn-base"), VOCAB_SIZES)
     features, _ = make_batch()
-    assert isinstance(m.utility, DNNUtility) and m.bias_tower is None
+    assert m.network.mixture.registered_name == "shared_bottom" and m.bias_tower is None
     out, logits, serving = m(features), m.utility_logits(features), m.serving_outputs(features)
     for task in ("click", "order"):
         np.testing.assert_allclose(out[task], tf.sigmoid(logits[task]), rtol=1e-6)
@@ -207,7 +216,7 @@ def test_dnn_base_has_the_same_api():
     assert not any("sequence" in name for name in module.input_signature())
     tf.nest.map_structure(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5),
                           _numpy(module(features)), _numpy(serving))
-    assert isinstance(RankingModel.from_config(m.get_config()).utility, DNNUtility)
+    assert RankingModel.from_config(m.get_config()).network.sequence_names == []
 
 
 def _repeat_sequences(features, num_candidates):
@@ -250,10 +259,10 @@ def test_rank_shares_the_encoder_and_equals_per_example_scoring(model, builder):
 
 
 def test_decoder_scores_many_targets_over_one_memory(model):
-    transformer = model.utility.interest["click"]
+    transformer = model.network.interest["click"]
     features, _ = make_batch(batch_size=6)
-    ids, mask = model.utility.sequence_inputs["click"](features)
-    sequence = model.utility.item_embedding({f: ids[f] for f in F.ITEM_ID_FEATURES})
+    ids, mask = model.network.sequence_inputs["click"](features)
+    sequence = model.network.item_embedding({f: ids[f] for f in F.ITEM_ID_FEATURES})
     targets = tf.random.stateless_normal([6, 5, model.model_config.d_model], seed=[1, 2])
     shared = transformer.call_shared(sequence, ids[F.SEQUENCE_AGE], mask, targets).numpy()
     for t in range(5):

@@ -1,0 +1,49 @@
+"""The served network (DMT eq. 6: no bias tower) as a tf.Module with fixed signatures.
+
+The bias tower is never exported: the module tracks only `model.network`. With a reference
+bias logit (models/calibration.py) the served probabilities are the network's at that context
+(e.g. the top slot), folded in as a constant; ranking per task is unchanged.
+"""
+
+from typing import Dict, Optional
+
+import tensorflow as tf
+
+from models.network import RankingNetwork, no_autograph
+
+
+class ServingModule(tf.Module):
+    """`serve(features)` -> {output, "score"} [B, 1]; `serve_rank(features, N)` -> [R, N].
+
+    `serve` has a fixed input signature (`input_signature()`, transformed features, ids and
+    dense values [B, 1], sequences SparseTensor [B, None]); calling the module itself accepts
+    any features dict and picks what it needs.
+    """
+
+    def __init__(self, network: RankingNetwork, reference_bias: Optional[float] = None, name: str = "serving"):
+        super().__init__(name=name)
+        self.network = network
+        self.reference_bias = None if reference_bias is None else float(reference_bias)
+        self.serve = tf.function(self._serve, input_signature=[network.input_signature()])
+        self.serve_rank = tf.function(
+            self._serve_rank, input_signature=[network.input_signature(), tf.TensorSpec([], tf.int32)])
+
+    def input_signature(self) -> Dict[str, tf.TypeSpec]:
+        return self.network.input_signature()
+
+    @no_autograph
+    def _serve(self, features):
+        return self.network.outputs(self.network(features, training=False), bias=self.reference_bias)
+
+    @no_autograph
+    def _serve_rank(self, features, num_candidates):
+        """The outputs for R requests x N candidates (see `RankingNetwork.rank`): {name: [R, N]}."""
+        outputs = self.network.outputs(self.network.rank(features, num_candidates), bias=self.reference_bias)
+        return {name: tf.reshape(value, [-1, num_candidates]) for name, value in outputs.items()}
+
+    def __call__(self, features):
+        return self.serve({name: features[name] for name in self.input_signature()})
+
+
+def export_serving_module(model, reference_bias: Optional[float] = None) -> ServingModule:
+    return ServingModule(model.network, reference_bias)

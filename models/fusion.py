@@ -1,0 +1,55 @@
+"""Score fusion: one ranking score from the served probabilities.
+
+- `weighted` (DMT eq. 6): score = sum_k w_k p_k / sum_k w_k;
+- `product` (HMoE 4.1, "we multiply the output of click models by the output of purchase
+  models as the final ranking score"): score = prod_k p_k^{w_k}, e.g. weights
+  {click: 1, cvr: 1} with ESMM heads gives pCTR * pCVR.
+
+`weights` name served outputs (the heads' tasks and extras such as `cvr`); when empty, every
+task weighs 1.
+"""
+
+from typing import Dict, Mapping, Optional, Sequence
+
+import tensorflow as tf
+import tf_keras as keras
+
+from models.registry import FUSIONS
+
+
+class Fusion(keras.layers.Layer):
+    CONTEXT_ARGS = ("outputs", "tasks")
+
+    def __init__(self, outputs: Sequence[str], tasks: Sequence[str],
+                 weights: Optional[Mapping[str, float]] = None, **kwargs):
+        kwargs.setdefault("trainable", False)
+        super().__init__(**kwargs)
+        self.available = list(outputs)
+        self.tasks = list(tasks)
+        chosen = dict(weights or {t: 1.0 for t in self.tasks})
+        unknown = set(chosen) - set(self.available)
+        if unknown:
+            raise ValueError(f"fusion weights for outputs the heads do not serve: {sorted(unknown)}; "
+                             f"served: {self.available}")
+        if not chosen or any(float(w) <= 0 for w in chosen.values()):
+            raise ValueError("fusion weights must be positive and name at least one output")
+        self.fusion_weights = {str(k): float(v) for k, v in chosen.items()}
+
+    def get_config(self):
+        return {**super().get_config(), "outputs": self.available, "tasks": self.tasks,
+                "weights": dict(self.fusion_weights)}
+
+
+@FUSIONS.register("weighted")
+class WeightedFusion(Fusion):
+    def call(self, probabilities: Dict[str, tf.Tensor]) -> tf.Tensor:
+        total = sum(self.fusion_weights.values())
+        return tf.add_n([w * probabilities[k] for k, w in self.fusion_weights.items()]) / total
+
+
+@FUSIONS.register("product")
+class ProductFusion(Fusion):
+    def call(self, probabilities: Dict[str, tf.Tensor]) -> tf.Tensor:
+        # in log space, so that weights are exponents; probabilities are > 0 (sigmoids)
+        logs = [w * tf.math.log(tf.maximum(probabilities[k], 1e-12)) for k, w in self.fusion_weights.items()]
+        return tf.exp(tf.add_n(logs))

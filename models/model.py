@@ -1,0 +1,120 @@
+"""The training-time ranking model and its one builder.
+
+    training (DMT eq. 5):  {task: p} = heads(network logits, y_b),  y_b = NN_B(bias features)
+    loss:                  sum_k lambda_k BCE(p_k, label_k)   (ESM² eq. 11 with ESM² heads)
+
+`build_model(config, vocab_sizes)` composes every architecture (models/presets.yaml) from the
+registered parts; the served network is `model.network` (models/export.py), without the bias
+tower, whose variables all live under the name "bias_tower".
+"""
+
+from typing import Dict, Mapping, Optional
+
+import tensorflow as tf
+import tf_keras as keras
+
+from models import features as F
+from models.bias import BiasTower
+from models.config import ModelConfig
+from models.network import RankingNetwork, as_config, no_autograph
+
+
+class RankingModel(keras.Model):
+    """call -> {task: probability} with the bias tower's logit added per the heads (eq. 5)."""
+
+    def __init__(self, network: RankingNetwork, bias_tower: Optional[BiasTower],
+                 model_config: ModelConfig, vocab_sizes: Mapping[str, int], **kwargs):
+        super().__init__(**kwargs)
+        self.network = network
+        self.bias_tower = bias_tower
+        self.model_config = model_config
+        self.vocab_sizes = {k: int(v) for k, v in vocab_sizes.items()}
+        self.tasks = list(model_config.tasks)
+
+    def call(self, inputs, training=None):
+        return self._probabilities(inputs, training)
+
+    @no_autograph
+    def _probabilities(self, inputs, training):
+        logits = self.network(inputs, training=training)
+        y_b = self.bias_tower(inputs, training=training) if self.bias_tower is not None else None
+        outputs = self.network.heads(logits, bias=y_b)
+        return {task: outputs[task] for task in self.tasks}
+
+    def _task_labels(self, y):
+        """Labels dicts may carry every label (click, cart, ...): keep the model's tasks."""
+        return {t: y[t] for t in self.tasks} if isinstance(y, Mapping) else y
+
+    # tf_keras internals are written for graph mode without autograph (TF's autograph skips the
+    # `keras` package but not `tf_keras`); converting them per variable costs ~20 s per trace.
+    def train_step(self, data):
+        return no_autograph(super().train_step)(data)
+
+    def test_step(self, data):
+        return no_autograph(super().test_step)(data)
+
+    def predict_step(self, data):
+        return no_autograph(super().predict_step)(data)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None):
+        return super().compute_loss(x, self._task_labels(y), y_pred, sample_weight)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight):
+        return super().compute_metrics(x, self._task_labels(y), y_pred, sample_weight)
+
+    def utility_logits(self, inputs, training=False) -> Dict[str, tf.Tensor]:
+        """{tower: u [B, 1]} without the bias tower."""
+        return self.network(inputs, training=training)
+
+    def bias_logit(self, inputs, training=False) -> tf.Tensor:
+        """y_b [B, 1] (eq. 4); zeros without a bias tower."""
+        if self.bias_tower is None:
+            return tf.zeros_like(flat_float(inputs[F.ITEM_ID]))
+        return self.bias_tower(inputs, training=training)
+
+    def serving_outputs(self, inputs, bias=None) -> Dict[str, tf.Tensor]:
+        """The bias-free network's outputs and "score" (eq. 6), at a constant bias logit `bias`
+        (the reference context's, models/calibration.py; None: eq. 6's sigmoid(u))."""
+        return self.network.outputs(self.utility_logits(inputs), bias=bias)
+
+    def gate_weights(self, inputs) -> Dict[str, tf.Tensor]:
+        """The mixture's gate outputs per gate (MMoE: w^k [B, N] per tower; DMT Figure 3)."""
+        return self.network(inputs, training=False, return_gates=True)[1]
+
+    def get_config(self):
+        return {"name": self.name, "model_config": self.model_config.to_dict(),
+                "vocab_sizes": dict(self.vocab_sizes)}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        return build_model(ModelConfig.from_dict(config["model_config"]), config["vocab_sizes"],
+                           name=config.get("name"))
+
+
+def flat_float(ids: tf.Tensor) -> tf.Tensor:
+    return tf.cast(tf.reshape(ids, [-1, 1]), tf.float32)
+
+
+def build_bias_tower(config: ModelConfig, vocab_sizes: Mapping[str, int]) -> Optional[BiasTower]:
+    if config.bias_features == "none":
+        return None
+    return BiasTower(config.bias_features, config.bias_units, config.bias_embedding_dim,
+                     int(vocab_sizes.get(F.CATEGORY_ID, 0)), dropout=config.bias_dropout)
+
+
+def build_model(config, vocab_sizes: Mapping[str, int], name: Optional[str] = None) -> RankingModel:
+    """Any architecture: the config's parts composed into a network, plus its bias tower."""
+    config = as_config(config)
+    name = name or (config.preset or "ranker").replace("-", "_")
+    return RankingModel(RankingNetwork(config, vocab_sizes), build_bias_tower(config, vocab_sizes),
+                        config, vocab_sizes, name=name)
+
+
+def compile_model(model: RankingModel, optimizer="adam", **kwargs) -> RankingModel:
+    """compile with eq. 5 / eq. 11: per-task BCE, loss weights lambda_k, an AUC per task."""
+    tasks, weights = model.tasks, model.model_config.loss_weights
+    model.compile(optimizer=optimizer,
+                  loss={t: keras.losses.BinaryCrossentropy() for t in tasks},
+                  loss_weights={t: weights[t] for t in tasks},
+                  metrics={t: [keras.metrics.AUC(name="auc")] for t in tasks}, **kwargs)
+    return model

@@ -1,0 +1,95 @@
+"""Every registered architecture: builds, trains a step, exports without its bias tower,
+reloads, and its shared-encoder `rank` path equals per-example serving."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+from models import features as F
+from models import presets
+from models.config import ModelConfig
+from models.export import export_serving_module
+from models.model import build_model, compile_model
+from models.network import SCORE
+from tests.models.batch import VOCAB_SIZES, make_batch, small_config
+from tests.models.test_model import _repeat_sequences
+
+
+def test_every_preset_is_listed_with_its_paper():
+    described = presets.describe()
+    assert [name for name, _, _ in described] == presets.names()
+    assert {"dmt", "dmt-paper", "dnn-base", "din", "shared-bottom", "mmoe", "ple", "hmoe", "hmoe-nostopgrad",
+            "immoe", "esmm", "esm2"} <= set(presets.names())
+    assert all(summary and paper for _, summary, paper in described)
+
+
+@pytest.mark.parametrize("name", presets.names())
+def test_preset_trains_exports_and_ranks(name, tmp_path):
+    keras.utils.set_random_seed(0)
+    config = small_config(name)
+    assert config.preset == name
+    model = compile_model(build_model(config, VOCAB_SIZES), keras.optimizers.Adam(1e-2))
+    features, labels = make_batch(12, seed=1)
+    before = [v.numpy().copy() for v in model.network.trainable_variables] if model.built else None
+    history = model.fit(tf.data.Dataset.from_tensors((features, labels)), verbose=0).history
+    assert np.isfinite(history["loss"][0])
+    assert before is None or any(not np.allclose(a, v.numpy()) for a, v in zip(before, model.network.trainable_variables))
+
+    reference = 0.25 if model.bias_tower is not None else None
+    module = export_serving_module(model, reference_bias=reference)
+    assert not any("bias_tower" in v.name for v in module.variables)
+    path = str(tmp_path / name)
+    tf.saved_model.save(module, path)
+    with open(f"{path}/saved_model.pb", "rb") as f:
+        assert b"bias_tower" not in f.read()
+    loaded = tf.saved_model.load(path)
+
+    requests, num_candidates = 3, 4
+    context, _ = make_batch(batch_size=requests, seed=5)
+    candidates, _ = make_batch(batch_size=requests * num_candidates, seed=6)
+    per_request = {n: v for n, v in candidates.items() if not isinstance(v, tf.SparseTensor)}
+    per_request.update({n: v for n, v in context.items() if isinstance(v, tf.SparseTensor)})
+    per_example = {**per_request, **_repeat_sequences(context, num_candidates)}
+    signature = module.input_signature()
+    served = loaded.serve({n: per_example[n] for n in signature})
+    ranked = loaded.serve_rank({n: per_request[n] for n in signature}, tf.constant(num_candidates))
+    expected = model.serving_outputs(per_example, bias=reference)
+    assert set(served) == set(ranked) == set(config.served_outputs) | {SCORE}
+    for output in served:
+        np.testing.assert_allclose(served[output], expected[output], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(ranked[output].numpy().reshape(-1), served[output].numpy().reshape(-1),
+                                   atol=1e-5, rtol=0)
+    if config.uses_scenario:
+        assert F.SCENARIO in signature
+
+
+def test_preset_overrides_merge_or_replace():
+    c = ModelConfig.from_dict({"preset": "hmoe", "mixture": {"num_experts": 7}})
+    assert c.mixture["type"] == "hmoe" and c.mixture["num_experts"] == 7 and c.mixture["stop_gradient"]
+    c = ModelConfig.from_dict({"preset": "hmoe", "mixture": {"type": "ple", "levels": 1}})
+    assert c.mixture["type"] == "ple" and c.mixture["levels"] == 1 and "stop_gradient" not in c.mixture
+    c = ModelConfig.from_dict({"preset": "dnn-base", "tasks": ["click"]})
+    assert c.sequences == {} and c.bias_features == "none" and c.tasks == ["click"]
+    assert ModelConfig.from_dict({"preset": "dmt"}).mixture == ModelConfig.from_dict({}).mixture
+    assert ModelConfig.from_dict({"preset": "mmoe"}).mixture == ModelConfig.from_dict({}).mixture
+    paper = ModelConfig.from_dict({"preset": "dmt-paper"})
+    assert paper.trainer == {"batch_size": 2048, "epochs": 2, "learning_rate": [0.001, 0.0001]}
+    assert paper.mixture["expert_units"] == [512, 256, 128] and paper.example_weights == {"click": 15, "order": 400}
+    assert ModelConfig.from_dict(paper.to_dict()) == paper
+
+
+@pytest.mark.parametrize("section", [
+    {"preset": "no-such-preset"},
+    {"model_type": "dnn_base"},
+    {"mixture": {"type": "moe"}},
+    {"mixture": {"type": "ple", "num_experts": 3}},
+    {"heads": {"type": "esm2"}},  # tasks must be click, daction, order
+    {"fusion": {"type": "weighted", "weights": {"cvr": 1.0}}},  # independent heads serve no cvr
+    {"calibration": {"type": "reference", "position": 0}},
+    {"example_weights": {"like": 2.0}},
+    {"trainer": {"optimizer": "sgd"}},
+])
+def test_invalid_architectures_are_rejected(section):
+    with pytest.raises(ValueError):
+        ModelConfig.from_dict(section)

@@ -1,0 +1,45 @@
+"""The pipeline configuration: user files over pipeline/config.yaml, presets, and the pipeline
+built from it."""
+
+import pytest
+
+from pipeline.config import load_config
+from pipeline.pipeline import create_pipeline, model_tasks
+
+
+def test_defaults_name_the_presets():
+    config = load_config()
+    assert config["model"] == {"preset": "dmt"} and config["baseline"] == {"preset": "dnn-base"}
+    assert model_tasks(config) == ["click", "order"]
+
+
+def test_a_section_naming_a_preset_replaces_the_default_one(tmp_path):
+    (tmp_path / "a.yaml").write_text("model: {preset: esm2}\ntrainer: {epochs: 2}\n")
+    config = load_config(str(tmp_path / "a.yaml"))
+    assert config["model"] == {"preset": "esm2"} and config["trainer"]["epochs"] == 2
+    assert config["trainer"]["batch_size"] == 512  # other sections still merge key by key
+    assert model_tasks(config) == ["click", "daction", "order"]
+    (tmp_path / "b.yaml").write_text("model: {mixture: {type: ple}}\n")
+    config = load_config(str(tmp_path / "b.yaml"))  # no preset: merged into the default (dmt)
+    assert config["model"] == {"preset": "dmt", "mixture": {"type": "ple"}}
+
+
+def test_a_bad_model_section_fails_before_the_run(tmp_path, capsys):
+    from pipeline import cli
+
+    (tmp_path / "c.yaml").write_text("model: {preset: esm2, tasks: [click, order]}\n")
+    with pytest.raises(ValueError, match="esm2"):
+        model_tasks(load_config(str(tmp_path / "c.yaml")))
+    code = cli.main(["run", "--logs", str(tmp_path / "no-logs"), "--work", str(tmp_path / "work"),
+                     "--config", str(tmp_path / "c.yaml")])
+    assert code == 2 and "`model:` section" in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()  # nothing ran
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_create_pipeline_caches_only_when_asked(tmp_path, cache):
+    pipeline = create_pipeline("p", str(tmp_path / "root"), str(tmp_path / "logs"), str(tmp_path / "serving"),
+                               load_config(), enable_cache=cache)
+    assert pipeline.enable_cache is cache
+    trainers = [c for c in pipeline.components if c.id in ("Trainer", "BaselineTrainer")]
+    assert len(trainers) == 2
