@@ -100,7 +100,8 @@ def task_metrics(labels, probabilities, users, requests, truth: Optional[np.ndar
     """Every per-task figure of the report. `truth`: the true probability of the logged event
     (the oracle); `relevance_truth`: the true probability without position effects (the
     oracle of a position-free model, e.g. the served one); `positions`: the logged positions,
-    for the calibration at position 1 (`calibration@1`)."""
+    for the calibration at position 1 (`calibration@1` against the labels and, with `truth`,
+    `truth_calibration@1` against the true probabilities)."""
     result = {"auc": auc(labels, probabilities), "gauc": gauc(labels, probabilities, users)}
     result.update(request_metrics(labels, probabilities, requests))
     result["log_loss"] = log_loss(labels, probabilities)
@@ -109,6 +110,11 @@ def task_metrics(labels, probabilities, users, requests, truth: Optional[np.ndar
         top = np.asarray(positions) == 1
         result["calibration@1"] = (calibration(np.asarray(labels)[top], np.asarray(probabilities)[top])
                                    if top.any() else float("nan"))
+        # how many events that ratio rests on (a rare task's is noisy on one eval day)
+        result["positives@1"] = int(np.sum(np.asarray(labels)[top]))
+        if truth is not None and top.any():
+            # against the true probability of the logged event there: not limited by few events
+            result["truth_calibration@1"] = float(np.mean(np.asarray(probabilities)[top]) / np.mean(truth[top]))
     result["examples"] = int(len(labels))
     result["positives"] = int(np.sum(labels))
     for prefix, oracle in (("", truth), ("relevance_", relevance_truth)):

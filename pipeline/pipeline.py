@@ -101,15 +101,20 @@ def create_pipeline(
 
     dmt_trainer = trainer("model")
     baseline_trainer = trainer("baseline").with_id("BaselineTrainer")
+    # The last blessed model is the Evaluator's baseline only when the blessing compares
+    # against it (`max_auc_drop` set): TFMA evaluates the baseline on the candidate's outputs,
+    # so a first run of an architecture with other outputs (e.g. ESM²'s daction) needs
+    # `max_auc_drop: null`.
+    compare = config["evaluator"]["max_auc_drop"] is not None
     latest_blessed = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
+    ).with_id("latest_blessed_model_resolver") if compare else None
     evaluator = tfx.components.Evaluator(
         examples=ingest.outputs["examples"],
         model=dmt_trainer.outputs["model"],
-        baseline_model=latest_blessed.outputs["model"],
+        baseline_model=latest_blessed.outputs["model"] if compare else None,
         eval_config=eval_config(model_tasks(config), config["evaluator"]["min_auc"],
                                 config["evaluator"]["max_auc_drop"]))
     pusher = tfx.components.Pusher(
@@ -121,8 +126,8 @@ def create_pipeline(
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
-        components=[ingest, statistics, schema, validator, transform, dmt_trainer, baseline_trainer,
-                    latest_blessed, evaluator, pusher],
+        components=[ingest, statistics, schema, validator, transform, dmt_trainer, baseline_trainer]
+        + ([latest_blessed] if compare else []) + [evaluator, pusher],
         metadata_connection_config=(
             tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)
             if metadata_path else None),

@@ -128,13 +128,16 @@ def evaluate(root: str, logs_dir: str) -> dict:
 
 
 def _fmt(value) -> str:
+    if isinstance(value, int):
+        return str(value)
     return "-" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.4f}"
 
 
 def table(result: dict) -> str:
     columns = ["auc", "gauc", "ndcg@10", "mrr@4", "precision@4", "log_loss", "calibration", "calibration@1",
-               "oracle_auc", "efficiency", "relevance_efficiency"]
-    headers = {"relevance_efficiency": "rel_eff", "calibration@1": "cal@pos1"}
+               "positives@1", "truth_calibration@1", "oracle_auc", "efficiency", "relevance_efficiency"]
+    headers = {"relevance_efficiency": "rel_eff", "calibration@1": "cal@pos1", "positives@1": "events@pos1",
+               "truth_calibration@1": "tcal@pos1"}
     rows = result["rows"]
     width = max([9] + [len(name) for name in result["models"]])
     lines = [f"{'model':<{width}} {'task':<7} " + " ".join(f"{headers.get(c, c):>11}" for c in columns)
@@ -151,7 +154,9 @@ def table(result: dict) -> str:
     lines.append("  efficiency = (AUC - 0.5) / (oracle AUC - 0.5) against the true probability of the logged "
                  "event; rel_eff: against the true click probability without position effects (p_click_rel)")
     lines.append("  calibration = mean prediction / mean label; cal@pos1: on the eval impressions shown at position 1 "
-                 "(the served probabilities are the network's at the reference context, position 1 by default)")
+                 "(the served probabilities are the network's at the reference context, position 1 by default), "
+                 "events@pos1: the positives it rests on; tcal@pos1: mean prediction / mean true probability "
+                 "of the logged event there (with truth)")
     lines.append(f"  RelaImpr over {rows['baseline']}: the {LOGGED_SUFFIX} row as the paper's offline evaluation "
                  "(eq. 5 on logged behaviour), the model's row for the served networks")
     return "\n".join(lines)

@@ -66,3 +66,16 @@ def test_task_metrics_with_truth_reports_oracle():
                                   rng.integers(0, 200, 2000), truth)
     assert result["oracle_auc"] > result["auc"] > 0.5
     assert 0 < result["efficiency"] < 1
+
+
+def test_calibration_at_position_one():
+    labels = np.array([1, 0, 0, 0, 1, 0, 0, 0])
+    probabilities = np.array([0.2, 0.2, 0.1, 0.1, 0.9, 0.9, 0.9, 0.9])
+    positions = np.array([1, 1, 1, 1, 2, 2, 3, 4])
+    result = metrics.task_metrics(labels, probabilities, np.zeros(8), np.arange(8) // 4, positions=positions)
+    assert result["calibration@1"] == pytest.approx(0.15 / 0.25)  # rows at position 1 only
+    assert result["positives@1"] == 1
+    assert "calibration@1" not in metrics.task_metrics(labels, probabilities, np.zeros(8), np.arange(8) // 4)
+    truth = np.linspace(0.1, 0.5, 8)
+    with_truth = metrics.task_metrics(labels, probabilities, np.zeros(8), np.arange(8) // 4, truth, positions=positions)
+    assert with_truth["truth_calibration@1"] == pytest.approx(0.15 / truth[:4].mean())

@@ -43,3 +43,15 @@ def test_create_pipeline_caches_only_when_asked(tmp_path, cache):
     assert pipeline.enable_cache is cache
     trainers = [c for c in pipeline.components if c.id in ("Trainer", "BaselineTrainer")]
     assert len(trainers) == 2
+
+
+def test_the_last_blessed_model_is_compared_only_when_a_drop_is_gated(tmp_path):
+    def ids(config):
+        pipeline = create_pipeline("p", str(tmp_path / "root"), str(tmp_path / "logs"), str(tmp_path / "serving"),
+                                   config)
+        return {c.id for c in pipeline.components}
+
+    config = load_config()
+    assert "latest_blessed_model_resolver" in ids(config)
+    config["evaluator"]["max_auc_drop"] = None  # e.g. the first run of an architecture with other outputs
+    assert "latest_blessed_model_resolver" not in ids(config) and "Evaluator" in ids(config)

@@ -1,0 +1,71 @@
+"""The Trainer module (`run_fn`) for architectures beyond the default, on the e2e pipeline's
+Transform output: the exported SavedModel (Transform inside, no bias tower) serves the
+heads' outputs on `serving_default` and `rank` alike."""
+
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tfx import v1 as tfx
+from tfx_bsl.public import tfxio
+
+from models import features as F
+from models import trainer
+from pipeline.config import load_config
+from serving import rank_request
+from tests.serving.test_pushed_model_e2e import _rank, _serving_default, eval_requests  # noqa: F401
+
+pytestmark = pytest.mark.e2e
+
+SMALL = {"embedding_dims": {F.ITEM_ID: 8, F.CATEGORY_ID: 4, F.BRAND_ID: 2, F.SHOP_ID: 2},
+         "sequence_encoder": {"num_heads": 2}}
+
+
+def _dataset_factory(file_pattern, options, schema):
+    return tfxio.TFExampleRecord(file_pattern=file_pattern, schema=schema).TensorFlowDataset(options)
+
+
+def _train(e2e_run, tmp_path, model_section):
+    _, root = e2e_run
+    transformed = glob.glob(os.path.join(root, "Transform", "transformed_examples", "*"))[0]
+    config = load_config()
+    fn_args = tfx.components.FnArgs(
+        train_files=[os.path.join(transformed, "Split-train", "*")],
+        eval_files=[os.path.join(transformed, "Split-eval", "*")],
+        transform_output=glob.glob(os.path.join(root, "Transform", "transform_graph", "*"))[0],
+        serving_model_dir=str(tmp_path / "serving"), model_run_dir=str(tmp_path / "run"),
+        data_accessor=tfx.components.DataAccessor(tf_dataset_factory=_dataset_factory,
+                                                  record_batch_factory=None, data_view_decode_fn=None),
+        custom_config={"transform": config["transform"], "model": {**model_section, **SMALL},
+                       "trainer": {**config["trainer"], "batch_size": 256, "eval_batches": 2}})
+    trainer.run_fn(fn_args)
+    return str(tmp_path / "serving"), str(tmp_path / "run")
+
+
+@pytest.mark.parametrize("section,outputs", [
+    ({"preset": "hmoe"}, {"click", "order", "score"}),
+    ({"preset": "esm2", "mixture": {"type": "ple", "levels": 1}}, {"click", "daction", "order", "cvr", "score"}),
+])
+def test_run_fn_exports_each_architecture(e2e_run, eval_requests, tmp_path, section, outputs):  # noqa: F811
+    serving_dir, run_dir = _train(e2e_run, tmp_path, section)
+    with open(os.path.join(serving_dir, "saved_model.pb"), "rb") as f:
+        assert b"bias_tower" not in f.read()
+    with open(os.path.join(run_dir, trainer.CALIBRATION_FILE)) as f:
+        calibration = json.load(f)
+    assert calibration["preset"] == section["preset"] and calibration["reference_bias_logit"] is not None
+    assert os.path.isdir(os.path.join(run_dir, trainer.LOGGED_MODEL_DIR))
+    loaded = tf.saved_model.load(serving_dir)
+    assert set(loaded.signatures) == {"serving_default", "rank", "transform_features"}
+    compared = 0
+    for examples in eval_requests[:5]:
+        request = rank_request.from_examples(examples)
+        ranked = _rank(loaded, request)
+        expected = _serving_default(loaded, rank_request.to_examples(request))
+        assert set(ranked) == set(expected) == outputs
+        for name, value in ranked.items():
+            np.testing.assert_allclose(value.reshape(-1), expected[name].reshape(-1), atol=1e-5, rtol=0)
+        compared += len(examples)
+    assert compared > 20
