@@ -106,6 +106,11 @@ def _run(args, beam_args) -> int:
         print(f"funnel run: {e}", file=sys.stderr)
         return 2
     print(report.summarize(root, args.logs, args.work))
+    if args.cache:
+        # The report reads each step's newest execution; a step answered from the cache (e.g. a
+        # Trainer whose settings match an earlier run's) keeps an older execution's outputs.
+        print("  note (--cache): the report reads each step's newest executed output; a step answered "
+              "from the cache this run is reported from a newer earlier run if one exists", file=sys.stderr)
     return 0
 
 
