@@ -34,6 +34,7 @@ from models.registry import MIXTURES
 @MIXTURES.register("hmoe")
 class HMoE(Mixture):
     uses_scenario = True
+    has_scenario_gate = True  # IMMoE: False
 
     def __init__(self, towers: Sequence[str], num_scenarios: int = 0, num_experts: int = 5,
                  expert_units: Sequence[int] = (128,), gate_units: Sequence[int] = (64,),
@@ -55,8 +56,6 @@ class HMoE(Mixture):
                                     for t in range(self.num_scenarios)] for k in self.towers}
         self.scenario_gates = ({k: mlp(self.scenario_gate_units, f"scenario_gate_{k}", output_units=self.num_scenarios)
                                 for k in self.towers} if self.has_scenario_gate else {})
-
-    has_scenario_gate = True
 
     def scenario_logits(self, x, training):
         """({tower: S_k [B, T]}, {tower: G_k [B, N]})."""

@@ -9,7 +9,6 @@ from models import features as F
 from models.export import export_serving_module
 from models.model import RankingModel, build_model, compile_model
 from models.network import SCORE, RankingNetwork
-from models.presets import names as preset_names
 from tests.models.batch import SEQUENCE_LENGTHS, VOCAB_SIZES, make_batch, small_config
 
 TASKS = ["click", "cart", "order"]
