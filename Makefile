@@ -15,7 +15,7 @@ export TF_USE_LEGACY_KERAS := 1
 export PYTHONWARNINGS := ignore::FutureWarning
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: setup run test test-fast bench bench-ingest bench-train bench-serving lock clean
+.PHONY: setup bench-deps run test test-fast bench bench-ingest bench-train bench-serving bench-peers lock clean
 
 setup: $(STAMP)
 
@@ -38,14 +38,29 @@ run: setup
 	$(VENV)/bin/funnel simulate --out $(WORK)/logs
 	$(VENV)/bin/funnel run --logs $(WORK)/logs --work $(WORK)
 
-test: setup
+# The bench-only extra (setup.py `bench`): DeepCTR for `make bench-peers`, never a dependency of
+# funnel itself. Pinned; it adds no package beyond the lock file's.
+BENCH_STAMP := $(VENV)/.bench-installed
+bench-deps: $(BENCH_STAMP)
+
+$(BENCH_STAMP): $(STAMP)
+	$(UV) pip install --python $(PY) --no-deps "deepctr==0.9.4"
+	touch $@
+
+test: setup bench-deps
 	$(PY) -m pytest -q
 
 # The unit tests only (skips the end-to-end ones marked `e2e`).
 test-fast: setup
 	$(PY) -m pytest -q -m "not e2e"
 
-bench: bench-ingest bench-train bench-serving
+bench: bench-ingest bench-train bench-serving bench-peers
+
+# DeepCTR's MMOE, PLE, ESMM, DIN and BST beside funnel's dmt and dnn-base on the same ingested
+# default-world examples (1 epoch, batch 512); simulates the world into $(WORK)/logs if absent.
+bench-peers: bench-deps
+	test -d $(WORK)/logs || $(VENV)/bin/funnel simulate --out $(WORK)/logs
+	$(PY) -m bench.peers_bench --logs $(WORK)/logs --work $(WORK) --out bench/results/peers.json
 
 # Ingest vs the I/O floor on >= 1M simulated impressions (about 5 minutes).
 bench-ingest: setup

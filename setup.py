@@ -12,5 +12,7 @@ setup(
     include_package_data=True,
     # Pinned versions live in requirements.lock (installed by `make setup`).
     install_requires=["tfx==1.16.0", "tensorflow-recommenders", "tensorflow-serving-api", "pyarrow", "pyyaml", "google-crc32c", "isal"],
+    # Benchmarks only (`make bench-peers` installs it into .venv): the peer library funnel is compared with.
+    extras_require={"bench": ["deepctr==0.9.4"]},
     entry_points={"console_scripts": ["funnel = pipeline.cli:main"]},
 )

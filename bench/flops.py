@@ -1,7 +1,10 @@
-"""FLOPs of a funnel model's forward pass: the TF profiler (tfprof `float_operation`) on the
-graph of `model.call(features, training=False)` at a fixed batch size, plus the `Einsum` ops the
-profiler has no statistics for (Keras MultiHeadAttention's projections and attention products),
-cross-checked against an analytical count of the matmuls. Training = 3 x forward."""
+"""FLOPs of a funnel model, counted on its traced graphs: the TF profiler (tfprof
+`float_operation`) plus the `Einsum` ops the profiler has no statistics for (Keras
+MultiHeadAttention's projections and attention products and their gradients), at a fixed batch
+size. Training FLOPs are counted on the graph of the Keras training step itself (`train_step`:
+forward with dropout, losses, gradients, Adam update), so a new architecture needs no formula;
+the forward pass (`model.call(features, training=False)`) is counted too, and cross-checked
+against an analytical count of the matmuls (DMT) and against the 3 x forward convention."""
 
 from typing import Any, Dict, Mapping, Optional, Sequence
 
@@ -18,6 +21,36 @@ MATMUL_OPS = ("MatMul", "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3", "Einsum
 TRAINING_FLOPS_MULTIPLIER = 3
 
 
+def _static_function(model, features: Mapping[str, Any], body, extra_spec=None) -> tf.Graph:
+    """Graph of one `tf.function` (autograph off, so no nested function calls and every op is
+    in this graph) of body(inputs[, extra]) at the batch's fixed size: dense features as inputs
+    of fixed shape, SparseTensors as their indices / values inputs with a constant dense_shape,
+    so the sequences' padded [B, L] tensors, and everything after them, have static shapes."""
+    dense = {k: v for k, v in features.items() if not isinstance(v, tf.SparseTensor)}
+    sparse = {k: v for k, v in features.items() if isinstance(v, tf.SparseTensor)}
+    shapes = {k: [int(d) for d in v.dense_shape.numpy()] for k, v in sparse.items()}
+
+    def function(dense_inputs, sparse_inputs, *extra):
+        inputs = dict(dense_inputs)
+        for k, (indices, values) in sparse_inputs.items():
+            inputs[k] = tf.SparseTensor(indices, values, tf.constant(shapes[k], tf.int64))
+        return body(inputs, *extra)
+
+    dense_spec = {k: tf.TensorSpec(v.shape, v.dtype) for k, v in dense.items()}
+    sparse_spec = {k: (tf.TensorSpec([None, 2], tf.int64), tf.TensorSpec([None], v.values.dtype))
+                   for k, v in sparse.items()}
+    specs = (dense_spec, sparse_spec) + ((extra_spec,) if extra_spec is not None else ())
+    return tf.function(function, autograph=False).get_concrete_function(*specs).graph
+
+
+def training_step_graph(model, features: Mapping[str, Any], labels: Mapping[str, tf.Tensor]) -> tf.Graph:
+    """Graph of the compiled model's `train_step((features, labels))`: what `fit` runs per batch."""
+    model(features, training=False)  # builds the variables outside the function
+    model.optimizer.build(model.trainable_variables)  # the Adam slots, likewise
+    label_spec = {k: tf.TensorSpec(v.shape, v.dtype) for k, v in labels.items()}
+    return _static_function(model, features, lambda inputs, y: model.train_step((inputs, y)), label_spec)
+
+
 def forward_graph(model, features: Mapping[str, Any]) -> tf.Graph:
     """Graph of the forward pass `model.call(features, training=False)` at the batch's fixed size.
 
@@ -27,20 +60,7 @@ def forward_graph(model, features: Mapping[str, Any]) -> tf.Graph:
     everything after them, have fully defined static shapes.
     """
     model(features, training=False)  # builds the variables outside the function
-    dense = {k: v for k, v in features.items() if not isinstance(v, tf.SparseTensor)}
-    sparse = {k: v for k, v in features.items() if isinstance(v, tf.SparseTensor)}
-    shapes = {k: [int(d) for d in v.dense_shape.numpy()] for k, v in sparse.items()}
-
-    def forward(dense_inputs, sparse_inputs):
-        inputs = dict(dense_inputs)
-        for k, (indices, values) in sparse_inputs.items():
-            inputs[k] = tf.SparseTensor(indices, values, tf.constant(shapes[k], tf.int64))
-        return model.call(inputs, training=False)
-
-    dense_spec = {k: tf.TensorSpec(v.shape, v.dtype) for k, v in dense.items()}
-    sparse_spec = {k: (tf.TensorSpec([None, 2], tf.int64), tf.TensorSpec([None], v.values.dtype))
-                   for k, v in sparse.items()}
-    return tf.function(forward, autograph=False).get_concrete_function(dense_spec, sparse_spec).graph
+    return _static_function(model, features, lambda inputs: model.call(inputs, training=False))
 
 
 def _einsum_flops(op: tf.Operation) -> Optional[int]:
@@ -160,14 +180,17 @@ def analytical_forward_flops(config: ModelConfig) -> Optional[int]:
     return total
 
 
-def count_flops(model, features: Mapping[str, Any]) -> Dict[str, Any]:
-    """Forward and training FLOPs per example of `model` (see the module docstring)."""
+def count_flops(model, features: Mapping[str, Any], labels: Optional[Mapping[str, tf.Tensor]] = None
+                ) -> Dict[str, Any]:
+    """Forward and training FLOPs per example of `model` (see the module docstring). Training
+    FLOPs are counted on the traced training step when `labels` are given (the model must be
+    compiled), else taken as 3 x forward."""
     batch_size = int(features[F.ITEM_ID].shape[0])
     counted = graph_flops(forward_graph(model, features))
     matmul = sum(v for k, v in counted["by_op_type"].items() if k in MATMUL_OPS)
     forward = (counted["profiler"] + counted["einsum"]) / batch_size
     analytical = analytical_forward_flops(model.model_config)
-    return {
+    result = {
         "forward_flops_per_example": forward,
         "training_flops_per_example": TRAINING_FLOPS_MULTIPLIER * forward,
         "method": ("tf_profiler+einsum: tfprof float_operation() total on the graph of a "
@@ -192,3 +215,20 @@ def count_flops(model, features: Mapping[str, Any]) -> Dict[str, Any]:
         "op_types_without_flop_statistics": counted["op_types_without_flop_statistics"],
         "profile_batch_size": batch_size,
     }
+    if labels is not None:
+        step = graph_flops(training_step_graph(model, features, labels))
+        training = (step["profiler"] + step["einsum"]) / batch_size
+        step_matmul = sum(v for k, v in step["by_op_type"].items() if k in MATMUL_OPS) / batch_size
+        result.update({
+            "training_flops_per_example": training,
+            "training_convention": ("counted on the traced training step (model.train_step: forward with "
+                                    "dropout, losses, gradients, Adam update) by the same method; the "
+                                    "embedding gathers and their sparse gradient updates are not FLOPs"),
+            "training_over_forward": training / forward,
+            "matmul_training_flops_per_example": step_matmul,
+            "training_by_op_type_per_example": {k: v / batch_size for k, v in
+                                                sorted(step["by_op_type"].items(), key=lambda kv: -kv[1])[:15]},
+            "training_einsum_ops_not_counted": step["einsum_ops_not_counted"],
+            "training_ops_with_incomplete_shapes": step["ops_with_incomplete_shapes"],
+        })
+    return result

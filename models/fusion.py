@@ -16,6 +16,8 @@ import tf_keras as keras
 
 from models.registry import FUSIONS
 
+SMALLEST_PROBABILITY = 1.1754944e-38  # np.finfo(np.float32).tiny
+
 
 class Fusion(keras.layers.Layer):
     CONTEXT_ARGS = ("outputs", "tasks")
@@ -50,6 +52,8 @@ class WeightedFusion(Fusion):
 @FUSIONS.register("product")
 class ProductFusion(Fusion):
     def call(self, probabilities: Dict[str, tf.Tensor]) -> tf.Tensor:
-        # in log space, so that weights are exponents; probabilities are > 0 (sigmoids)
-        logs = [w * tf.math.log(tf.maximum(probabilities[k], 1e-12)) for k, w in self.fusion_weights.items()]
+        # in log space, so that weights are exponents; a sigmoid can underflow to 0, so clip at
+        # float32's smallest normal number (any positive probability keeps its rank)
+        logs = [w * tf.math.log(tf.maximum(probabilities[k], SMALLEST_PROBABILITY))
+                for k, w in self.fusion_weights.items()]
         return tf.exp(tf.add_n(logs))

@@ -122,3 +122,52 @@ def task_metrics(labels, probabilities, users, requests, truth: Optional[np.ndar
             result[f"{prefix}oracle_auc"] = auc(labels, oracle)
             result[f"{prefix}efficiency"] = efficiency(result["auc"], result[f"{prefix}oracle_auc"])
     return result
+
+
+# Ranking quality judged on the simulator's truth (issue 10, item 2). Logged labels are drawn
+# at the position the old ranker gave each item, so a network that re-learns its position
+# effects scores well on them; the position-free probabilities judge the ranking itself.
+
+def expected_auc(relevance, scores) -> float:
+    """The AUC expected when each row is a positive with probability `relevance` (e.g. the
+    position-free click probability): sum_{i != j} r_i (1 - r_j) [s_i > s_j] over
+    sum_{i != j} r_i (1 - r_j), ties counting half. Equals `auc` on 0/1 relevance. Written by
+    hand: TFMA and sklearn take sample weights, not probabilistic labels on both sides of a pair."""
+    r = np.asarray(relevance, np.float64)
+    frame = pd.DataFrame({"score": np.asarray(scores, np.float64), "pos": r, "neg": 1.0 - r})
+    by_score = frame.groupby("score", sort=True)[["pos", "neg"]].sum()
+    negatives_below = by_score["neg"].cumsum() - by_score["neg"]  # strictly lower scores
+    tied = frame["score"].map(by_score["neg"]) - frame["neg"]       # equal scores, other rows
+    numerator = float((frame["pos"] * (frame["score"].map(negatives_below) + 0.5 * tied)).sum())
+    denominator = float(r.sum() * (1.0 - r).sum() - (r * (1.0 - r)).sum())
+    return numerator / denominator if denominator > 0 else float("nan")
+
+
+def gain_ndcg(gains, scores, requests, k: int = 10) -> float:
+    """NDCG@k per request with a real-valued gain (e.g. the true position-free purchase
+    probability; linear gain, log2 discount), averaged over requests with a positive ideal DCG.
+    Ties in score are broken by row order, as in `request_metrics`."""
+    frame = _ranked(gains, scores, requests)
+    discount = 1.0 / np.log2(frame["rank"].to_numpy() + 1.0)
+    dcg = pd.Series(np.where(frame["rank"] <= k, frame["label"] * discount, 0.0)).groupby(
+        frame["group"].to_numpy()).sum()
+    ideal = frame.sort_values(["group", "label"], ascending=[True, False], kind="stable")
+    ideal_rank = ideal.groupby("group").cumcount().to_numpy() + 1
+    idcg = pd.Series(np.where(ideal_rank <= k, ideal["label"].to_numpy() / np.log2(ideal_rank + 1.0), 0.0)).groupby(
+        ideal["group"].to_numpy()).sum()
+    usable = idcg > 0
+    return float((dcg[usable] / idcg[usable]).mean()) if usable.any() else float("nan")
+
+
+def truth_ranking_metrics(scores, requests, click_relevance, order_relevance, k: int = 10) -> Dict[str, float]:
+    """How one ranking of the eval requests (a model's score or task output, or the logging
+    policy's positions negated) does against the truth: NDCG@k with the true position-free
+    purchase probability and with the true position-free click probability as gains, and the
+    expected AUC against position-free click labels, also relative to that of the true
+    probabilities themselves (`click_efficiency`)."""
+    truth_auc = expected_auc(click_relevance, click_relevance)
+    result = {f"purchase_ndcg@{k}": gain_ndcg(order_relevance, scores, requests, k),
+              f"click_ndcg@{k}": gain_ndcg(click_relevance, scores, requests, k),
+              "click_expected_auc": expected_auc(click_relevance, scores)}
+    result["click_efficiency"] = efficiency(result["click_expected_auc"], truth_auc)
+    return result

@@ -1,4 +1,4 @@
-"""The `funnel` command: simulate, ingest, run, predict, serve, score, presets.
+"""The `funnel` command: simulate, ingest, run, ablate, predict, serve, score, presets.
 
 Arguments a sub-command does not know are passed through to Beam (e.g.
 `--runner=DataflowRunner --project=...`).
@@ -114,6 +114,37 @@ def _run(args, beam_args) -> int:
     return 0
 
 
+def _ablate(args, beam_args) -> int:
+    import dataclasses
+
+    from components.ingest.contract import ContractError
+    from pipeline import ablate
+    from pipeline.config import load_config
+
+    config = load_config(args.config)
+    config["ingest"] = dataclasses.asdict(_ingest_config(args))
+    try:
+        suites = ablate.load_suites(args.suites)
+    except (OSError, ValueError, AttributeError) as e:
+        print(f"funnel ablate: {args.suites}: {e}", file=sys.stderr)
+        return 2
+    names = list(suites) if args.suite == "all" else args.suite.split(",")
+    unknown = [n for n in names if n not in suites]
+    if unknown:
+        print(f"funnel ablate: unknown suite(s) {', '.join(unknown)}; suites: {', '.join(suites)} or all",
+              file=sys.stderr)
+        return 2
+    for name in names:
+        try:
+            result = ablate.run_suite(name, args.logs, args.work, config, beam_args, suites=suites)
+        except (ContractError, ValueError) as e:
+            print(f"funnel ablate: {e}", file=sys.stderr)
+            return 2
+        print(ablate.markdown(result))
+        print(f"  written: {os.path.join(args.work, 'ablations', name + '.json')} and .md")
+    return 0
+
+
 def _predict(args, beam_args) -> int:
     from components.ingest.contract import ContractError
     from components.ingest.report import IngestError
@@ -179,6 +210,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="reuse the outputs of steps unchanged since an earlier run in this work directory "
                           "(e.g. ingest and Transform when only the model changes); only with unchanged logs")
     run.set_defaults(handler=_run)
+
+    ablate = commands.add_parser("ablate", help="train each variant of an ablation suite on the same examples")
+    _add_ingest_arguments(ablate)
+    ablate.add_argument("--suite", required=True,
+                        help="suite name (pipeline/ablations.yaml), several separated by commas, or all")
+    ablate.add_argument("--work", required=True,
+                        help="working directory; writes WORK/ablations/SUITE.json and .md")
+    ablate.add_argument("--suites", default=None,
+                        help="YAML file of suites in the format of pipeline/ablations.yaml (default: that file)")
+    ablate.set_defaults(handler=_ablate)
 
     predict = commands.add_parser("predict", help="score a logs directory's impressions with a pushed model")
     _add_ingest_arguments(predict)

@@ -77,10 +77,13 @@ def create_pipeline(
     metadata_path: Optional[str] = None,
     beam_pipeline_args: Optional[List[str]] = None,
     enable_cache: bool = False,
+    data_only: bool = False,
 ) -> tfx.dsl.Pipeline:
     """The pipeline. `enable_cache`: steps whose inputs and settings are unchanged since an
     earlier run on the same metadata reuse its outputs (TFX caching; the Ingest step is keyed
-    by the logs directory's path, not its contents, so only with unchanged logs)."""
+    by the logs directory's path, not its contents, so only with unchanged logs).
+    `data_only`: the data steps only, up to Transform (what `funnel ablate` trains its
+    variants on)."""
     ingest = Ingest(logs_dir=logs_dir, config=IngestConfig(**config["ingest"]))
     statistics = tfx.components.StatisticsGen(examples=ingest.outputs["examples"])
     schema = tfx.components.ImportSchemaGen(schema_file=schema_path or schemas.path("schema.pbtxt"))
@@ -89,6 +92,13 @@ def create_pipeline(
     transform = tfx.components.Transform(
         examples=ingest.outputs["examples"], schema=schema.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN, custom_config={"transform": config["transform"]})
+    data_steps = [ingest, statistics, schema, validator, transform]
+    metadata = (tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)
+                if metadata_path else None)
+    if data_only:
+        return tfx.dsl.Pipeline(pipeline_name=pipeline_name, pipeline_root=pipeline_root, components=data_steps,
+                                metadata_connection_config=metadata, beam_pipeline_args=beam_pipeline_args,
+                                enable_cache=enable_cache)
 
     def trainer(model_section: str) -> tfx.components.Trainer:
         return tfx.components.Trainer(
@@ -126,11 +136,9 @@ def create_pipeline(
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
-        components=[ingest, statistics, schema, validator, transform, dmt_trainer, baseline_trainer]
+        components=data_steps + [dmt_trainer, baseline_trainer]
         + ([latest_blessed] if compare else []) + [evaluator, pusher],
-        metadata_connection_config=(
-            tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)
-            if metadata_path else None),
+        metadata_connection_config=metadata,
         beam_pipeline_args=beam_pipeline_args,
         enable_cache=enable_cache,
     )

@@ -20,6 +20,8 @@ from serving.batch_predict import score_examples
 
 TRUTH_COLUMNS = {F.CLICK: "p_click", F.CART: "p_cart", F.ORDER: "p_order"}
 RELEVANCE_TRUTH_COLUMNS = {F.CLICK: "p_click_rel"}
+ORDER_RELEVANCE = "p_order_rel"  # the true purchase probability without position effects
+LOGGING_POLICY = "logging policy"  # the old ranker: the logged positions, as a ranking
 TRAINERS = {"model": "Trainer", "baseline": "BaselineTrainer"}  # role -> component
 LOGGED_SUFFIX = "+bias"  # the model with its bias tower (eq. 5): predicts events as logged
 
@@ -90,7 +92,7 @@ def evaluate(root: str, logs_dir: str) -> dict:
     eval_files = sorted(glob.glob(os.path.join(_latest(os.path.join(root, "Ingest", "examples", "*")), "Split-eval", "*")))
     truth = read_truth(logs_dir)
     keep = (F.USER_ID, F.REQUEST_ID, F.POSITION) + F.LABELS
-    result = {"eval_examples": 0, "models": {}, "truth": truth is not None, "rows": {}}
+    result = {"eval_examples": 0, "models": {}, "truth": truth is not None, "rows": {}, "ranking": {}}
     for role, model in _model_dirs(root).items():
         name = result["rows"][role] = model["row"]
         scored = score_examples(model["dir"], eval_files, keep)
@@ -102,6 +104,8 @@ def evaluate(root: str, logs_dir: str) -> dict:
         def oracle(column):
             return scored[column].to_numpy() if truth is not None and column in scored else None
 
+        if role != "logged" and truth is not None:
+            result["ranking"].update(ranking_quality(scored, name))
         result["models"][name] = {
             task: metrics.task_metrics(
                 scored[f"label_{task}"].to_numpy(), scored[task].to_numpy(), scored[F.USER_ID].to_numpy(),
@@ -125,6 +129,27 @@ def evaluate(root: str, logs_dir: str) -> dict:
     blessing = _latest(os.path.join(root, "Evaluator", "blessing", "*"))
     result["blessed"] = os.path.exists(os.path.join(blessing, "BLESSED"))
     return result
+
+
+def ranking_quality(scored: pd.DataFrame, name: str, logging_policy: bool = True) -> Dict[str, Dict[str, float]]:
+    """Truth-based ranking quality (metrics.truth_ranking_metrics) of each ranking a served
+    network gives the eval requests: its fused `score` and each task output, keyed
+    "NAME score", "NAME click", ...; with `logging_policy`, also the old ranker's (the logged
+    positions) and the truth's own (ranking by the true position-free probabilities)."""
+    if RELEVANCE_TRUTH_COLUMNS[F.CLICK] not in scored or scored[RELEVANCE_TRUTH_COLUMNS[F.CLICK]].isna().any():
+        return {}
+    click = scored[RELEVANCE_TRUTH_COLUMNS[F.CLICK]].to_numpy()
+    order = (scored[ORDER_RELEVANCE].to_numpy() if ORDER_RELEVANCE in scored and not scored[ORDER_RELEVANCE].isna().any()
+             else np.full(len(scored), np.nan))
+    requests = scored[F.REQUEST_ID].to_numpy()
+    rankers = {f"{name} {column}": scored[column].to_numpy()
+               for column in ["score"] + [t for t in F.LABELS if t in scored]
+               if column in scored}
+    if logging_policy:
+        rankers[LOGGING_POLICY] = -scored[F.POSITION].to_numpy().astype(np.float64)
+        rankers["truth (click)"] = click
+        rankers["truth (order)"] = order
+    return {ranker: metrics.truth_ranking_metrics(scores, requests, click, order) for ranker, scores in rankers.items()}
 
 
 def _fmt(value) -> str:
@@ -159,6 +184,23 @@ def table(result: dict) -> str:
                  "of the logged event there (with truth)")
     lines.append(f"  RelaImpr over {rows['baseline']}: the {LOGGED_SUFFIX} row as the paper's offline evaluation "
                  "(eq. 5 on logged behaviour), the model's row for the served networks")
+    if result.get("ranking"):
+        lines.append(ranking_table(result["ranking"]))
+    return "\n".join(lines)
+
+
+RANKING_COLUMNS = ("purchase_ndcg@10", "click_ndcg@10", "click_expected_auc", "click_efficiency")
+
+
+def ranking_table(ranking: Dict[str, Dict[str, float]]) -> str:
+    width = max(len(name) for name in ranking)
+    lines = ["ranking of the eval requests judged on the truth (position-free probabilities)",
+             f"{'ranked by':<{width}} " + " ".join(f"{c:>18}" for c in RANKING_COLUMNS)]
+    for name, values in ranking.items():
+        lines.append(f"{name:<{width}} " + " ".join(f"{_fmt(values.get(c)):>18}" for c in RANKING_COLUMNS))
+    lines.append("  purchase/click_ndcg@10: NDCG@10 per request with the true position-free purchase/click probability "
+                 "as gain; click_expected_auc: AUC expected against position-free click labels "
+                 "(p_click_rel); click_efficiency: (that - 0.5) / (the true probabilities' own - 0.5)")
     return "\n".join(lines)
 
 

@@ -79,3 +79,50 @@ def test_calibration_at_position_one():
     truth = np.linspace(0.1, 0.5, 8)
     with_truth = metrics.task_metrics(labels, probabilities, np.zeros(8), np.arange(8) // 4, truth, positions=positions)
     assert with_truth["truth_calibration@1"] == pytest.approx(0.15 / truth[:4].mean())
+
+
+def brute_expected_auc(relevance, scores):
+    numerator = denominator = 0.0
+    for i, (ri, si) in enumerate(zip(relevance, scores)):
+        for j, (rj, sj) in enumerate(zip(relevance, scores)):
+            if i != j:
+                weight = ri * (1 - rj)
+                denominator += weight
+                numerator += weight * (1.0 if si > sj else 0.5 if si == sj else 0.0)
+    return numerator / denominator
+
+
+def test_expected_auc_is_the_pairwise_expectation_and_auc_on_binary_relevance():
+    rng = np.random.default_rng(1)
+    relevance = rng.uniform(size=120)
+    scores = rng.integers(0, 8, 120) / 8  # ties count half
+    assert metrics.expected_auc(relevance, scores) == pytest.approx(brute_expected_auc(relevance, scores))
+    labels = rng.integers(0, 2, 200)
+    binary_scores = rng.normal(size=200) + labels
+    assert metrics.expected_auc(labels, binary_scores) == pytest.approx(metrics.auc(labels, binary_scores))
+    # ranking by the relevance itself beats a noisy copy of it, which beats chance
+    noisy = relevance + rng.normal(scale=0.3, size=120)
+    assert metrics.expected_auc(relevance, relevance) > metrics.expected_auc(relevance, noisy) > 0.5
+
+
+def test_gain_ndcg_uses_real_valued_gains_per_request():
+    gains = [0.5, 0.1, 0.0, 0.2, 0.2]
+    scores = [0.1, 0.9, 0.5, 0.3, 0.4]
+    requests = ["a", "a", "a", "b", "b"]
+    # request a ranks 0.1, 0.0, 0.5; ideal 0.5, 0.1, 0.0. Request b: equal gains, NDCG 1.
+    dcg = 0.1 / math.log2(2) + 0.0 / math.log2(3) + 0.5 / math.log2(4)
+    idcg = 0.5 / math.log2(2) + 0.1 / math.log2(3)
+    assert metrics.gain_ndcg(gains, scores, requests) == pytest.approx((dcg / idcg + 1.0) / 2)
+    # only the top k count; a request with no gain at all is left out
+    assert metrics.gain_ndcg([0.0, 1.0, 0.0, 0.0], [0.9, 0.1, 0.5, 0.4], ["a", "a", "b", "b"], k=1) == 0.0
+
+
+def test_truth_ranking_metrics_of_the_truth_itself_are_perfect():
+    rng = np.random.default_rng(2)
+    click, order = rng.uniform(size=300), rng.uniform(size=300) * 0.1
+    requests = np.repeat(np.arange(30), 10)
+    perfect = metrics.truth_ranking_metrics(click, requests, click, order)
+    assert perfect["click_efficiency"] == pytest.approx(1.0) and perfect["click_ndcg@10"] == pytest.approx(1.0)
+    assert metrics.truth_ranking_metrics(order, requests, click, order)["purchase_ndcg@10"] == pytest.approx(1.0)
+    reversed_ = metrics.truth_ranking_metrics(-click, requests, click, order)
+    assert reversed_["click_efficiency"] == pytest.approx(-1.0)

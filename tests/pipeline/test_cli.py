@@ -43,3 +43,12 @@ def test_presets_lists_every_preset_with_one_line(capsys):
         assert sum(line.split()[0] == name for line in lines if line.strip()) == 1, name
     assert cli.main(["presets", "-v"]) == 0
     assert "eq. 7" in capsys.readouterr().out  # HMoE's stop-gradient equation
+
+
+def test_ablate_refuses_an_unknown_suite_or_suites_file_before_running(tmp_path, capsys):
+    base = ["ablate", "--logs", str(tmp_path / "logs"), "--work", str(tmp_path / "work")]
+    assert cli.main(base + ["--suite", "dmt-bias,nope"]) == 2
+    assert "unknown suite(s) nope" in capsys.readouterr().err
+    assert cli.main(base + ["--suite", "x", "--suites", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()

@@ -132,3 +132,15 @@ def test_report_table(run):
     served, logged = result["models"]["dmt"]["click"], result["models"][logged_row]["click"]
     assert served["oracle_auc"] == logged["oracle_auc"] and 0.0 < served["relevance_oracle_auc"] <= 1.0
     assert set(result["rela_impr"]) == {"click", "order"}
+    # every report ranks the eval requests by each served network's score and outputs, by the
+    # logging policy and by the truth itself, judged on the position-free probabilities
+    ranking = result["ranking"]
+    for name in ("dmt score", "dmt click", "dmt order", "dnn-base score", report.LOGGING_POLICY,
+                 "truth (click)", "truth (order)"):
+        assert set(ranking[name]) == {"purchase_ndcg@10", "click_ndcg@10", "click_expected_auc", "click_efficiency"}
+    assert ranking["truth (click)"]["click_efficiency"] == pytest.approx(1.0)
+    assert ranking["truth (click)"]["click_ndcg@10"] == pytest.approx(1.0)
+    assert ranking["truth (order)"]["purchase_ndcg@10"] == pytest.approx(1.0)
+    for name, values in ranking.items():
+        assert 0.0 < values["purchase_ndcg@10"] <= 1.0 + 1e-9 and 0.0 < values["click_expected_auc"] < 1.0, name
+    assert "judged on the truth" in text and report.LOGGING_POLICY in text

@@ -1,0 +1,337 @@
+"""`funnel ablate`: the papers' ablation tables, each variant trained on the same examples.
+
+The data steps of the pipeline (Ingest .. Transform) run once per logs directory and data
+configuration (cached in `WORK/ablations/data/<key>`); each variant of a suite
+(pipeline/ablations.yaml) is then trained in this process by the Trainer's own `run_fn`, its
+served network (and training-time network, when it has a bias tower) scored on the eval split,
+and the figures written to `WORK/ablations/NAME.json` and `NAME.md`. A variant trained once (same
+data, model section and trainer settings) is reused by every suite that lists it.
+"""
+
+import glob
+import hashlib
+import json
+import os
+import time
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from models import features as F
+from models import metrics
+from models.fusion import SMALLEST_PROBABILITY
+
+SUITES_FILE = os.path.join(os.path.dirname(__file__), "ablations.yaml")
+COLUMN_KINDS = ("logged", "cvr", "per_scenario", "fusion")
+# Bumped when evaluate_variant adds figures: variants evaluated by an older version are
+# re-scored (not retrained) on the next run.
+EVALUATION_VERSION = 2
+# Score fusions measured on every variant with click and order outputs (item 4 of issue 10):
+# product (log-linear) weights, and eq. 6's weighted sums of probabilities.
+FUSION_GRID = ([("product", {F.CLICK: a, F.ORDER: round(1.0 - a, 2)}) for a in (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)]
+               + [("weighted", {F.CLICK: 1.0, F.ORDER: w}) for w in (1.0, 10.0, 30.0, 100.0)])
+SCORED_FEATURES = (F.USER_ID, F.REQUEST_ID, F.POSITION, F.SCENARIO) + F.LABELS
+
+
+def load_suites(path: Optional[str] = None) -> Dict[str, Dict[str, Any]]:
+    path = path or SUITES_FILE
+    with open(path) as f:
+        suites = yaml.safe_load(f)
+    if not isinstance(suites, dict):
+        raise ValueError(f"{path}: a mapping of suite names to suites")
+    for name, suite in suites.items():
+        unknown = set(suite.get("columns", [])) - set(COLUMN_KINDS) if isinstance(suite, dict) else None
+        if unknown is None or unknown or not isinstance(suite.get("variants"), dict):
+            raise ValueError(f"{path}: suite {name!r}: needs a mapping of variants; columns among {COLUMN_KINDS}")
+    return suites
+
+
+def variant_section(suite: Dict[str, Any], variant: Dict[str, Any]) -> Dict[str, Any]:
+    """The variant's `model:` section: as given when it names a preset, else over the suite's base."""
+    variant = dict(variant or {})
+    return variant if "preset" in variant else {"preset": suite.get("base", "dmt"), **variant}
+
+
+def _key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# --- data: the pipeline's own steps, once.
+
+def _latest_live_uri(store, type_name: str, producer: str) -> str:
+    """The newest live artifact of `type_name` written by the step `producer` (its URI is
+    <root>/<producer>/<output>/<execution id>)."""
+    from ml_metadata.proto import metadata_store_pb2
+
+    found = [a for a in store.get_artifacts_by_type(type_name)
+             if a.state == metadata_store_pb2.Artifact.LIVE and f"{os.sep}{producer}{os.sep}" in a.uri]
+    if not found:
+        raise RuntimeError(f"the data pipeline wrote no {type_name} from {producer}")
+    return max(found, key=lambda a: a.id).uri
+
+
+def prepare_data(logs_dir: str, work_dir: str, config: Dict[str, Any],
+                 beam_args: Optional[List[str]] = None) -> Dict[str, str]:
+    """Runs Ingest .. Transform (cached per logs directory and `ingest:`/`transform:` sections,
+    so a second suite on the same logs reuses them) and returns the artifacts' URIs."""
+    from tfx import v1 as tfx
+
+    from components.ingest.runner import DEFAULT_BEAM_ARGS
+    from pipeline.pipeline import create_pipeline
+
+    logs_dir = os.path.abspath(logs_dir)
+    key = _key(logs_dir, config["ingest"], config["transform"])
+    root = os.path.join(os.path.abspath(work_dir), "ablations", "data", key)
+    metadata_path = os.path.join(root, "metadata.sqlite")
+    tfx.orchestration.LocalDagRunner().run(create_pipeline(
+        pipeline_name="funnel-ablate", pipeline_root=root, logs_dir=logs_dir,
+        serving_dir=os.path.join(root, "unused"), config=config, metadata_path=metadata_path,
+        beam_pipeline_args=list(DEFAULT_BEAM_ARGS) + list(beam_args or []), enable_cache=True, data_only=True))
+    return {"key": key, **data_artifacts(metadata_path)}
+
+
+def data_artifacts(metadata_path: str) -> Dict[str, str]:
+    """URIs of the newest Ingest examples, Transform examples and Transform graph recorded in
+    a pipeline's ML Metadata (SQLite)."""
+    from ml_metadata.metadata_store import metadata_store
+    from tfx import v1 as tfx
+
+    store = metadata_store.MetadataStore(tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path))
+    return {"examples": _latest_live_uri(store, "Examples", "Ingest"),
+            "transformed_examples": _latest_live_uri(store, "Examples", "Transform"),
+            "transform_graph": _latest_live_uri(store, "TransformGraph", "Transform")}
+
+
+# --- one variant: the Trainer's run_fn, in process.
+
+def _tf_dataset_factory(file_pattern, options, schema):
+    """The Trainer's DataAccessor.tf_dataset_factory over TFRecords of tf.Examples."""
+    from tfx_bsl.public import tfxio
+
+    return tfxio.TFExampleRecord(file_pattern=file_pattern, schema=schema,
+                                 telemetry_descriptors=["funnel-ablate"]).TensorFlowDataset(options)
+
+
+def train_variant(data: Dict[str, str], custom_config: Dict[str, Any], out_dir: str) -> None:
+    """Trains with `models.trainer.run_fn` (what the pipeline's Trainer runs) into
+    out_dir/{serving,run}."""
+    import tf_keras as keras
+    from tfx.components.trainer import fn_args_utils
+
+    from models import trainer
+
+    keras.backend.clear_session()
+    split = lambda name: [os.path.join(data["transformed_examples"], f"Split-{name}", "*")]  # noqa: E731
+    trainer.run_fn(fn_args_utils.FnArgs(
+        working_dir=out_dir, train_files=split(F.TRAIN_SPLIT), eval_files=split(F.EVAL_SPLIT),
+        transform_output=data["transform_graph"], transform_graph_path=data["transform_graph"],
+        data_accessor=fn_args_utils.DataAccessor(tf_dataset_factory=_tf_dataset_factory, record_batch_factory=None,
+                                                 data_view_decode_fn=None),
+        serving_model_dir=os.path.join(out_dir, "serving"), model_run_dir=os.path.join(out_dir, "run"),
+        custom_config=custom_config))
+
+
+def _cvr(scored: pd.DataFrame) -> Optional[np.ndarray]:
+    """pCVR of each impression: the heads' `cvr` output (ESMM, ESM²), else pCTCVR / pCTR."""
+    if "cvr" in scored:
+        return scored["cvr"].to_numpy()
+    if F.CLICK in scored and F.ORDER in scored:
+        return scored[F.ORDER].to_numpy() / np.maximum(scored[F.CLICK].to_numpy(), 1e-12)
+    return None
+
+
+def fusion_name(kind: str, weights: Dict[str, float]) -> str:
+    return f"{kind} " + " ".join(f"{k}={v:g}" for k, v in weights.items())
+
+
+def fused_score(scored: pd.DataFrame, kind: str, weights: Dict[str, float]) -> np.ndarray:
+    """What models/fusion.py's `weighted` / `product` layers compute, on scored outputs."""
+    if kind == "product":
+        return sum(w * np.log(np.maximum(scored[k].to_numpy(np.float64), SMALLEST_PROBABILITY))
+                   for k, w in weights.items())
+    return sum(w * scored[k].to_numpy(np.float64) for k, w in weights.items()) / sum(weights.values())
+
+
+def fusion_quality(scored: pd.DataFrame) -> Dict[str, Dict[str, float]]:
+    """Truth-based ranking quality of each fusion in FUSION_GRID of the variant's outputs."""
+    if not {F.CLICK, F.ORDER} <= set(scored) or "p_click_rel" not in scored:
+        return {}
+    click = scored["p_click_rel"].to_numpy()
+    order = scored["p_order_rel"].to_numpy() if "p_order_rel" in scored else np.full(len(scored), np.nan)
+    requests = scored[F.REQUEST_ID].to_numpy()
+    return {fusion_name(kind, weights): metrics.truth_ranking_metrics(fused_score(scored, kind, weights), requests,
+                                                                       click, order)
+            for kind, weights in FUSION_GRID}
+
+
+def evaluate_variant(out_dir: str, eval_files: List[str], truth: Optional[pd.DataFrame]) -> Dict[str, Any]:
+    """The variant's figures on the eval split: per task the report's metrics (served network),
+    CVR AUC on clicked impressions, the training-time network's AUC when saved, per-scenario
+    AUC/GAUC and, with truth, the truth-based ranking quality of its score and outputs."""
+    from models.trainer import LOGGED_MODEL_DIR
+    from pipeline import report
+    from serving.batch_predict import score_examples
+
+    scored = score_examples(os.path.join(out_dir, "serving"), eval_files, SCORED_FEATURES)
+    if truth is not None:
+        scored = scored.merge(truth, how="left", on=F.IMPRESSION_ID)
+    tasks = [t for t in F.LABELS if t in scored and f"label_{t}" in scored]
+
+    def column(name):
+        return scored[name].to_numpy() if name in scored else None
+
+    figures = {task: metrics.task_metrics(
+        scored[f"label_{task}"].to_numpy(), scored[task].to_numpy(), scored[F.USER_ID].to_numpy(),
+        scored[F.REQUEST_ID].to_numpy(), column(report.TRUTH_COLUMNS.get(task, "")),
+        column(report.RELEVANCE_TRUTH_COLUMNS.get(task, "")), positions=scored[F.POSITION].to_numpy())
+        for task in tasks}
+    cvr = _cvr(scored)
+    if F.ORDER in figures and cvr is not None:
+        clicked = scored["label_click"].to_numpy() > 0
+        figures[F.ORDER]["cvr_auc"] = metrics.auc(scored["label_order"].to_numpy()[clicked], cvr[clicked])
+    logged_dir = os.path.join(out_dir, "run", LOGGED_MODEL_DIR)
+    if os.path.isdir(logged_dir):
+        logged = score_examples(logged_dir, eval_files, (F.CLICK, F.ORDER))
+        for task in tasks:
+            if task in logged and f"label_{task}" in logged:
+                figures[task]["logged_auc"] = metrics.auc(logged[f"label_{task}"], logged[task])
+    per_scenario = {
+        str(scenario): {task: {"auc": metrics.auc(rows[f"label_{task}"], rows[task]),
+                               "gauc": metrics.gauc(rows[f"label_{task}"], rows[task], rows[F.USER_ID])}
+                        for task in tasks}
+        for scenario, rows in scored.groupby(F.SCENARIO)}
+    ranking = {name.strip(): values for name, values in report.ranking_quality(scored, "", logging_policy=False).items()}
+    return {"metrics": figures, "per_scenario": per_scenario, "ranking": ranking, "fusion": fusion_quality(scored),
+            "eval_examples": int(len(scored)), "evaluation_version": EVALUATION_VERSION}
+
+
+def resolved_settings(custom: Dict[str, Any]) -> Dict[str, Any]:
+    """The architecture and trainer settings a custom config resolves to (presets expanded)."""
+    from models.trainer import model_config, trainer_config
+
+    model = model_config(custom)
+    return json.loads(json.dumps({"model": model.to_dict(), "trainer": trainer_config(custom, model)}))
+
+
+def variant_dir(work_dir: str, data: Dict[str, str], custom: Dict[str, Any]) -> str:
+    return os.path.join(os.path.abspath(work_dir), "ablations", "variants", _key(data["key"], custom))
+
+
+def variant_figures(data: Dict[str, str], custom: Dict[str, Any], work_dir: str, eval_files: List[str],
+                    truth: Optional[pd.DataFrame], say=print) -> Dict[str, Any]:
+    """The variant's figures: trained and evaluated once per data, section and settings. Reused
+    while what they resolve to is unchanged (a preset edited since retrains), re-scored when
+    evaluated by an older EVALUATION_VERSION."""
+    out_dir = variant_dir(work_dir, data, custom)
+    done, record = os.path.join(out_dir, "figures.json"), os.path.join(out_dir, "variant.json")
+    expected = resolved_settings(custom)
+    recorded = None
+    if os.path.exists(done) and os.path.exists(record):
+        with open(record) as f:
+            recorded = json.load(f).get("resolved", expected)  # written before resolution was recorded
+    if recorded == expected:
+        with open(done) as f:
+            figures = json.load(f)
+        if figures.get("evaluation_version") == EVALUATION_VERSION:
+            say(f"reused {out_dir}")
+            return figures
+        trained = figures.get("train_seconds")  # trained; re-score only
+        figures = evaluate_variant(out_dir, eval_files, truth)
+        figures["train_seconds"] = trained
+        say(f"re-evaluated {out_dir}")
+    else:
+        started = time.time()
+        train_variant(data, custom, out_dir)
+        trained = time.time() - started
+        figures = evaluate_variant(out_dir, eval_files, truth)
+        figures["train_seconds"] = round(trained, 1)
+        say(f"trained in {trained:.0f} s, " + ", ".join(f"{t} AUC {v['auc']:.4f}" for t, v in figures["metrics"].items()))
+    with open(record, "w") as f:
+        json.dump({"custom": custom, "resolved": expected}, f, indent=2, sort_keys=True)
+    with open(done, "w") as f:
+        json.dump(figures, f, indent=2, sort_keys=True)
+    return figures
+
+
+def run_suite(name: str, logs_dir: str, work_dir: str, config: Dict[str, Any],
+              beam_args: Optional[List[str]] = None, log=print, suites_file: Optional[str] = None,
+              suites: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Trains and evaluates every variant of suite `name` (of `suites`, else of the file
+    `suites_file`, default pipeline/ablations.yaml); writes ablations/NAME.{json,md}."""
+    from pipeline import report
+
+    suites = suites if suites is not None else load_suites(suites_file)
+    if name not in suites:
+        raise ValueError(f"unknown suite {name!r}; suites: {', '.join(suites)}")
+    suite = suites[name]
+    started = time.time()
+    log(f"[ablate {name}] data steps (Ingest .. Transform; cached per logs and data config)")
+    data = prepare_data(logs_dir, work_dir, config, beam_args)
+    eval_files = sorted(glob.glob(os.path.join(data["examples"], f"Split-{F.EVAL_SPLIT}", "*")))
+    truth = report.read_truth(logs_dir)
+    rows = []
+    for i, (variant, given) in enumerate(suite["variants"].items(), 1):
+        section = variant_section(suite, given)
+        custom = {"transform": config["transform"], "model": section, "trainer": config["trainer"]}
+        figures = variant_figures(data, custom, work_dir, eval_files, truth,
+                                  lambda message: log(f"[ablate {name}] {i}/{len(suite['variants'])} {variant}: "
+                                                      + message))
+        rows.append({"variant": variant, "config": section, **figures})
+    result = {"suite": name, "paper": suite.get("paper", ""), "logs": os.path.abspath(logs_dir),
+              "columns": list(suite.get("columns", [])), "rows": rows,
+              "seconds": round(time.time() - started, 1)}
+    out = os.path.join(work_dir, "ablations")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, f"{name}.json"), "w") as f:
+        json.dump(result, f, indent=2, sort_keys=True)
+    with open(os.path.join(out, f"{name}.md"), "w") as f:
+        f.write(markdown(result))
+    return result
+
+
+# --- the table for people.
+
+def _f(value) -> str:
+    return "-" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.4f}"
+
+
+def markdown(result: Dict[str, Any]) -> str:
+    rows = result["rows"]
+    tasks = [t for t in F.LABELS if any(t in r["metrics"] for r in rows)]
+    columns = []  # (header, getter)
+    for task in tasks:
+        columns += [(f"{task} AUC", lambda r, t=task: r["metrics"].get(t, {}).get("auc")),
+                    (f"{task} GAUC", lambda r, t=task: r["metrics"].get(t, {}).get("gauc"))]
+    if "logged" in result["columns"]:
+        columns += [(f"{t} AUC (training-time)", lambda r, t=t: r["metrics"].get(t, {}).get("logged_auc"))
+                    for t in tasks]
+    if "cvr" in result["columns"]:
+        columns += [("CVR AUC (clicked)", lambda r: r["metrics"].get(F.ORDER, {}).get("cvr_auc"))]
+    scenarios = sorted({s for r in rows for s in r["per_scenario"]})
+    if "per_scenario" in result["columns"]:
+        columns += [(f"{s} {t} GAUC", lambda r, s=s, t=t: r["per_scenario"].get(s, {}).get(t, {}).get("gauc"))
+                    for s in scenarios for t in (F.CLICK, F.ORDER) if t in tasks]
+    if any(r["ranking"] for r in rows):
+        columns += [
+            ("click eff. (truth)", lambda r: r["ranking"].get(F.CLICK, {}).get("click_efficiency")),
+            ("click NDCG@10 (truth)", lambda r: r["ranking"].get(F.CLICK, {}).get("click_ndcg@10")),
+            ("purchase NDCG@10 (order)", lambda r: r["ranking"].get(F.ORDER, {}).get("purchase_ndcg@10")),
+            ("purchase NDCG@10 (score)", lambda r: r["ranking"].get("score", {}).get("purchase_ndcg@10"))]
+    if "fusion" in result["columns"]:
+        columns += [(f"purchase NDCG@10 ({fusion_name(kind, weights)})",
+                     lambda r, n=fusion_name(kind, weights): r.get("fusion", {}).get(n, {}).get("purchase_ndcg@10"))
+                    for kind, weights in FUSION_GRID]
+    lines = [f"# Ablation `{result['suite']}`", "", result.get("paper", ""), "",
+             "| variant | " + " | ".join(h for h, _ in columns) + " | train s |",
+             "|---|" + "---:|" * (len(columns) + 1)]
+    for row in rows:
+        lines.append(f"| {row['variant']} | " + " | ".join(_f(get(row)) for _, get in columns)
+                     + f" | {row.get('train_seconds', '-')} |")
+    lines += ["", f"Logs: `{result['logs']}`. AUC/GAUC: the served network (no bias tower) on logged labels of the "
+              "eval day. Truth columns: click eff. = (expected AUC of the click output against position-free "
+              "click labels - 0.5) / (that of the true probabilities - 0.5); NDCG@10 per request with the true "
+              "position-free click / purchase probability as gain, ranking by the click output, the order output "
+              "or the fused score.", ""]
+    return "\n".join(lines)

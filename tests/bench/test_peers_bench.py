@@ -1,0 +1,74 @@
+"""bench.peers_bench: DeepCTR's inputs from funnel's transformed features, and a tiny run."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bench import peers_bench as pb
+from models import features as F
+from models import preprocessing as P
+
+
+def _features(batch: int = 3):
+    out = {name: tf.constant([[i] for i in range(batch)], tf.int64) for name in pb.ID_FEATURES}
+    out.update({P.bucket_feature("item_price"): tf.constant([[0], [4], [9]], tf.int64)})
+    out.update({name: tf.zeros([batch, 1]) for name in F.DENSE_FEATURES})
+    out[F.POSITION], out[F.PAGE] = tf.constant([[1], [12], [40]], tf.int64), tf.constant([[1], [2], [4]], tf.int64)
+    for sequence, (max_length, _) in F.SEQUENCES.items():
+        # row 0 empty, row 1 two elements (ids 0 and 7), row 2 over-long (max length + 2)
+        rows = [[], [0, 7], list(range(max_length + 2))]
+        indices = [(r, c) for r, row in enumerate(rows) for c in range(len(row))]
+        values = [v for row in rows for v in row]
+        for field in F.SEQUENCE_ELEMENT_FIELDS:
+            out[F.sequence_feature(sequence, field)] = tf.SparseTensor(
+                np.array(indices, np.int64), np.array(values, np.int64), [batch, max_length + 2])
+    return out
+
+
+@pytest.mark.parametrize("attend", [False, True])
+def test_peer_inputs_shift_ids_pad_sequences_and_keep_position_only_when_asked(attend):
+    inputs = pb.to_peer_inputs(_features(), ["item_price"], with_bias=False, attend=attend)
+    assert F.POSITION not in inputs and F.PAGE not in inputs
+    np.testing.assert_array_equal(inputs[F.ITEM_ID].numpy(), [[1], [2], [3]])  # 0 is reserved for padding
+    np.testing.assert_array_equal(inputs[P.bucket_feature("item_price")].numpy(), [[1], [5], [10]])
+    click = inputs["hist_item_id" if attend else "click_seq_item_id"].numpy()
+    max_length = F.SEQUENCES[F.SEQUENCE_CLICK][0]
+    assert click.shape == (3, max_length)
+    np.testing.assert_array_equal(click[0], np.zeros(max_length))
+    np.testing.assert_array_equal(click[1, :3], [1, 8, 0])
+    np.testing.assert_array_equal(click[2], np.arange(max_length) + 1)  # truncated to the max length
+    assert ("seq_length" in inputs) == attend
+    if attend:
+        np.testing.assert_array_equal(inputs["seq_length"].numpy(), [[0], [2], [max_length]])
+    with_bias = pb.to_peer_inputs(_features(), ["item_price"], with_bias=True, attend=attend)
+    np.testing.assert_array_equal(with_bias[F.POSITION].numpy(), [[1], [12], [40]])
+
+
+@pytest.mark.e2e
+def test_peers_and_funnel_train_on_the_same_examples(e2e_run, tmp_path, monkeypatch):
+    from pipeline import ablate
+    from pipeline.config import load_config
+
+    root, pipeline_root = e2e_run
+    data = ablate.data_artifacts(os.path.join(pipeline_root, "metadata.sqlite"))
+    monkeypatch.setattr(ablate, "prepare_data", lambda *args, **kwargs: {"key": "e2e", **data})
+    config = load_config()
+    config["trainer"].update(batch_size=256)
+    result = pb.run_benchmark(str(root / "logs"), str(tmp_path), peers=("ESMM", "DIN"), presets=("dnn-base",),
+                              config=config, log=lambda message: None)
+    names = [row["model"] for row in result["rows"]]
+    assert names == ["deepctr ESMM", "deepctr ESMM +position", "deepctr DIN", "deepctr DIN +position",
+                     "funnel dnn-base (served)"]
+    for row in result["rows"]:
+        for task in (F.CLICK, F.ORDER):
+            figures = row["metrics"][task]
+            assert 0.0 <= figures["auc"] <= 1.0
+            assert {"click_efficiency", "click_ndcg@10", "purchase_ndcg@10"} <= set(figures)
+        assert all(v > 0 for v in row["examples_per_second"].values())
+    # DIN is single-task: one model (and one speed) per task
+    assert set(result["rows"][2]["examples_per_second"]) == {F.CLICK, F.ORDER}
+    assert "score" in result["rows"][-1] and result["eval_examples"] > 0
+    table = pb.markdown(result)
+    assert all(f"| {name} |" in table for name in names)

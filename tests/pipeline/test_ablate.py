@@ -1,0 +1,171 @@
+"""`funnel ablate`: the suites are valid architectures, and a suite trains, evaluates and
+reuses its variants on the e2e pipeline's examples."""
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+import yaml
+
+from models import features as F
+from models import preprocessing as P
+from models.config import ModelConfig
+from models.model import build_model, compile_model
+from pipeline import ablate
+from pipeline.config import load_config
+from pipeline.pipeline import create_pipeline
+from tests.models.batch import VOCAB_SIZES, make_batch, small_config
+
+SUITES = ablate.load_suites()
+# the issue's suites (DMT Tables 3-5, ESM², HMoE, mixtures, baselines)
+REQUIRED = {"fusion", "dmt-positional", "dmt-behaviours", "dmt-bias", "esm2", "hmoe", "mixtures", "baselines"}
+VARIANTS = [(suite, name) for suite in SUITES for name in SUITES[suite]["variants"]]
+
+
+def test_the_issue_suites_exist_with_their_columns():
+    assert REQUIRED <= set(SUITES)
+    assert "logged" in SUITES["dmt-bias"]["columns"] and "cvr" in SUITES["esm2"]["columns"]
+    assert "per_scenario" in SUITES["hmoe"]["columns"]
+    assert list(SUITES["dmt-positional"]["variants"]) == ["none", "none+recency", "sincos", "sincos+recency",
+                                                          "learned", "learned+recency"]
+
+
+@pytest.mark.parametrize("suite,variant", VARIANTS)
+def test_every_variant_is_a_valid_architecture(suite, variant):
+    section = ablate.variant_section(SUITES[suite], SUITES[suite]["variants"][variant])
+    config = ModelConfig.from_dict(section, P.transform_config(load_config()))
+    assert config.preset == section["preset"]
+
+
+# One variant per kind of change the suites make to a preset (presets themselves are trained
+# in tests/models/test_presets.py); the others differ from these only in a value.
+BUILT = [("dmt-positional", "none"), ("dmt-positional", "sincos+recency"), ("dmt-behaviours", "click"),
+         ("dmt-behaviours", "single-task click"), ("dmt-behaviours", "single-task order"),
+         ("dmt-bias", "none"), ("dmt-bias", "position_page"), ("baselines", "dmt-no-encoder")]
+
+
+@pytest.mark.parametrize("suite,variant", BUILT)
+def test_the_suites_own_variants_build_and_train_a_step(suite, variant):
+    section = ablate.variant_section(SUITES[suite], SUITES[suite]["variants"][variant])
+    overrides = {k: v for k, v in section.items() if k != "preset"}
+    keras.utils.set_random_seed(0)
+    config = small_config(section["preset"], **overrides)
+    model = compile_model(build_model(config, VOCAB_SIZES), keras.optimizers.Adam(1e-2))
+    features, labels = make_batch(8, seed=1)
+    labels = {t: labels[t] for t in config.tasks}
+    history = model.fit(tf.data.Dataset.from_tensors((features, labels)), verbose=0).history
+    assert np.isfinite(history["loss"][0])
+
+
+def test_variant_section_merges_over_the_suite_base_unless_it_names_a_preset():
+    assert ablate.variant_section({"base": "dmt"}, {"bias_features": "none"}) == {"preset": "dmt",
+                                                                                 "bias_features": "none"}
+    assert ablate.variant_section({"base": "dmt"}, {"preset": "esmm"}) == {"preset": "esmm"}
+
+
+def test_unknown_suite_columns_are_refused(tmp_path):
+    path = tmp_path / "suites.yaml"
+    path.write_text(yaml.safe_dump({"s": {"columns": ["speed"], "variants": {"a": {}}}}))
+    with pytest.raises(ValueError, match="columns"):
+        ablate.load_suites(str(path))
+
+
+def test_the_data_pipeline_stops_after_transform():
+    config = load_config()
+    pipeline = create_pipeline("p", "/tmp/root", "/tmp/logs", "/tmp/serving", config, data_only=True)
+    assert sorted(c.id for c in pipeline.components) == ["ExampleValidator", "ImportSchemaGen", "Ingest",
+                                                         "StatisticsGen", "Transform"]
+
+
+def test_markdown_has_the_suite_columns():
+    row = {"variant": "a", "train_seconds": 3.0,
+           "metrics": {"click": {"auc": 0.7, "gauc": 0.6, "logged_auc": 0.75}, "order": {"auc": 0.8, "cvr_auc": 0.65}},
+           "per_scenario": {"NL": {"click": {"gauc": 0.61}, "order": {"gauc": 0.7}}},
+           "ranking": {"click": {"click_efficiency": 0.9}, "score": {"purchase_ndcg@10": 0.8}}}
+    text = ablate.markdown({"suite": "s", "columns": ["logged", "cvr", "per_scenario"], "rows": [row], "logs": "L"})
+    assert "| a | 0.7000 | 0.6000 | 0.8000 | - | 0.7500 | - | 0.6500 | 0.6100 | 0.7000 | 0.9000 |" in text
+
+
+@pytest.mark.e2e
+def test_a_suite_trains_each_variant_once_on_the_pipeline_examples(e2e_run, tmp_path, monkeypatch):
+    """Two variants on the examples of the shared e2e run (its Ingest and Transform found in its
+    ML Metadata, as `funnel ablate` finds its own); a second run reuses both."""
+    root, pipeline_root = e2e_run
+    data = ablate.data_artifacts(os.path.join(pipeline_root, "metadata.sqlite"))
+    assert os.sep + "Transform" + os.sep in data["transform_graph"]
+    monkeypatch.setattr(ablate, "prepare_data", lambda *args, **kwargs: {"key": "e2e", **data})
+    suites = tmp_path / "suites.yaml"
+    suites.write_text(yaml.safe_dump({"tiny": {
+        "base": "dnn-base", "columns": ["cvr", "per_scenario"],
+        "variants": {"dnn": {}, "dmt-small": {"preset": "dmt", "mixture": {"expert_units": [16], "tower_units": [8]},
+                                               "sequence_encoder": {"ffn_dim": 16}}}}}, sort_keys=False))
+    config = load_config()
+    config["trainer"].update(batch_size=256)
+    work = tmp_path / "work"
+    lines = []
+    result = ablate.run_suite("tiny", str(root / "logs"), str(work), config, log=lines.append,
+                              suites_file=str(suites))
+    canonical = lambda value: json.dumps(value, sort_keys=True)  # noqa: E731 (NaN == NaN as text)
+    with open(work / "ablations" / "tiny.json") as f:
+        assert canonical(json.load(f)) == canonical(result)
+    assert [r["variant"] for r in result["rows"]] == ["dnn", "dmt-small"]
+    assert result["rows"][0]["config"] == {"preset": "dnn-base"}
+    scenarios = set()
+    for row in result["rows"]:
+        for task in (F.CLICK, F.ORDER):
+            assert 0.0 <= row["metrics"][task]["auc"] <= 1.0 and "gauc" in row["metrics"][task]
+        assert 0.0 <= row["metrics"][F.ORDER]["cvr_auc"] <= 1.0 or np.isnan(row["metrics"][F.ORDER]["cvr_auc"])
+        assert set(row["ranking"]) == {"score", F.CLICK, F.ORDER}
+        assert set(row["fusion"]) == {ablate.fusion_name(k, w) for k, w in ablate.FUSION_GRID}
+        # the product fusion with all weight on order ranks exactly as the order output does
+        assert row["fusion"]["product click=0 order=1"] == pytest.approx(row["ranking"][F.ORDER])
+        assert -1.0 <= row["ranking"][F.CLICK]["click_efficiency"] <= 1.0
+        scenarios |= set(row["per_scenario"])
+    # the bias-tower model also reports its training-time network on logged labels
+    assert "logged_auc" in result["rows"][1]["metrics"][F.CLICK]
+    assert "logged_auc" not in result["rows"][0]["metrics"][F.CLICK]
+    assert scenarios and all(f"{s} click GAUC" in (work / "ablations" / "tiny.md").read_text() for s in scenarios)
+    assert sum("trained in" in line for line in lines) == 2
+
+    again = []
+    second = ablate.run_suite("tiny", str(root / "logs"), str(work), config, log=again.append,
+                              suites_file=str(suites))
+    assert sum("reused" in line for line in again) == 2
+    assert canonical([r["metrics"] for r in second["rows"]]) == canonical([r["metrics"] for r in result["rows"]])
+    # a variant whose section now resolves to other settings (e.g. its preset was edited) retrains
+    custom = {"transform": config["transform"], "model": {"preset": "dnn-base"}, "trainer": config["trainer"]}
+    record = os.path.join(ablate.variant_dir(str(work), {"key": "e2e"}, custom), "variant.json")
+    with open(record) as f:
+        recorded = json.load(f)
+    assert recorded["resolved"] == ablate.resolved_settings(custom)
+    recorded["resolved"]["model"]["mixture"]["bottom_units"] = [7]
+    with open(record, "w") as f:
+        json.dump(recorded, f)
+    third = []
+    ablate.run_suite("tiny", str(root / "logs"), str(work), config, log=third.append, suites_file=str(suites))
+    assert ["trained in" in line for line in third[1:]] == [True, False]
+
+
+@pytest.mark.parametrize("kind,weights", [("product", {"click": 0.3, "order": 0.7}),
+                                          ("weighted", {"click": 1.0, "order": 30.0})])
+def test_fused_score_is_what_the_fusion_layers_serve(kind, weights):
+    from models.registry import FUSIONS
+
+    scored = pd.DataFrame({"click": [0.05, 0.2, 0.01], "order": [0.002, 0.001, 0.0005]})
+    layer = FUSIONS.get(kind)(outputs=["click", "order"], tasks=["click", "order"], weights=weights)
+    served = layer({k: tf.constant(v, tf.float32) for k, v in scored.items()}).numpy()
+    fused = ablate.fused_score(scored, kind, weights)
+    # the product layer serves exp(sum w log p); the ablation ranks by its logarithm
+    np.testing.assert_allclose(np.exp(fused) if kind == "product" else fused, served, rtol=1e-5)
+
+
+@pytest.mark.parametrize("text", ["[a, b]", "s: [1]", "s: {variants: [a]}"])
+def test_malformed_suite_files_are_refused(tmp_path, text):
+    path = tmp_path / "suites.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError):
+        ablate.load_suites(str(path))
