@@ -202,8 +202,10 @@ def quality(scored: pd.DataFrame, outputs: Dict[str, str]) -> Dict[str, Dict[str
 
 def run_benchmark(logs_dir: str, work_dir: str, peers=PEERS, presets=("dmt", "dnn-base"), config=None,
                   log=print) -> Dict[str, Any]:
+    from models.trainer import LOGGED_MODEL_DIR
     from pipeline import ablate, report
     from pipeline.config import load_config
+    from serving.batch_predict import score_examples
 
     config = config or load_config()
     settings = dict(config["trainer"])
@@ -235,14 +237,13 @@ def run_benchmark(logs_dir: str, work_dir: str, peers=PEERS, presets=("dmt", "dn
     for preset in presets:
         custom = {"transform": config["transform"], "model": {"preset": preset}, "trainer": config["trainer"]}
         out_dir = ablate.variant_dir(work_dir, data_uris, custom)  # shared with `funnel ablate`
-        if not os.path.exists(os.path.join(out_dir, "run", FIT_FILE)):
-            ablate.train_variant(data_uris, custom, out_dir)
+        eval_files = sorted(glob.glob(os.path.join(data_uris["examples"], f"Split-{F.EVAL_SPLIT}", "*")))
+        ablate.variant_figures(data_uris, custom, work_dir, eval_files, truth, say=lambda message: None)
+        if not os.path.exists(os.path.join(out_dir, "run", FIT_FILE)):  # trained before speeds were recorded
+            os.remove(os.path.join(out_dir, "figures.json"))
+            ablate.variant_figures(data_uris, custom, work_dir, eval_files, truth, say=lambda message: None)
         with open(os.path.join(out_dir, "run", FIT_FILE)) as f:
             fit = json.load(f)
-        eval_files = sorted(glob.glob(os.path.join(data_uris["examples"], f"Split-{F.EVAL_SPLIT}", "*")))
-        from serving.batch_predict import score_examples
-        from models.trainer import LOGGED_MODEL_DIR
-
         networks = [("served", os.path.join(out_dir, "serving"))]
         if os.path.isdir(os.path.join(out_dir, "run", LOGGED_MODEL_DIR)):
             networks.append(("training-time", os.path.join(out_dir, "run", LOGGED_MODEL_DIR)))

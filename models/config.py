@@ -8,7 +8,7 @@ with a `type` and that part's arguments (models/registry.py):
       sequence_encoder: {type: transformer, num_heads: 4}   # or din; sequences: {} for none
       mixture: {type: mmoe, num_experts: 4}                 # shared_bottom, mmoe, ple, hmoe, immoe
       heads: {type: independent}                            # esmm, esm2
-      fusion: {type: weighted, weights: {click: 1, order: 1}}   # or product
+      fusion: {type: product, weights: {click: 1, order: 1}}   # or weighted (eq. 6)
       bias_features: all                                    # the bias tower (training only)
       calibration: {type: reference, position: 1, page: 1}  # what the served probabilities mean
 
@@ -118,7 +118,10 @@ class ModelConfig:
     # --- mixture (DMT 4.3), heads, score fusion (eq. 6)
     mixture: Dict[str, Any] = field(default_factory=lambda: {"type": "mmoe"})
     heads: Dict[str, Any] = field(default_factory=lambda: {"type": "independent"})
-    fusion: Dict[str, Any] = field(default_factory=lambda: {"type": "weighted"})
+    # The product p_click * p_order (each task weight 1): chosen by measurement (issue 10): on the
+    # default world it ranks purchases better than eq. 6's equal-weight sum of probabilities for
+    # every network measured (pipeline/ablations.yaml `fusion`; README "Choosing the score").
+    fusion: Dict[str, Any] = field(default_factory=lambda: {"type": "product"})
     # --- bias deep neural network (4.4, eq. 4), training only
     bias_features: str = "all"
     bias_units: List[int] = field(default_factory=lambda: [64, 32])

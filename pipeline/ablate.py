@@ -8,6 +8,7 @@ and the figures written to `WORK/ablations/NAME.json` and `NAME.md`. A variant t
 data, model section and trainer settings) is reused by every suite that lists it.
 """
 
+import fcntl
 import glob
 import hashlib
 import json
@@ -166,16 +167,22 @@ def fusion_quality(scored: pd.DataFrame) -> Dict[str, Dict[str, float]]:
             for kind, weights in FUSION_GRID}
 
 
-def evaluate_variant(out_dir: str, eval_files: List[str], truth: Optional[pd.DataFrame]) -> Dict[str, Any]:
+def evaluate_variant(out_dir: str, eval_files: List[str], truth: Optional[pd.DataFrame],
+                     fusion: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """The variant's figures on the eval split: per task the report's metrics (served network),
     CVR AUC on clicked impressions, the training-time network's AUC when saved, per-scenario
-    AUC/GAUC and, with truth, the truth-based ranking quality of its score and outputs."""
+    AUC/GAUC and, with truth, the truth-based ranking quality of its score and outputs. With
+    `fusion` (the model section's), `score` is that fusion of the served outputs (fused_score,
+    what the fusion layers serve), so a fusion changed since training needs no retraining."""
     from models.trainer import LOGGED_MODEL_DIR
     from pipeline import report
     from serving.batch_predict import score_examples
 
     scored = score_examples(os.path.join(out_dir, "serving"), eval_files, SCORED_FEATURES)
-    if truth is not None:
+    if fusion is not None:
+        tasks = [t for t in F.LABELS if t in scored and f"label_{t}" in scored]
+        weights = fusion.get("weights") or {t: 1.0 for t in tasks}
+        scored["score"] = fused_score(scored, fusion["type"], weights)  # a product's logarithm: same ranking
         scored = scored.merge(truth, how="left", on=F.IMPRESSION_ID)
     tasks = [t for t in F.LABELS if t in scored and f"label_{t}" in scored]
 
@@ -215,6 +222,10 @@ def resolved_settings(custom: Dict[str, Any]) -> Dict[str, Any]:
     return json.loads(json.dumps({"model": model.to_dict(), "trainer": trainer_config(custom, model)}))
 
 
+def _without_fusion(resolved: Dict[str, Any]) -> Dict[str, Any]:
+    return {**resolved, "model": {k: v for k, v in resolved["model"].items() if k != "fusion"}}
+
+
 def variant_dir(work_dir: str, data: Dict[str, str], custom: Dict[str, Any]) -> str:
     return os.path.join(os.path.abspath(work_dir), "ablations", "variants", _key(data["key"], custom))
 
@@ -225,27 +236,38 @@ def variant_figures(data: Dict[str, str], custom: Dict[str, Any], work_dir: str,
     while what they resolve to is unchanged (a preset edited since retrains), re-scored when
     evaluated by an older EVALUATION_VERSION."""
     out_dir = variant_dir(work_dir, data, custom)
+    os.makedirs(out_dir, exist_ok=True)
+    # One process at a time per variant (two suites, or a suite and bench.peers_bench, sharing
+    # a work directory): the second waits, then reuses what the first wrote.
+    with open(os.path.join(out_dir, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _variant_figures(data, custom, out_dir, eval_files, truth, say)
+
+
+def _variant_figures(data, custom, out_dir, eval_files, truth, say) -> Dict[str, Any]:
     done, record = os.path.join(out_dir, "figures.json"), os.path.join(out_dir, "variant.json")
     expected = resolved_settings(custom)
+    fusion = expected["model"]["fusion"]
     recorded = None
     if os.path.exists(done) and os.path.exists(record):
         with open(record) as f:
-            recorded = json.load(f).get("resolved", expected)  # written before resolution was recorded
-    if recorded == expected:
+            recorded = json.load(f).get("resolved")
+    if recorded is not None and _without_fusion(recorded) == _without_fusion(expected):
         with open(done) as f:
             figures = json.load(f)
-        if figures.get("evaluation_version") == EVALUATION_VERSION:
+        if figures.get("evaluation_version") == EVALUATION_VERSION and recorded == expected:
             say(f"reused {out_dir}")
             return figures
-        trained = figures.get("train_seconds")  # trained; re-score only
-        figures = evaluate_variant(out_dir, eval_files, truth)
+        # trained; re-score only (an older evaluation, or another fusion: it is not trained)
+        trained = figures.get("train_seconds")
+        figures = evaluate_variant(out_dir, eval_files, truth, fusion)
         figures["train_seconds"] = trained
         say(f"re-evaluated {out_dir}")
     else:
         started = time.time()
         train_variant(data, custom, out_dir)
         trained = time.time() - started
-        figures = evaluate_variant(out_dir, eval_files, truth)
+        figures = evaluate_variant(out_dir, eval_files, truth, fusion)
         figures["train_seconds"] = round(trained, 1)
         say(f"trained in {trained:.0f} s, " + ", ".join(f"{t} AUC {v['auc']:.4f}" for t, v in figures["metrics"].items()))
     with open(record, "w") as f:

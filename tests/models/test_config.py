@@ -15,7 +15,7 @@ def test_defaults_are_the_papers():
     assert (m["num_experts"], m["expert_units"], m["gate_units"], m["tower_units"]) == (4, [256, 128], [], [64])
     assert c.tasks == ["click", "order"]
     assert c.loss_weights == {"click": 1.0, "order": 1.0}
-    assert c.fusion == {"type": "weighted", "weights": None}
+    assert c.fusion == {"type": "product", "weights": None}  # p_click * p_order, chosen by measurement
     assert c.bias_features == "all" and c.bias_units == [64, 32]
     assert c.use_dense_features and c.bucket_embedding_dim == 8
 
@@ -26,7 +26,7 @@ def test_from_dict_overrides_and_shorthands():
         "fusion": {"weights": {"order": 3.0}}, "sequences": ["click", "cart"],
         "embedding_dims": {"item_id": 16}, "sequence_encoder": {"num_heads": 2, "positional": "sincos"}})
     assert c.loss_weights == {"click": 1.0, "cart": 0.5, "order": 2.0}
-    assert c.fusion == {"type": "weighted", "weights": {"order": 3.0}}
+    assert c.fusion == {"type": "product", "weights": {"order": 3.0}}
     assert c.sequences == {"click": 50, "cart": 10}
     assert c.d_model == 64 and c.ffn_units == 256
     assert ModelConfig.from_dict(c.to_dict()) == c
