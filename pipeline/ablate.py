@@ -8,6 +8,7 @@ and the figures written to `WORK/ablations/NAME.json` and `NAME.md`. A variant t
 data, model section and trainer settings) is reused by every suite that lists it.
 """
 
+import dataclasses
 import fcntl
 import glob
 import hashlib
@@ -22,6 +23,7 @@ import yaml
 
 from models import features as F
 from models import metrics
+from models import preprocessing as P
 from models.fusion import SMALLEST_PROBABILITY
 
 SUITES_FILE = os.path.join(os.path.dirname(__file__), "ablations.yaml")
@@ -73,6 +75,17 @@ def _latest_live_uri(store, type_name: str, producer: str) -> str:
     return max(found, key=lambda a: a.id).uri
 
 
+def data_key(logs_dir: str, config: Dict[str, Any]) -> str:
+    """The data steps' cache key: the logs directory and the `ingest:` and `transform:` sections
+    with their defaults filled in, so that a section spelled out and one left to its defaults
+    (the CLI fills in the ingest defaults, a library caller may not) share the ingested data."""
+    from components.ingest.config import IngestConfig
+
+    ingest = dataclasses.asdict(IngestConfig(**config["ingest"]))
+    transform = P.transform_config({"transform": config["transform"]})
+    return _key(os.path.abspath(logs_dir), ingest, transform)
+
+
 def prepare_data(logs_dir: str, work_dir: str, config: Dict[str, Any],
                  beam_args: Optional[List[str]] = None) -> Dict[str, str]:
     """Runs Ingest .. Transform (cached per logs directory and `ingest:`/`transform:` sections,
@@ -83,7 +96,7 @@ def prepare_data(logs_dir: str, work_dir: str, config: Dict[str, Any],
     from pipeline.pipeline import create_pipeline
 
     logs_dir = os.path.abspath(logs_dir)
-    key = _key(logs_dir, config["ingest"], config["transform"])
+    key = data_key(logs_dir, config)
     root = os.path.join(os.path.abspath(work_dir), "ablations", "data", key)
     metadata_path = os.path.join(root, "metadata.sqlite")
     tfx.orchestration.LocalDagRunner().run(create_pipeline(

@@ -169,3 +169,16 @@ def test_malformed_suite_files_are_refused(tmp_path, text):
     path.write_text(text)
     with pytest.raises(ValueError):
         ablate.load_suites(str(path))
+
+
+def test_the_data_key_fills_in_defaults_and_follows_the_logs_and_data_settings(tmp_path):
+    import dataclasses
+
+    from components.ingest.config import IngestConfig
+
+    config = load_config()
+    spelled_out = {**config, "ingest": dataclasses.asdict(IngestConfig(**config["ingest"]))}
+    assert ablate.data_key("logs", config) == ablate.data_key("logs", spelled_out)
+    assert ablate.data_key("logs", config) != ablate.data_key("other", config)
+    assert ablate.data_key("logs", config) != ablate.data_key(
+        "logs", {**config, "transform": {**config["transform"], "num_buckets": 5}})
