@@ -152,11 +152,10 @@ def train_peer(name: str, data: _Data, settings: Dict[str, Any], bucketized: Lis
         return to_peer_inputs(features, bucketized, with_bias, attend), labels if len(labels) > 1 else labels[0]
 
     train = data.dataset(F.TRAIN_SPLIT, settings["batch_size"], True, settings["seed"]).map(pair).prefetch(2)
-    steps = []
-    callback = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: steps.append(batch))
     started = time.perf_counter()
-    model.fit(train, epochs=1, verbose=0, callbacks=[callback])
+    model.fit(train, epochs=1, verbose=0)
     seconds = time.perf_counter() - started
+    steps = int(model.optimizer.iterations.numpy())  # no per-batch callback: it would sync every step
     ids, outputs = [], {t: [] for t in tasks}
     for features in data.dataset(F.EVAL_SPLIT, 4096, False, 0):
         predicted = model(to_peer_inputs(features, bucketized, with_bias, attend), training=False)
@@ -165,8 +164,8 @@ def train_peer(name: str, data: _Data, settings: Dict[str, Any], bucketized: Lis
             outputs[t].append(np.reshape(p.numpy(), [-1]))
         ids.append(np.reshape(features[F.IMPRESSION_ID].numpy(), [-1]).astype(str))
     frame = pd.DataFrame({F.IMPRESSION_ID: np.concatenate(ids), **{t: np.concatenate(v) for t, v in outputs.items()}})
-    return {"scores": frame, "fit_seconds": seconds, "train_steps": len(steps),
-            "examples_per_second": len(steps) * settings["batch_size"] / seconds}
+    return {"scores": frame, "fit_seconds": seconds, "train_steps": steps,
+            "examples_per_second": steps * settings["batch_size"] / seconds}
 
 
 def eval_ids(examples_uri: str) -> pd.DataFrame:
@@ -187,16 +186,13 @@ def eval_ids(examples_uri: str) -> pd.DataFrame:
 def quality(scored: pd.DataFrame, outputs: Dict[str, str]) -> Dict[str, Dict[str, float]]:
     """Per task (output column named in `outputs`): logged AUC and GAUC, and the truth-based
     ranking metrics of that output."""
+    from pipeline import report
+
     result = {}
-    truth = "p_click_rel" in scored and scored["p_click_rel"].notna().all()
     for task, column in outputs.items():
         labels, scores = scored[f"label_{task}"].to_numpy(), scored[column].to_numpy()
-        figures = {"auc": metrics.auc(labels, scores), "gauc": metrics.gauc(labels, scores, scored[F.USER_ID])}
-        if truth:
-            order = scored["p_order_rel"].to_numpy() if "p_order_rel" in scored else np.full(len(scored), np.nan)
-            figures.update(metrics.truth_ranking_metrics(scores, scored[F.REQUEST_ID].to_numpy(),
-                                                         scored["p_click_rel"].to_numpy(), order))
-        result[task] = figures
+        result[task] = {"auc": metrics.auc(labels, scores), "gauc": metrics.gauc(labels, scores, scored[F.USER_ID]),
+                        **report.truth_rankings(scored, {task: scores}).get(task, {})}
     return result
 
 

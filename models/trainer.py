@@ -210,12 +210,12 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                                              update_freq="epoch")]
     if len(set(rates)) > 1:
         callbacks.append(keras.callbacks.LearningRateScheduler(lambda epoch, _: rates[min(epoch, len(rates) - 1)]))
-    steps = []
-    callbacks.append(keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: steps.append(batch)))
     started = time.perf_counter()
     model.fit(train, epochs=settings["epochs"], validation_data=evaluation.take(settings["eval_batches"]),
               callbacks=callbacks, verbose=2)
     fit_seconds = time.perf_counter() - started
+    # the optimizer counts the steps (a per-batch callback would sync every training step)
+    steps = int(model.optimizer.iterations.numpy())
     bias = reference_bias(model, train.map(lambda *batch: batch[:2]), config.calibration)
     export(model, tf_transform_output, fn_args.serving_model_dir, bias)
     os.makedirs(fn_args.model_run_dir, exist_ok=True)
@@ -224,7 +224,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, FIT_FILE), "w") as f:
         # training speed as logged: steps x batch size over the wall time of `fit` (with the
         # input pipeline and the per-epoch validation on `eval_batches` batches)
-        json.dump({"fit_seconds": fit_seconds, "train_steps": len(steps), "batch_size": settings["batch_size"],
-                   "examples_per_second": len(steps) * settings["batch_size"] / fit_seconds}, f)
+        json.dump({"fit_seconds": fit_seconds, "train_steps": steps, "batch_size": settings["batch_size"],
+                   "examples_per_second": steps * settings["batch_size"] / fit_seconds}, f)
     if model.bias_tower is not None:
         export_logged_model(model, tf_transform_output, os.path.join(fn_args.model_run_dir, LOGGED_MODEL_DIR))

@@ -170,14 +170,12 @@ def fused_score(scored: pd.DataFrame, kind: str, weights: Dict[str, float]) -> n
 
 def fusion_quality(scored: pd.DataFrame) -> Dict[str, Dict[str, float]]:
     """Truth-based ranking quality of each fusion in FUSION_GRID of the variant's outputs."""
-    if not {F.CLICK, F.ORDER} <= set(scored) or "p_click_rel" not in scored:
+    from pipeline import report
+
+    if not {F.CLICK, F.ORDER} <= set(scored):
         return {}
-    click = scored["p_click_rel"].to_numpy()
-    order = scored["p_order_rel"].to_numpy() if "p_order_rel" in scored else np.full(len(scored), np.nan)
-    requests = scored[F.REQUEST_ID].to_numpy()
-    return {fusion_name(kind, weights): metrics.truth_ranking_metrics(fused_score(scored, kind, weights), requests,
-                                                                       click, order)
-            for kind, weights in FUSION_GRID}
+    return report.truth_rankings(scored, {fusion_name(kind, weights): fused_score(scored, kind, weights)
+                                          for kind, weights in FUSION_GRID})
 
 
 def evaluate_variant(out_dir: str, eval_files: List[str], truth: Optional[pd.DataFrame],
@@ -192,21 +190,13 @@ def evaluate_variant(out_dir: str, eval_files: List[str], truth: Optional[pd.Dat
     from serving.batch_predict import score_examples
 
     scored = score_examples(os.path.join(out_dir, "serving"), eval_files, SCORED_FEATURES)
+    tasks = [t for t in F.LABELS if t in scored and f"label_{t}" in scored]
     if fusion is not None:
-        tasks = [t for t in F.LABELS if t in scored and f"label_{t}" in scored]
         weights = fusion.get("weights") or {t: 1.0 for t in tasks}
         scored["score"] = fused_score(scored, fusion["type"], weights)  # a product's logarithm: same ranking
+    if truth is not None:
         scored = scored.merge(truth, how="left", on=F.IMPRESSION_ID)
-    tasks = [t for t in F.LABELS if t in scored and f"label_{t}" in scored]
-
-    def column(name):
-        return scored[name].to_numpy() if name in scored else None
-
-    figures = {task: metrics.task_metrics(
-        scored[f"label_{task}"].to_numpy(), scored[task].to_numpy(), scored[F.USER_ID].to_numpy(),
-        scored[F.REQUEST_ID].to_numpy(), column(report.TRUTH_COLUMNS.get(task, "")),
-        column(report.RELEVANCE_TRUTH_COLUMNS.get(task, "")), positions=scored[F.POSITION].to_numpy())
-        for task in tasks}
+    figures = report.task_figures(scored)
     cvr = _cvr(scored)
     if F.ORDER in figures and cvr is not None:
         clicked = scored["label_click"].to_numpy() > 0
@@ -222,7 +212,7 @@ def evaluate_variant(out_dir: str, eval_files: List[str], truth: Optional[pd.Dat
                                "gauc": metrics.gauc(rows[f"label_{task}"], rows[task], rows[F.USER_ID])}
                         for task in tasks}
         for scenario, rows in scored.groupby(F.SCENARIO)}
-    ranking = {name.strip(): values for name, values in report.ranking_quality(scored, "", logging_policy=False).items()}
+    ranking = report.ranking_quality(scored, logging_policy=False)
     return {"metrics": figures, "per_scenario": per_scenario, "ranking": ranking, "fusion": fusion_quality(scored),
             "eval_examples": int(len(scored)), "evaluation_version": EVALUATION_VERSION}
 

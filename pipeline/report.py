@@ -99,21 +99,10 @@ def evaluate(root: str, logs_dir: str) -> dict:
         if truth is not None:
             scored = scored.merge(truth, how="left", on=F.IMPRESSION_ID)
         result["eval_examples"] = len(scored)
-        tasks = [c for c in scored.columns if f"label_{c}" in scored.columns]
-
-        def oracle(column):
-            return scored[column].to_numpy() if truth is not None and column in scored else None
-
         if role != "logged" and truth is not None:
-            result["ranking"].update(ranking_quality(scored, name))
-        result["models"][name] = {
-            task: metrics.task_metrics(
-                scored[f"label_{task}"].to_numpy(), scored[task].to_numpy(), scored[F.USER_ID].to_numpy(),
-                scored[F.REQUEST_ID].to_numpy(), oracle(TRUTH_COLUMNS.get(task)),
-                # a position-free (served) model is also measured against the position-free oracle
-                oracle(RELEVANCE_TRUTH_COLUMNS.get(task)) if role != "logged" else None,
-                positions=scored[F.POSITION].to_numpy())
-            for task in tasks}
+            result["ranking"].update(ranking_quality(scored, f"{name} "))
+        # a position-free (served) model is also measured against the position-free oracle
+        result["models"][name] = task_figures(scored, relevance=role != "logged")
     result["calibration"] = {k: v for k, v in _trainer_run(root, TRAINERS["model"]).items() if k != "preset"}
     # RelaImpr as the paper's offline tables: the model's training-time network (eq. 5, the one
     # whose AUC on logged behaviour its Table 5 reports rising with bias features) over the
@@ -131,25 +120,47 @@ def evaluate(root: str, logs_dir: str) -> dict:
     return result
 
 
-def ranking_quality(scored: pd.DataFrame, name: str, logging_policy: bool = True) -> Dict[str, Dict[str, float]]:
-    """Truth-based ranking quality (metrics.truth_ranking_metrics) of each ranking a served
-    network gives the eval requests: its fused `score` and each task output, keyed
-    "NAME score", "NAME click", ...; with `logging_policy`, also the old ranker's (the logged
-    positions) and the truth's own (ranking by the true position-free probabilities)."""
-    if RELEVANCE_TRUTH_COLUMNS[F.CLICK] not in scored or scored[RELEVANCE_TRUTH_COLUMNS[F.CLICK]].isna().any():
+def task_figures(scored: pd.DataFrame, relevance: bool = True) -> Dict[str, Dict[str, float]]:
+    """metrics.task_metrics of each task output that has its label in `scored` (from
+    score_examples, merged with the truth when there is one); `relevance`: also against the
+    position-free oracle (for a served, position-free network)."""
+    def column(name):
+        return scored[name].to_numpy() if name in scored else None
+
+    return {task: metrics.task_metrics(
+        scored[f"label_{task}"].to_numpy(), scored[task].to_numpy(), scored[F.USER_ID].to_numpy(),
+        scored[F.REQUEST_ID].to_numpy(), column(TRUTH_COLUMNS.get(task, "")),
+        column(RELEVANCE_TRUTH_COLUMNS.get(task, "")) if relevance else None,
+        positions=scored[F.POSITION].to_numpy())
+        for task in scored.columns if f"label_{task}" in scored}
+
+
+def truth_rankings(scored: pd.DataFrame, rankers: Dict[str, np.ndarray]) -> Dict[str, Dict[str, float]]:
+    """metrics.truth_ranking_metrics of each ranking of the eval requests in `rankers` (name ->
+    scores of the rows of `scored`); {} when `scored` has no truth."""
+    click_column = RELEVANCE_TRUTH_COLUMNS[F.CLICK]
+    if click_column not in scored or scored[click_column].isna().any():
         return {}
-    click = scored[RELEVANCE_TRUTH_COLUMNS[F.CLICK]].to_numpy()
+    click = scored[click_column].to_numpy()
     order = (scored[ORDER_RELEVANCE].to_numpy() if ORDER_RELEVANCE in scored and not scored[ORDER_RELEVANCE].isna().any()
              else np.full(len(scored), np.nan))
     requests = scored[F.REQUEST_ID].to_numpy()
-    rankers = {f"{name} {column}": scored[column].to_numpy()
-               for column in ["score"] + [t for t in F.LABELS if t in scored]
-               if column in scored}
+    return {name: metrics.truth_ranking_metrics(scores, requests, click, order) for name, scores in rankers.items()}
+
+
+def ranking_quality(scored: pd.DataFrame, prefix: str = "", logging_policy: bool = True) -> Dict[str, Dict[str, float]]:
+    """Truth-based ranking quality of each ranking a served network gives the eval requests:
+    its fused `score` and each task output, keyed PREFIX + "score", PREFIX + "click", ...;
+    with `logging_policy`, also the old ranker's (the logged positions) and the truth's own
+    (ranking by the true position-free probabilities)."""
+    rankers = {f"{prefix}{column}": scored[column].to_numpy()
+               for column in ["score"] + [t for t in F.LABELS if t in scored] if column in scored}
     if logging_policy:
         rankers[LOGGING_POLICY] = -scored[F.POSITION].to_numpy().astype(np.float64)
-        rankers["truth (click)"] = click
-        rankers["truth (order)"] = order
-    return {ranker: metrics.truth_ranking_metrics(scores, requests, click, order) for ranker, scores in rankers.items()}
+        rankers["truth (click)"] = scored.get(RELEVANCE_TRUTH_COLUMNS[F.CLICK])  # no truth: no rankings at all
+        rankers["truth (order)"] = (scored[ORDER_RELEVANCE].to_numpy() if ORDER_RELEVANCE in scored
+                                    else np.full(len(scored), np.nan))
+    return truth_rankings(scored, rankers)
 
 
 def _fmt(value) -> str:

@@ -1,6 +1,7 @@
 """`funnel ablate`: the suites are valid architectures, and a suite trains, evaluates and
 reuses its variants on the e2e pipeline's examples."""
 
+import glob
 import json
 import os
 
@@ -129,6 +130,13 @@ def test_a_suite_trains_each_variant_once_on_the_pipeline_examples(e2e_run, tmp_
     assert "logged_auc" in result["rows"][1]["metrics"][F.CLICK]
     assert "logged_auc" not in result["rows"][0]["metrics"][F.CLICK]
     assert scenarios and all(f"{s} click GAUC" in (work / "ablations" / "tiny.md").read_text() for s in scenarios)
+    # logs without a truth log: the logged-label figures, no truth rankings
+    dnn_dir = ablate.variant_dir(str(work), {"key": "e2e"}, {"transform": config["transform"],
+                                                             "model": {"preset": "dnn-base"}, "trainer": config["trainer"]})
+    eval_files = sorted(glob.glob(os.path.join(data["examples"], "Split-eval", "*")))
+    untruthed = ablate.evaluate_variant(dnn_dir, eval_files, None, {"type": "product", "weights": None})
+    assert untruthed["ranking"] == {} and untruthed["fusion"] == {}
+    assert untruthed["metrics"][F.CLICK]["auc"] == pytest.approx(result["rows"][0]["metrics"][F.CLICK]["auc"])
     assert sum("trained in" in line for line in lines) == 2
 
     again = []
