@@ -4,7 +4,13 @@ Bias features (Table 5):
 - "position_index": the item's index in the list (1..400),
 - "position_page": its page (1..100),
 - "neighboring": the categories of the target item and of its K = 6 nearest neighbours
-  (nearer first), embedded with the tower's own category table and concatenated;
+  (nearer first), embedded with the tower's own category table and concatenated
+  (`neighbors="categories"`, the paper's input), or only which of the K neighbours share the
+  target's category (`neighbors="same_category"`, the paper's motivation: "a user may less
+  likely click a product if it is surrounded by many similar ones in the same category").
+  The paper's input lets the tower learn each target category's own click rate, which serving
+  then drops with the tower; the second form carries no identity of the target, so every
+  relevance signal has to be learnt by the served network;
 - "all" (not in the paper, which compares them one at a time): the three concatenated, for
   logs where examination depends on position and page as well as on the neighbours.
 The embeddings feed an MLP with ReLU and a linear unit giving one bias logit per example.
@@ -16,11 +22,12 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models import features as F
-from models.config import BIAS_PARTS
+from models.config import BIAS_NEIGHBOR_INPUTS, BIAS_PARTS
 from models.embedding import flat_ids
 
 BIAS_TOWER_NAME = "bias_tower"
 BIAS_FEATURE_OPTIONS = tuple(BIAS_PARTS)
+NEIGHBOR_INPUTS = BIAS_NEIGHBOR_INPUTS
 
 
 class BiasTower(keras.layers.Layer):
@@ -29,12 +36,14 @@ class BiasTower(keras.layers.Layer):
     def __init__(self, bias_features: str = "neighboring", units=(64, 32), embedding_dim: int = 8,
                  category_vocab_size: int = 0, num_neighbors: int = F.NUM_NEIGHBORS,
                  max_position: int = F.MAX_POSITION, max_page: int = F.MAX_PAGE,
-                 dropout: float = 0.0, **kwargs):
+                 dropout: float = 0.0, neighbors: str = "categories", **kwargs):
         kwargs["name"] = BIAS_TOWER_NAME
         super().__init__(**kwargs)
         if bias_features not in BIAS_FEATURE_OPTIONS:
             raise ValueError(f"bias_features must be one of {BIAS_FEATURE_OPTIONS}, got {bias_features!r}")
-        if "neighbors" in BIAS_PARTS[bias_features] and category_vocab_size <= 0:
+        if neighbors not in NEIGHBOR_INPUTS:
+            raise ValueError(f"neighbors must be one of {NEIGHBOR_INPUTS}, got {neighbors!r}")
+        if "neighbors" in BIAS_PARTS[bias_features] and neighbors == "categories" and category_vocab_size <= 0:
             raise ValueError("neighboring bias needs category_vocab_size")
         self.bias_features = bias_features
         self.units = [int(u) for u in units]
@@ -44,9 +53,12 @@ class BiasTower(keras.layers.Layer):
         self.max_position = int(max_position)
         self.max_page = int(max_page)
         self.dropout = float(dropout)
+        self.neighbors = neighbors
         sizes = {"position": (self.max_position + 1, "position_embedding"), "page": (self.max_page + 1, "page_embedding"),
                  # its own category table, not the item embedding's (4.4)
-                 "neighbors": (self.category_vocab_size, "category_embedding")}
+                 "neighbors": ((self.category_vocab_size, "category_embedding") if neighbors == "categories"
+                               # slot k's "shares the target's category" (0/1) as id 2k + same
+                               else (2 * self.num_neighbors, "same_category_embedding"))}
         self.tables = {part: keras.layers.Embedding(sizes[part][0], self.embedding_dim, name=sizes[part][1])
                        for part in BIAS_PARTS[bias_features]}
         self.hidden = []
@@ -63,6 +75,10 @@ class BiasTower(keras.layers.Layer):
             return self.tables[part](tf.clip_by_value(flat_ids(inputs[F.PAGE]), 0, self.max_page))
         target = flat_ids(inputs[F.CATEGORY_ID])[:, tf.newaxis]                           # [B, 1]
         neighbors = tf.reshape(inputs[F.NEIGHBOR_CATEGORIES], [-1, self.num_neighbors])   # [B, K]
+        if self.neighbors == "same_category":
+            same = tf.cast(tf.equal(tf.cast(neighbors, target.dtype), target), target.dtype)  # [B, K]
+            slots = 2 * tf.range(self.num_neighbors, dtype=target.dtype)[tf.newaxis, :] + same
+            return tf.reshape(self.tables[part](slots), [-1, self.num_neighbors * self.embedding_dim])
         categories = tf.concat([target, tf.cast(neighbors, target.dtype)], axis=1)       # [B, K + 1]
         return tf.reshape(self.tables[part](categories), [-1, (self.num_neighbors + 1) * self.embedding_dim])
 
@@ -82,4 +98,4 @@ class BiasTower(keras.layers.Layer):
         return {**config, "bias_features": self.bias_features, "units": list(self.units),
                 "embedding_dim": self.embedding_dim, "category_vocab_size": self.category_vocab_size,
                 "num_neighbors": self.num_neighbors, "max_position": self.max_position,
-                "max_page": self.max_page, "dropout": self.dropout}
+                "max_page": self.max_page, "dropout": self.dropout, "neighbors": self.neighbors}

@@ -68,6 +68,7 @@ POSITIONAL_OPTIONS = ("none", "sincos", "learned")  # Table 3: no / pos_sincos /
 BIAS_PARTS = {"position_index": ("position",), "position_page": ("page",), "neighboring": ("neighbors",),
               "all": ("position", "page", "neighbors")}
 BIAS_OPTIONS = ("none",) + tuple(BIAS_PARTS)
+BIAS_NEIGHBOR_INPUTS = ("categories", "same_category")
 DEFAULT_EMBEDDING_DIMS = {F.ITEM_ID: 32, F.CATEGORY_ID: 16, F.BRAND_ID: 16, F.SHOP_ID: 16}
 # Reference contexts of the served probabilities (models/calibration.py).
 CALIBRATION_TYPES = ("none", "reference")
@@ -104,6 +105,10 @@ class ModelConfig:
     embedding_dims: Dict[str, int] = field(default_factory=lambda: dict(DEFAULT_EMBEDDING_DIMS))
     embedding_l2: float = 0.0  # L2 on the batch's looked-up item embeddings (code: l2_emb_lambda)
     use_target_embedding: bool = True  # concat e_target into the mixture input (authors' code)
+    # DCN-V2 cross layers on the mixture input (Wang et al., "DCN V2: Improved Deep & Cross
+    # Network and Practical Lessons for Web-scale Learning to Rank Systems", WWW 2021, eq. 1:
+    # x_{l+1} = x_0 * (W_l x_l + b_l) + x_l), e.g. products of an interest vector and e_target
+    cross_layers: int = 0
     sequences: Dict[str, int] = field(default_factory=_default_sequences)  # name -> max length
     sequence_encoder: Dict[str, Any] = field(default_factory=lambda: {"type": "transformer"})
     use_dense_features: bool = True
@@ -127,6 +132,9 @@ class ModelConfig:
     bias_units: List[int] = field(default_factory=lambda: [64, 32])
     bias_embedding_dim: int = 8
     bias_dropout: float = 0.0
+    # what the neighbouring bias reads (models/bias.py): "categories" (the paper's: the target's
+    # and the K neighbours' categories) or "same_category" (which neighbours share the target's)
+    bias_neighbors: str = "categories"
     # --- what the served probabilities mean (models/calibration.py)
     calibration: Dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_CALIBRATION))
     # --- training: per-example weights by the deepest funnel label (code's class_weight), e.g.
@@ -191,7 +199,9 @@ class ModelConfig:
             check(0.0 <= float(e["dropout"]) < 1.0, "dropout in [0, 1)")
             check(e["positional"] in POSITIONAL_OPTIONS, f"positional must be one of {POSITIONAL_OPTIONS}")
         check(0.0 <= self.bias_dropout < 1.0, "bias_dropout in [0, 1)")
+        check(int(self.cross_layers) >= 0, "cross_layers must be >= 0")
         check(self.bias_features in BIAS_OPTIONS, f"bias_features must be one of {BIAS_OPTIONS}")
+        check(self.bias_neighbors in BIAS_NEIGHBOR_INPUTS, f"bias_neighbors must be one of {BIAS_NEIGHBOR_INPUTS}")
         check(set(self.bucketized_features) <= set(F.DENSE_FEATURES), "bucketized_features must be dense features")
         check(all(w >= 0 for w in self.loss_weights.values()), "loss weights must be non-negative")
         check(self.num_oov_buckets >= 0, "num_oov_buckets must be non-negative")

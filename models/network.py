@@ -14,6 +14,7 @@ from typing import Dict, Mapping
 
 import tensorflow as tf
 import tf_keras as keras
+import tensorflow_recommenders as tfrs
 
 from models import features as F
 from models import preprocessing as P
@@ -71,6 +72,8 @@ class RankingNetwork(keras.layers.Layer):
                                                     name=f"{s}_interest_{encoder}")
                          for s in self.sequence_names}
         self.context = context_input_from_config(c, self.vocab_sizes)
+        # TFRS's DCN-V2 cross layer (tfrs.layers.dcn.Cross), full rank
+        self.cross = [tfrs.layers.dcn.Cross(name=f"cross_{i}") for i in range(int(c.cross_layers))]
         self.heads = HEADS.build(c.heads, tasks=c.tasks, name="heads")
         self.mixture = MIXTURES.build(c.mixture, towers=self.heads.towers,
                                       num_scenarios=known_scenarios(c, self.vocab_sizes), name=c.mixture["type"])
@@ -116,8 +119,10 @@ class RankingNetwork(keras.layers.Layer):
         if self.context is not None:
             parts.append(self.context(inputs))
         scenario = flat_ids(inputs[F.SCENARIO]) if self.mixture.uses_scenario else None
-        return self.mixture(tf.concat(parts, axis=-1), scenario=scenario, training=training,
-                            return_gates=return_gates)
+        x = x0 = tf.concat(parts, axis=-1)
+        for layer in self.cross:
+            x = layer(x0, x)  # x_{l+1} = x_0 * (W_l x_l + b_l) + x_l   (DCN-V2 eq. 1)
+        return self.mixture(x, scenario=scenario, training=training, return_gates=return_gates)
 
     @no_autograph
     def rank(self, inputs, num_candidates) -> Dict[str, tf.Tensor]:

@@ -225,6 +225,15 @@ def resolved_settings(custom: Dict[str, Any]) -> Dict[str, Any]:
     return json.loads(json.dumps({"model": model.to_dict(), "trainer": trainer_config(custom, model)}))
 
 
+# Model settings added after variants may have been recorded, each with the value that trains
+# what the code trained before it existed: a recorded variant lacking one was trained with it.
+LEGACY_MODEL_SETTINGS = {"bias_neighbors": "categories", "cross_layers": 0}
+
+
+def _with_legacy_settings(recorded: Dict[str, Any]) -> Dict[str, Any]:
+    return {**recorded, "model": {**LEGACY_MODEL_SETTINGS, **recorded["model"]}}
+
+
 def _without_fusion(resolved: Dict[str, Any]) -> Dict[str, Any]:
     return {**resolved, "model": {k: v for k, v in resolved["model"].items() if k != "fusion"}}
 
@@ -255,6 +264,7 @@ def _variant_figures(data, custom, out_dir, eval_files, truth, say) -> Dict[str,
     if os.path.exists(done) and os.path.exists(record):
         with open(record) as f:
             recorded = json.load(f).get("resolved")
+        recorded = _with_legacy_settings(recorded) if recorded is not None else None
     if recorded is not None and _without_fusion(recorded) == _without_fusion(expected):
         with open(done) as f:
             figures = json.load(f)

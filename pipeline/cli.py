@@ -14,6 +14,26 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before anything imports Ten
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def send_library_logs_to(path: str) -> None:
+    """Routes Python logging (absl, TensorFlow, Beam, TFX) and warnings to the file `path`, so
+    that the console keeps funnel's own progress lines and tables."""
+    import logging
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    for name in ("tensorflow", "apache_beam", "absl"):  # loggers that may carry their own console handler
+        logger = logging.getLogger(name)
+        for existing in list(logger.handlers):
+            logger.removeHandler(existing)
+        logger.propagate = True
+    logging.captureWarnings(True)
+
+
 def _add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--logs", required=True, help="logs directory (see README: the raw-log contract)")
     parser.add_argument("--config", help="YAML configuration (see pipeline/config.yaml); for ingest, its `ingest:` section")
@@ -134,6 +154,9 @@ def _ablate(args, beam_args) -> int:
         print(f"funnel ablate: unknown suite(s) {', '.join(unknown)}; suites: {', '.join(suites)} or all",
               file=sys.stderr)
         return 2
+    library_log = os.path.join(args.work, "ablations", "ablate.log")
+    send_library_logs_to(library_log)
+    print(f"funnel ablate: library messages go to {library_log}")
     for name in names:
         try:
             result = ablate.run_suite(name, args.logs, args.work, config, beam_args, suites=suites)

@@ -44,6 +44,7 @@ def test_transform_config_supplies_buckets_unless_set():
     {"no_such_key": 1},
     {"sequence_encoder": {"positional": "rotary"}},
     {"bias_features": "position"},
+    {"bias_neighbors": "brands"},
     {"tasks": ["click", "like"]},
     {"sequences": {"view": 5}},
     {"sequence_encoder": {"num_heads": 3}},

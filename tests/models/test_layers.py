@@ -149,6 +149,31 @@ def test_bias_tower(kind, reads):
         assert np.allclose(tower(changed), y) == (name not in reads), name
 
 
+def test_same_category_bias_reads_only_which_neighbours_share_the_target_category():
+    features, _ = make_batch()
+    tower = BiasTower("neighboring", [8, 4], 4, neighbors="same_category")
+    y = tower(features).numpy()
+    neighbors = features[F.NEIGHBOR_CATEGORIES].numpy().reshape(6, F.NUM_NEIGHBORS)
+    target = features[F.CATEGORY_ID].numpy().reshape(6, 1)
+    # a relabelling of every category (target and neighbours alike) keeps who shares it: same y_b
+    relabelled = dict(features)
+    relabelled[F.CATEGORY_ID] = features[F.CATEGORY_ID] + 100
+    relabelled[F.NEIGHBOR_CATEGORIES] = features[F.NEIGHBOR_CATEGORIES] + 100
+    np.testing.assert_allclose(tower(relabelled), y, rtol=1e-6)
+    # a neighbour moved into the target's category changes it
+    moved = neighbors.copy()
+    moved[:, 0] = target[:, 0]
+    changed = dict(features)
+    changed[F.NEIGHBOR_CATEGORIES] = tf.constant(moved.reshape(features[F.NEIGHBOR_CATEGORIES].shape),
+                                                 features[F.NEIGHBOR_CATEGORIES].dtype)
+    differs = (neighbors[:, 0] != target[:, 0])
+    assert differs.any()
+    assert not np.allclose(tower(changed).numpy()[differs], y[differs])
+    np.testing.assert_allclose(tower(changed).numpy()[~differs], y[~differs], rtol=1e-6)
+    with pytest.raises(ValueError, match="neighbors must be one of"):
+        BiasTower("neighboring", [4], 2, 10, neighbors="brands")
+
+
 def test_context_input():
     features, _ = make_batch()
     layer = ContextInput(F.DENSE_FEATURES, ["item_price"], 10, 3, VOCAB_SIZES[F.SCENARIO], 2)
@@ -182,6 +207,7 @@ def test_get_config_round_trips():
     _roundtrip(MMoE(["click", "order"], num_experts=2, expert_units=[4], gate_units=[3], tower_units=[2]), x[:, 0])
     _roundtrip(DINAttention(L, [6, 3]), x, ages, mask, target)
     _roundtrip(BiasTower("neighboring", [4], 2, VOCAB_SIZES[F.CATEGORY_ID]), features)
+    _roundtrip(BiasTower("all", [4], 2, VOCAB_SIZES[F.CATEGORY_ID], neighbors="same_category"), features)
 
 
 def test_din_attention_pools_real_elements_and_shares_targets():

@@ -268,3 +268,29 @@ def test_decoder_scores_many_targets_over_one_memory(model):
         one = transformer(sequence, ids[F.SEQUENCE_AGE], mask, targets[:, t, :]).numpy()
         np.testing.assert_allclose(shared[:, t, :], one, atol=1e-5, rtol=0)
     assert (shared[0] == 0).all()  # row 0 has no click sequence
+
+
+def test_cross_layers_feed_the_mixture_and_serve_through_rank():
+    m = build_dmt(small_config(cross_layers=2, bias_features="none"), VOCAB_SIZES)
+    features, _ = make_batch()
+    out = m(features, training=False)
+    assert all(any(f"/{name}/" in v.name for v in m.network.variables) for name in ("cross_0", "cross_1"))
+    # the cross layers are in the path: zeroing their kernels changes the outputs (x_0 * b + x)
+    cross = [layer for layer in m.network.cross]
+    saved = [layer.get_weights() for layer in cross]
+    for layer in cross:
+        layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
+    assert not np.allclose(m(features, training=False)["click"], out["click"])
+    for layer, weights in zip(cross, saved):
+        layer.set_weights(weights)
+    requests, num_candidates = 3, 4
+    context, _ = make_batch(batch_size=requests, seed=5)
+    candidates, _ = make_batch(batch_size=requests * num_candidates, seed=6)
+    per_request = {n: v for n, v in candidates.items() if not isinstance(v, tf.SparseTensor)}
+    per_request.update({n: v for n, v in context.items() if isinstance(v, tf.SparseTensor)})
+    per_example = {**per_request, **_repeat_sequences(context, num_candidates)}
+    module = export_serving_module(m)
+    ranked = _numpy(module.serve_rank({n: per_request[n] for n in module.input_signature()},
+                                      tf.constant(num_candidates)))
+    np.testing.assert_allclose(ranked[SCORE].reshape(-1), _numpy(module(per_example))[SCORE].reshape(-1),
+                               atol=1e-5, rtol=0)

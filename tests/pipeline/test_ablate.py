@@ -190,3 +190,18 @@ def test_the_data_key_fills_in_defaults_and_follows_the_logs_and_data_settings(t
     assert ablate.data_key("logs", config) != ablate.data_key("other", config)
     assert ablate.data_key("logs", config) != ablate.data_key(
         "logs", {**config, "transform": {**config["transform"], "num_buckets": 5}})
+
+
+def test_a_variant_recorded_before_a_setting_existed_matches_the_setting_that_reproduces_it():
+    custom = {"model": {"preset": "dmt", "bias_neighbors": "categories"}}
+    resolved = ablate.resolved_settings(custom)
+    for key, legacy in ablate.LEGACY_MODEL_SETTINGS.items():
+        old = json.loads(json.dumps(resolved))
+        del old["model"][key]
+        assert ablate._with_legacy_settings(old)["model"][key] == legacy
+    old = json.loads(json.dumps(resolved))
+    for key in ablate.LEGACY_MODEL_SETTINGS:
+        del old["model"][key]
+    assert ablate._with_legacy_settings(old) == ablate.resolved_settings(custom)
+    changed = ablate.resolved_settings({"model": {"preset": "dmt", "bias_neighbors": "same_category"}})
+    assert ablate._with_legacy_settings(old) != changed

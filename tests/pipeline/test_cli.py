@@ -52,3 +52,37 @@ def test_ablate_refuses_an_unknown_suite_or_suites_file_before_running(tmp_path,
     assert cli.main(base + ["--suite", "x", "--suites", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml" in capsys.readouterr().err
     assert not (tmp_path / "work").exists()
+
+
+def test_library_logs_go_to_the_file_and_not_to_the_console(tmp_path, capfd):
+    import logging
+    import warnings
+
+    root = logging.getLogger()
+    saved = {name: (logging.getLogger(name).handlers[:], logging.getLogger(name).propagate)
+             for name in ("", "tensorflow", "apache_beam", "absl")}
+    path = tmp_path / "work" / "ablations" / "ablate.log"
+    try:
+        with warnings.catch_warnings():  # pytest records warnings; this shows them as a run would
+            warnings.simplefilter("always")
+            cli.send_library_logs_to(str(path))
+            logging.getLogger("apache_beam.runners.worker").warning("a beam worker warning")
+            logging.getLogger("tensorflow").warning("a tensorflow warning")
+            warnings.warn("a library FutureWarning", FutureWarning)
+        for handler in root.handlers:
+            handler.flush()
+    finally:
+        logging.captureWarnings(False)
+        for name, (handlers, propagate) in saved.items():
+            logger = logging.getLogger(name)
+            for handler in logger.handlers[:]:
+                logger.removeHandler(handler)
+                if handler not in handlers:
+                    handler.close()
+            for handler in handlers:
+                logger.addHandler(handler)
+            logger.propagate = propagate
+    text = path.read_text()
+    assert "a beam worker warning" in text and "a tensorflow warning" in text and "a library FutureWarning" in text
+    out, err = capfd.readouterr()
+    assert "warning" not in (out + err).lower()
