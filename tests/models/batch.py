@@ -101,3 +101,28 @@ def make_batch(batch_size: int = 6, seed: int = 0, tail_seed: int = 1, tail_extr
             rng.integers(0, P.DEFAULT_TRANSFORM_CONFIG["num_buckets"], (batch_size, 1)), tf.int64)
     labels = {name: tf.constant(rng.integers(0, 2, (batch_size, 1)), tf.float32) for name in LABEL_NAMES}
     return features, labels
+
+
+def repeat_sequences(features, num_candidates):
+    """Per-request features (batch R) with each request's sequences repeated for its N rows."""
+    out = {}
+    for name, value in features.items():
+        if isinstance(value, tf.SparseTensor):
+            indices, values = value.indices.numpy(), value.values.numpy()
+            rows = [(r * num_candidates + k, c) for r, c in indices for k in range(num_candidates)]
+            order = [i for i in range(len(indices)) for _ in range(num_candidates)]
+            st = tf.SparseTensor(np.array(rows, np.int64).reshape(-1, 2), values[order],
+                                 [value.dense_shape[0] * num_candidates, value.dense_shape[1]])
+            out[name] = tf.sparse.reorder(st)
+    return out
+
+
+def rank_batch(requests: int, num_candidates: int):
+    """(per_request, per_example) inputs of the `rank` signature and of per-example scoring:
+    R requests' sequences (batch R) with R * N candidates' other features, and the same rows
+    with each request's sequences repeated for its N candidates."""
+    context, _ = make_batch(batch_size=requests, seed=5)
+    candidates, _ = make_batch(batch_size=requests * num_candidates, seed=6)
+    per_request = {n: v for n, v in candidates.items() if not isinstance(v, tf.SparseTensor)}
+    per_request.update({n: v for n, v in context.items() if isinstance(v, tf.SparseTensor)})
+    return per_request, {**per_request, **repeat_sequences(context, num_candidates)}

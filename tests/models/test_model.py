@@ -9,7 +9,7 @@ from models import features as F
 from models.export import export_serving_module
 from models.model import RankingModel, build_model, compile_model
 from models.network import SCORE, RankingNetwork
-from tests.models.batch import SEQUENCE_LENGTHS, VOCAB_SIZES, make_batch, small_config
+from tests.models.batch import SEQUENCE_LENGTHS, VOCAB_SIZES, make_batch, rank_batch, small_config
 
 TASKS = ["click", "cart", "order"]
 
@@ -218,29 +218,11 @@ def test_dnn_base_has_the_same_api():
     assert RankingModel.from_config(m.get_config()).network.sequence_names == []
 
 
-def _repeat_sequences(features, num_candidates):
-    """Per-request features (batch R) with each request's sequences repeated for its N rows."""
-    out = {}
-    for name, value in features.items():
-        if isinstance(value, tf.SparseTensor):
-            indices, values = value.indices.numpy(), value.values.numpy()
-            rows = [(r * num_candidates + k, c) for r, c in indices for k in range(num_candidates)]
-            order = [i for i in range(len(indices)) for _ in range(num_candidates)]
-            st = tf.SparseTensor(np.array(rows, np.int64).reshape(-1, 2), values[order],
-                                 [value.dense_shape[0] * num_candidates, value.dense_shape[1]])
-            out[name] = tf.sparse.reorder(st)
-    return out
-
-
 @pytest.mark.parametrize("builder", [build_dmt, build_dnn_base])
 def test_rank_shares_the_encoder_and_equals_per_example_scoring(model, builder):
     m = model if builder is build_dmt else builder(model.model_config, VOCAB_SIZES)
     requests, num_candidates = 6, 4  # make_batch's rows include empty and over-long sequences
-    context, _ = make_batch(batch_size=requests, seed=5)
-    candidates, _ = make_batch(batch_size=requests * num_candidates, seed=6)
-    per_request = {n: v for n, v in candidates.items() if not isinstance(v, tf.SparseTensor)}
-    per_request.update({n: v for n, v in context.items() if isinstance(v, tf.SparseTensor)})
-    per_example = {**per_request, **_repeat_sequences(context, num_candidates)}
+    per_request, per_example = rank_batch(requests, num_candidates)
     if builder is build_dnn_base:
         m(per_example)
     module = export_serving_module(m)
@@ -284,11 +266,7 @@ def test_cross_layers_feed_the_mixture_and_serve_through_rank():
     for layer, weights in zip(cross, saved):
         layer.set_weights(weights)
     requests, num_candidates = 3, 4
-    context, _ = make_batch(batch_size=requests, seed=5)
-    candidates, _ = make_batch(batch_size=requests * num_candidates, seed=6)
-    per_request = {n: v for n, v in candidates.items() if not isinstance(v, tf.SparseTensor)}
-    per_request.update({n: v for n, v in context.items() if isinstance(v, tf.SparseTensor)})
-    per_example = {**per_request, **_repeat_sequences(context, num_candidates)}
+    per_request, per_example = rank_batch(requests, num_candidates)
     module = export_serving_module(m)
     ranked = _numpy(module.serve_rank({n: per_request[n] for n in module.input_signature()},
                                       tf.constant(num_candidates)))

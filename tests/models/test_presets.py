@@ -12,8 +12,7 @@ from models.config import ModelConfig
 from models.export import export_serving_module
 from models.model import build_model, compile_model
 from models.network import SCORE
-from tests.models.batch import VOCAB_SIZES, make_batch, small_config
-from tests.models.test_model import _repeat_sequences
+from tests.models.batch import VOCAB_SIZES, make_batch, rank_batch, small_config
 
 
 def test_every_preset_is_listed_with_its_paper():
@@ -46,11 +45,7 @@ def test_preset_trains_exports_and_ranks(name, tmp_path):
     loaded = tf.saved_model.load(path)
 
     requests, num_candidates = 3, 4
-    context, _ = make_batch(batch_size=requests, seed=5)
-    candidates, _ = make_batch(batch_size=requests * num_candidates, seed=6)
-    per_request = {n: v for n, v in candidates.items() if not isinstance(v, tf.SparseTensor)}
-    per_request.update({n: v for n, v in context.items() if isinstance(v, tf.SparseTensor)})
-    per_example = {**per_request, **_repeat_sequences(context, num_candidates)}
+    per_request, per_example = rank_batch(requests, num_candidates)
     signature = module.input_signature()
     served = loaded.serve({n: per_example[n] for n in signature})
     ranked = loaded.serve_rank({n: per_request[n] for n in signature}, tf.constant(num_candidates))
