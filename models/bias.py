@@ -27,7 +27,6 @@ from models.embedding import flat_ids
 
 BIAS_TOWER_NAME = "bias_tower"
 BIAS_FEATURE_OPTIONS = tuple(BIAS_PARTS)
-NEIGHBOR_INPUTS = BIAS_NEIGHBOR_INPUTS
 
 
 class BiasTower(keras.layers.Layer):
@@ -41,8 +40,8 @@ class BiasTower(keras.layers.Layer):
         super().__init__(**kwargs)
         if bias_features not in BIAS_FEATURE_OPTIONS:
             raise ValueError(f"bias_features must be one of {BIAS_FEATURE_OPTIONS}, got {bias_features!r}")
-        if neighbors not in NEIGHBOR_INPUTS:
-            raise ValueError(f"neighbors must be one of {NEIGHBOR_INPUTS}, got {neighbors!r}")
+        if neighbors not in BIAS_NEIGHBOR_INPUTS:
+            raise ValueError(f"neighbors must be one of {BIAS_NEIGHBOR_INPUTS}, got {neighbors!r}")
         if "neighbors" in BIAS_PARTS[bias_features] and neighbors == "categories" and category_vocab_size <= 0:
             raise ValueError("neighboring bias needs category_vocab_size")
         self.bias_features = bias_features
