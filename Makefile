@@ -15,7 +15,7 @@ export TF_USE_LEGACY_KERAS := 1
 export PYTHONWARNINGS := ignore::FutureWarning
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: setup bench-deps run test test-fast bench bench-ingest bench-train bench-serving bench-peers lock clean
+.PHONY: setup bench-deps orchestration-deps run test test-fast bench bench-ingest bench-train bench-serving bench-peers lock clean
 
 setup: $(STAMP)
 
@@ -30,9 +30,14 @@ $(STAMP): requirements.lock setup.py $(UV)
 	$(UV) pip install --python $(PY) --no-deps -e .
 	touch $@
 
-# Re-resolve the pinned set after editing requirements.in.
+# Re-resolve the pinned sets after editing requirements.in or requirements-orchestration.in. The
+# orchestration lock starts from requirements.lock's pins (uv keeps an output file's pins where it
+# can), so the two agree on every package they share but the few the extra forces (listed in
+# requirements-orchestration.in; tests/pipeline/test_orchestration.py checks it).
 lock: $(UV)
 	$(UV) pip compile requirements.in --python-version 3.10 -o requirements.lock
+	cp requirements.lock requirements-orchestration.lock
+	$(UV) pip compile requirements-orchestration.in --python-version 3.10 -o requirements-orchestration.lock
 
 run: setup
 	$(VENV)/bin/funnel simulate --out $(WORK)/logs
@@ -47,11 +52,22 @@ $(BENCH_STAMP): $(STAMP)
 	$(UV) pip install --python $(PY) --no-deps "deepctr==0.9.4"
 	touch $@
 
-test: setup bench-deps
+# The orchestration extra (setup.py `orchestration`): Kubeflow Pipelines (kfp) and Airflow, for
+# `funnel compile` and its tests; not part of `make setup`. `uv pip install` adds it to .venv without
+# removing anything; a later `make setup` that re-syncs requirements.lock removes it again and
+# touches $(STAMP), which makes this stamp stale, so the next `make test` reinstalls it.
+ORCH_STAMP := $(VENV)/.orchestration-installed
+orchestration-deps: $(ORCH_STAMP)
+
+$(ORCH_STAMP): $(STAMP) requirements-orchestration.lock
+	$(UV) pip install --python $(PY) -r requirements-orchestration.lock
+	touch $@
+
+test: setup bench-deps orchestration-deps
 	$(PY) -m pytest -q
 
 # The unit tests only (skips the end-to-end ones marked `e2e`).
-test-fast: setup
+test-fast: setup orchestration-deps
 	$(PY) -m pytest -q -m "not e2e"
 
 bench: bench-ingest bench-train bench-serving bench-peers

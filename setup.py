@@ -13,6 +13,9 @@ setup(
     # Pinned versions live in requirements.lock (installed by `make setup`).
     install_requires=["tfx==1.16.0", "tensorflow-recommenders", "tensorflow-serving-api", "pyarrow", "pyyaml", "google-crc32c", "isal"],
     # Benchmarks only (`make bench-peers` installs it into .venv): the peer library funnel is compared with.
-    extras_require={"bench": ["deepctr==0.9.4"]},
+    # `funnel compile` and the schedulers (`make orchestration-deps`; resolved with the base set in
+    # requirements-orchestration.lock): Kubeflow Pipelines V2 / Vertex AI and Airflow 2.10.
+    extras_require={"bench": ["deepctr==0.9.4"],
+                    "orchestration": ["kfp>=2,<3", "kfp-pipeline-spec>=0.2.2", "apache-airflow==2.10.3"]},
     entry_points={"console_scripts": ["funnel = pipeline.cli:main"]},
 )

@@ -1,4 +1,4 @@
-"""The `funnel` command: simulate, ingest, run, ablate, predict, serve, score, presets.
+"""The `funnel` command: simulate, ingest, run, compile, ablate, predict, serve, score, presets.
 
 Arguments a sub-command does not know are passed through to Beam (e.g.
 `--runner=DataflowRunner --project=...`).
@@ -120,8 +120,12 @@ def _run(args, beam_args) -> int:
     except ValueError as e:
         print(f"funnel run: {e}", file=sys.stderr)
         return 2
+    if args.orchestrator == "beam":
+        from pipeline.beam_runner import run_beam as run_pipeline
+    else:
+        run_pipeline = local_runner.run_local
     try:
-        root = local_runner.run_local(args.logs, args.work, config, beam_args, enable_cache=args.cache)
+        root = run_pipeline(args.logs, args.work, config, beam_args, enable_cache=args.cache)
     except ContractError as e:
         print(f"funnel run: {e}", file=sys.stderr)
         return 2
@@ -131,6 +135,33 @@ def _run(args, beam_args) -> int:
         # Trainer whose settings match an earlier run's) keeps an older execution's outputs.
         print("  note (--cache): the report reads each step's newest executed output; a step answered "
               "from the cache this run is reported from a newer earlier run if one exists", file=sys.stderr)
+    return 0
+
+
+def _compile(args, beam_args) -> int:
+    from pipeline import orchestration
+    from pipeline.config import load_config
+
+    _no_beam_args(beam_args)
+    try:
+        orchestration.output_format(args.target, args.out)  # a bad --out fails before any import
+        config = load_config(args.config)
+        written = orchestration.compile_pipeline(args.target, args.out, config)
+    except (OSError, ValueError) as e:  # CompileError is a ValueError, as are bad model sections
+        print(f"funnel compile: {e}", file=sys.stderr)
+        return 2
+    except ImportError as e:
+        print(f"funnel compile: {e}; --target {args.target} needs the orchestration extra "
+              "(`make orchestration-deps`, or `pip install -r requirements-orchestration.lock`)", file=sys.stderr)
+        return 2
+    for path in written:
+        print(f"written: {path}")
+    if args.target == "kubeflow" and orchestration.output_format(args.target, args.out) == "yaml":
+        from pipeline.kubeflow_runner import recurring_run_arguments
+
+        arguments = recurring_run_arguments(config, args.out, "EXPERIMENT_ID")
+        print("schedule it: kfp.Client(host=...).create_recurring_run("
+              + ", ".join(f"{k}={v!r}" for k, v in arguments.items()) + ")")
     return 0
 
 
@@ -232,7 +263,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cache", action="store_true",
                      help="reuse the outputs of steps unchanged since an earlier run in this work directory "
                           "(e.g. ingest and Transform when only the model changes); only with unchanged logs")
+    run.add_argument("--orchestrator", choices=["local", "beam"], default="local",
+                     help="TFX orchestrator on this machine: LocalDagRunner (default) or BeamDagRunner")
     run.set_defaults(handler=_run)
+
+    compile_ = commands.add_parser(
+        "compile", help="write the pipeline for a scheduler: a Kubeflow Pipelines spec or an Airflow DAG (offline)")
+    compile_.add_argument("--target", required=True, choices=["kubeflow", "airflow"],
+                          help="kubeflow: KFP V2 / Vertex AI pipeline spec; airflow: a DAG module")
+    compile_.add_argument("--out", required=True,
+                          help="kubeflow: .yaml/.yml (KFP pipeline spec) or .json (Vertex AI PipelineJob); "
+                               "airflow: a .py module (its configuration is written beside it as .yaml)")
+    compile_.add_argument("--config", help="YAML configuration over pipeline/config.yaml (its `orchestration:` "
+                                           "section holds the image, paths, Beam args and schedules)")
+    compile_.set_defaults(handler=_compile)
 
     ablate = commands.add_parser("ablate", help="train each variant of an ablation suite on the same examples")
     _add_ingest_arguments(ablate)

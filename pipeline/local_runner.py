@@ -1,7 +1,7 @@
 """Runs the pipeline on this machine: LocalDagRunner, SQLite ML Metadata, Beam multi-processing."""
 
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from tfx import v1 as tfx
 
@@ -12,13 +12,14 @@ from pipeline.pipeline import create_pipeline
 PIPELINE_NAME = "funnel"
 
 
-def run_local(logs_dir: str, work_dir: str, config: Optional[Dict[str, Any]] = None,
-              beam_args: Optional[List[str]] = None, enable_cache: bool = False) -> str:
-    """Runs the pipeline under `work_dir`: pipeline root and metadata in `work_dir/tfx`,
-    pushed models in `work_dir/serving`. Returns the pipeline root."""
+def work_dir_pipeline(logs_dir: str, work_dir: str, config: Optional[Dict[str, Any]] = None,
+                      beam_args: Optional[List[str]] = None, enable_cache: bool = False,
+                      data_only: bool = False) -> Tuple[tfx.dsl.Pipeline, str]:
+    """The pipeline laid out under `work_dir`: pipeline root and metadata in `work_dir/tfx`,
+    pushed models in `work_dir/serving`. Returns it with its pipeline root."""
     work_dir = os.path.abspath(work_dir)
     root = os.path.join(work_dir, "tfx")
-    tfx.orchestration.LocalDagRunner().run(create_pipeline(
+    return create_pipeline(
         pipeline_name=PIPELINE_NAME,
         pipeline_root=root,
         logs_dir=os.path.abspath(logs_dir),
@@ -27,5 +28,13 @@ def run_local(logs_dir: str, work_dir: str, config: Optional[Dict[str, Any]] = N
         metadata_path=os.path.join(root, "metadata.sqlite"),
         beam_pipeline_args=list(DEFAULT_BEAM_ARGS) + list(beam_args or []),
         enable_cache=enable_cache,
-    ))
+        data_only=data_only,
+    ), root
+
+
+def run_local(logs_dir: str, work_dir: str, config: Optional[Dict[str, Any]] = None,
+              beam_args: Optional[List[str]] = None, enable_cache: bool = False) -> str:
+    """Runs the pipeline under `work_dir` (see `work_dir_pipeline`). Returns the pipeline root."""
+    pipeline, root = work_dir_pipeline(logs_dir, work_dir, config, beam_args, enable_cache)
+    tfx.orchestration.LocalDagRunner().run(pipeline)
     return root

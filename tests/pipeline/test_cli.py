@@ -3,6 +3,8 @@
 import json
 import os
 
+import pytest
+
 from pipeline import cli
 
 
@@ -86,3 +88,67 @@ def test_library_logs_go_to_the_file_and_not_to_the_console(tmp_path, capfd):
     assert "a beam worker warning" in text and "a tensorflow warning" in text and "a library FutureWarning" in text
     out, err = capfd.readouterr()
     assert "warning" not in (out + err).lower()
+
+
+def test_compile_kubeflow_writes_yaml_or_json_by_extension(tmp_path, scheduled_config_file, capsys):
+    import yaml
+
+    for name in ("funnel.yaml", "funnel.yml"):
+        assert cli.main(["compile", "--target", "kubeflow", "--out", str(tmp_path / name),
+                         "--config", scheduled_config_file]) == 0
+        spec = yaml.safe_load((tmp_path / name).read_text())
+        assert spec["pipelineInfo"]["name"] == "funnel-daily" and "deploymentSpec" in spec and "runtimeConfig" not in spec
+    out = capsys.readouterr().out
+    assert "create_recurring_run(" in out and "cron_expression='0 30 2 * * *'" in out
+    assert cli.main(["compile", "--target", "kubeflow", "--out", str(tmp_path / "vertex" / "funnel.json"),
+                     "--config", scheduled_config_file]) == 0
+    job = json.loads((tmp_path / "vertex" / "funnel.json").read_text())
+    assert job["runtimeConfig"]["gcsOutputDirectory"] == "gs://funnel-test/tfx" and "pipelineSpec" in job
+
+
+def test_compile_airflow_writes_the_module_and_its_configuration(tmp_path, scheduled_config_file, capsys):
+    assert cli.main(["compile", "--target", "airflow", "--out", str(tmp_path / "dags" / "funnel_dag.py"),
+                     "--config", scheduled_config_file]) == 0
+    module = (tmp_path / "dags" / "funnel_dag.py").read_text()
+    assert "DAG = airflow_dag(" in module and "'funnel_dag.yaml'" in module
+    compile(module, "funnel_dag.py", "exec")
+    assert (tmp_path / "dags" / "funnel_dag.yaml").exists()
+    assert capsys.readouterr().out.split() == ["written:", str(tmp_path / "dags" / "funnel_dag.py"),
+                                               "written:", str(tmp_path / "dags" / "funnel_dag.yaml")]
+
+
+def test_compile_refuses_an_unknown_extension_or_a_bad_section_clearly(tmp_path, scheduled_config_file, capsys):
+    for target, out, message in [
+            ("kubeflow", "funnel.txt", "--out funnel.txt: the Kubeflow format follows the extension: .yaml or .yml"),
+            ("kubeflow", "funnel", "the Kubeflow format follows the extension"),
+            ("airflow", "funnel_dag.yaml", "the Airflow DAG is a Python module: give a path ending in .py")]:
+        assert cli.main(["compile", "--target", target, "--out", out]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("funnel compile: ") and message in err, err
+    (tmp_path / "bad.yaml").write_text("orchestration: {kubeflow: {cron: '0 3 * * *'}}\n")
+    assert cli.main(["compile", "--target", "kubeflow", "--out", str(tmp_path / "p.yaml"),
+                     "--config", str(tmp_path / "bad.yaml")]) == 2
+    assert "must have 6 fields" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="unknown arguments: --runner=x"):  # Beam args belong in the config
+        cli.main(["compile", "--target", "kubeflow", "--out", str(tmp_path / "p.yaml"), "--runner=x"])
+    assert not (tmp_path / "p.yaml").exists()
+
+
+@pytest.mark.parametrize("orchestrator", ["local", "beam"])
+def test_run_hands_the_pipeline_to_the_chosen_orchestrator(tmp_path, monkeypatch, orchestrator):
+    from pipeline import beam_runner, local_runner, report
+
+    calls = []
+
+    def runner(name):
+        def run(logs, work, config, beam_args, enable_cache=False):
+            calls.append((name, logs, work, beam_args, enable_cache))
+            return str(tmp_path / "root")
+        return run
+
+    monkeypatch.setattr(local_runner, "run_local", runner("local"))
+    monkeypatch.setattr(beam_runner, "run_beam", runner("beam"))
+    monkeypatch.setattr(report, "summarize", lambda root, logs, work: "table")
+    argv = ["run", "--logs", "L", "--work", "W", "--direct_num_workers=1"]
+    assert cli.main(argv + (["--orchestrator", orchestrator] if orchestrator == "beam" else [])) == 0
+    assert calls == [(orchestrator, "L", "W", ["--direct_num_workers=1"], False)]

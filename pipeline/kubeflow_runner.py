@@ -1,0 +1,61 @@
+"""Kubeflow Pipelines V2 (and Vertex AI Pipelines): the pipeline compiled to a pipeline spec by
+KubeflowV2DagRunner, every step in the image named by `orchestration.image`.
+
+Offline: compiling contacts nothing (no credentials, no network). Needs the orchestration extra
+(`make orchestration-deps`; kfp and kfp-pipeline-spec).
+"""
+
+import os
+from typing import Any, Dict
+
+from pipeline import orchestration
+
+# Every step starts the image with this command and TFX's arguments (the executor class, the
+# step's inputs and outputs, the Beam args).
+STEP_COMMAND = ("python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor")
+
+
+def compile_spec(config: Dict[str, Any], out: str) -> str:
+    """Writes the pipeline to `out`: `.yaml`/`.yml` -> the KFP pipeline spec (with the configured
+    pipeline root as its default), `.json` -> a PipelineJob for Vertex AI (the pipeline root is
+    its output directory). Returns `out`."""
+    orchestration.output_format("kubeflow", out)  # .yaml, .yml or .json, else CompileError
+    section = orchestration.settings(config)
+    from tfx import v1 as tfx
+    from tfx import version
+    from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
+
+    pipeline = orchestration.scheduled_pipeline(
+        config, schema_path=(section.get("kubeflow") or {}).get("schema_path"))
+    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
+            display_name=section["pipeline_name"], default_image=section["image"],
+            default_commands=list(STEP_COMMAND)))
+    job = runner.run(pipeline, write_out=False)
+    # A YAML file holds only the pipeline spec; its default root makes it runnable as it is.
+    job["pipelineSpec"]["defaultPipelineRoot"] = section["pipeline_root"]
+    directory = os.path.dirname(os.path.abspath(out))
+    os.makedirs(directory, exist_ok=True)
+    # TFX's own writer: the format follows the extension (YAML spec for .yaml/.yml, else JSON job).
+    kubeflow_v2_dag_runner._write_pipeline_spec_to_file(  # pylint: disable=protected-access
+        job, f"funnel's TFX pipeline (tfx-{version.__version__}).", out)
+    return out
+
+
+def recurring_run_arguments(config: Dict[str, Any], package_path: str, experiment_id: str,
+                            job_name: str = "") -> Dict[str, Any]:
+    """The arguments of `kfp.Client().create_recurring_run` for the configured schedule: the
+    6-field cron of `orchestration.kubeflow.cron`, one run at a time, no catch-up."""
+    section = orchestration.settings(config)
+    cron = (section.get("kubeflow") or {}).get("cron")
+    if not cron:
+        raise orchestration.CompileError("`orchestration.kubeflow.cron` is not set")
+    return dict(experiment_id=experiment_id, job_name=job_name or f"{section['pipeline_name']}-scheduled",
+                cron_expression=cron, pipeline_package_path=package_path, max_concurrency=1,
+                no_catchup=True, pipeline_root=section["pipeline_root"])
+
+
+def create_recurring_run(client, config: Dict[str, Any], package_path: str, experiment_id: str,
+                         job_name: str = ""):
+    """Schedules a compiled `.yaml` spec on a KFP endpoint: `client` is a `kfp.Client(host=...)`."""
+    return client.create_recurring_run(**recurring_run_arguments(config, package_path, experiment_id, job_name))

@@ -1,0 +1,98 @@
+"""Scheduled runs: the `orchestration:` section of the configuration, the pipeline it describes
+(always `create_pipeline`'s), and `funnel compile`, which writes it for an orchestrator.
+
+Runners (each a thin file around `create_pipeline`): `local_runner` (LocalDagRunner, `funnel run`),
+`beam_runner` (BeamDagRunner), `kubeflow_runner` (KubeflowV2DagRunner: a KFP / Vertex AI pipeline
+spec) and `airflow_runner` (AirflowDagRunner: a DAG module). Compiling needs no cloud credentials
+and no network: the Trainer and Transform name their code by module path inside the image
+(`models.trainer.run_fn`, `models.preprocessing.preprocessing_fn`), so TFX packages no user-module
+wheel into the pipeline root.
+"""
+
+import os
+from typing import Any, Dict, Optional, Tuple
+
+TARGETS = ("kubeflow", "airflow")
+# KFP's recurring runs take a 6-field cron: second minute hour day-of-month month day-of-week.
+KFP_CRON_FIELDS = 6
+
+
+class CompileError(ValueError):
+    """A `funnel compile` request that cannot be honoured (bad path, bad section)."""
+
+
+def settings(config: Dict[str, Any]) -> Dict[str, Any]:
+    """The `orchestration:` section, checked: CompileError naming the key otherwise."""
+    section = config.get("orchestration")
+    if not isinstance(section, dict):
+        raise CompileError("the configuration has no `orchestration:` section")
+    for key in ("pipeline_name", "image", "pipeline_root", "logs_dir", "serving_dir"):
+        if not isinstance(section.get(key), str) or not section[key]:
+            raise CompileError(f"`orchestration.{key}` must be a non-empty string")
+    beam_args = section.get("beam_args") or []
+    if not isinstance(beam_args, list) or not all(isinstance(a, str) for a in beam_args):
+        raise CompileError("`orchestration.beam_args` must be a list of strings")
+    cron = (section.get("kubeflow") or {}).get("cron")
+    if cron is not None and len(str(cron).split()) != KFP_CRON_FIELDS:
+        raise CompileError(f"`orchestration.kubeflow.cron` must have {KFP_CRON_FIELDS} fields "
+                           f"(second minute hour day-of-month month day-of-week), got {cron!r}")
+    airflow = section.get("airflow") or {}
+    for key in ("catchup",):
+        if key in airflow and not isinstance(airflow[key], bool):
+            raise CompileError(f"`orchestration.airflow.{key}` must be true or false")
+    if "max_active_runs" in airflow and not (isinstance(airflow["max_active_runs"], int)
+                                             and airflow["max_active_runs"] >= 1):
+        raise CompileError("`orchestration.airflow.max_active_runs` must be an integer >= 1")
+    return section
+
+
+def scheduled_pipeline(config: Dict[str, Any], schema_path: Optional[str] = None,
+                       metadata_path: Optional[str] = None):
+    """`create_pipeline` with the names, paths and Beam args of the `orchestration:` section."""
+    from pipeline.pipeline import check_model_sections, create_pipeline
+
+    section = settings(config)
+    check_model_sections(config)
+    return create_pipeline(
+        pipeline_name=section["pipeline_name"],
+        pipeline_root=section["pipeline_root"],
+        logs_dir=section["logs_dir"],
+        serving_dir=section["serving_dir"],
+        config=config,
+        schema_path=schema_path,
+        metadata_path=metadata_path,
+        beam_pipeline_args=list(section.get("beam_args") or []),
+        enable_cache=bool(section.get("enable_cache", False)),
+    )
+
+
+def output_format(target: str, out: str) -> str:
+    """What `--out` asks for, from its extension: `yaml` or `json` (kubeflow), `py` (airflow)."""
+    extension = os.path.splitext(out)[1].lower()
+    if target == "kubeflow":
+        if extension in (".yaml", ".yml"):
+            return "yaml"
+        if extension == ".json":
+            return "json"
+        raise CompileError(f"--out {out}: the Kubeflow format follows the extension: .yaml or .yml "
+                           "(a KFP pipeline spec, what kfp.Client runs and schedules) or .json "
+                           "(a PipelineJob for Vertex AI Pipelines)")
+    if target == "airflow":
+        if extension == ".py":
+            return "py"
+        raise CompileError(f"--out {out}: the Airflow DAG is a Python module: give a path ending in .py "
+                           "(its configuration is written beside it, with .yaml)")
+    raise CompileError(f"unknown target {target!r}; targets: {', '.join(TARGETS)}")
+
+
+def compile_pipeline(target: str, out: str, config: Dict[str, Any]) -> Tuple[str, ...]:
+    """Writes the pipeline for `target` to `out` (see `output_format`); returns the files written."""
+    output_format(target, out)  # before anything heavy is imported
+    settings(config)
+    if target == "kubeflow":
+        from pipeline import kubeflow_runner
+
+        return (kubeflow_runner.compile_spec(config, out),)
+    from pipeline import airflow_runner
+
+    return airflow_runner.write_dag_module(config, out)

@@ -1,0 +1,129 @@
+"""Kubeflow Pipelines V2: the spec compiled offline from create_pipeline and the `orchestration:`
+section (tests/pipeline/conftest.py's SCHEDULED), against a committed golden file.
+
+The golden file, tests/pipeline/golden/kubeflow_pipeline.yaml, is the compiled YAML spec
+normalised by `normalise` (comments and the SDK version dropped, keys sorted, temporary paths
+replaced). After an intended change of the pipeline, regenerate it and review its diff:
+
+    FUNNEL_UPDATE_GOLDEN=1 TF_USE_LEGACY_KERAS=1 .venv/bin/python -m pytest -q tests/pipeline/test_kubeflow_runner.py
+"""
+
+import copy
+import importlib
+import json
+import os
+
+import yaml
+
+from pipeline import kubeflow_runner
+from pipeline.config import load_config
+from pipeline.orchestration import scheduled_pipeline
+from pipeline.pipeline import PREPROCESSING_FN, RUN_FN
+
+GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "kubeflow_pipeline.yaml")
+GOLDEN_HEADER = ("# Normalised KFP pipeline spec of tests/pipeline/conftest.py's SCHEDULED configuration.\n"
+                 "# Regenerate: FUNNEL_UPDATE_GOLDEN=1 pytest tests/pipeline/test_kubeflow_runner.py\n")
+# Fields that change with the environment, not with the pipeline.
+VOLATILE = ("sdkVersion",)
+
+
+def normalise(spec: dict, tmp_dir: str) -> str:
+    """The spec without volatile fields, temporary paths replaced by <TMP>, as sorted YAML."""
+    spec = copy.deepcopy(spec)
+    for key in VOLATILE:
+        spec.pop(key, None)
+    spec = json.loads(json.dumps(spec).replace(tmp_dir, "<TMP>"))
+    return yaml.safe_dump(spec, sort_keys=True, width=100)
+
+
+def _compile(config_file, tmp_path, name="pipeline.yaml"):
+    out = str(tmp_path / name)
+    assert kubeflow_runner.compile_spec(load_config(config_file), out) == out
+    with open(out) as f:
+        return out, f.read()
+
+
+def _parameter(task, name):
+    value = task["inputs"]["parameters"][name]["runtimeValue"]["constantValue"]
+    return next(iter(value.values()))
+
+
+def test_the_spec_matches_the_golden_file(scheduled_config_file, tmp_path):
+    _, text = _compile(scheduled_config_file, tmp_path)
+    assert text.startswith("# PIPELINE DEFINITION\n# Name: funnel-daily\n")
+    compiled = normalise(yaml.safe_load(text), str(tmp_path))
+    if os.environ.get("FUNNEL_UPDATE_GOLDEN"):
+        with open(GOLDEN, "w") as f:
+            f.write(GOLDEN_HEADER + compiled)
+    with open(GOLDEN) as f:
+        golden = f.read()
+    assert golden.startswith(GOLDEN_HEADER)
+    assert compiled == golden[len(GOLDEN_HEADER):], "the compiled spec differs from the golden file (see docstring)"
+
+
+def test_every_component_runs_in_the_configured_image_with_its_arguments(scheduled_config_file, tmp_path):
+    config = load_config(scheduled_config_file)
+    section = config["orchestration"]
+    _, text = _compile(scheduled_config_file, tmp_path)
+    spec = yaml.safe_load(text)
+    assert spec["defaultPipelineRoot"] == "gs://funnel-test/tfx"
+    assert spec["pipelineInfo"]["name"] == "funnel-daily"
+    tasks = spec["root"]["dag"]["tasks"]
+    executors = spec["deploymentSpec"]["executors"]
+    ids = [c.id for c in scheduled_pipeline(config).components]
+    assert {"Ingest", "Transform", "Trainer", "BaselineTrainer", "Evaluator", "Pusher"} <= set(ids)
+    for node in ids:
+        if node == "latest_blessed_model_resolver":  # a resolver: two KFP tasks, no container
+            assert {node + "-model-blessing-resolver", node + "-model-resolver"} <= set(tasks)
+            continue
+        container = executors[spec["components"][tasks[node]["componentRef"]["name"]]["executorLabel"]]["container"]
+        assert container["image"] == "registry.example.com/ranking/funnel:1.2.3", node
+        assert container["command"] == list(kubeflow_runner.STEP_COMMAND), node
+        args = container["args"]
+        assert args[-len(section["beam_args"]):] == section["beam_args"], node
+        # The image runs the executor class by import path: it must exist in the package / TFX.
+        module, _, name = args[args.index("--executor_class_path") + 1].rpartition(".")
+        assert callable(getattr(importlib.import_module(module), name)), node
+    assert set(tasks) == {i for i in ids if i != "latest_blessed_model_resolver"} | {
+        "latest_blessed_model_resolver-model-blessing-resolver", "latest_blessed_model_resolver-model-resolver"}
+    # The step arguments come from the configuration.
+    assert _parameter(tasks["Ingest"], "logs_dir") == "gs://funnel-test/logs"
+    assert json.loads(_parameter(tasks["Ingest"], "config_json")) == config["ingest"] | {"click_window_seconds": 1800}
+    assert _parameter(tasks["ImportSchemaGen"], "schema_file") == "/opt/funnel/schemas/schema.pbtxt"
+    assert "gs://funnel-test/serving" in _parameter(tasks["Pusher"], "push_destination")
+    assert json.loads(_parameter(tasks["Trainer"], "custom_config"))["trainer"]["epochs"] == 2
+    # Trainer and Transform name their code by module path in the image: no user-module wheel.
+    assert _parameter(tasks["Trainer"], "run_fn") == RUN_FN == "models.trainer.run_fn"
+    assert _parameter(tasks["Transform"], "preprocessing_fn") == PREPROCESSING_FN
+    assert "module_file" not in text and "module_path" not in text and ".whl" not in text
+    for path in (RUN_FN, PREPROCESSING_FN):
+        module, _, name = path.rpartition(".")
+        assert callable(getattr(importlib.import_module(module), name))
+
+
+def test_json_is_a_vertex_pipeline_job_holding_the_same_spec(scheduled_config_file, tmp_path):
+    _, text = _compile(scheduled_config_file, tmp_path)
+    out, job = _compile(scheduled_config_file, tmp_path, "pipeline.json")
+    job = json.loads(job)
+    assert job["displayName"] == "funnel-daily"
+    assert job["runtimeConfig"]["gcsOutputDirectory"] == "gs://funnel-test/tfx"
+    assert normalise(job["pipelineSpec"], str(tmp_path)) == normalise(yaml.safe_load(text), str(tmp_path))
+
+
+def test_the_recurring_run_uses_the_configured_6_field_cron(scheduled_config_file):
+    class Client:  # records the call a kfp.Client would send
+        def create_recurring_run(self, **kwargs):
+            self.kwargs = kwargs
+            return "scheduled"
+
+    client = Client()
+    config = load_config(scheduled_config_file)
+    assert kubeflow_runner.create_recurring_run(client, config, "funnel.yaml", "exp-1") == "scheduled"
+    assert client.kwargs == dict(
+        experiment_id="exp-1", job_name="funnel-daily-scheduled", cron_expression="0 30 2 * * *",
+        pipeline_package_path="funnel.yaml", max_concurrency=1, no_catchup=True, pipeline_root="gs://funnel-test/tfx")
+    import inspect
+
+    import kfp
+
+    assert set(client.kwargs) <= set(inspect.signature(kfp.Client.create_recurring_run).parameters)
