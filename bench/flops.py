@@ -1,6 +1,7 @@
 """FLOPs of a funnel model, counted on its traced graphs: the TF profiler (tfprof
-`float_operation`) plus the `Einsum` ops the profiler has no statistics for (Keras
-MultiHeadAttention's projections and attention products and their gradients), at a fixed batch
+`float_operation`) plus the `Einsum` ops the profiler has no statistics for (e.g. DIN's
+pooling), with the BatchMatMuls whose statistic tfprof gets wrong (adjoint inputs, in the
+attention's gradients) counted from their shapes, at a fixed batch
 size. Training FLOPs are counted on the graph of the Keras training step itself (`train_step`:
 forward with dropout, losses, gradients, Adam update), so a new architecture needs no formula;
 the forward pass (`model.call(features, training=False)`) is counted too, and cross-checked
@@ -83,6 +84,22 @@ def _einsum_flops(op: tf.Operation) -> Optional[int]:
     return 2 * product if contracted else product
 
 
+_BATCH_MATMUL_OPS = ("BatchMatMul", "BatchMatMulV2", "BatchMatMulV3")
+
+
+def _batch_matmul_flops(op: tf.Operation) -> Optional[int]:
+    """FLOPs of a BatchMatMul: 2 x batch x m x k x n, k the contracted size. TF's registered
+    statistic (which tfprof uses) takes k as the last dimension of x even when `adj_x` transposes
+    it, which over-counts a gradient such as dW = X^T dY of a decoder query ([B, h, 1, L]^T
+    x [B, h, 1, d_k] counts L times the products it makes); None if shapes are unknown."""
+    x, y = op.inputs[0].shape, op.inputs[1].shape
+    out = op.outputs[0].shape
+    if not (x.is_fully_defined() and y.is_fully_defined() and out.is_fully_defined()):
+        return None
+    k = x[-2] if op.get_attr("adj_x") else x[-1]
+    return int(2 * k * np.prod(out.as_list(), dtype=np.int64))
+
+
 # Compute ops that may lack FLOP statistics (reported, not counted: all are elementwise).
 _COMPUTE_OP_TYPES = ("BiasAdd", "Relu", "Sigmoid", "Exp", "Tanh", "Sqrt", "Rsqrt", "SelectV2", "Select",
                      "Mean", "Max", "Sum", "Softmax", "FusedBatchNormV3", "Erf")
@@ -98,7 +115,8 @@ def _has_flops_statistics(op_type: str) -> bool:
 
 def graph_flops(graph: tf.Graph) -> Dict[str, Any]:
     """FLOPs of a graph: tfprof's `float_operation` total, plus the Einsum ops (which have no
-    FLOP statistics, so tfprof counts them as 0) from their equations and static shapes.
+    FLOP statistics, so tfprof counts them as 0) from their equations and static shapes, minus
+    what tfprof over-counts for BatchMatMuls with `adj_x` (`_batch_matmul_flops`).
 
     The by-op-type breakdown walks the graph with the FLOP statistics registry tfprof itself
     uses; its sum is checked against tfprof's total.
@@ -106,7 +124,7 @@ def graph_flops(graph: tf.Graph) -> Dict[str, Any]:
     options = ProfileOptionBuilder(ProfileOptionBuilder.float_operation()).with_empty_output().build()
     total = int(model_analyzer.profile(graph, cmd="scope", options=options).total_float_ops)
     by_type: Dict[str, int] = {}
-    einsum_missed, missing_shape, unregistered = 0, {}, {}
+    einsum_missed, missing_shape, unregistered, over_counted = 0, {}, {}, 0
     for op in graph.get_operations():
         if op.type == "Einsum":
             flops = _einsum_flops(op)
@@ -123,11 +141,18 @@ def graph_flops(graph: tf.Graph) -> Dict[str, Any]:
         except ValueError:  # incomplete shape: tfprof skips these ops too
             missing_shape[op.type] = missing_shape.get(op.type, 0) + 1
             continue
-        if stats.value:
-            by_type[op.type] = by_type.get(op.type, 0) + int(stats.value)
+        value = int(stats.value or 0)
+        if op.type in _BATCH_MATMUL_OPS and value:
+            exact = _batch_matmul_flops(op)
+            if exact is not None:
+                over_counted += value - exact
+                value = exact
+        if value:
+            by_type[op.type] = by_type.get(op.type, 0) + value
     einsum = by_type.get("Einsum", 0)
     return {"profiler": total, "einsum": einsum, "by_op_type": by_type,
-            "walk_minus_profiler": sum(by_type.values()) - einsum - total,
+            "batch_matmul_over_count": over_counted,
+            "walk_minus_profiler": sum(by_type.values()) - einsum - (total - over_counted),
             "einsum_ops_not_counted": einsum_missed, "ops_with_incomplete_shapes": missing_shape,
             "op_types_without_flop_statistics": unregistered}
 
@@ -188,7 +213,7 @@ def count_flops(model, features: Mapping[str, Any], labels: Optional[Mapping[str
     batch_size = int(features[F.ITEM_ID].shape[0])
     counted = graph_flops(forward_graph(model, features))
     matmul = sum(v for k, v in counted["by_op_type"].items() if k in MATMUL_OPS)
-    forward = (counted["profiler"] + counted["einsum"]) / batch_size
+    forward = (counted["profiler"] - counted["batch_matmul_over_count"] + counted["einsum"]) / batch_size
     analytical = analytical_forward_flops(model.model_config)
     result = {
         "forward_flops_per_example": forward,
@@ -196,13 +221,15 @@ def count_flops(model, features: Mapping[str, Any], labels: Optional[Mapping[str
         "method": ("tf_profiler+einsum: tfprof float_operation() total on the graph of a "
                    "tf.function calling model.call(features, training=False) (batch %d, SparseTensor "
                    "inputs with a constant dense_shape so that every shape is static) "
-                   "plus the Einsum ops tfprof has no FLOP statistics for (attention projections "
-                   "and products), counted from their equations and static shapes" % batch_size),
+                   "plus the Einsum ops tfprof has no FLOP statistics for, counted from their "
+                   "equations and static shapes, and with BatchMatMuls (the attention products) "
+                   "counted from their shapes where tfprof's statistic ignores adj_x" % batch_size),
         "training_convention": "training = %d x forward (backward ~ 2 x forward); optimizer "
                                "update, embedding gathers and input pipeline not counted"
                                % TRAINING_FLOPS_MULTIPLIER,
         "profiler_only_forward_flops_per_example": counted["profiler"] / batch_size,
         "einsum_forward_flops_per_example": counted["einsum"] / batch_size,
+        "batch_matmul_over_count_removed_per_example": counted["batch_matmul_over_count"] / batch_size,
         "matmul_forward_flops_per_example": matmul / batch_size,
         "analytical_matmul_forward_flops_per_example": analytical,
         "matmul_vs_analytical_relative_difference": (
@@ -217,7 +244,7 @@ def count_flops(model, features: Mapping[str, Any], labels: Optional[Mapping[str
     }
     if labels is not None:
         step = graph_flops(training_step_graph(model, features, labels))
-        training = (step["profiler"] + step["einsum"]) / batch_size
+        training = (step["profiler"] - step["batch_matmul_over_count"] + step["einsum"]) / batch_size
         step_matmul = sum(v for k, v in step["by_op_type"].items() if k in MATMUL_OPS) / batch_size
         result.update({
             "training_flops_per_example": training,
@@ -229,6 +256,7 @@ def count_flops(model, features: Mapping[str, Any], labels: Optional[Mapping[str
             "training_by_op_type_per_example": {k: v / batch_size for k, v in
                                                 sorted(step["by_op_type"].items(), key=lambda kv: -kv[1])[:15]},
             "training_einsum_ops_not_counted": step["einsum_ops_not_counted"],
+            "training_batch_matmul_over_count_removed_per_example": step["batch_matmul_over_count"] / batch_size,
             "training_ops_with_incomplete_shapes": step["ops_with_incomplete_shapes"],
         })
     return result

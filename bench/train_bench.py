@@ -11,8 +11,8 @@
 3. Counts training FLOPs per example on the graph of the traced training step (`train_step`:
    forward, losses, gradients, Adam) at the benchmark batch size, and forward FLOPs on the graph
    of `model.call(training=False)`: the TF profiler (tfprof `float_operation`) plus the `Einsum`
-   ops the profiler has no FLOP statistics for (every projection and both attention products of
-   Keras' MultiHeadAttention, and their gradients), counted from the same graph. So any
+   ops the profiler has no FLOP statistics for (e.g. DIN's pooling), with BatchMatMuls counted
+   from their shapes where tfprof's statistic ignores `adj_x` (bench/flops.py). So any
    architecture is counted without a formula; the analytical matmul count of DMT and the
    3 x forward convention are kept as cross-checks (`training_over_forward`).
 4. Measures the dense float32 matmul peak (square `tf.matmul` in a tf.function, TF default threads).

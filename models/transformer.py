@@ -1,9 +1,11 @@
 """Deep Interest Transformer (DMT section 4.2.2) and its parts.
 
 Shapes: B batch, L max sequence length, d model width (= width of e_i, 4.1.1).
-Masks are bool [B, L], True at real elements. Padding is neutralised at the input of every
-layer (tf.where to a constant) and excluded from every attention softmax, so values at padded
-positions never change any output. An empty row gives a zero interest vector.
+Masks are bool [B, L], True at real elements. Padded keys get exactly zero attention weight
+(every softmax is masked) and every other op is position-wise, so finite values at padded
+positions never change any output; the encoder's output is zeroed there once per block (not
+at every layer's input: those selects and their gradients were ~9 % of DMT's training step).
+An empty row gives a zero interest vector.
 """
 
 
@@ -15,6 +17,9 @@ import tf_keras as keras
 
 from models import preprocessing as P
 from models.registry import SEQUENCE_ENCODERS
+
+
+LAYER_NORM_EPSILON = 1.001e-5
 
 
 def _zero_padding(x: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
@@ -76,40 +81,126 @@ class PositionalEmbedding(keras.layers.Layer):
                 "recency": self.recency, "num_age_buckets": self.num_age_buckets}
 
 
-class AttentionBlock(keras.layers.Layer):
-    """Self-attention block of 4.2.2: multi-head attention (eq. 1 inside MultiHead, d_k = d / h)
-    and point-wise FFN (eq. 2), each followed by dropout, residual and layer norm.
+class MultiHeadAttention(keras.layers.Layer):
+    """MultiHead(Q, K, V) = Concat(head_1..head_h) W^O, head_i = Attention(Q W_i^Q, K W_i^K,
+    V W_i^V), Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V (DMT eq. 1; Vaswani et al.),
+    with dropout on the attention weights as in Keras' layer.
 
-    call(query [B, T_q, d], memory [B, L, d], mask [B, L]) -> ([B, T_q, d], weights [B, h, T_q, L]).
+    Written here rather than using keras.layers.MultiHeadAttention, whose per-head EinsumDense
+    projections run as oneDNN Einsum ops that took 30 % of DMT's CPU training step (profile,
+    bench/results/train.json). Here the projections are plain 2-D MatMuls, fused into one
+    [d, 3d] product when the query is the memory (self-attention) and one [d, 2d] product for
+    keys and values otherwise; the heads are BatchMatMuls.
+
+    call(query [B, T, d], memory [B, L, d], mask [B, L] bool) ->
+    (out [B, T, d], weights [B, h, T, L]); masked keys get zero weight.
     """
 
-    def __init__(self, num_heads: int = 4, ffn_dim: Optional[int] = 320, dropout: float = 0.1, **kwargs):
+    def __init__(self, num_heads: int, dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.num_heads = int(num_heads)
-        self.ffn_dim = int(ffn_dim) if ffn_dim else None  # None: 4 * d, as the authors' d_ff = 320
         self.dropout = float(dropout)
 
     def build(self, input_shape):
         dim = int(input_shape[-1])
         if dim % self.num_heads:
             raise ValueError(f"width {dim} not divisible by {self.num_heads} heads")
-        # MultiHead(Q, K, V) = Concat(head_1..head_h) W^O, head_i = Attention(QW_i^Q, KW_i^K, VW_i^V)
-        self.attention = keras.layers.MultiHeadAttention(
-            self.num_heads, key_dim=dim // self.num_heads, dropout=self.dropout, name="attention")
+        self.key_dim = dim // self.num_heads
+
+        def projection(name, per_head_shape):
+            # Glorot-uniform over Keras' per-head kernel shape ([d, h, d_k] in, [h, d_k, d] out),
+            # reshaped to [d, d]: the same initial scale as the Keras layer this replaces (a plain
+            # [d, d] Glorot draws 3.5x larger input projections and trained worse in one epoch).
+            def initializer(shape, dtype=None):
+                return tf.reshape(keras.initializers.GlorotUniform()(per_head_shape, dtype=dtype), shape)
+
+            return (self.add_weight(name=f"{name}_kernel", shape=(dim, dim), initializer=initializer),
+                    self.add_weight(name=f"{name}_bias", shape=(dim,), initializer="zeros"))
+
+        heads_in, heads_out = (dim, self.num_heads, self.key_dim), (self.num_heads, self.key_dim, dim)
+        self.query_kernel, self.query_bias = projection("query", heads_in)
+        self.key_kernel, self.key_bias = projection("key", heads_in)
+        self.value_kernel, self.value_bias = projection("value", heads_in)
+        self.output_kernel, self.output_bias = projection("output", heads_out)
+        self.weights_dropout = keras.layers.Dropout(self.dropout)
+        super().build(input_shape)
+
+    @staticmethod
+    def _project(x, kernel, bias):
+        """x [B, T, d] @ kernel [d, n] + bias as one 2-D MatMul -> [B, T, n]."""
+        shape = tf.shape(x)
+        out = tf.nn.bias_add(tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), kernel), bias)
+        return tf.reshape(out, tf.concat([shape[:-1], [kernel.shape[-1]]], 0))
+
+    def _heads(self, x, parts: int):
+        """[B, T, parts * h * d_k] -> `parts` tensors [B, h, T, d_k] (one transpose for all)."""
+        shape = tf.shape(x)
+        x = tf.reshape(x, [shape[0], shape[1], parts, self.num_heads, self.key_dim])
+        return tf.unstack(tf.transpose(x, [2, 0, 3, 1, 4]), num=parts)
+
+    def call(self, query, memory, mask, training=None):
+        # 1 / sqrt(d_k) folded into W^Q and its bias ([d, d]) rather than applied to the logits
+        scale = 1.0 / float(np.sqrt(self.key_dim))
+        query_kernel, query_bias = self.query_kernel * scale, self.query_bias * scale
+        if query is memory:  # self-attention: Q, K and V projections in one product
+            q, k, v = self._heads(self._project(
+                query, tf.concat([query_kernel, self.key_kernel, self.value_kernel], 1),
+                tf.concat([query_bias, self.key_bias, self.value_bias], 0)), 3)
+        else:
+            (q,) = self._heads(self._project(query, query_kernel, query_bias), 1)
+            k, v = self._heads(self._project(memory, tf.concat([self.key_kernel, self.value_kernel], 1),
+                                             tf.concat([self.key_bias, self.value_bias], 0)), 2)
+        logits = tf.matmul(q, k, transpose_b=True)  # [B, h, T, L]
+        # Masked keys: a large negative logit (as Keras' Softmax with a mask), so they get
+        # zero weight; an all-masked row is uniform, and its callers zero it.
+        logits += (1.0 - tf.cast(mask, logits.dtype))[:, tf.newaxis, tf.newaxis, :] * -1e9
+        weights = tf.nn.softmax(logits, axis=-1)
+        heads = tf.matmul(self.weights_dropout(weights, training=training), v)  # [B, h, T, d_k]
+        shape = tf.shape(heads)
+        concat = tf.reshape(tf.transpose(heads, [0, 2, 1, 3]), [shape[0], shape[2], self.num_heads * self.key_dim])
+        return self._project(concat, self.output_kernel, self.output_bias), weights
+
+    def get_config(self):
+        return {**super().get_config(), "num_heads": self.num_heads, "dropout": self.dropout}
+
+
+class AttentionBlock(keras.layers.Layer):
+    """Self-attention block of 4.2.2: multi-head attention (eq. 1 inside MultiHead, d_k = d / h)
+    and point-wise FFN (eq. 2), each followed by residual and layer norm. Dropout is on the
+    attention weights (as in the authors' code) and, with `residual_dropout`, also on each
+    sub-layer's output before the residual (Vaswani et al. 5.4; the authors' code has none).
+
+    call(query [B, T_q, d], memory [B, L, d], mask [B, L]) -> ([B, T_q, d], weights [B, h, T_q, L]).
+    """
+
+    def __init__(self, num_heads: int = 4, ffn_dim: Optional[int] = 320, dropout: float = 0.1,
+                 residual_dropout: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = int(num_heads)
+        self.ffn_dim = int(ffn_dim) if ffn_dim else None  # None: 4 * d, as the authors' d_ff = 320
+        self.dropout = float(dropout)
+        self.residual_dropout = bool(residual_dropout)
+
+    def build(self, input_shape):
+        dim = int(input_shape[-1])
+        if dim % self.num_heads:
+            raise ValueError(f"width {dim} not divisible by {self.num_heads} heads")
+        self.attention = MultiHeadAttention(self.num_heads, self.dropout, name="attention")
         # FFN(x) = ReLU(x W_1 + b_1) W_2 + b_2   (eq. 2)
         self.ffn_inner = keras.layers.Dense(self.ffn_dim or 4 * dim, activation="relu", name="ffn_1")
         self.ffn_outer = keras.layers.Dense(dim, name="ffn_2")
-        self.attention_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="attention_norm")
-        self.ffn_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="ffn_norm")
-        self.attention_dropout = keras.layers.Dropout(self.dropout)
-        self.ffn_dropout = keras.layers.Dropout(self.dropout)
+        # epsilon >= 1.001e-5 lets Keras run the fused (one-kernel) layer norm; smaller ones take
+        # its unfused path, ~10 % of DMT's training step (bench/results/train.json)
+        self.attention_norm = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name="attention_norm")
+        self.ffn_norm = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name="ffn_norm")
+        residual_rate = self.dropout if self.residual_dropout else 0.0
+        self.attention_dropout = keras.layers.Dropout(residual_rate)
+        self.ffn_dropout = keras.layers.Dropout(residual_rate)
         super().build(input_shape)
 
     def _attend(self, query, memory, mask, training):
         """query [B, T_q, d] attends to memory [B, L, d]; keys masked by mask [B, L]."""
-        attention_mask = mask[:, tf.newaxis, :]  # [B, 1, L], broadcast over queries and heads
-        out, scores = self.attention(query, memory, memory, attention_mask=attention_mask,
-                                     return_attention_scores=True, training=training)
+        out, scores = self.attention(query, memory, mask, training=training)
         x = self.attention_norm(query + self.attention_dropout(out, training=training))
         ffn = self.ffn_outer(self.ffn_inner(x))
         return self.ffn_norm(x + self.ffn_dropout(ffn, training=training)), scores
@@ -119,7 +210,7 @@ class AttentionBlock(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_heads": self.num_heads, "ffn_dim": self.ffn_dim,
-                "dropout": self.dropout}
+                "dropout": self.dropout, "residual_dropout": self.residual_dropout}
 
 
 class EncoderBlock(AttentionBlock):
@@ -129,7 +220,6 @@ class EncoderBlock(AttentionBlock):
     """
 
     def call(self, x, mask, training=None):
-        x = _zero_padding(x, mask)
         out, _ = self._attend(x, x, mask, training)
         return _zero_padding(out, mask)
 
@@ -146,13 +236,14 @@ class TargetAttentionDecoder(keras.layers.Layer):
     """
 
     def __init__(self, num_heads: int = 4, ffn_dim: Optional[int] = 320, dropout: float = 0.1,
-                 num_blocks: int = 1, **kwargs):
+                 num_blocks: int = 1, residual_dropout: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.num_heads = int(num_heads)
         self.ffn_dim = int(ffn_dim) if ffn_dim else None
         self.dropout = float(dropout)
         self.num_blocks = int(num_blocks)
-        self.blocks = [AttentionBlock(num_heads, ffn_dim, dropout, name=f"block_{i}")
+        self.residual_dropout = bool(residual_dropout)
+        self.blocks = [AttentionBlock(num_heads, ffn_dim, dropout, residual_dropout, name=f"block_{i}")
                        for i in range(self.num_blocks)]
 
     def decode(self, queries, memory, mask, training=None):
@@ -161,7 +252,6 @@ class TargetAttentionDecoder(keras.layers.Layer):
         them), so T targets over one memory give the same vectors as T rows with one target
         each, while the memory's key / value projections run once (the shared encoder of
         `rank`)."""
-        memory = _zero_padding(memory, mask)
         query = queries
         for block in self.blocks:
             query, scores = block(query, memory, mask, training=training)
@@ -179,7 +269,8 @@ class TargetAttentionDecoder(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_heads": self.num_heads, "ffn_dim": self.ffn_dim,
-                "dropout": self.dropout, "num_blocks": self.num_blocks}
+                "dropout": self.dropout, "num_blocks": self.num_blocks,
+                "residual_dropout": self.residual_dropout}
 
 
 @SEQUENCE_ENCODERS.register("transformer")
@@ -189,7 +280,7 @@ class DeepInterestTransformer(keras.layers.Layer):
     e_i + position (+ recency) -> dropout -> encoder blocks -> target-attention decoder.
     DMT (4.2.1) uses one instance per sequence type (separate parameters).
     call(sequence [B, L, d], ages [B, L], mask [B, L], target [B, d]) -> [B, d].
-    `ffn_dim` None is 4 * d (the authors' d_ff = 320 for d = 80).
+    `ffn_dim` None is 4 * d (the authors' d_ff = 320 for d = 80). `residual_dropout`: see AttentionBlock.
     """
 
     CONTEXT_ARGS = ("max_length",)  # from the model's `sequences`
@@ -197,7 +288,7 @@ class DeepInterestTransformer(keras.layers.Layer):
     def __init__(self, max_length: int, num_heads: int = 4, ffn_dim: Optional[int] = None,
                  dropout: float = 0.1, encoder_blocks: int = 1, decoder_blocks: int = 1,
                  positional: str = "learned", recency: bool = True,
-                 num_age_buckets: int = P.AGE_BUCKETS, **kwargs):
+                 num_age_buckets: int = P.AGE_BUCKETS, residual_dropout: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.max_length = int(max_length)
         self.num_heads = int(num_heads)
@@ -208,18 +299,19 @@ class DeepInterestTransformer(keras.layers.Layer):
         self.positional = positional
         self.recency = bool(recency)
         self.num_age_buckets = int(num_age_buckets)
+        self.residual_dropout = bool(residual_dropout)
         self.position = PositionalEmbedding(max_length, positional, recency, num_age_buckets, name="position")
         self.input_dropout = keras.layers.Dropout(dropout)
-        self.encoder = [EncoderBlock(num_heads, ffn_dim, dropout, name=f"encoder_{i}")
+        self.encoder = [EncoderBlock(num_heads, ffn_dim, dropout, residual_dropout, name=f"encoder_{i}")
                         for i in range(self.encoder_blocks)]
-        self.decoder = TargetAttentionDecoder(num_heads, ffn_dim, dropout, decoder_blocks, name="decoder")
+        self.decoder = TargetAttentionDecoder(num_heads, ffn_dim, dropout, decoder_blocks, residual_dropout,
+                                              name="decoder")
 
     def encode(self, sequence, ages, mask, training=None):
-        """The encoder half: [B, L, d] -> memory [B, L, d] (zero at padding)."""
-        sequence = _zero_padding(sequence, mask)
+        """The encoder half: [B, L, d] -> memory [B, L, d] (zero at padding when there is an
+        encoder block; the decoder masks padded keys either way)."""
         ages = tf.where(mask, ages, tf.zeros_like(ages))
         x = self.input_dropout(self.position(sequence, ages), training=training)
-        x = _zero_padding(x, mask)
         for block in self.encoder:
             x = block(x, mask, training=training)
         return x
@@ -240,4 +332,4 @@ class DeepInterestTransformer(keras.layers.Layer):
                 "ffn_dim": self.ffn_dim, "dropout": self.dropout,
                 "encoder_blocks": self.encoder_blocks, "decoder_blocks": self.decoder_blocks,
                 "positional": self.positional, "recency": self.recency,
-                "num_age_buckets": self.num_age_buckets}
+                "num_age_buckets": self.num_age_buckets, "residual_dropout": self.residual_dropout}

@@ -11,7 +11,7 @@ from models.embedding import ContextInput, ItemEmbedding, SequenceInput
 from models.din import DINAttention
 from models.mixtures.mmoe import MMoE
 from models.mlp import MLP
-from models.transformer import (AttentionBlock, DeepInterestTransformer, EncoderBlock,
+from models.transformer import (AttentionBlock, DeepInterestTransformer, EncoderBlock, MultiHeadAttention,
                                 PositionalEmbedding, TargetAttentionDecoder, sincos_table)
 from tests.models.batch import SEQUENCE_LENGTHS, VOCAB_SIZES, make_batch, row_lengths
 
@@ -84,6 +84,55 @@ def test_positional_embedding(mode):
         np.testing.assert_array_equal(plain(x, ages), x)
     # recency: the age bucket changes the output
     assert not np.allclose(layer(x, (ages + 1) % P.AGE_BUCKETS), out)
+
+
+@pytest.mark.parametrize("self_attention", [True, False])
+def test_multi_head_attention_equals_keras_layer(self_attention):
+    """funnel's attention (fused projections) computes eq. 1 exactly as Keras' layer does with
+    the same weights: outputs and per-head weights, self- and cross-attention, masked keys."""
+    import tf_keras as keras
+
+    x, _, mask = _seq()
+    query = x if self_attention else tf.constant(np.random.default_rng(3).normal(size=(B, 2, D)), tf.float32)
+    ours = MultiHeadAttention(H, 0.0)
+    out, weights = ours(query, x, mask)
+    reference = keras.layers.MultiHeadAttention(H, key_dim=D // H)
+    reference(query, x, x, attention_mask=mask[:, tf.newaxis, :])
+    kernels = {name: getattr(ours, f"{name}_kernel").numpy() for name in ("query", "key", "value", "output")}
+    biases = {name: getattr(ours, f"{name}_bias").numpy() for name in ("query", "key", "value", "output")}
+    reference.set_weights([  # Keras' order: query, key, value, output; each kernel then bias
+        *[w for name in ("query", "key", "value") for w in
+          (kernels[name].reshape(D, H, D // H), biases[name].reshape(H, D // H))],
+        kernels["output"].reshape(H, D // H, D), biases["output"]])
+    expected, expected_weights = reference(query, x, x, attention_mask=mask[:, tf.newaxis, :],
+                                           return_attention_scores=True)
+    nonempty = mask.numpy().any(axis=1)  # all-masked rows: callers zero them
+    np.testing.assert_allclose(out.numpy()[nonempty], expected.numpy()[nonempty], atol=1e-5)
+    np.testing.assert_allclose(weights.numpy()[nonempty], expected_weights.numpy()[nonempty], atol=1e-6)
+    assert (weights.numpy()[nonempty][~np.broadcast_to(mask.numpy()[nonempty][:, None, None, :],
+                                                        weights.numpy()[nonempty].shape)] == 0).all()
+
+
+def test_multi_head_attention_initialises_like_keras_per_head_kernels():
+    d, h = 80, 4
+    layer = MultiHeadAttention(h)
+    layer(tf.zeros((2, 3, d)), tf.zeros((2, 3, d)), tf.ones((2, 3), bool))
+    # Glorot over [d, h, d_k] (fans h * d and d_k * d) and over [h, d_k, d] for W^O
+    limit_in, limit_out = np.sqrt(6 / (h * d + d // h * d)), np.sqrt(6 / (d // h * h + d * h))
+    for kernel in (layer.query_kernel, layer.key_kernel, layer.value_kernel):
+        assert limit_in * 0.9 < np.abs(kernel.numpy()).max() <= limit_in
+    assert limit_out * 0.9 < np.abs(layer.output_kernel.numpy()).max() <= limit_out
+
+
+def test_residual_dropout_is_optional():
+    block = AttentionBlock(H, 16, 0.3, residual_dropout=False)
+    x, _, mask = _seq()
+    block(x, x, mask)
+    assert block.attention.dropout == 0.3  # the attention weights' dropout stays
+    assert block.attention_dropout.rate == block.ffn_dropout.rate == 0.0
+    with_residual = AttentionBlock(H, 16, 0.3)
+    with_residual(x, x, mask)
+    assert with_residual.attention_dropout.rate == with_residual.ffn_dropout.rate == 0.3
 
 
 def test_encoder_block_ignores_padding():
@@ -199,7 +248,9 @@ def test_get_config_round_trips():
     _roundtrip(SequenceInput("cart", 3), features)
     _roundtrip(ContextInput(F.DENSE_FEATURES[:3], ["item_price"], 10, 2), features)
     _roundtrip(PositionalEmbedding(L, "learned", True), x, ages)
+    _roundtrip(MultiHeadAttention(H, 0.1), x, x, mask)
     _roundtrip(AttentionBlock(H, 16, 0.1), x, x, mask)
+    _roundtrip(AttentionBlock(H, 16, 0.1, residual_dropout=False), x, x, mask)
     _roundtrip(EncoderBlock(H, 16, 0.1), x, mask)
     _roundtrip(TargetAttentionDecoder(H, 16, 0.1, 2), target, x, mask)
     _roundtrip(DeepInterestTransformer(L, H, 16, 0.1, 1, 1, "sincos", False), x, ages, mask, target)
