@@ -124,3 +124,12 @@ def copy_tree(source: str, destination: str) -> None:
         gfile.makedirs(target)
         for name in names:
             gfile.copy(posixpath.join(root, name), posixpath.join(target, name), overwrite=True)
+
+
+def remove_tree(path: str) -> None:
+    """Deletes a ram:// tree. TF's ram:// rmtree can raise NotFoundError after deleting the
+    files (a directory it never recorded); the memory is the test process's anyway."""
+    try:
+        gfile.rmtree(path)
+    except tf.errors.NotFoundError:
+        pass

@@ -50,7 +50,7 @@ def runs(tmp_path_factory):
     local = run_ingest(local_logs, local_out, CONFIG, IN_PROCESS)
     remote = run_ingest(remote_logs, remote_out, CONFIG, IN_PROCESS)
     yield (local, local_out), (remote, remote_out)
-    tf.io.gfile.rmtree("ram://ingest-test")
+    ramfs.remove_tree("ram://ingest-test")
 
 
 def test_ingest_reads_and_writes_a_non_local_scheme(runs):
@@ -77,4 +77,4 @@ def test_contract_checks_files_on_a_non_local_scheme(tmp_path):
         with pytest.raises(ContractError, match="does not exist"):
             list_log_files("ram://contract-test/nothing-here")
     finally:
-        tf.io.gfile.rmtree("ram://contract-test")
+        ramfs.remove_tree("ram://contract-test")
