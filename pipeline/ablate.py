@@ -6,6 +6,10 @@ configuration (cached in `WORK/ablations/data/<key>`); each variant of a suite
 served network (and training-time network, when it has a bias tower) scored on the eval split,
 and the figures written to `WORK/ablations/NAME.json` and `NAME.md`. A variant trained once (same
 data, model section and trainer settings) is reused by every suite that lists it.
+
+The logs may be anywhere the ingest reads (gs://, s3://, ...), but the work directory is a local
+one: `funnel ablate` trains in this process, caches in files it locks with fcntl (POSIX only)
+and keeps the data steps' SQLite ML Metadata there, so its file operations stay local.
 """
 
 import dataclasses
@@ -25,6 +29,7 @@ from models import features as F
 from models import metrics
 from models import preprocessing as P
 from models.fusion import SMALLEST_PROBABILITY
+from pipeline import paths
 
 SUITES_FILE = os.path.join(os.path.dirname(__file__), "ablations.yaml")
 COLUMN_KINDS = ("logged", "cvr", "per_scenario", "fusion")
@@ -71,7 +76,7 @@ def data_key(logs_dir: str, config: Dict[str, Any]) -> str:
 
     ingest = dataclasses.asdict(IngestConfig(**config["ingest"]))
     transform = P.transform_config({"transform": config["transform"]})
-    return _key(os.path.abspath(logs_dir), ingest, transform)
+    return _key(paths.absolute(logs_dir), ingest, transform)
 
 
 def prepare_data(logs_dir: str, work_dir: str, config: Dict[str, Any],
@@ -83,7 +88,7 @@ def prepare_data(logs_dir: str, work_dir: str, config: Dict[str, Any],
     from components.ingest.runner import DEFAULT_BEAM_ARGS
     from pipeline.pipeline import create_pipeline
 
-    logs_dir = os.path.abspath(logs_dir)
+    logs_dir = paths.absolute(logs_dir)
     key = data_key(logs_dir, config)
     root = os.path.join(os.path.abspath(work_dir), "ablations", "data", key)
     metadata_path = os.path.join(root, "metadata.sqlite")
@@ -302,7 +307,7 @@ def run_suite(name: str, logs_dir: str, work_dir: str, config: Dict[str, Any],
                                   lambda message: log(f"[ablate {name}] {i}/{len(suite['variants'])} {variant}: "
                                                       + message))
         rows.append({"variant": variant, "config": section, **figures})
-    result = {"suite": name, "paper": suite.get("paper", ""), "logs": os.path.abspath(logs_dir),
+    result = {"suite": name, "paper": suite.get("paper", ""), "logs": paths.absolute(logs_dir),
               "columns": list(suite.get("columns", [])), "rows": rows,
               "seconds": round(time.time() - started, 1)}
     out = os.path.join(work_dir, "ablations")

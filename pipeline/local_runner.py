@@ -8,6 +8,7 @@ from tfx import v1 as tfx
 
 from components.ingest.runner import DEFAULT_BEAM_ARGS
 from pipeline import metadata as metadata_lib
+from pipeline import paths
 from pipeline.config import load_config
 from pipeline.pipeline import create_pipeline
 
@@ -26,12 +27,12 @@ def work_dir_pipeline(logs_dir: str, work_dir: str, config: Optional[Dict[str, A
     """The pipeline laid out under `work_dir`: pipeline root (and ML Metadata, unless the
     `metadata:` section names another store) in `work_dir/tfx`, pushed models in
     `work_dir/serving`. Returns it with its pipeline root."""
-    work_dir = os.path.abspath(work_dir)
+    work_dir = os.path.abspath(work_dir)  # local: LocalDagRunner's SQLite store lives in it by default
     root = os.path.join(work_dir, "tfx")
     return create_pipeline(
         pipeline_name=PIPELINE_NAME,
         pipeline_root=root,
-        logs_dir=os.path.abspath(logs_dir),
+        logs_dir=paths.absolute(logs_dir),
         serving_dir=os.path.join(work_dir, "serving"),
         config=config or load_config(),
         metadata_path=os.path.join(root, SQLITE_FILE),

@@ -12,9 +12,7 @@ from typing import Any, List
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-
-def is_local(path: str) -> bool:
-    return FileSystems.get_scheme(path) in (None, "file")
+from pipeline.paths import is_local
 
 
 def open_bytes(path: str, decompress: bool = False):

@@ -31,16 +31,13 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
+from pipeline import paths
 from serving import warmup
 
 # Schemes whose directory rename is atomic ("" is a local path).
 ATOMIC_RENAME_SCHEMES = ("", "file", "hdfs")
 # What TF Serving loads a version from: published last on object stores.
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
-
-
-def scheme(path: str) -> str:
-    return path.split("://", 1)[0] if "://" in path else ""
 
 
 def _relative_files(directory: str) -> List[str]:
@@ -61,7 +58,7 @@ def publish_order(files: List[str]) -> List[str]:
 
 def publish(staging: str, final: str) -> None:
     """Makes the staged version visible as `final` (see the module docstring)."""
-    if scheme(final) in ATOMIC_RENAME_SCHEMES:
+    if paths.scheme(final) in ATOMIC_RENAME_SCHEMES:
         fileio.rename(staging, final)
         return
     staged = publish_order(_relative_files(staging))
