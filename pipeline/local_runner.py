@@ -13,12 +13,11 @@ from pipeline.config import load_config
 from pipeline.pipeline import create_pipeline
 
 PIPELINE_NAME = "funnel"
-SQLITE_FILE = "metadata.sqlite"
 
 
 def metadata_config(config: Dict[str, Any], root: str):
     """The run's ML Metadata connection: the `metadata:` section's, SQLite in `root` by default."""
-    return metadata_lib.connection_config(config.get("metadata"), os.path.join(root, SQLITE_FILE))
+    return metadata_lib.connection_config(config.get("metadata"), os.path.join(root, metadata_lib.SQLITE_FILE))
 
 
 def work_dir_pipeline(logs_dir: str, work_dir: str, config: Optional[Dict[str, Any]] = None,
@@ -35,7 +34,7 @@ def work_dir_pipeline(logs_dir: str, work_dir: str, config: Optional[Dict[str, A
         logs_dir=paths.absolute(logs_dir),
         serving_dir=os.path.join(work_dir, "serving"),
         config=config or load_config(),
-        metadata_path=os.path.join(root, SQLITE_FILE),
+        metadata_path=os.path.join(root, metadata_lib.SQLITE_FILE),
         beam_pipeline_args=list(DEFAULT_BEAM_ARGS) + list(beam_args or []),
         enable_cache=enable_cache,
         data_only=data_only,

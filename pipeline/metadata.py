@@ -12,6 +12,8 @@ from typing import Any, Dict, Optional
 from ml_metadata.proto import metadata_store_pb2
 
 KINDS = ("sqlite", "mysql")
+# The SQLite store's name in a pipeline root laid out on one machine (`funnel run`, `funnel ablate`).
+SQLITE_FILE = "metadata.sqlite"
 MYSQL_KEYS = ("host", "port", "database", "user")
 # Executions whose outputs are a step's result: run now, or answered from TFX's cache.
 _DONE = (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
@@ -30,10 +32,9 @@ def connection_config(section: Optional[Dict[str, Any]],
         path = section.get("sqlite_path") or sqlite_path
         if not path:
             return None
-        config = metadata_store_pb2.ConnectionConfig()
-        config.sqlite.filename_uri = path
-        config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
-        return config
+        from tfx.orchestration import metadata
+
+        return metadata.sqlite_metadata_connection_config(path)  # creates the file's directory
     return _mysql_config(section.get("mysql") or {})
 
 
@@ -46,17 +47,14 @@ def _mysql_config(mysql: Dict[str, Any]) -> metadata_store_pb2.ConnectionConfig:
     if "password" in mysql:
         raise ValueError("`metadata.mysql.password`: name the environment variable holding it "
                          "(`password_env`), never the password itself")
-    config = metadata_store_pb2.ConnectionConfig()
-    config.mysql.host = mysql["host"]
-    config.mysql.port = mysql["port"]
-    config.mysql.database = mysql["database"]
-    config.mysql.user = mysql["user"]
     variable = mysql.get("password_env")
-    if variable:
-        if variable not in os.environ:
-            raise ValueError(f"`metadata.mysql.password_env`: environment variable {variable} is not set")
-        config.mysql.password = os.environ[variable]
-    return config
+    if variable and variable not in os.environ:
+        raise ValueError(f"`metadata.mysql.password_env`: environment variable {variable} is not set")
+    from tfx.orchestration import metadata
+
+    return metadata.mysql_metadata_connection_config(
+        host=mysql["host"], port=mysql["port"], database=mysql["database"], username=mysql["user"],
+        password=os.environ[variable] if variable else "")
 
 
 def open_store(config: metadata_store_pb2.ConnectionConfig):

@@ -14,9 +14,9 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2
 
 from components.ingest import files, reader
 from components.ingest.contract import LogFile
+from components.ingest.runner import REPORT_FILE
 from models import features as F
 from models import metrics
-from components.ingest.runner import REPORT_FILE
 from models.trainer import CALIBRATION_FILE, LOGGED_MODEL_DIR
 from pipeline import metadata as metadata_lib
 from serving.batch_predict import score_examples
@@ -32,7 +32,8 @@ LOGGED_SUFFIX = "+bias"  # the model with its bias tower (eq. 5): predicts event
 def run_store(root: str, metadata=None):
     """The ML Metadata store of the run under pipeline root `root`: `metadata` (a
     ConnectionConfig, e.g. a shared MySQL store), else the local layout's SQLite file in it."""
-    return metadata_lib.open_store(metadata or metadata_lib.connection_config(None, os.path.join(root, "metadata.sqlite")))
+    default = os.path.join(root, metadata_lib.SQLITE_FILE)
+    return metadata_lib.open_store(metadata or metadata_lib.connection_config(None, default))
 
 
 def _output(store, step: str, key: str) -> str:
@@ -59,7 +60,8 @@ def anomalies(store) -> Dict[str, List[str]]:
 
 
 def read_truth(logs_dir: str) -> Optional[pd.DataFrame]:
-    paths = [p for p in files.list_files(os.path.join(logs_dir, "truth")) if not os.path.basename(p).startswith(".")]
+    paths = [p for p in files.list_files(os.path.join(logs_dir, "truth"))
+             if not os.path.basename(p).startswith(".")]  # hidden files are not logs
     if not paths:
         return None
     frames = [reader.read_log_file(LogFile("truth", p, i)).rows for i, p in enumerate(paths)]

@@ -12,10 +12,12 @@ MYSQL = {"type": "mysql", "mysql": {"host": "db.internal", "port": 3306, "databa
                                     "user": "funnel", "password_env": "TEST_FUNNEL_MD_PASSWORD"}}
 
 
-def test_sqlite_is_the_default():
-    config = metadata.connection_config(load_config()["metadata"], "/work/tfx/metadata.sqlite")
+def test_sqlite_is_the_default(tmp_path):
+    path = str(tmp_path / "work" / "tfx" / "metadata.sqlite")
+    config = metadata.connection_config(load_config()["metadata"], path)
     assert config.WhichOneof("config") == "sqlite"
-    assert config.sqlite.filename_uri == "/work/tfx/metadata.sqlite"
+    assert config.sqlite.filename_uri == path
+    metadata.open_store(config)  # its directory is created: the first run's store opens
     assert metadata.connection_config(None, None) is None  # the orchestrator's own store
     named = metadata.connection_config({"type": "sqlite", "sqlite_path": "/md/x.sqlite"}, "/work/default")
     assert named.sqlite.filename_uri == "/md/x.sqlite"
