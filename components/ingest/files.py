@@ -19,7 +19,11 @@ def open_bytes(path: str, decompress: bool = False):
     """The file's bytes (gunzipped when `decompress` and the name ends in .gz); Python's gzip
     over the raw stream, so a bad gzip file raises the same OSError / EOFError everywhere."""
     raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-    return gzip.GzipFile(fileobj=raw, mode="rb") if decompress and path.endswith(".gz") else raw
+    if not (decompress and path.endswith(".gz")):
+        return raw
+    unzipped = gzip.GzipFile(fileobj=raw, mode="rb")
+    unzipped.myfileobj = raw  # closed with it, as when GzipFile opens the file itself
+    return unzipped
 
 
 def arrow_source(path: str):
@@ -31,11 +35,7 @@ def arrow_source(path: str):
 def list_files(directory: str) -> List[str]:
     """The files directly in `directory`, sorted; none when it does not exist (object stores
     have no directories: a prefix with no object is an empty directory)."""
-    pattern = FileSystems.join(directory, "*")
-    try:
-        matched = FileSystems.match([pattern])[0].metadata_list
-    except Exception:  # Beam raises BeamIOError for a pattern matching nothing on some schemes
-        return []
+    matched = FileSystems.match([FileSystems.join(directory, "*")])[0].metadata_list
     return sorted(m.path for m in matched)
 
 
