@@ -218,7 +218,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     steps = int(model.optimizer.iterations.numpy())
     bias = reference_bias(model, train.map(lambda *batch: batch[:2]), config.calibration)
     export(model, tf_transform_output, fn_args.serving_model_dir, bias)
-    os.makedirs(fn_args.model_run_dir, exist_ok=True)
+    tf.io.gfile.makedirs(fn_args.model_run_dir)
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, CALIBRATION_FILE), "w") as f:
         json.dump({"calibration": config.calibration, "reference_bias_logit": bias, "preset": config.preset}, f)
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, FIT_FILE), "w") as f:

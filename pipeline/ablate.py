@@ -6,6 +6,10 @@ configuration (cached in `WORK/ablations/data/<key>`); each variant of a suite
 served network (and training-time network, when it has a bias tower) scored on the eval split,
 and the figures written to `WORK/ablations/NAME.json` and `NAME.md`. A variant trained once (same
 data, model section and trainer settings) is reused by every suite that lists it.
+
+The logs may be anywhere the ingest reads (gs://, s3://, ...), but the work directory is a local
+one: `funnel ablate` trains in this process, caches in files it locks with fcntl (POSIX only)
+and keeps the data steps' SQLite ML Metadata there, so its file operations stay local.
 """
 
 import dataclasses
@@ -25,6 +29,7 @@ from models import features as F
 from models import metrics
 from models import preprocessing as P
 from models.fusion import SMALLEST_PROBABILITY
+from pipeline import paths
 
 SUITES_FILE = os.path.join(os.path.dirname(__file__), "ablations.yaml")
 COLUMN_KINDS = ("logged", "cvr", "per_scenario", "fusion")
@@ -63,18 +68,6 @@ def _key(*parts) -> str:
 
 # --- data: the pipeline's own steps, once.
 
-def _latest_live_uri(store, type_name: str, producer: str) -> str:
-    """The newest live artifact of `type_name` written by the step `producer` (its URI is
-    <root>/<producer>/<output>/<execution id>)."""
-    from ml_metadata.proto import metadata_store_pb2
-
-    found = [a for a in store.get_artifacts_by_type(type_name)
-             if a.state == metadata_store_pb2.Artifact.LIVE and f"{os.sep}{producer}{os.sep}" in a.uri]
-    if not found:
-        raise RuntimeError(f"the data pipeline wrote no {type_name} from {producer}")
-    return max(found, key=lambda a: a.id).uri
-
-
 def data_key(logs_dir: str, config: Dict[str, Any]) -> str:
     """The data steps' cache key: the logs directory and the `ingest:` and `transform:` sections
     with their defaults filled in, so that a section spelled out and one left to its defaults
@@ -83,7 +76,7 @@ def data_key(logs_dir: str, config: Dict[str, Any]) -> str:
 
     ingest = dataclasses.asdict(IngestConfig(**config["ingest"]))
     transform = P.transform_config({"transform": config["transform"]})
-    return _key(os.path.abspath(logs_dir), ingest, transform)
+    return _key(paths.absolute(logs_dir), ingest, transform)
 
 
 def prepare_data(logs_dir: str, work_dir: str, config: Dict[str, Any],
@@ -95,13 +88,14 @@ def prepare_data(logs_dir: str, work_dir: str, config: Dict[str, Any],
     from components.ingest.runner import DEFAULT_BEAM_ARGS
     from pipeline.pipeline import create_pipeline
 
-    logs_dir = os.path.abspath(logs_dir)
+    logs_dir = paths.absolute(logs_dir)
     key = data_key(logs_dir, config)
     root = os.path.join(os.path.abspath(work_dir), "ablations", "data", key)
     metadata_path = os.path.join(root, "metadata.sqlite")
+    # The data cache is local, with its own SQLite store whatever store the pipeline runs use.
     tfx.orchestration.LocalDagRunner().run(create_pipeline(
         pipeline_name="funnel-ablate", pipeline_root=root, logs_dir=logs_dir,
-        serving_dir=os.path.join(root, "unused"), config=config, metadata_path=metadata_path,
+        serving_dir=os.path.join(root, "unused"), config={**config, "metadata": None}, metadata_path=metadata_path,
         beam_pipeline_args=list(DEFAULT_BEAM_ARGS) + list(beam_args or []), enable_cache=True, data_only=True))
     return {"key": key, **data_artifacts(metadata_path)}
 
@@ -109,13 +103,12 @@ def prepare_data(logs_dir: str, work_dir: str, config: Dict[str, Any],
 def data_artifacts(metadata_path: str) -> Dict[str, str]:
     """URIs of the newest Ingest examples, Transform examples and Transform graph recorded in
     a pipeline's ML Metadata (SQLite)."""
-    from ml_metadata.metadata_store import metadata_store
-    from tfx import v1 as tfx
+    from pipeline import metadata
 
-    store = metadata_store.MetadataStore(tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path))
-    return {"examples": _latest_live_uri(store, "Examples", "Ingest"),
-            "transformed_examples": _latest_live_uri(store, "Examples", "Transform"),
-            "transform_graph": _latest_live_uri(store, "TransformGraph", "Transform")}
+    store = metadata.open_store(metadata.connection_config(None, metadata_path))
+    return {"examples": metadata.latest_output(store, "Ingest", "examples").uri,
+            "transformed_examples": metadata.latest_output(store, "Transform", "transformed_examples").uri,
+            "transform_graph": metadata.latest_output(store, "Transform", "transform_graph").uri}
 
 
 # --- one variant: the Trainer's run_fn, in process.
@@ -314,7 +307,7 @@ def run_suite(name: str, logs_dir: str, work_dir: str, config: Dict[str, Any],
                                   lambda message: log(f"[ablate {name}] {i}/{len(suite['variants'])} {variant}: "
                                                       + message))
         rows.append({"variant": variant, "config": section, **figures})
-    result = {"suite": name, "paper": suite.get("paper", ""), "logs": os.path.abspath(logs_dir),
+    result = {"suite": name, "paper": suite.get("paper", ""), "logs": paths.absolute(logs_dir),
               "columns": list(suite.get("columns", [])), "rows": rows,
               "seconds": round(time.time() - started, 1)}
     out = os.path.join(work_dir, "ablations")

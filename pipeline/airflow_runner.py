@@ -49,10 +49,17 @@ def _airflow_section(config: Dict[str, Any]) -> Dict[str, Any]:
     section = orchestration.settings(config).get("airflow")
     if not isinstance(section, dict):
         raise orchestration.CompileError("the configuration has no `orchestration.airflow:` section")
-    for key in ("start_date", "metadata_path"):
+    for key in ("start_date",) + (("metadata_path",) if _sqlite_at_metadata_path(config) else ()):
         if not section.get(key):
             raise orchestration.CompileError(f"`orchestration.airflow.{key}` is not set")
     return section
+
+
+def _sqlite_at_metadata_path(config: Dict[str, Any]) -> bool:
+    """Whether ML Metadata is the SQLite file `orchestration.airflow.metadata_path`: the
+    `metadata:` section names no store of its own (a MySQL store, a `sqlite_path`)."""
+    section = config.get("metadata") or {}
+    return section.get("type", "sqlite") == "sqlite" and not section.get("sqlite_path")
 
 
 def dag_arguments(config: Dict[str, Any]) -> Dict[str, Any]:
@@ -72,7 +79,7 @@ def build_dag(config: Dict[str, Any]):
     from tfx.orchestration.airflow.airflow_dag_runner import AirflowDagRunner, AirflowPipelineConfig
 
     arguments = dag_arguments(config)
-    pipeline = orchestration.scheduled_pipeline(config, metadata_path=_airflow_section(config)["metadata_path"])
+    pipeline = orchestration.scheduled_pipeline(config, metadata_path=_airflow_section(config).get("metadata_path"))
     return AirflowDagRunner(AirflowPipelineConfig(airflow_dag_config=arguments)).run(pipeline)
 
 

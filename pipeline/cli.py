@@ -129,12 +129,8 @@ def _run(args, beam_args) -> int:
     except ContractError as e:
         print(f"funnel run: {e}", file=sys.stderr)
         return 2
-    print(report.summarize(root, args.logs, args.work))
-    if args.cache:
-        # The report reads each step's newest execution; a step answered from the cache (e.g. a
-        # Trainer whose settings match an earlier run's) keeps an older execution's outputs.
-        print("  note (--cache): the report reads each step's newest executed output; a step answered "
-              "from the cache this run is reported from a newer earlier run if one exists", file=sys.stderr)
+    # The run's artifacts, found in its ML Metadata (a step answered from the cache included).
+    print(report.summarize(root, args.logs, args.work, metadata=local_runner.metadata_config(config, root)))
     return 0
 
 

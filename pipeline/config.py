@@ -31,7 +31,8 @@ def load_config(path: Optional[str] = None) -> Dict[str, Any]:
     if path:
         with open(path) as f:
             config = _merge(config, yaml.safe_load(f) or {}, top=True)
-    unknown = set(config) - {"ingest", "transform", "model", "baseline", "trainer", "evaluator", "orchestration"}
+    unknown = set(config) - {"ingest", "transform", "model", "baseline", "trainer", "evaluator", "orchestration",
+                             "metadata"}
     if unknown:
         raise ValueError(f"unknown configuration sections: {sorted(unknown)}")
     return config

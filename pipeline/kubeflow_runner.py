@@ -25,8 +25,10 @@ def compile_spec(config: Dict[str, Any], out: str) -> str:
     from tfx import version
     from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
+    # KFP and Vertex AI record runs in the cluster's own ML Metadata: the `metadata:` section is
+    # not read (nor, for MySQL, its password at compile time).
     pipeline = orchestration.scheduled_pipeline(
-        config, schema_path=(section.get("kubeflow") or {}).get("schema_path"))
+        {**config, "metadata": None}, schema_path=(section.get("kubeflow") or {}).get("schema_path"))
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
             display_name=section["pipeline_name"], default_image=section["image"],

@@ -1,4 +1,5 @@
-"""Runs the pipeline on this machine: LocalDagRunner, SQLite ML Metadata, Beam multi-processing."""
+"""Runs the pipeline on this machine: LocalDagRunner, ML Metadata from the `metadata:` section
+(SQLite in the work directory by default), Beam multi-processing."""
 
 import os
 from typing import Any, Dict, List, Optional, Tuple
@@ -6,26 +7,34 @@ from typing import Any, Dict, List, Optional, Tuple
 from tfx import v1 as tfx
 
 from components.ingest.runner import DEFAULT_BEAM_ARGS
+from pipeline import metadata as metadata_lib
+from pipeline import paths
 from pipeline.config import load_config
 from pipeline.pipeline import create_pipeline
 
 PIPELINE_NAME = "funnel"
 
 
+def metadata_config(config: Dict[str, Any], root: str):
+    """The run's ML Metadata connection: the `metadata:` section's, SQLite in `root` by default."""
+    return metadata_lib.connection_config(config.get("metadata"), os.path.join(root, metadata_lib.SQLITE_FILE))
+
+
 def work_dir_pipeline(logs_dir: str, work_dir: str, config: Optional[Dict[str, Any]] = None,
                       beam_args: Optional[List[str]] = None, enable_cache: bool = False,
                       data_only: bool = False) -> Tuple[tfx.dsl.Pipeline, str]:
-    """The pipeline laid out under `work_dir`: pipeline root and metadata in `work_dir/tfx`,
-    pushed models in `work_dir/serving`. Returns it with its pipeline root."""
-    work_dir = os.path.abspath(work_dir)
+    """The pipeline laid out under `work_dir`: pipeline root (and ML Metadata, unless the
+    `metadata:` section names another store) in `work_dir/tfx`, pushed models in
+    `work_dir/serving`. Returns it with its pipeline root."""
+    work_dir = os.path.abspath(work_dir)  # local: LocalDagRunner's SQLite store lives in it by default
     root = os.path.join(work_dir, "tfx")
     return create_pipeline(
         pipeline_name=PIPELINE_NAME,
         pipeline_root=root,
-        logs_dir=os.path.abspath(logs_dir),
+        logs_dir=paths.absolute(logs_dir),
         serving_dir=os.path.join(work_dir, "serving"),
         config=config or load_config(),
-        metadata_path=os.path.join(root, "metadata.sqlite"),
+        metadata_path=os.path.join(root, metadata_lib.SQLITE_FILE),
         beam_pipeline_args=list(DEFAULT_BEAM_ARGS) + list(beam_args or []),
         enable_cache=enable_cache,
         data_only=data_only,

@@ -15,6 +15,7 @@ import schemas
 from components.ingest.component import Ingest
 from components.ingest.config import IngestConfig
 from components.pusher import executor as atomic_pusher
+from pipeline import metadata as metadata_lib
 from models import features as F
 from models import preprocessing as P
 from models.config import ModelConfig
@@ -83,7 +84,8 @@ def create_pipeline(
     earlier run on the same metadata reuse its outputs (TFX caching; the Ingest step is keyed
     by the logs directory's path, not its contents, so only with unchanged logs).
     `data_only`: the data steps only, up to Transform (what `funnel ablate` trains its
-    variants on)."""
+    variants on). ML Metadata: the `metadata:` section (pipeline/metadata.py); `metadata_path`
+    is where the runner keeps a SQLite store when the section names no file."""
     ingest = Ingest(logs_dir=logs_dir, config=IngestConfig(**config["ingest"]))
     statistics = tfx.components.StatisticsGen(examples=ingest.outputs["examples"])
     schema = tfx.components.ImportSchemaGen(schema_file=schema_path or schemas.path("schema.pbtxt"))
@@ -93,8 +95,7 @@ def create_pipeline(
         examples=ingest.outputs["examples"], schema=schema.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN, custom_config={"transform": config["transform"]})
     data_steps = [ingest, statistics, schema, validator, transform]
-    metadata = (tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)
-                if metadata_path else None)
+    metadata = metadata_lib.connection_config(config.get("metadata"), metadata_path)
     if data_only:
         return tfx.dsl.Pipeline(pipeline_name=pipeline_name, pipeline_root=pipeline_root, components=data_steps,
                                 metadata_connection_config=metadata, beam_pipeline_args=beam_pipeline_args,

@@ -1,21 +1,24 @@
-"""Reads a finished pipeline's outputs, scores the eval split with the trained model and the
-baseline (DNN(Base) by default), and writes `WORK/report.json` plus a printed table (metrics
-of the DMT paper's Table 1). Rows are named by the models' presets (`dmt`, `dnn-base`, ...)."""
+"""Reads a finished pipeline's outputs (found in its ML Metadata, read with tf.io.gfile), scores
+the eval split with the trained model and the baseline (DNN(Base) by default), and writes
+`WORK/report.json` plus a printed table (metrics of the DMT paper's Table 1). Rows are named by
+the models' presets (`dmt`, `dnn-base`, ...)."""
 
-import glob
 import json
 import os
 from typing import Dict, List, Optional
 
 import numpy as np
 import pandas as pd
+from tensorflow.io import gfile
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 
-from components.ingest import reader
+from components.ingest import files, reader
 from components.ingest.contract import LogFile
+from components.ingest.runner import REPORT_FILE
 from models import features as F
 from models import metrics
 from models.trainer import CALIBRATION_FILE, LOGGED_MODEL_DIR
+from pipeline import metadata as metadata_lib
 from serving.batch_predict import score_examples
 
 TRUTH_COLUMNS = {F.CLICK: "p_click", F.CART: "p_cart", F.ORDER: "p_order"}
@@ -26,26 +29,30 @@ TRAINERS = {"model": "Trainer", "baseline": "BaselineTrainer"}  # role -> compon
 LOGGED_SUFFIX = "+bias"  # the model with its bias tower (eq. 5): predicts events as logged
 
 
-def _latest(pattern: str) -> str:
-    """The newest execution's output (TFX names output dirs by execution id)."""
-    paths = glob.glob(pattern)
-    if not paths:
-        raise FileNotFoundError(f"no pipeline output matches {pattern}")
-
-    def execution_id(path):
-        parts = [p for p in path.split(os.sep) if p.isdigit()]
-        return int(parts[-1]) if parts else -1
-
-    return max(paths, key=execution_id)
+def run_store(root: str, metadata=None):
+    """The ML Metadata store of the run under pipeline root `root`: `metadata` (a
+    ConnectionConfig, e.g. a shared MySQL store), else the local layout's SQLite file in it."""
+    default = os.path.join(root, metadata_lib.SQLITE_FILE)
+    return metadata_lib.open_store(metadata or metadata_lib.connection_config(None, default))
 
 
-def anomalies(root: str) -> Dict[str, List[str]]:
+def _output(store, step: str, key: str) -> str:
+    """The URI of the newest finished execution's output `key` of `step` (ML Metadata)."""
+    return metadata_lib.latest_output(store, step, key).uri
+
+
+def _read_text(path: str) -> str:
+    with gfile.GFile(path) as f:
+        return f.read()
+
+
+def anomalies(store) -> Dict[str, List[str]]:
     """Split -> anomaly descriptions found by ExampleValidator (empty lists when clean)."""
     found = {}
-    latest = os.path.dirname(_latest(os.path.join(root, "ExampleValidator", "anomalies", "*", "Split-*")))
-    for path in sorted(glob.glob(os.path.join(latest, "Split-*", "SchemaDiff.pb"))):
+    for path in sorted(gfile.glob(os.path.join(_output(store, "ExampleValidator", "anomalies"),
+                                               "Split-*", "SchemaDiff.pb"))):
         message = anomalies_pb2.Anomalies()
-        with open(path, "rb") as f:
+        with gfile.GFile(path, "rb") as f:
             message.ParseFromString(f.read())
         split = os.path.basename(os.path.dirname(path))[len("Split-"):]
         found[split] = [f"{name}: {info.short_description}" for name, info in message.anomaly_info.items()]
@@ -53,47 +60,45 @@ def anomalies(root: str) -> Dict[str, List[str]]:
 
 
 def read_truth(logs_dir: str) -> Optional[pd.DataFrame]:
-    paths = sorted(glob.glob(os.path.join(logs_dir, "truth", "*")))
+    paths = [p for p in files.list_files(os.path.join(logs_dir, "truth"))
+             if not os.path.basename(p).startswith(".")]  # hidden files are not logs
     if not paths:
         return None
     frames = [reader.read_log_file(LogFile("truth", p, i)).rows for i, p in enumerate(paths)]
     return pd.concat(frames, ignore_index=True).drop(columns=[reader.FILE_COLUMN, reader.ROW_COLUMN])
 
 
-def _trainer_run(root: str, component: str) -> Dict[str, object]:
+def _trainer_run(store, component: str) -> Dict[str, object]:
     """What a Trainer execution recorded of its model (models/trainer.py CALIBRATION_FILE)."""
     try:
-        with open(_latest(os.path.join(root, component, "model_run", "*", CALIBRATION_FILE))) as f:
-            return json.load(f)
+        path = os.path.join(_output(store, component, "model_run"), CALIBRATION_FILE)
+        return json.loads(_read_text(path)) if gfile.exists(path) else {}
     except FileNotFoundError:
         return {}
 
 
-def _model_dirs(root: str) -> Dict[str, Dict[str, str]]:
+def _model_dirs(store) -> Dict[str, Dict[str, str]]:
     """Role -> {"row": report row name, "dir": SavedModel}: the served networks (no bias tower)
     of the model and the baseline, and the model's training-time network with its bias tower
     (eq. 5, role "logged") when saved. Rows are named by preset."""
     dirs = {}
     for role, component in TRAINERS.items():
-        name = str(_trainer_run(root, component).get("preset") or role)
+        name = str(_trainer_run(store, component).get("preset") or role)
         if role == "baseline" and name == dirs["model"]["row"]:
             name += " (baseline)"
-        dirs[role] = {"row": name, "dir": os.path.join(_latest(os.path.join(root, component, "model", "*")),
-                                                        "Format-Serving")}
-    try:
-        logged = _latest(os.path.join(root, TRAINERS["model"], "model_run", "*", LOGGED_MODEL_DIR))
+        dirs[role] = {"row": name, "dir": os.path.join(_output(store, component, "model"), "Format-Serving")}
+    logged = os.path.join(_output(store, TRAINERS["model"], "model_run"), LOGGED_MODEL_DIR)
+    if gfile.exists(logged):  # a model without bias tower saves no training-time model
         dirs["logged"] = {"row": dirs["model"]["row"] + LOGGED_SUFFIX, "dir": logged}
-    except FileNotFoundError:  # a model without bias tower saves no training-time model
-        pass
     return dirs
 
 
-def evaluate(root: str, logs_dir: str) -> dict:
-    eval_files = sorted(glob.glob(os.path.join(_latest(os.path.join(root, "Ingest", "examples", "*")), "Split-eval", "*")))
+def evaluate(store, logs_dir: str) -> dict:
+    eval_files = sorted(gfile.glob(os.path.join(_output(store, "Ingest", "examples"), f"Split-{F.EVAL_SPLIT}", "*")))
     truth = read_truth(logs_dir)
     keep = (F.USER_ID, F.REQUEST_ID, F.POSITION) + F.LABELS
     result = {"eval_examples": 0, "models": {}, "truth": truth is not None, "rows": {}, "ranking": {}}
-    for role, model in _model_dirs(root).items():
+    for role, model in _model_dirs(store).items():
         name = result["rows"][role] = model["row"]
         scored = score_examples(model["dir"], eval_files, keep)
         if truth is not None:
@@ -103,7 +108,7 @@ def evaluate(root: str, logs_dir: str) -> dict:
             result["ranking"].update(ranking_quality(scored, f"{name} "))
         # a position-free (served) model is also measured against the position-free oracle
         result["models"][name] = task_figures(scored, relevance=role != "logged")
-    result["calibration"] = {k: v for k, v in _trainer_run(root, TRAINERS["model"]).items() if k != "preset"}
+    result["calibration"] = {k: v for k, v in _trainer_run(store, TRAINERS["model"]).items() if k != "preset"}
     # RelaImpr as the paper's offline tables: the model's training-time network (eq. 5, the one
     # whose AUC on logged behaviour its Table 5 reports rising with bias features) over the
     # baseline; and the served networks (eq. 6) against each other.
@@ -115,9 +120,21 @@ def evaluate(root: str, logs_dir: str) -> dict:
 
     result["rela_impr"] = rela_impr(result["models"][rows.get("logged", rows["model"])])
     result["rela_impr_served"] = rela_impr(result["models"][rows["model"]])
-    blessing = _latest(os.path.join(root, "Evaluator", "blessing", "*"))
-    result["blessed"] = os.path.exists(os.path.join(blessing, "BLESSED"))
+    result["blessed"] = gfile.exists(os.path.join(_output(store, "Evaluator", "blessing"), "BLESSED"))
+    result["pushed_version"] = pushed_version(store)
     return result
+
+
+def pushed_version(store) -> Optional[str]:
+    """Where the run's Pusher put the model (its artifact's `pushed_destination`); None when it
+    pushed nothing (not blessed) or did not run."""
+    try:
+        artifact = metadata_lib.latest_output(store, "Pusher", "pushed_model")
+    except FileNotFoundError:
+        return None
+    if artifact.custom_properties["pushed"].int_value != 1:
+        return None
+    return artifact.custom_properties["pushed_destination"].string_value
 
 
 def task_figures(scored: pd.DataFrame, relevance: bool = True) -> Dict[str, Dict[str, float]]:
@@ -215,28 +232,38 @@ def ranking_table(ranking: Dict[str, Dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def summarize(root: str, logs_dir: Optional[str] = None, work_dir: Optional[str] = None) -> str:
-    report_path = _latest(os.path.join(root, "Ingest", "ingest_report", "*", "ingest_report.json"))
-    with open(report_path) as f:
-        ingest = json.load(f)
+def _trained(store) -> bool:
+    try:
+        _output(store, TRAINERS["model"], "model")
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def summarize(root: str, logs_dir: Optional[str] = None, work_dir: Optional[str] = None, metadata=None) -> str:
+    """The run's summary, its artifacts found in ML Metadata (`metadata`: a ConnectionConfig;
+    default the SQLite file under pipeline root `root`). With `logs_dir` and a trained model,
+    also the evaluation, written to WORK/report.json when `work_dir` is given. Every path may be
+    on any filesystem tf.io.gfile reads (gs://, s3:// with tensorflow-io, ...)."""
+    store = run_store(root, metadata)
+    report_path = os.path.join(_output(store, "Ingest", "ingest_report"), REPORT_FILE)
+    ingest = json.loads(_read_text(report_path))
     lines = ["funnel pipeline", f"  ingest report: {report_path}",
              f"  records read {ingest['records_read']}, quarantined {ingest['records_quarantined']} "
              f"{json.dumps(ingest['quarantined_by_reason'], sort_keys=True)}",
              f"  examples: train {ingest['examples']['train']}, eval {ingest['examples']['eval']}",
              "  labels: " + ", ".join(f"{k} {v}" for k, v in ingest["labels"].items())]
-    for split, found in anomalies(root).items():
+    for split, found in anomalies(store).items():
         lines.append(f"  schema anomalies ({split}): " + ("none" if not found else "; ".join(found)))
-    if logs_dir and glob.glob(os.path.join(root, "Trainer", "model", "*")):
-        result = evaluate(root, logs_dir)
+    if logs_dir and _trained(store):
+        result = evaluate(store, logs_dir)
         result["ingest"] = {k: ingest[k] for k in ("records_read", "records_quarantined", "examples", "labels")}
-        serving = os.path.join(work_dir, "serving") if work_dir else None
-        versions = sorted(v for v in os.listdir(serving) if v.isdigit()) if serving and os.path.isdir(serving) else []
-        result["pushed_version"] = os.path.join(serving, versions[-1]) if versions else None
         if work_dir:
-            with open(os.path.join(work_dir, "report.json"), "w") as f:
-                json.dump(result, f, indent=2, sort_keys=True)
-            lines.append(f"  report: {os.path.join(work_dir, 'report.json')}")
-        lines.append(f"  model blessed: {result['blessed']}, newest pushed version: {result['pushed_version']}; "
+            path = os.path.join(work_dir, "report.json")
+            with gfile.GFile(path, "w") as f:
+                f.write(json.dumps(result, indent=2, sort_keys=True))
+            lines.append(f"  report: {path}")
+        lines.append(f"  model blessed: {result['blessed']}, pushed version: {result['pushed_version']}; "
                      f"eval examples: {result['eval_examples']}")
         lines.append(table(result))
     return "\n".join(lines)

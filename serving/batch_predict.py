@@ -6,6 +6,7 @@ Transform graph itself): no training/serving skew by construction.
 """
 
 import glob
+import gzip
 import os
 import tempfile
 from typing import Dict, List, Optional, Sequence
@@ -50,13 +51,18 @@ def score_examples(model_dir: str, example_files: List[str], keep: Sequence[str]
 
 
 def write_predictions(frame: pd.DataFrame, path: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    if path.endswith(".parquet"):
-        frame.to_parquet(path, index=False)
-    elif path.endswith((".jsonl", ".jsonl.gz")):
-        frame.to_json(path, orient="records", lines=True, compression="infer")
-    else:
+    """Writes `frame` to `path` on any filesystem tf.io.gfile writes (local, gs://, ...)."""
+    if not path.endswith((".jsonl", ".jsonl.gz", ".parquet")):
         raise ValueError(f"{path}: the output must end in .jsonl, .jsonl.gz or .parquet")
+    if os.path.dirname(path):
+        tf.io.gfile.makedirs(os.path.dirname(path))
+    if path.endswith(".parquet"):
+        data = frame.to_parquet(index=False)  # bytes: Arrow writes to no GFile
+    else:
+        data = frame.to_json(orient="records", lines=True).encode()
+        data = gzip.compress(data) if path.endswith(".gz") else data
+    with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(data)
 
 
 def predict(model_dir: str, logs_dir: str, out_path: str, days: Optional[int] = None,
@@ -64,6 +70,7 @@ def predict(model_dir: str, logs_dir: str, out_path: str, days: Optional[int] = 
     """Scores the impressions of `logs_dir` (only the last `days` UTC days if given)."""
     if not out_path.endswith((".jsonl", ".jsonl.gz", ".parquet")):
         raise ValueError(f"{out_path}: the output must end in .jsonl, .jsonl.gz or .parquet")
+    # The ingested examples are this process's scratch: a local temporary directory.
     with tempfile.TemporaryDirectory(prefix="funnel-predict-") as work:
         if days:
             config = IngestConfig(**{**config.__dict__, "eval_days": days})

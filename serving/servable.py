@@ -40,11 +40,11 @@ def read_signature_defs(model_dir: str) -> Dict[str, meta_graph_pb2.SignatureDef
     """The SignatureDefs of the `serve` MetaGraphDef, as TF Serving reads them."""
     saved_model = saved_model_pb2.SavedModel()
     binary = os.path.join(model_dir, "saved_model.pb")
-    if os.path.exists(binary):
-        with open(binary, "rb") as f:
+    if tf.io.gfile.exists(binary):
+        with tf.io.gfile.GFile(binary, "rb") as f:
             saved_model.ParseFromString(f.read())
     else:
-        with open(os.path.join(model_dir, "saved_model.pbtxt")) as f:
+        with tf.io.gfile.GFile(os.path.join(model_dir, "saved_model.pbtxt")) as f:
             text_format.Parse(f.read(), saved_model)
     for meta_graph in saved_model.meta_graphs:
         if "serve" in meta_graph.meta_info_def.tags:
@@ -149,7 +149,7 @@ class Servable:
         """Replays the version's warmup PredictionLogs, as TF Serving does before serving it;
         a failing request fails the load. Returns the number of requests replayed."""
         path = os.path.join(self.path, warmup.WARMUP_FILE)
-        if not os.path.exists(path):
+        if not tf.io.gfile.exists(path):
             return 0
         count = 0
         for log in warmup.read_warmup(self.path)[:_WARMUP_MAX_RECORDS]:

@@ -41,6 +41,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
                                      prediction_service_pb2_grpc, status_pb2)
 
+from pipeline import paths
 from serving import warmup
 from serving.servable import DEFAULT_MAX_MESSAGE_BYTES, RequestError, Servable, invalid, status_from_exception
 
@@ -54,17 +55,19 @@ _State = get_model_status_pb2.ModelVersionStatus.State
 
 def list_versions(base_path: str) -> Dict[int, str]:
     """{version: directory} of the complete versions under a base path (TF Serving's scan:
-    integer names only; a directory without saved_model.pb is not complete yet)."""
+    integer names only; a directory without saved_model.pb is not complete yet). Any
+    filesystem tf.io.gfile reads, as TF Serving's base path."""
     try:
-        names = os.listdir(base_path)
-    except OSError:
+        names = tf.io.gfile.listdir(base_path)
+    except tf.errors.OpError:
         return {}
     versions = {}
     for name in names:
+        name = name.rstrip("/")  # object stores list directories as "name/"
         if not name.isdigit():  # also rejects hidden and negative names
             continue
         path = os.path.join(base_path, name)
-        if any(os.path.isfile(os.path.join(path, f)) for f in ("saved_model.pb", "saved_model.pbtxt")):
+        if any(tf.io.gfile.exists(os.path.join(path, f)) for f in ("saved_model.pb", "saved_model.pbtxt")):
             versions[int(name)] = path
     return versions
 
@@ -246,7 +249,7 @@ class ModelServer:
     def __init__(self, model_base_path: str, model_name: str = DEFAULT_MODEL_NAME, host: str = "127.0.0.1",
                  port: int = DEFAULT_PORT, poll_seconds: float = 2.0, workers: int = 8,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
-        self.model_base_path = os.path.abspath(model_base_path)
+        self.model_base_path = paths.absolute(model_base_path)
         self.model_name = model_name
         self.host = host
         self.poll_seconds = poll_seconds

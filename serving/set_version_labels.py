@@ -34,11 +34,15 @@ class NoVersionsError(ValueError):
 
 
 def list_versions(serving_dir: str) -> List[int]:
-    """Integer-named version directories of `serving_dir`, oldest first."""
-    if not os.path.isdir(serving_dir):
+    """Integer-named version directories of `serving_dir` (any filesystem tf.io.gfile reads, as
+    TF Serving's base path: gs://, s3:// ...), oldest first."""
+    from tensorflow.io import gfile  # here: the config rewrite alone needs no TensorFlow
+
+    if not gfile.isdir(serving_dir):
         raise NoVersionsError(f"serving directory {serving_dir} does not exist")
-    return sorted(int(name) for name in os.listdir(serving_dir)
-                  if _VERSION.fullmatch(name) and os.path.isdir(os.path.join(serving_dir, name)))
+    names = [name.rstrip("/") for name in gfile.listdir(serving_dir)]  # object stores: "name/"
+    return sorted(int(name) for name in names
+                  if _VERSION.fullmatch(name) and gfile.isdir(os.path.join(serving_dir, name)))
 
 
 def newest_labels(serving_dir: str) -> Dict[str, int]:
@@ -75,7 +79,9 @@ def set_labels(config_text: str, labels: Dict[str, int], model_name: str = MODEL
 
 def rewrite_config(config_path: str, labels: Dict[str, int], model_name: str = MODEL_NAME,
                    out_path: Optional[str] = None) -> str:
-    """Writes `config_path` (or `out_path`) with the new labels, atomically; returns the path."""
+    """Writes `config_path` (or `out_path`) with the new labels, atomically; returns the path.
+    A local file: the models.config TF Serving's container mounts (a ConfigMap, a volume), made
+    atomic by a rename in its own directory, which only a POSIX filesystem offers."""
     with open(config_path) as f:
         text = set_labels(f.read(), labels, model_name)
     target = out_path or config_path

@@ -7,14 +7,14 @@ with no records fails the whole run with an error naming the file.
 """
 
 import dataclasses
-import gzip
 import json
-import os
+import posixpath
 from typing import Dict, List, Optional, Tuple
 
 import yaml
 
 import schemas
+from components.ingest import files
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 # The logs the ingest reads. `users` and `truth` are part of the contract but no
@@ -82,19 +82,18 @@ def _check_file_format(path: str) -> bool:
     """Returns whether the file holds at least one record; raises if it is not the format
     its name says (the first 64 KiB must hold a JSON object line, or the Parquet magic)."""
     if path.endswith(".parquet"):
-        with open(path, "rb") as f:
+        with files.open_bytes(path) as f:
             head = f.read(4)
         if head != b"PAR1":
             raise ContractError(f"{path}: not a Parquet file (no PAR1 magic)")
         import pyarrow.parquet as pq
 
         try:
-            return pq.ParquetFile(path).metadata.num_rows > 0
+            return pq.ParquetFile(files.arrow_source(path)).metadata.num_rows > 0
         except Exception as e:  # a truncated footer, say
             raise ContractError(f"{path}: unreadable Parquet file: {e}") from e
-    opener = gzip.open if path.endswith(".gz") else open
     try:
-        with opener(path, "rb") as f:
+        with files.open_bytes(path, decompress=True) as f:
             head = f.read(_PEEK_BYTES)
     except (OSError, EOFError) as e:
         raise ContractError(f"{path}: not a gzip file: {e}") from e
@@ -112,27 +111,28 @@ def _check_file_format(path: str) -> bool:
 
 
 def list_log_files(logs_dir: str, logs=INGESTED_LOGS) -> List[LogFile]:
-    """Lists and checks the files of the ingested logs, in a stable order."""
-    if not os.path.isdir(logs_dir):
-        raise ContractError(f"{logs_dir}: logs directory does not exist")
-    files: List[Tuple[str, str]] = []
+    """Lists and checks the files of the ingested logs, in a stable order (any filesystem
+    Beam reads: local, gs://, s3://, hdfs://; subdirectories of a log are not listed)."""
+    listed = {log: files.list_files(posixpath.join(logs_dir, log)) for log in logs}
+    if not any(listed.values()):
+        raise ContractError(f"{logs_dir}: logs directory does not exist or holds no log files")
+    found: List[Tuple[str, str]] = []
     for log in logs:
         spec = CONTRACT[log]
-        log_dir = os.path.join(logs_dir, log)
-        names = sorted(os.listdir(log_dir)) if os.path.isdir(log_dir) else []
+        log_dir = posixpath.join(logs_dir, log)
         has_records = False
-        for name in names:
-            path = os.path.join(log_dir, name)
-            if name.startswith(".") or os.path.isdir(path):
+        for path in listed[log]:
+            name = posixpath.basename(path)
+            if name.startswith("."):
                 continue  # hidden files (e.g. .crc, _SUCCESS markers) are not logs
             if not name.endswith(SUFFIXES):
                 raise ContractError(
                     f"{path}: unsupported file in log '{log}' (expected {', '.join(SUFFIXES)})"
                 )
             has_records = _check_file_format(path) or has_records
-            files.append((log, path))
+            found.append((log, path))
         if spec.required and not has_records:
             raise ContractError(
                 f"{log_dir}: required log '{log}' is missing or holds no records"
             )
-    return [LogFile(log=log, path=path, index=i) for i, (log, path) in enumerate(files)]
+    return [LogFile(log=log, path=path, index=i) for i, (log, path) in enumerate(found)]

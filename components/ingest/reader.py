@@ -8,7 +8,6 @@ paths apply the same rules, so a record's fate never depends on its neighbours.
 
 import collections
 import dataclasses
-import gzip
 import json
 from typing import Callable, Dict, List, Optional
 
@@ -18,6 +17,7 @@ import pyarrow as pa
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
+from components.ingest import files
 from components.ingest.contract import CONTRACT, LogFile, LogSpec
 
 # Quarantine reasons (the keys of the run's per-reason counts).
@@ -103,13 +103,9 @@ def _parse_line(raw: bytes, spec: LogSpec):
     return record, None
 
 
-def _open_bytes(path: str):
-    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
-
-
 def _read_jsonl_slow(log_file: LogFile, spec: LogSpec):
     records, rows, quarantine, n = [], [], [], 0
-    with _open_bytes(log_file.path) as f:
+    with files.open_bytes(log_file.path, decompress=True) as f:
         for line in f:
             if not line.strip():
                 continue  # blank lines are not records (Arrow skips them too)
@@ -131,7 +127,7 @@ def _read_jsonl_fast(log_file: LogFile, spec: LogSpec) -> Optional[pa.Table]:
     )
     compression = "gzip" if log_file.path.endswith(".gz") else None
     try:
-        with pa.input_stream(log_file.path, compression=compression) as stream:
+        with pa.input_stream(files.arrow_source(log_file.path), compression=compression) as stream:
             return pa_json.read_json(
                 stream,
                 read_options=pa_json.ReadOptions(block_size=1 << 24),
@@ -144,7 +140,7 @@ def _read_jsonl_fast(log_file: LogFile, spec: LogSpec) -> Optional[pa.Table]:
 def _read_parquet(log_file: LogFile, spec: LogSpec):
     """Parquet columns are typed, so a wrong type applies to a whole column: every
     record of such a file is quarantined as wrong_type (and counted)."""
-    table = pq.read_table(log_file.path)
+    table = pq.read_table(files.arrow_source(log_file.path))
     n = table.num_rows
     columns, bad = {}, []
     for field in spec.fields:

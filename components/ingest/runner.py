@@ -1,12 +1,12 @@
 """Runs the ingest Beam pipeline outside TFX (`funnel ingest`) and inside its executor."""
 
-import json
 import os
 from typing import List, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from components.ingest import files
 from components.ingest import report as report_lib
 from components.ingest.config import IngestConfig
 from components.ingest.contract import list_log_files
@@ -37,11 +37,8 @@ def add_ingest_steps(pipeline: beam.Pipeline, logs_dir: str, examples_dir: str, 
 
 def finish(counts_path: str, report_dir: str, config: IngestConfig) -> dict:
     """Writes the report next to the counters and fails the run past the quarantine gate."""
-    with open(counts_path) as f:
-        counts = json.load(f)
-    report = report_lib.build_report(counts, config.max_quarantine_fraction)
-    with open(os.path.join(report_dir, REPORT_FILE), "w") as f:
-        json.dump(report, f, indent=2, sort_keys=True)
+    report = report_lib.build_report(files.read_json(counts_path), config.max_quarantine_fraction)
+    files.write_json(report, os.path.join(report_dir, REPORT_FILE), indent=2, sort_keys=True)
     report_lib.check_report(report)
     return report
 
@@ -49,7 +46,7 @@ def finish(counts_path: str, report_dir: str, config: IngestConfig) -> dict:
 def run_ingest(logs_dir: str, out_dir: str, config: IngestConfig = IngestConfig(),
                beam_args: Optional[List[str]] = None) -> dict:
     """`OUT/examples/Split-{train,eval}/`, `OUT/quarantine/`, `OUT/ingest_report.json`."""
-    os.makedirs(out_dir, exist_ok=True)
+    files.make_dirs(out_dir)
     with beam.Pipeline(options=beam_options(beam_args)) as pipeline:
         counts_path = add_ingest_steps(pipeline, logs_dir, os.path.join(out_dir, "examples"), out_dir, config)
     return finish(counts_path, out_dir, config)

@@ -1,9 +1,19 @@
-"""A Pusher executor whose versions appear atomically.
+"""A Pusher executor whose versions never appear half-written to TF Serving.
 
-TFX's filesystem push copies files into `base/<version>/` in place (saved_model.pb
-last), so a reader can see a half-written version directory. Here the copy goes to a
-hidden sibling (`base/.tmp-<version>`, a name TF Serving's version scan ignores) and is
-renamed into place: on a POSIX filesystem the version appears complete or not at all.
+TFX's filesystem push copies files into `base/<version>/` in place, so a reader can see a
+half-written version directory. Here the copy goes to a hidden sibling (`base/.tmp-<version>`:
+TF Serving's file system poller only loads all-digit version directories) and is published
+from there, per filesystem:
+
+- POSIX (a local disk, NFS) and HDFS: one directory rename, atomic; the version appears
+  complete or not at all.
+- Object stores (gs://, s3://, and any other scheme): there are no directories and no atomic
+  rename (TF's "rename" of a prefix copies and deletes object by object). The staged files are
+  copied into `base/<version>/` with `saved_model.pb` LAST, then the staging copy is deleted.
+  TF Serving loads a version from its saved_model.pb: a poll that sees the directory before
+  that file fails to load it cleanly (no SavedModel there yet) and TF Serving retries the load
+  (`max_num_load_retries`, a minute apart by default), by which time the directory is whole;
+  a poll that sees saved_model.pb sees every variable and asset beside it.
 
 Before the rename, the staged copy gets its TF Serving warmup records
 (`assets.extra/tf_serving_warmup_requests`, see `serving.warmup`), and every warmup request
@@ -12,16 +22,55 @@ is run on it: a model that cannot answer them is never pushed.
 
 import os
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 from tfx import types
 from tfx.components.pusher import executor as tfx_pusher
-from tfx.dsl.io import fileio
+from tfx.dsl.io import fileio, filesystem
 from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
+from pipeline import paths
 from serving import warmup
+
+# Schemes whose directory rename is atomic ("" is a local path).
+ATOMIC_RENAME_SCHEMES = ("", "file", "hdfs")
+# What TF Serving loads a version from: published last on object stores.
+SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+
+
+def _relative_files(directory: str) -> List[str]:
+    """Every file under `directory`, relative to it. A listing can name a file that is not
+    there (TF's ram:// lists `assets.extra/w` under `assets/` as `.extra`): each is checked."""
+    return [os.path.relpath(os.path.join(root, name), directory)
+            for root, _, names in fileio.walk(directory) for name in names
+            if fileio.exists(os.path.join(root, name))]
+
+
+def publish_order(files: List[str]) -> List[str]:
+    """The staged files in the order they are published: the SavedModel's graph last."""
+    def last(path: str) -> Tuple[bool, str]:
+        return (path in SAVED_MODEL_FILES, path)
+
+    return sorted(files, key=last)
+
+
+def publish(staging: str, final: str) -> None:
+    """Makes the staged version visible as `final` (see the module docstring)."""
+    if paths.scheme(final) in ATOMIC_RENAME_SCHEMES:
+        fileio.rename(staging, final)
+        return
+    staged = publish_order(_relative_files(staging))
+    for path in staged:
+        fileio.makedirs(os.path.dirname(os.path.join(final, path)))
+        fileio.copy(os.path.join(staging, path), os.path.join(final, path), overwrite=True)
+    for path in staged:
+        fileio.remove(os.path.join(staging, path))
+    try:
+        fileio.rmtree(staging)  # the directories, where the filesystem has any
+    except filesystem.NotFoundError:
+        pass  # on an object store a "directory" goes with its last object
 
 
 class Executor(tfx_pusher.Executor):
@@ -49,5 +98,5 @@ class Executor(tfx_pusher.Executor):
         except Exception:
             fileio.rmtree(staging)
             raise
-        fileio.rename(staging, final)
+        publish(staging, final)
         self._MarkPushed(model_push, pushed_destination=final, pushed_version=str(version))

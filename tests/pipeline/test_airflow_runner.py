@@ -82,6 +82,15 @@ def test_the_written_configuration_is_the_one_compiled(scheduled_config_file, tm
         "catchup": False, "max_active_runs": 1}
 
 
+def test_a_shared_metadata_store_needs_no_sqlite_path(scheduled_config_file):
+    config = load_config(scheduled_config_file)
+    del config["orchestration"]["airflow"]["metadata_path"]
+    with pytest.raises(CompileError, match="metadata_path"):
+        airflow_runner.dag_arguments(config)
+    config["metadata"]["type"] = "mysql"
+    assert airflow_runner.dag_arguments(config)["max_active_runs"] == 1
+
+
 @pytest.mark.parametrize("airflow, message", [
     ({"start_date": "first of october"}, "start_date"),
     ({"max_active_runs": 0}, "max_active_runs"),

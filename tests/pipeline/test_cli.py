@@ -148,7 +148,7 @@ def test_run_hands_the_pipeline_to_the_chosen_orchestrator(tmp_path, monkeypatch
 
     monkeypatch.setattr(local_runner, "run_local", runner("local"))
     monkeypatch.setattr(beam_runner, "run_beam", runner("beam"))
-    monkeypatch.setattr(report, "summarize", lambda root, logs, work: "table")
+    monkeypatch.setattr(report, "summarize", lambda root, logs, work, metadata: "table")
     argv = ["run", "--logs", "L", "--work", "W", "--direct_num_workers=1"]
     assert cli.main(argv + (["--orchestrator", orchestrator] if orchestrator == "beam" else [])) == 0
     assert calls == [(orchestrator, "L", "W", ["--direct_num_workers=1"], False)]

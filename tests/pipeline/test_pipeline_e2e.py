@@ -31,7 +31,7 @@ def test_ingest_writes_train_and_eval_examples(run):
 
 def test_statistics_and_validation_find_no_anomalies(run):
     _, pipeline_root = run
-    assert report.anomalies(pipeline_root) == {"eval": [], "train": []}
+    assert report.anomalies(report.run_store(pipeline_root)) == {"eval": [], "train": []}
 
 
 def test_model_is_blessed_and_pushed_as_a_complete_version(run):
