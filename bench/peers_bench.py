@@ -12,7 +12,9 @@
    attend over), each with and without position and page.
 3. funnel's networks: the presets of `--presets` trained by `pipeline.ablate` (the Trainer's
    run_fn; the served network, and for DMT its training-time network with the bias tower).
-4. Every model: 1 epoch (the `trainer:` settings: batch 512, Adam 1e-3, seed 0), scored on the eval
+4. A peer's figures are kept in WORK/peers/ per examples, settings and DeepCTR version (as
+   `funnel ablate` keeps its variants), so a second run retrains only what changed.
+5. Every model: 1 epoch (the `trainer:` settings: batch 512, Adam 1e-3, seed 0), scored on the eval
    day: per task the logged AUC and GAUC, and with `truth` in the logs the truth-based ranking
    metrics of the report (click output: expected AUC against position-free click labels, its
    efficiency, NDCG@10 with the true click probability as gain; order output: NDCG@10 with the
@@ -22,6 +24,7 @@
 import argparse
 import datetime
 import glob
+import hashlib
 import json
 import os
 import sys
@@ -134,6 +137,25 @@ class _Data:
                                              num_parallel_calls=tf.data.AUTOTUNE)
 
 
+# Bumped when what a cached peer result means changes (features, metrics, training).
+PEER_RESULTS_VERSION = 1
+
+
+def peer_cache_path(work_dir: str, data_key: str, name: str, with_bias: bool, task: Optional[str],
+                    settings: Dict[str, Any], bucketized: List[str], num_buckets: int) -> str:
+    """Where one peer run's figures are kept: like `funnel ablate`'s variants, a peer trained on
+    the same examples with the same settings is not retrained when the bench runs again (e.g.
+    after a funnel preset changed)."""
+    import deepctr
+
+    key = json.dumps([PEER_RESULTS_VERSION, deepctr.__version__, data_key, name, with_bias, task,
+                      {k: settings[k] for k in ("batch_size", "epochs", "learning_rate", "seed")},
+                      list(bucketized), num_buckets, EMBEDDING_DIM], sort_keys=True, default=str)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return os.path.join(os.path.abspath(work_dir), "peers", f"{name}{'+position' if with_bias else ''}"
+                        f"{'-' + task if task else ''}-{digest}.json")
+
+
 def train_peer(name: str, data: _Data, settings: Dict[str, Any], bucketized: List[str], num_buckets: int,
                with_bias: bool, task: Optional[str]) -> Dict[str, Any]:
     import tf_keras as keras
@@ -222,13 +244,27 @@ def run_benchmark(logs_dir: str, work_dir: str, peers=PEERS, presets=("dmt", "dn
             row = {"model": f"deepctr {name}" + (" +position" if with_bias else ""), "library": "deepctr",
                    "position_features": with_bias, "metrics": {}, "examples_per_second": {}}
             for task, tasks in runs:
-                trained = train_peer(name, data, settings, bucketized, num_buckets, with_bias, task)
-                scored = ids.merge(trained["scores"], on=F.IMPRESSION_ID, how="inner")
-                row["metrics"].update(quality(scored, {t: t for t in tasks}))
-                row["examples_per_second"][task or "all"] = trained["examples_per_second"]
+                cached = peer_cache_path(work_dir, data_uris["key"], name, with_bias, task, settings,
+                                         bucketized, num_buckets)
+                was_cached = os.path.exists(cached)
+                if was_cached:
+                    with open(cached) as f:
+                        run = json.load(f)
+                else:
+                    trained = train_peer(name, data, settings, bucketized, num_buckets, with_bias, task)
+                    scored = ids.merge(trained["scores"], on=F.IMPRESSION_ID, how="inner")
+                    run = {"metrics": quality(scored, {t: t for t in tasks}),
+                           "examples_per_second": trained["examples_per_second"]}
+                    os.makedirs(os.path.dirname(cached), exist_ok=True)
+                    with open(cached + ".tmp", "w") as f:
+                        json.dump(run, f, default=float)
+                    os.replace(cached + ".tmp", cached)
+                row["metrics"].update(run["metrics"])
+                row["examples_per_second"][task or "all"] = run["examples_per_second"]
                 log(f"[peers] {row['model']}{' (' + task + ')' if task else ''}: "
-                    f"{trained['examples_per_second']:.0f} examples/s, "
-                    + ", ".join(f"{t} AUC {row['metrics'][t]['auc']:.4f}" for t in tasks))
+                    f"{run['examples_per_second']:.0f} examples/s, "
+                    + ", ".join(f"{t} AUC {row['metrics'][t]['auc']:.4f}" for t in tasks)
+                    + (" (cached)" if was_cached else ""))
             rows.append(row)
     for preset in presets:
         custom = {"transform": config["transform"], "model": {"preset": preset}, "trainer": config["trainer"]}

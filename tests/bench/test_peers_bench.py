@@ -1,5 +1,6 @@
 """bench.peers_bench: DeepCTR's inputs from funnel's transformed features, and a tiny run."""
 
+import json
 import os
 
 import numpy as np
@@ -72,3 +73,10 @@ def test_peers_and_funnel_train_on_the_same_examples(e2e_run, tmp_path, monkeypa
     assert "score" in result["rows"][-1] and result["eval_examples"] > 0
     table = pb.markdown(result)
     assert all(f"| {name} |" in table for name in names)
+    # a second run on the same examples and settings reuses every peer's figures (and dnn-base's)
+    monkeypatch.setattr(pb, "train_peer", lambda *args, **kwargs: pytest.fail("retrained a cached peer"))
+    again = pb.run_benchmark(str(root / "logs"), str(tmp_path), peers=("ESMM", "DIN"), presets=("dnn-base",),
+                             config=config, log=lambda message: None)
+    dump = lambda rows: json.dumps([(r["metrics"], r["examples_per_second"]) for r in rows],  # noqa: E731
+                                   sort_keys=True, default=float)
+    assert dump(again["rows"]) == dump(result["rows"])
