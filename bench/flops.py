@@ -84,7 +84,7 @@ def _einsum_flops(op: tf.Operation) -> Optional[int]:
     return 2 * product if contracted else product
 
 
-_BATCH_MATMUL_OPS = ("BatchMatMul", "BatchMatMulV2", "BatchMatMulV3")
+_BATCH_MATMUL_OPS = tuple(t for t in MATMUL_OPS if t.startswith("BatchMatMul"))
 
 
 def _batch_matmul_flops(op: tf.Operation) -> Optional[int]:

@@ -87,8 +87,8 @@ class MultiHeadAttention(keras.layers.Layer):
     with dropout on the attention weights as in Keras' layer.
 
     Written here rather than using keras.layers.MultiHeadAttention, whose per-head EinsumDense
-    projections run as oneDNN Einsum ops that took 30 % of DMT's CPU training step (profile,
-    bench/results/train.json). Here the projections are plain 2-D MatMuls, fused into one
+    projections run as oneDNN Einsum ops that took 30 % of DMT's CPU training step (profile of
+    bench.train_bench's step). Here the projections are plain 2-D MatMuls, fused into one
     [d, 3d] product when the query is the memory (self-attention) and one [d, 2d] product for
     keys and values otherwise; the heads are BatchMatMuls.
 
@@ -183,14 +183,12 @@ class AttentionBlock(keras.layers.Layer):
 
     def build(self, input_shape):
         dim = int(input_shape[-1])
-        if dim % self.num_heads:
-            raise ValueError(f"width {dim} not divisible by {self.num_heads} heads")
         self.attention = MultiHeadAttention(self.num_heads, self.dropout, name="attention")
         # FFN(x) = ReLU(x W_1 + b_1) W_2 + b_2   (eq. 2)
         self.ffn_inner = keras.layers.Dense(self.ffn_dim or 4 * dim, activation="relu", name="ffn_1")
         self.ffn_outer = keras.layers.Dense(dim, name="ffn_2")
         # epsilon >= 1.001e-5 lets Keras run the fused (one-kernel) layer norm; smaller ones take
-        # its unfused path, ~10 % of DMT's training step (bench/results/train.json)
+        # its unfused path, ~10 % of DMT's training step (profile of bench.train_bench's step)
         self.attention_norm = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name="attention_norm")
         self.ffn_norm = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name="ffn_norm")
         residual_rate = self.dropout if self.residual_dropout else 0.0
