@@ -63,12 +63,15 @@ $(ORCH_STAMP): $(STAMP) requirements-orchestration.lock
 	$(UV) pip install --python $(PY) -r requirements-orchestration.lock
 	touch $@
 
+# The suite runs on TEST_WORKERS pytest-xdist workers (tests/conftest.py groups the tests that
+# share one pipeline run onto one worker); TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 2
 test: setup bench-deps orchestration-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 # The unit tests only (skips the end-to-end ones marked `e2e`).
 test-fast: setup orchestration-deps
-	$(PY) -m pytest -q -m "not e2e"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not e2e"
 
 bench: bench-ingest bench-train bench-serving bench-peers
 

@@ -33,3 +33,17 @@ def pushed_model(e2e_run):
     root, _ = e2e_run
     versions = [v for v in os.listdir(root / "work" / "serving") if v.isdigit()]
     return str(root / "work" / "serving" / versions[0])
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """`make test` runs the suite on two pytest-xdist workers (`--dist loadgroup`). Each worker
+    builds its own session and module fixtures, so tests are handed out in groups: every test of
+    the shared pipeline run (`e2e_run`) in one group, so that run is built once, and the rest by
+    module, so a module's fixture (e.g. an ingest run) is not built on both workers."""
+    for item in items:
+        if "e2e_run" in getattr(item, "fixturenames", ()):
+            group = "e2e_run"
+        else:
+            group = item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
