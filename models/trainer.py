@@ -21,6 +21,7 @@ import tf_keras as keras
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
+from models import distribution as D
 from models import features as F
 from models import preprocessing as P
 from models import rank_inputs
@@ -191,40 +192,64 @@ CALIBRATION_FILE = "calibration.json"
 FIT_FILE = "fit.json"
 
 
-def run_fn(fn_args: tfx.components.FnArgs) -> None:
+def run_fn(fn_args: tfx.components.FnArgs) -> Optional[keras.Model]:
+    """Trains and exports; returns the trained model (TFX ignores it), None on a parameter
+    server task (which serves until the job ends)."""
     custom = fn_args.custom_config or {}
     config = model_config(custom)
     settings = trainer_config(custom, config)
+    # `trainer.distribution` (models/distribution.py): the strategy comes first (multi-worker
+    # strategies start their servers before any other TensorFlow work).
+    distribution = D.settings(settings)
+    if D.serve_if_not_coordinator(distribution):
+        return None
+    strategy = D.create_strategy(distribution)
     keras.utils.set_random_seed(settings["seed"])
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    model = build_model(config, vocab_sizes(tf_transform_output, custom))
     rates = learning_rates(settings)
-    compile_model(model, optimizer=keras.optimizers.Adam(rates[0]))
+    with strategy.scope():
+        model = build_model(config, vocab_sizes(tf_transform_output, custom))
+        compile_model(model, optimizer=keras.optimizers.Adam(rates[0]))
 
-    train = _dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output, config.tasks,
-                     settings["batch_size"], shuffle=True, seed=settings["seed"], weights=config.example_weights)
+    def train_batches(batch_size: int) -> tf.data.Dataset:
+        return _dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output, config.tasks,
+                        batch_size, shuffle=True, seed=settings["seed"], weights=config.example_weights)
+
+    train = train_batches(settings["batch_size"])
     evaluation = _dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, config.tasks,
                           settings["batch_size"], shuffle=False, seed=settings["seed"])
-    # Per-epoch losses and per-task AUC go to the model_run artifact for TensorBoard.
+    # Per-epoch losses and per-task AUC go to the model_run artifact for TensorBoard (Keras
+    # writes from the chief only).
     callbacks = [keras.callbacks.TensorBoard(log_dir=os.path.join(fn_args.model_run_dir, "logs"),
                                              update_freq="epoch")]
     if len(set(rates)) > 1:
         callbacks.append(keras.callbacks.LearningRateScheduler(lambda epoch, _: rates[min(epoch, len(rates) - 1)]))
+    # parameter_server: no validation during fit (the coordinator would need a dataset per worker)
+    validation = (None if D.is_parameter_server(strategy)
+                  else D.shard_input(evaluation.take(settings["eval_batches"]), distribution, strategy))
     started = time.perf_counter()
-    model.fit(train, epochs=settings["epochs"], validation_data=evaluation.take(settings["eval_batches"]),
-              callbacks=callbacks, verbose=2)
+    model.fit(D.training_input(train, train_batches, settings["batch_size"], distribution, strategy),
+              epochs=settings["epochs"], steps_per_epoch=settings.get("steps_per_epoch"),
+              validation_data=validation, callbacks=callbacks, verbose=2)
     fit_seconds = time.perf_counter() - started
     # the optimizer counts the steps (a per-batch callback would sync every training step)
     steps = int(model.optimizer.iterations.numpy())
     bias = reference_bias(model, train.map(lambda *batch: batch[:2]), config.calibration)
-    export(model, tf_transform_output, fn_args.serving_model_dir, bias)
-    tf.io.gfile.makedirs(fn_args.model_run_dir)
-    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, CALIBRATION_FILE), "w") as f:
-        json.dump({"calibration": config.calibration, "reference_bias_logit": bias, "preset": config.preset}, f)
-    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, FIT_FILE), "w") as f:
-        # training speed as logged: steps x batch size over the wall time of `fit` (with the
-        # input pipeline and the per-epoch validation on `eval_batches` batches)
-        json.dump({"fit_seconds": fit_seconds, "train_steps": steps, "batch_size": settings["batch_size"],
-                   "examples_per_second": steps * settings["batch_size"] / fit_seconds}, f)
+    # Every worker exports (saving may need all of them); only the chief where it belongs.
+    export(model, tf_transform_output, D.write_path(fn_args.serving_model_dir, strategy), bias)
+    D.remove_worker_temp(fn_args.serving_model_dir, strategy)
     if model.bias_tower is not None:
-        export_logged_model(model, tf_transform_output, os.path.join(fn_args.model_run_dir, LOGGED_MODEL_DIR))
+        logged = os.path.join(fn_args.model_run_dir, LOGGED_MODEL_DIR)
+        export_logged_model(model, tf_transform_output, D.write_path(logged, strategy))
+        D.remove_worker_temp(logged, strategy)
+    if D.is_chief(strategy):
+        tf.io.gfile.makedirs(fn_args.model_run_dir)
+        with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, CALIBRATION_FILE), "w") as f:
+            json.dump({"calibration": config.calibration, "reference_bias_logit": bias, "preset": config.preset}, f)
+        with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, FIT_FILE), "w") as f:
+            # training speed as logged: steps x batch size over the wall time of `fit` (with the
+            # input pipeline and the per-epoch validation on `eval_batches` batches)
+            json.dump({"fit_seconds": fit_seconds, "train_steps": steps, "batch_size": settings["batch_size"],
+                       "examples_per_second": steps * settings["batch_size"] / fit_seconds}, f)
+    D.wait_for_all_workers(strategy)
+    return model

@@ -27,8 +27,10 @@ def compile_spec(config: Dict[str, Any], out: str) -> str:
 
     # KFP and Vertex AI record runs in the cluster's own ML Metadata: the `metadata:` section is
     # not read (nor, for MySQL, its password at compile time).
+    kubeflow = section.get("kubeflow") or {}
     pipeline = orchestration.scheduled_pipeline(
-        {**config, "metadata": None}, schema_path=(section.get("kubeflow") or {}).get("schema_path"))
+        {**config, "metadata": None}, schema_path=kubeflow.get("schema_path"),
+        vertex_training=vertex_training(config) if kubeflow.get("trainer") == "vertex" else None)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
             display_name=section["pipeline_name"], default_image=section["image"],
@@ -42,6 +44,30 @@ def compile_spec(config: Dict[str, Any], out: str) -> str:
     kubeflow_v2_dag_runner._write_pipeline_spec_to_file(  # pylint: disable=protected-access
         job, f"funnel's TFX pipeline (tfx-{version.__version__}).", out)
     return out
+
+
+def vertex_training(config: Dict[str, Any]) -> Dict[str, Any]:
+    """The Trainers' custom_config keys of `tfx.extensions.google_cloud_ai_platform.Trainer` for
+    `orchestration.kubeflow.vertex`: a Vertex AI CustomJob in its region whose worker pools run the
+    pipeline's image (TFX sets their command: the Trainer's executor on each replica). Several
+    replicas need a multi-worker `trainer.distribution` (Vertex sets TF_CONFIG on each)."""
+    from tfx import v1 as tfx
+
+    from models import distribution
+
+    section = orchestration.settings(config)
+    vertex = section["kubeflow"]["vertex"]
+    pools = [{**pool, "replica_count": pool.get("replica_count", 1),
+              "container_spec": {**pool.get("container_spec", {}), "image_uri": section["image"]}}
+             for pool in vertex["worker_pool_specs"]]
+    strategy = distribution.settings(config["trainer"])["strategy"]
+    if sum(pool["replica_count"] for pool in pools) > 1 and strategy not in distribution.MULTI_WORKER:
+        raise orchestration.CompileError(
+            f"`orchestration.kubeflow.vertex.worker_pool_specs` has several replicas but "
+            f"`trainer.distribution.strategy` is {strategy!r}: use one of {', '.join(distribution.MULTI_WORKER)}")
+    extensions = tfx.extensions.google_cloud_ai_platform
+    return {extensions.ENABLE_VERTEX_KEY: True, extensions.VERTEX_REGION_KEY: vertex["region"],
+            extensions.TRAINING_ARGS_KEY: {"project": vertex["project"], "worker_pool_specs": pools}}
 
 
 def recurring_run_arguments(config: Dict[str, Any], package_path: str, experiment_id: str,

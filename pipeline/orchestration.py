@@ -13,6 +13,9 @@ import os
 from typing import Any, Dict, Optional, Tuple
 
 TARGETS = ("kubeflow", "airflow")
+# Where the Kubeflow target's Trainers train: in their own pipeline step, or in a Vertex AI
+# CustomJob the step submits and waits for (`orchestration.kubeflow.vertex`).
+KUBEFLOW_TRAINERS = ("kubeflow", "vertex")
 # KFP's recurring runs take a 6-field cron: second minute hour day-of-month month day-of-week.
 KFP_CRON_FIELDS = 6
 
@@ -36,6 +39,7 @@ def settings(config: Dict[str, Any]) -> Dict[str, Any]:
     if cron is not None and len(str(cron).split()) != KFP_CRON_FIELDS:
         raise CompileError(f"`orchestration.kubeflow.cron` must have {KFP_CRON_FIELDS} fields "
                            f"(second minute hour day-of-month month day-of-week), got {cron!r}")
+    _check_kubeflow_trainer(section.get("kubeflow") or {})
     airflow = section.get("airflow") or {}
     for key in ("catchup",):
         if key in airflow and not isinstance(airflow[key], bool):
@@ -46,9 +50,37 @@ def settings(config: Dict[str, Any]) -> Dict[str, Any]:
     return section
 
 
+def _check_kubeflow_trainer(kubeflow: Dict[str, Any]) -> None:
+    trainer = kubeflow.get("trainer", "kubeflow")
+    if trainer not in KUBEFLOW_TRAINERS:
+        raise CompileError(f"`orchestration.kubeflow.trainer`: unknown value {trainer!r}; "
+                           f"one of: {', '.join(KUBEFLOW_TRAINERS)}")
+    if trainer != "vertex":
+        return
+    vertex = kubeflow.get("vertex")
+    if not isinstance(vertex, dict):
+        raise CompileError("`orchestration.kubeflow.trainer: vertex` needs an `orchestration.kubeflow.vertex` section")
+    for key in ("project", "region"):
+        if not isinstance(vertex.get(key), str) or not vertex[key]:
+            raise CompileError(f"`orchestration.kubeflow.vertex.{key}` must be a non-empty string")
+    pools = vertex.get("worker_pool_specs")
+    if not isinstance(pools, list) or not pools:
+        raise CompileError("`orchestration.kubeflow.vertex.worker_pool_specs` must be a non-empty list")
+    for i, pool in enumerate(pools):
+        machine = pool.get("machine_spec") if isinstance(pool, dict) else None
+        if not isinstance(machine, dict) or not machine.get("machine_type"):
+            raise CompileError(f"`orchestration.kubeflow.vertex.worker_pool_specs[{i}].machine_spec.machine_type` "
+                               "must be set")
+        count = pool.get("replica_count", 1)
+        if not (isinstance(count, int) and count >= 1):
+            raise CompileError(f"`orchestration.kubeflow.vertex.worker_pool_specs[{i}].replica_count` "
+                               "must be an integer >= 1")
+
+
 def scheduled_pipeline(config: Dict[str, Any], schema_path: Optional[str] = None,
-                       metadata_path: Optional[str] = None):
-    """`create_pipeline` with the names, paths and Beam args of the `orchestration:` section."""
+                       metadata_path: Optional[str] = None, vertex_training: Optional[Dict[str, Any]] = None):
+    """`create_pipeline` with the names, paths and Beam args of the `orchestration:` section
+    (`vertex_training`: see `create_pipeline`)."""
     from pipeline.pipeline import check_model_sections, create_pipeline
 
     section = settings(config)
@@ -63,6 +95,7 @@ def scheduled_pipeline(config: Dict[str, Any], schema_path: Optional[str] = None
         metadata_path=metadata_path,
         beam_pipeline_args=list(section.get("beam_args") or []),
         enable_cache=bool(section.get("enable_cache", False)),
+        vertex_training=vertex_training,
     )
 
 

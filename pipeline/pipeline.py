@@ -16,6 +16,7 @@ from components.ingest.component import Ingest
 from components.ingest.config import IngestConfig
 from components.pusher import executor as atomic_pusher
 from pipeline import metadata as metadata_lib
+from models import distribution
 from models import features as F
 from models import preprocessing as P
 from models.config import ModelConfig
@@ -79,13 +80,18 @@ def create_pipeline(
     beam_pipeline_args: Optional[List[str]] = None,
     enable_cache: bool = False,
     data_only: bool = False,
+    vertex_training: Optional[Dict[str, Any]] = None,
 ) -> tfx.dsl.Pipeline:
     """The pipeline. `enable_cache`: steps whose inputs and settings are unchanged since an
     earlier run on the same metadata reuse its outputs (TFX caching; the Ingest step is keyed
     by the logs directory's path, not its contents, so only with unchanged logs).
     `data_only`: the data steps only, up to Transform (what `funnel ablate` trains its
     variants on). ML Metadata: the `metadata:` section (pipeline/metadata.py); `metadata_path`
-    is where the runner keeps a SQLite store when the section names no file."""
+    is where the runner keeps a SQLite store when the section names no file.
+    `vertex_training`: the Trainers submit their training to Vertex AI
+    (`tfx.extensions.google_cloud_ai_platform.Trainer`, whose custom_config carries these keys:
+    pipeline/kubeflow_runner.py's `vertex_training`) instead of training in their own step."""
+    distribution.settings(config["trainer"])  # a bad `trainer.distribution` fails here, not after Transform
     ingest = Ingest(logs_dir=logs_dir, config=IngestConfig(**config["ingest"]))
     statistics = tfx.components.StatisticsGen(examples=ingest.outputs["examples"])
     schema = tfx.components.ImportSchemaGen(schema_file=schema_path or schemas.path("schema.pbtxt"))
@@ -102,13 +108,15 @@ def create_pipeline(
                                 enable_cache=enable_cache)
 
     def trainer(model_section: str) -> tfx.components.Trainer:
-        return tfx.components.Trainer(
+        component = (tfx.components.Trainer if vertex_training is None
+                     else tfx.extensions.google_cloud_ai_platform.Trainer)
+        return component(
             run_fn=RUN_FN,
             examples=transform.outputs["transformed_examples"],
             transform_graph=transform.outputs["transform_graph"],
             schema=schema.outputs["schema"],
             custom_config={"transform": config["transform"], "model": config[model_section],
-                           "trainer": config["trainer"]})
+                           "trainer": config["trainer"], **(vertex_training or {})})
 
     dmt_trainer = trainer("model")
     baseline_trainer = trainer("baseline").with_id("BaselineTrainer")

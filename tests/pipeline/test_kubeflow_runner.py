@@ -13,12 +13,14 @@ import importlib
 import json
 import os
 
+import pytest
 import yaml
 
 from pipeline import kubeflow_runner
 from pipeline.config import load_config
-from pipeline.orchestration import scheduled_pipeline
+from pipeline.orchestration import CompileError, scheduled_pipeline
 from pipeline.pipeline import PREPROCESSING_FN, RUN_FN
+from tests.pipeline.conftest import SCHEDULED
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "kubeflow_pipeline.yaml")
 GOLDEN_HEADER = ("# Normalised KFP pipeline spec of tests/pipeline/conftest.py's SCHEDULED configuration.\n"
@@ -127,3 +129,69 @@ def test_the_recurring_run_uses_the_configured_6_field_cron(scheduled_config_fil
     import kfp
 
     assert set(client.kwargs) <= set(inspect.signature(kfp.Client.create_recurring_run).parameters)
+
+
+# `orchestration.kubeflow` keys that move the Trainers' training to a Vertex AI CustomJob.
+VERTEX = {"trainer": "vertex", "vertex": {
+    "project": "funnel-test", "region": "europe-west4", "worker_pool_specs": [
+        {"machine_spec": {"machine_type": "n1-highmem-8", "accelerator_type": "NVIDIA_TESLA_T4",
+                          "accelerator_count": 1}, "replica_count": 1},
+        {"machine_spec": {"machine_type": "n1-highmem-8"}, "replica_count": 2}]}}
+
+
+def _vertex_config(tmp_path, distribution=None):
+    """SCHEDULED with VERTEX (and `trainer.distribution`), through load_config as a --config file."""
+    override = yaml.safe_load(SCHEDULED)
+    override["orchestration"]["kubeflow"].update(copy.deepcopy(VERTEX))
+    if distribution:
+        override["trainer"]["distribution"] = distribution
+    path = tmp_path / "vertex_config.yaml"
+    path.write_text(yaml.safe_dump(override))
+    return load_config(str(path))
+
+
+def test_the_vertex_trainer_submits_the_configured_custom_job(scheduled_config_file, tmp_path):
+    """`orchestration.kubeflow.trainer: vertex`: both Trainers run TFX's Vertex AI training
+    executor with the configured CustomJob (the pipeline's image in every pool); every other
+    step is the default spec's."""
+    default = yaml.safe_load(_compile(scheduled_config_file, tmp_path, "default.yaml")[1])
+    out = str(tmp_path / "vertex.yaml")
+    kubeflow_runner.compile_spec(_vertex_config(tmp_path, {"strategy": "multi_worker_mirrored"}), out)
+    with open(out) as f:
+        spec = yaml.safe_load(f)
+    executors, tasks = spec["deploymentSpec"]["executors"], spec["root"]["dag"]["tasks"]
+    for trainer in ("Trainer", "BaselineTrainer"):
+        args = executors[f"{trainer}_executor"]["container"]["args"]
+        assert args[args.index("--executor_class_path") + 1] == (
+            "tfx.extensions.google_cloud_ai_platform.trainer.executor.GenericExecutor")
+        custom = json.loads(_parameter(tasks[trainer], "custom_config"))
+        assert custom["ai_platform_enable_vertex"] is True
+        assert custom["ai_platform_vertex_region"] == "europe-west4"
+        job = custom["ai_platform_training_args"]
+        assert job["project"] == "funnel-test"
+        assert [(p["machine_spec"]["machine_type"], p["replica_count"], p["container_spec"]["image_uri"])
+                for p in job["worker_pool_specs"]] == [
+            ("n1-highmem-8", 1, "registry.example.com/ranking/funnel:1.2.3"),
+            ("n1-highmem-8", 2, "registry.example.com/ranking/funnel:1.2.3")]
+        assert job["worker_pool_specs"][0]["machine_spec"]["accelerator_count"] == 1
+        assert custom["trainer"] == {**load_config()["trainer"], "epochs": 2,
+                                     "distribution": {"strategy": "multi_worker_mirrored"}}
+        assert _parameter(tasks[trainer], "run_fn") == RUN_FN
+    assert set(executors) == set(default["deploymentSpec"]["executors"])
+    for name, executor in default["deploymentSpec"]["executors"].items():
+        if "Trainer" not in name:
+            assert executors[name] == executor, name
+
+
+def test_the_vertex_trainer_is_checked_before_compiling(tmp_path):
+    out = str(tmp_path / "pipeline.yaml")
+    with pytest.raises(CompileError, match="several replicas but `trainer.distribution.strategy` is 'default'"):
+        kubeflow_runner.compile_spec(_vertex_config(tmp_path), out)
+    config = _vertex_config(tmp_path, {"strategy": "multi_worker_mirrored"})
+    config["orchestration"]["kubeflow"]["trainer"] = "sagemaker"
+    with pytest.raises(CompileError, match="unknown value 'sagemaker'; one of: kubeflow, vertex"):
+        kubeflow_runner.compile_spec(config, out)
+    config["orchestration"]["kubeflow"]["trainer"] = "vertex"
+    del config["orchestration"]["kubeflow"]["vertex"]["worker_pool_specs"][1]["machine_spec"]["machine_type"]
+    with pytest.raises(CompileError, match=r"worker_pool_specs\[1\].machine_spec.machine_type"):
+        kubeflow_runner.compile_spec(config, out)

@@ -1,0 +1,90 @@
+"""Multi-worker training (`trainer.distribution`, models/distribution.py): two worker processes on
+loopback ports train the Trainer's `run_fn` (DMT, small embeddings) on the e2e pipeline's
+Transform output; the all-reduce keeps their weights identical and only the chief exports."""
+
+import glob
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from models import distribution
+from pipeline.config import load_config
+from tests.models.test_trainer_e2e import SMALL
+
+pytestmark = pytest.mark.e2e
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+STEPS = 3
+TIMEOUT_SECONDS = 2700  # generous: the workers took 29 min on this 2-core machine under a load of 7
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _start_workers(spec_path, out_dirs):
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(len(out_dirs))]}
+    processes = []
+    for index, out in enumerate(out_dirs):
+        os.makedirs(out)
+        env = {**os.environ, "TF_CONFIG": distribution.tf_config(cluster, "worker", index),
+               "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "-1"}
+        with open(os.path.join(out, "log.txt"), "w") as log:
+            processes.append(subprocess.Popen([sys.executable, "-m", "tests.models.distributed_worker", spec_path, out],
+                                              cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
+    return processes
+
+
+def _tail(out):
+    with open(os.path.join(out, "log.txt")) as f:
+        return f.read()[-3000:]
+
+
+def test_two_workers_train_identical_weights_and_only_the_chief_exports(e2e_run, tmp_path):
+    _, root = e2e_run
+    config = load_config()
+    spec = {"transformed": glob.glob(os.path.join(root, "Transform", "transformed_examples", "*"))[0],
+            "transform_graph": glob.glob(os.path.join(root, "Transform", "transform_graph", "*"))[0],
+            "custom_config": {"transform": config["transform"], "model": {"preset": "dmt", **SMALL},
+                              "trainer": {**config["trainer"], "batch_size": 64, "eval_batches": 1,
+                                          "steps_per_epoch": STEPS,
+                                          "distribution": {"strategy": "multi_worker_mirrored"}}}}
+    spec_path = str(tmp_path / "spec.json")
+    with open(spec_path, "w") as f:
+        json.dump(spec, f)
+    chief, worker = str(tmp_path / "worker0"), str(tmp_path / "worker1")
+    processes = _start_workers(spec_path, [chief, worker])
+    try:
+        for process, out in zip(processes, (chief, worker)):
+            assert process.wait(timeout=TIMEOUT_SECONDS) == 0, _tail(out)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+    weights = [np.load(os.path.join(out, "weights.npz")) for out in (chief, worker)]
+    assert int(weights[0]["steps"]) == int(weights[1]["steps"]) == STEPS
+    assert sorted(weights[0].files) == sorted(weights[1].files) and len(weights[0].files) > 10
+    for name in weights[0].files:
+        np.testing.assert_array_equal(weights[0][name], weights[1][name], err_msg=name)
+    # the chief exports the served model, the logged-behaviour model and the run's files ...
+    assert os.path.isfile(os.path.join(chief, "serving", "saved_model.pb"))
+    assert os.path.isfile(os.path.join(chief, "run", "logged_model", "saved_model.pb"))
+    with open(os.path.join(chief, "run", "fit.json")) as f:
+        assert json.load(f)["train_steps"] == STEPS
+    # ... the other worker nothing: its temporary exports are gone
+    assert not os.path.exists(os.path.join(worker, "serving"))
+    left = [os.path.relpath(os.path.join(d, n), worker) for d, _, names in os.walk(worker) for n in names]
+    assert sorted(left) == ["log.txt", "weights.npz"], left
