@@ -15,7 +15,7 @@ export TF_USE_LEGACY_KERAS := 1
 export PYTHONWARNINGS := ignore::FutureWarning
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: setup bench-deps orchestration-deps run test test-fast bench bench-ingest bench-train bench-serving bench-peers lock clean
+.PHONY: setup bench-deps orchestration-deps run test test-fast bench bench-ingest bench-scale bench-train bench-serving bench-peers lock clean
 
 setup: $(STAMP)
 
@@ -81,6 +81,12 @@ bench-peers: bench-deps
 # Ingest vs the I/O floor on >= 1M simulated impressions (about 5 minutes).
 bench-ingest: setup
 	$(PY) -m bench.ingest_bench --out bench/results/ingest.json
+
+# Ingest + Transform on a simulated world of >= 5M impressions, Beam multi-processing on every
+# core: wall time, impressions/s, peak RSS of the workers and bytes written per stage (20+ min on
+# 2 cores; the simulated logs are kept in $(WORK)/bench-scale/ and reused by later runs).
+bench-scale: setup
+	$(PY) -m bench.scale_bench --work $(WORK)/bench-scale --out bench/results/scale.json
 
 # DMT training throughput and the achieved fraction of the machine's matmul FLOP/s.
 bench-train: setup
