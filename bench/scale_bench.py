@@ -68,6 +68,8 @@ def measure(stage, out_dir: str, impressions: int, workers: int) -> dict:
         },
         "rss_samples": rss.samples,
         "bytes_written": bytes_under(out_dir),
+        # The machine may be shared: its 1, 5 and 15 min load averages when the stage ended.
+        "load_average_after": list(os.getloadavg()),
     }
 
 
