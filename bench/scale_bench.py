@@ -16,6 +16,8 @@ import shutil
 import sys
 import time
 
+import psutil
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -50,16 +52,30 @@ def bytes_under(root: str) -> int:
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(root) for f in files)
 
 
+def cpu_seconds(before, after) -> dict:
+    """CPU time between two `psutil.Process().cpu_times()`: this process's, and its workers'
+    (children's times count once the runner has waited for them, as it does when a pipeline
+    ends). Unlike wall time, it does not grow when other jobs share the cores."""
+    return {"main": (after.user - before.user) + (after.system - before.system),
+            "workers": (after.children_user - before.children_user)
+            + (after.children_system - before.children_system)}
+
+
 def measure(stage, out_dir: str, impressions: int, workers: int) -> dict:
-    """Runs `stage()` and returns its wall time, rates, peak RSS and bytes under `out_dir`."""
+    """Runs `stage()` and returns its wall time, CPU time, rates, peak RSS and bytes under `out_dir`."""
+    process = psutil.Process()
+    cpu_before = process.cpu_times()
     start = time.perf_counter()
     with PeakRss() as rss:
         stage()
     seconds = time.perf_counter() - start
+    cpu = cpu_seconds(cpu_before, process.cpu_times())
     return {
         "seconds": seconds,
+        "cpu_seconds": cpu,
         "impressions_per_second": impressions / seconds,
         "impressions_per_second_per_worker": impressions / seconds / workers,
+        "impressions_per_cpu_second": impressions / (cpu["main"] + cpu["workers"]),
         "peak_rss_bytes": {
             "workers": rss.peaks["workers"],  # all worker processes together, at one moment
             "largest_worker": rss.peaks["largest_worker"],

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from bench import scale_bench
@@ -38,12 +39,24 @@ def test_measure_reports_rates_and_the_bytes_a_stage_writes(tmp_path):
         (out / "part").mkdir(parents=True)
         (out / "part" / "a").write_bytes(b"x" * 1000)
         (out / "b").write_bytes(b"y" * 234)
+        sum(i * i for i in range(1_000_000))  # some CPU time of its own (~0.1 s)
 
     measured = scale_bench.measure(stage, str(out), impressions=5000, workers=2)
     assert measured["bytes_written"] == 1234
+    assert measured["cpu_seconds"]["workers"] == 0  # no child ran
+    cpu = measured["cpu_seconds"]["main"]
+    assert 0 < cpu and measured["impressions_per_cpu_second"] == pytest.approx(5000 / cpu)
     assert measured["impressions_per_second"] == pytest.approx(5000 / measured["seconds"])
     assert measured["impressions_per_second_per_worker"] == pytest.approx(5000 / measured["seconds"] / 2)
     assert measured["rss_samples"] >= 2 and measured["peak_rss_bytes"]["main"] > 0
+
+
+def test_cpu_seconds_of_the_workers_count_a_finished_child():
+    before = psutil.Process().cpu_times()
+    subprocess.run([sys.executable, "-c", "sum(i * i for i in range(3_000_000))"], check=True)
+    cpu = scale_bench.cpu_seconds(before, psutil.Process().cpu_times())
+    assert cpu["workers"] > 0.05  # the child's ~0.2 s of arithmetic, once waited for
+    assert cpu["main"] < cpu["workers"]
 
 
 def test_simulated_logs_are_reused_and_a_partial_copy_is_redone(tmp_path):
