@@ -75,7 +75,7 @@ def measure(stage, out_dir: str, impressions: int, workers: int) -> dict:
         "cpu_seconds": cpu,
         "impressions_per_second": impressions / seconds,
         "impressions_per_second_per_worker": impressions / seconds / workers,
-        "impressions_per_cpu_second": impressions / (cpu["main"] + cpu["workers"]),
+        "impressions_per_cpu_second": impressions / max(cpu["main"] + cpu["workers"], 0.01),  # 10 ms ticks
         "peak_rss_bytes": {
             "workers": rss.peaks["workers"],  # all worker processes together, at one moment
             "largest_worker": rss.peaks["largest_worker"],
@@ -127,28 +127,31 @@ def main(argv=None) -> int:
         run_transform(os.path.join(ingest_out, "examples"), transform_out,
                       {"transform": config["transform"]}, beam_args)
 
-    try:
-        stages = {}
-        for name, stage, out_dir in (("ingest", ingest, ingest_out), ("transform", transform, transform_out)):
-            stages[name] = measure(stage, out_dir, impressions, args.workers)
-            print(f"{name}: {stages[name]['seconds']:.1f} s", file=sys.stderr)
-    finally:
-        if not args.keep:
-            shutil.rmtree(run_dir, ignore_errors=True)
-    total_seconds = sum(s["seconds"] for s in stages.values())
-    write_result({
+    result = {
         "cpus": os.cpu_count(),
         "workers": args.workers,
         "num_shards": args.num_shards,
         "simulation": {"users": args.users, "days": args.days, "seed": args.seed, "impressions": impressions,
                        "seconds": summary["wall_seconds"], "reused": not simulated},
         "impressions": impressions,
-        "records_read": reports["ingest"]["records_read"],
-        "examples": reports["ingest"]["examples"],
-        "stages": stages,
-        "total": {"seconds": total_seconds, "impressions_per_second": impressions / total_seconds,
-                  "impressions_per_second_per_worker": impressions / total_seconds / args.workers},
-    }, args.out)
+        "stages": {},
+        "complete": False,  # written after each stage, so a stage that fails leaves the earlier ones
+    }
+    stages = result["stages"]
+    try:
+        for name, stage, out_dir in (("ingest", ingest, ingest_out), ("transform", transform, transform_out)):
+            stages[name] = measure(stage, out_dir, impressions, args.workers)
+            if name == "ingest":
+                result.update(records_read=reports["ingest"]["records_read"], examples=reports["ingest"]["examples"])
+            write_result(result, args.out)
+    finally:
+        if not args.keep:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    total_seconds = sum(s["seconds"] for s in stages.values())
+    result["total"] = {"seconds": total_seconds, "impressions_per_second": impressions / total_seconds,
+                       "impressions_per_second_per_worker": impressions / total_seconds / args.workers}
+    result["complete"] = True
+    write_result(result, args.out)
     return 0
 
 
