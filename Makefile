@@ -83,8 +83,9 @@ bench-ingest: setup
 	$(PY) -m bench.ingest_bench --out bench/results/ingest.json
 
 # Ingest + Transform on a simulated world of >= 5M impressions, Beam multi-processing on every
-# core: wall time, impressions/s, peak RSS of the workers and bytes written per stage (20+ min on
-# 2 cores; the simulated logs are kept in $(WORK)/bench-scale/ and reused by later runs).
+# core: wall and CPU time, impressions/s, peak RSS of the workers and bytes written per stage. Long
+# on 2 shared cores: ~22 min to simulate (once: the logs are kept in $(WORK)/bench-scale/ and
+# reused), ~7 min of ingest, Transform well over 45 min.
 bench-scale: setup
 	$(PY) -m bench.scale_bench --work $(WORK)/bench-scale --out bench/results/scale.json
 
