@@ -15,7 +15,7 @@ export TF_USE_LEGACY_KERAS := 1
 export PYTHONWARNINGS := ignore::FutureWarning
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: setup bench-deps orchestration-deps run test test-fast bench bench-ingest bench-train bench-serving bench-peers lock clean
+.PHONY: setup bench-deps orchestration-deps run test test-fast bench bench-ingest bench-scale bench-train bench-serving bench-peers lock clean
 
 setup: $(STAMP)
 
@@ -84,6 +84,13 @@ bench-peers: bench-deps
 # Ingest vs the I/O floor on >= 1M simulated impressions (about 5 minutes).
 bench-ingest: setup
 	$(PY) -m bench.ingest_bench --out bench/results/ingest.json
+
+# Ingest + Transform on a simulated world of >= 5M impressions, Beam multi-processing on every
+# core: wall and CPU time, impressions/s, peak RSS of the workers and bytes written per stage. Long
+# on 2 shared cores: ~22 min to simulate (once: the logs are kept in $(WORK)/bench-scale/ and
+# reused), ~7 min of ingest, Transform well over 45 min.
+bench-scale: setup
+	$(PY) -m bench.scale_bench --work $(WORK)/bench-scale --out bench/results/scale.json
 
 # DMT training throughput and the achieved fraction of the machine's matmul FLOP/s.
 bench-train: setup
