@@ -11,6 +11,7 @@ from components.ingest import report as report_lib
 from components.ingest.config import IngestConfig
 from components.ingest.contract import list_log_files
 from components.ingest.transforms import IngestLogs, WriteIngestOutputs
+from components.ingest.window import date_window
 
 # Local default: the DirectRunner on every core (pass-through args override it).
 DEFAULT_BEAM_ARGS = ("--direct_running_mode=multi_processing", "--direct_num_workers=0")
@@ -26,7 +27,8 @@ def beam_options(beam_args: Optional[Sequence[str]]) -> PipelineOptions:
 
 def add_ingest_steps(pipeline: beam.Pipeline, logs_dir: str, examples_dir: str, report_dir: str, config: IngestConfig):
     """Adds the ingest to `pipeline`; returns the path the counters are written to."""
-    log_files = list_log_files(logs_dir)  # fails early on files outside the contract
+    # fails early on files outside the contract; a daily run lists only its window's partitions
+    log_files = list_log_files(logs_dir, window=date_window(config))
     counts_path = os.path.join(report_dir, "counts.json")
     _ = (pipeline
          | "Ingest" >> IngestLogs(log_files, config)
@@ -38,6 +40,9 @@ def add_ingest_steps(pipeline: beam.Pipeline, logs_dir: str, examples_dir: str, 
 def finish(counts_path: str, report_dir: str, config: IngestConfig) -> dict:
     """Writes the report next to the counters and fails the run past the quarantine gate."""
     report = report_lib.build_report(files.read_json(counts_path), config.max_quarantine_fraction)
+    window = date_window(config)
+    if window is not None:
+        report["window"] = window.describe()
     files.write_json(report, os.path.join(report_dir, REPORT_FILE), indent=2, sort_keys=True)
     report_lib.check_report(report)
     return report
