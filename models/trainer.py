@@ -24,6 +24,7 @@ from tfx_bsl.public import tfxio
 from models import features as F
 from models import preprocessing as P
 from models import rank_inputs
+from models import warm_start
 from models.calibration import reference_bias
 from models.config import ModelConfig
 from models.export import export_serving_module
@@ -35,6 +36,7 @@ DEFAULT_TRAINER_CONFIG = {
     "learning_rate": 1e-3,
     "eval_batches": 200,
     "seed": 0,
+    "warm_start": False,
 }
 
 
@@ -191,6 +193,17 @@ CALIBRATION_FILE = "calibration.json"
 FIT_FILE = "fit.json"
 
 
+def _warm_start(model, train, fn_args, tf_transform_output, custom) -> dict:
+    """Builds the model on one batch, then takes the base model's weights; records them in the
+    model_run artifact. Returns what fit.json records about it."""
+    features = next(iter(train.take(1)))[0]
+    model(features, training=False)
+    carried = warm_start.warm_start(model, fn_args.base_model, tf_transform_output,
+                                    P.transform_config(custom)["num_oov_buckets"])
+    warm_start.save_initial_weights(model, fn_args.model_run_dir)
+    return {"base_model": fn_args.base_model, "tokens_carried": carried}
+
+
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     custom = fn_args.custom_config or {}
     config = model_config(custom)
@@ -210,6 +223,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                                              update_freq="epoch")]
     if len(set(rates)) > 1:
         callbacks.append(keras.callbacks.LearningRateScheduler(lambda epoch, _: rates[min(epoch, len(rates) - 1)]))
+    warm_started = None
+    if settings["warm_start"] and fn_args.base_model:  # no blessed model yet: a cold start
+        warm_started = _warm_start(model, train, fn_args, tf_transform_output, custom)
     started = time.perf_counter()
     model.fit(train, epochs=settings["epochs"], validation_data=evaluation.take(settings["eval_batches"]),
               callbacks=callbacks, verbose=2)
@@ -225,6 +241,10 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         # training speed as logged: steps x batch size over the wall time of `fit` (with the
         # input pipeline and the per-epoch validation on `eval_batches` batches)
         json.dump({"fit_seconds": fit_seconds, "train_steps": steps, "batch_size": settings["batch_size"],
-                   "examples_per_second": steps * settings["batch_size"] / fit_seconds}, f)
+                   "examples_per_second": steps * settings["batch_size"] / fit_seconds,
+                   "warm_started_from": warm_started}, f)
+    # what tomorrow's run warm-starts from, if this model is blessed
+    warm_start.save(model, tf_transform_output, fn_args.serving_model_dir,
+                    P.transform_config(custom)["num_oov_buckets"])
     if model.bias_tower is not None:
         export_logged_model(model, tf_transform_output, os.path.join(fn_args.model_run_dir, LOGGED_MODEL_DIR))

@@ -68,9 +68,10 @@ class _Shard:
         self.user_code = {log: users.get_indexer(frames[log]["user_id"]) for log in EVENT_LOGS}
         self.item_code = {log: frames[log][reader.ITEM_CODE_COLUMN].to_numpy(np.int64) for log in EVENT_LOGS}
         self.ts = {log: frames[log]["ts"].to_numpy(np.int64) for log in EVENT_LOGS}
-        # The indexes hold every event; below, the impression arrays become the targets'.
-        events = {"user": dict(self.user_code), "item": dict(self.item_code), "ts": dict(self.ts)}
+        events = None
         if targets is not None:
+            # The indexes hold every event; the impression arrays below become the targets'.
+            events = (dict(self.user_code), dict(self.item_code), dict(self.ts))
             frames = dict(frames, impressions=frames["impressions"][targets].reset_index(drop=True))
             for codes in (self.user_code, self.item_code, self.ts):
                 codes["impressions"] = codes["impressions"][targets]
@@ -88,7 +89,7 @@ class _Shard:
         for codes in (self.user_code, self.item_code, self.ts):
             codes["impressions"] = codes["impressions"][rows]
         self.impression_pairs = self.user_item(self.user_code["impressions"], self.item_code["impressions"])
-        user, item, ts = events["user"], events["item"], events["ts"]
+        user, item, ts = events or (self.user_code, self.item_code, self.ts)
         self.by_user = _Indexes(lambda log: EventIndex(user[log], ts[log]))
         self.by_user_item = _Indexes(lambda log: EventIndex(self.user_item(user[log], item[log]), ts[log]))
         self.by_user_category = _Indexes(lambda log: EventIndex(self.user_category(user[log], item[log]), ts[log]))

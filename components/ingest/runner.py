@@ -1,9 +1,11 @@
 """Runs the ingest Beam pipeline outside TFX (`funnel ingest`) and inside its executor."""
 
+import hashlib
 import os
 from typing import List, Optional, Sequence
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from components.ingest import files
@@ -35,6 +37,18 @@ def add_ingest_steps(pipeline: beam.Pipeline, logs_dir: str, examples_dir: str, 
          | "WriteOutputs" >> WriteIngestOutputs(
              examples_dir, os.path.join(report_dir, QUARANTINE_DIR), counts_path, config.compression_level))
     return counts_path
+
+
+def input_fingerprint(logs_dir: str, config: IngestConfig) -> str:
+    """A digest of the files the ingest would read (path, size, modification time): with it in
+    the Ingest's properties, TFX's cache answers a re-run only while those files are unchanged
+    (a daily run: the files of its window's days)."""
+    paths = [f.path for f in list_log_files(logs_dir, window=date_window(config))]
+    digest = hashlib.sha256()
+    for metadata in sorted(FileSystems.match(paths), key=lambda m: m.metadata_list[0].path):
+        file = metadata.metadata_list[0]
+        digest.update(f"{file.path}\t{file.size_in_bytes}\t{file.last_updated_in_seconds}\n".encode())
+    return digest.hexdigest()
 
 
 def finish(counts_path: str, report_dir: str, config: IngestConfig) -> dict:

@@ -10,7 +10,7 @@ import pytest
 
 from components.ingest.config import IngestConfig
 from components.ingest.contract import ContractError, list_log_files
-from components.ingest.runner import run_ingest
+from components.ingest.runner import input_fingerprint, run_ingest
 from components.ingest.window import date_window, feature_history_days
 from tests.components.ingest.logs import DAY, ITEMS, T0, event, impression, read_examples
 
@@ -128,3 +128,16 @@ def test_feature_history_covers_each_logs_longest_window():
     history = feature_history_days()
     assert history["orders"] == history["carts"] == 366  # order / cart sequences: a year
     assert history["wishes"] == 31 and history["clicks"] == history["impressions"] == 8
+
+
+def test_input_fingerprint_follows_the_windows_files_only(tmp_path):
+    """The Ingest's cache key (`funnel run --cache`): a changed file of the window's days
+    changes it, a changed partition of a later day does not."""
+    logs = _partitioned_logs(str(tmp_path))
+    config = IngestConfig(end_date=END_DATE, train_days=1)
+    before = input_fingerprint(logs, config)
+    _write(logs, "clicks", f"dt={_date(D[4])}/part-0.jsonl", [event("u1", "i3", D[4] + 50), event("u1", "i2", D[4] + 60)])
+    assert input_fingerprint(logs, config) == before
+    assert input_fingerprint(logs, IngestConfig()) != input_fingerprint(logs, config)  # no window: day 4 too
+    _write(logs, "clicks", f"dt={_date(D[0])}/part-0.jsonl", [event("u1", "i1", D[0] + 50), event("u1", "i2", D[0] + 70)])
+    assert input_fingerprint(logs, config) != before
