@@ -25,6 +25,7 @@ from models import distribution as D
 from models import features as F
 from models import preprocessing as P
 from models import rank_inputs
+from models import warm_start
 from models.calibration import reference_bias
 from models.config import ModelConfig
 from models.export import export_serving_module
@@ -36,6 +37,7 @@ DEFAULT_TRAINER_CONFIG = {
     "learning_rate": 1e-3,
     "eval_batches": 200,
     "seed": 0,
+    "warm_start": False,
 }
 
 
@@ -192,6 +194,18 @@ CALIBRATION_FILE = "calibration.json"
 FIT_FILE = "fit.json"
 
 
+def _warm_start(model, train, fn_args, tf_transform_output, custom, strategy) -> dict:
+    """Builds the model on one batch, then takes the base model's weights; the chief records
+    them in the model_run artifact. Returns what fit.json records about it."""
+    features = next(iter(train.take(1)))[0]
+    model(features, training=False)
+    carried = warm_start.warm_start(model, fn_args.base_model, tf_transform_output,
+                                    P.transform_config(custom)["num_oov_buckets"])
+    if D.is_chief(strategy):
+        warm_start.save_initial_weights(model, fn_args.model_run_dir)
+    return {"base_model": fn_args.base_model, "tokens_carried": carried}
+
+
 def run_fn(fn_args: tfx.components.FnArgs) -> Optional[keras.Model]:
     """Trains and exports; returns the trained model (TFX ignores it), None on a parameter
     server task (which serves until the job ends)."""
@@ -227,6 +241,10 @@ def run_fn(fn_args: tfx.components.FnArgs) -> Optional[keras.Model]:
     # parameter_server: no validation during fit (the coordinator would need a dataset per worker)
     validation = (None if D.is_parameter_server(strategy)
                   else D.shard_input(evaluation.take(settings["eval_batches"]), distribution, strategy))
+    warm_started = None
+    if settings["warm_start"] and fn_args.base_model:  # no blessed model yet: a cold start
+        with strategy.scope():
+            warm_started = _warm_start(model, train, fn_args, tf_transform_output, custom, strategy)
     started = time.perf_counter()
     model.fit(D.training_input(train, train_batches, settings["batch_size"], distribution, strategy),
               epochs=settings["epochs"], steps_per_epoch=settings.get("steps_per_epoch"),
@@ -250,6 +268,10 @@ def run_fn(fn_args: tfx.components.FnArgs) -> Optional[keras.Model]:
             # training speed as logged: steps x batch size over the wall time of `fit` (with the
             # input pipeline and the per-epoch validation on `eval_batches` batches)
             json.dump({"fit_seconds": fit_seconds, "train_steps": steps, "batch_size": settings["batch_size"],
-                       "examples_per_second": steps * settings["batch_size"] / fit_seconds}, f)
+                       "examples_per_second": steps * settings["batch_size"] / fit_seconds,
+                       "warm_started_from": warm_started}, f)
+        # what tomorrow's run warm-starts from, if this model is blessed
+        warm_start.save(model, tf_transform_output, fn_args.serving_model_dir,
+                        P.transform_config(custom)["num_oov_buckets"])
     D.wait_for_all_workers(strategy)
     return model

@@ -12,7 +12,6 @@ one: `funnel ablate` trains in this process, caches in files it locks with fcntl
 and keeps the data steps' SQLite ML Metadata there, so its file operations stay local.
 """
 
-import dataclasses
 import fcntl
 import glob
 import hashlib
@@ -73,8 +72,10 @@ def data_key(logs_dir: str, config: Dict[str, Any]) -> str:
     with their defaults filled in, so that a section spelled out and one left to its defaults
     (the CLI fills in the ingest defaults, a library caller may not) share the ingested data."""
     from components.ingest.config import IngestConfig
+    from components.ingest.executor import config_to_json
 
-    ingest = dataclasses.asdict(IngestConfig(**config["ingest"]))
+    # as the Ingest step sees it: a daily run's settings only when it is one (keys unchanged otherwise)
+    ingest = json.loads(config_to_json(IngestConfig(**config["ingest"])))
     transform = P.transform_config({"transform": config["transform"]})
     return _key(paths.absolute(logs_dir), ingest, transform)
 
@@ -215,7 +216,9 @@ def resolved_settings(custom: Dict[str, Any]) -> Dict[str, Any]:
     from models.trainer import model_config, trainer_config
 
     model = model_config(custom)
-    return json.loads(json.dumps({"model": model.to_dict(), "trainer": trainer_config(custom, model)}))
+    # variants always train from scratch: `warm_start` is not theirs (and not in earlier records)
+    trainer = {k: v for k, v in trainer_config(custom, model).items() if k != "warm_start"}
+    return json.loads(json.dumps({"model": model.to_dict(), "trainer": trainer}))
 
 
 # Model settings added after variants may have been recorded, each with the value that trains

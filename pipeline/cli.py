@@ -42,6 +42,10 @@ def _add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-quarantine-fraction", type=float, help="fail above this fraction (default 0.01)")
     parser.add_argument("--click-attribution", choices=["request_id", "time_window"],
                         help="how clicks label impressions (default request_id)")
+    parser.add_argument("--end-date", metavar="YYYY-MM-DD",
+                        help="a daily run: evaluate on this UTC day (the last eval_days ending on it), "
+                             "train on the --train-days before; later logs are not read")
+    parser.add_argument("--train-days", type=int, metavar="N", help="with --end-date: days of training examples")
 
 
 def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,7 +78,8 @@ def _ingest_config(args):
 
     return IngestConfig.from_yaml(
         args.config, eval_days=args.eval_days, num_shards=args.num_shards,
-        max_quarantine_fraction=args.max_quarantine_fraction, click_attribution=args.click_attribution)
+        max_quarantine_fraction=args.max_quarantine_fraction, click_attribution=args.click_attribution,
+        end_date=args.end_date, train_days=args.train_days)
 
 
 def _no_beam_args(beam_args) -> None:
@@ -97,7 +102,7 @@ def _ingest(args, beam_args) -> int:
 
     try:
         report = run_ingest(args.logs, args.out, _ingest_config(args), beam_args)
-    except (ContractError, IngestError) as e:
+    except (ContractError, IngestError, ValueError) as e:
         print(f"funnel ingest: {e}", file=sys.stderr)
         return 2
     print(json.dumps({k: report[k] for k in ("records_read", "records_quarantined", "quarantined_by_reason", "examples")}))
@@ -114,8 +119,8 @@ def _run(args, beam_args) -> int:
     from pipeline.pipeline import check_model_sections
 
     config = load_config(args.config)
-    config["ingest"] = dataclasses.asdict(_ingest_config(args))  # flags override the file
     try:
+        config["ingest"] = dataclasses.asdict(_ingest_config(args))  # flags override the file
         check_model_sections(config)
     except ValueError as e:
         print(f"funnel run: {e}", file=sys.stderr)

@@ -6,7 +6,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from tfx import v1 as tfx
 
-from components.ingest.runner import DEFAULT_BEAM_ARGS
+from components.ingest.config import IngestConfig
+from components.ingest.runner import DEFAULT_BEAM_ARGS, input_fingerprint
 from pipeline import metadata as metadata_lib
 from pipeline import paths
 from pipeline.config import load_config
@@ -28,16 +29,20 @@ def work_dir_pipeline(logs_dir: str, work_dir: str, config: Optional[Dict[str, A
     `work_dir/serving`. Returns it with its pipeline root."""
     work_dir = os.path.abspath(work_dir)  # local: LocalDagRunner's SQLite store lives in it by default
     root = os.path.join(work_dir, "tfx")
+    config = config or load_config()
+    # With the cache, the Ingest is keyed by its input files too: changed logs are ingested again.
+    fingerprint = input_fingerprint(logs_dir, IngestConfig(**config["ingest"])) if enable_cache else None
     return create_pipeline(
         pipeline_name=PIPELINE_NAME,
         pipeline_root=root,
         logs_dir=paths.absolute(logs_dir),
         serving_dir=os.path.join(work_dir, "serving"),
-        config=config or load_config(),
+        config=config,
         metadata_path=os.path.join(root, metadata_lib.SQLITE_FILE),
         beam_pipeline_args=list(DEFAULT_BEAM_ARGS) + list(beam_args or []),
         enable_cache=enable_cache,
         data_only=data_only,
+        input_fingerprint=fingerprint,
     ), root
 
 

@@ -81,10 +81,12 @@ def create_pipeline(
     enable_cache: bool = False,
     data_only: bool = False,
     vertex_training: Optional[Dict[str, Any]] = None,
+    input_fingerprint: Optional[str] = None,
 ) -> tfx.dsl.Pipeline:
     """The pipeline. `enable_cache`: steps whose inputs and settings are unchanged since an
     earlier run on the same metadata reuse its outputs (TFX caching; the Ingest step is keyed
-    by the logs directory's path, not its contents, so only with unchanged logs).
+    by the logs directory's path and its settings, a daily run's dates included, and by the
+    contents only through `input_fingerprint` (components/ingest/runner.py) when given).
     `data_only`: the data steps only, up to Transform (what `funnel ablate` trains its
     variants on). ML Metadata: the `metadata:` section (pipeline/metadata.py); `metadata_path`
     is where the runner keeps a SQLite store when the section names no file.
@@ -92,7 +94,7 @@ def create_pipeline(
     (`tfx.extensions.google_cloud_ai_platform.Trainer`, whose custom_config carries these keys:
     pipeline/kubeflow_runner.py's `vertex_training`) instead of training in their own step."""
     distribution.settings(config["trainer"])  # a bad `trainer.distribution` fails here, not after Transform
-    ingest = Ingest(logs_dir=logs_dir, config=IngestConfig(**config["ingest"]))
+    ingest = Ingest(logs_dir=logs_dir, config=IngestConfig(**config["ingest"]), input_fingerprint=input_fingerprint)
     statistics = tfx.components.StatisticsGen(examples=ingest.outputs["examples"])
     schema = tfx.components.ImportSchemaGen(schema_file=schema_path or schemas.path("schema.pbtxt"))
     validator = tfx.components.ExampleValidator(
@@ -107,7 +109,25 @@ def create_pipeline(
                                 metadata_connection_config=metadata, beam_pipeline_args=beam_pipeline_args,
                                 enable_cache=enable_cache)
 
-    def trainer(model_section: str) -> tfx.components.Trainer:
+    # The last blessed model is the Evaluator's baseline only when the blessing compares
+    # against it (`max_auc_drop` set): TFMA evaluates the baseline on the candidate's outputs,
+    # so a first run of an architecture with other outputs (e.g. ESM²'s daction) needs
+    # `max_auc_drop: null`. With `trainer.warm_start` it is also the Trainer's base model
+    # (none on the first run: a cold start).
+    compare = config["evaluator"]["max_auc_drop"] is not None
+    warm_start = bool(config["trainer"].get("warm_start"))
+    latest_blessed = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver") if compare or warm_start else None
+
+    def trainer(model_section: str, base_model=None) -> tfx.components.Trainer:
+        # `warm_start` only in the properties of a warm-started Trainer: a cold start's cache
+        # key and compiled spec stay as they were.
+        settings = {k: v for k, v in config["trainer"].items() if k != "warm_start"}
+        if base_model is not None:
+            settings["warm_start"] = True
         component = (tfx.components.Trainer if vertex_training is None
                      else tfx.extensions.google_cloud_ai_platform.Trainer)
         return component(
@@ -115,21 +135,13 @@ def create_pipeline(
             examples=transform.outputs["transformed_examples"],
             transform_graph=transform.outputs["transform_graph"],
             schema=schema.outputs["schema"],
+            base_model=base_model,
             custom_config={"transform": config["transform"], "model": config[model_section],
-                           "trainer": config["trainer"], **(vertex_training or {})})
+                           "trainer": settings, **(vertex_training or {})})
 
-    dmt_trainer = trainer("model")
+    # The blessed model is the `model:` architecture's: the baseline (DNN(Base)) starts cold.
+    dmt_trainer = trainer("model", latest_blessed.outputs["model"] if warm_start else None)
     baseline_trainer = trainer("baseline").with_id("BaselineTrainer")
-    # The last blessed model is the Evaluator's baseline only when the blessing compares
-    # against it (`max_auc_drop` set): TFMA evaluates the baseline on the candidate's outputs,
-    # so a first run of an architecture with other outputs (e.g. ESM²'s daction) needs
-    # `max_auc_drop: null`.
-    compare = config["evaluator"]["max_auc_drop"] is not None
-    latest_blessed = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver") if compare else None
     evaluator = tfx.components.Evaluator(
         examples=ingest.outputs["examples"],
         model=dmt_trainer.outputs["model"],
@@ -146,7 +158,7 @@ def create_pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
         components=data_steps + [dmt_trainer, baseline_trainer]
-        + ([latest_blessed] if compare else []) + [evaluator, pusher],
+        + ([latest_blessed] if latest_blessed is not None else []) + [evaluator, pusher],
         metadata_connection_config=metadata,
         beam_pipeline_args=beam_pipeline_args,
         enable_cache=enable_cache,

@@ -24,12 +24,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="file format: JSON Lines gzip (.jsonl.gz) or Parquet")
     parser.add_argument("--items", type=int, default=defaults.n_items,
                         help=f"number of items in the catalogue (default {defaults.n_items})")
+    parser.add_argument("--partition-by-day", action="store_true",
+                        help="write each event log as daily partitions LOG/dt=YYYY-MM-DD/ "
+                             "(for daily runs: funnel run --end-date)")
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> SimulationConfig:
     return SimulationConfig(users=args.users, days=args.days, seed=args.seed,
-                            start_date=args.start_date, format=args.format, n_items=args.items)
+                            start_date=args.start_date, format=args.format, n_items=args.items,
+                            partition_by_day=args.partition_by_day)
 
 
 def run(args: argparse.Namespace) -> int:

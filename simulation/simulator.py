@@ -29,6 +29,7 @@ organic carts/orders never fall within 24 h after a recommended click on the sam
 every cart/order the ingest attributes to an impression was drawn from that impression's truth.
 """
 
+import glob
 import gzip
 import heapq
 import json
@@ -331,9 +332,10 @@ def _write_log(out_dir: str, log: str, df: pd.DataFrame, config: SimulationConfi
     """Writes one log, one file per UTC day of `ts` (or one file named after the log)."""
     log_dir = os.path.join(out_dir, log)
     os.makedirs(log_dir, exist_ok=True)
-    for name in sorted(os.listdir(log_dir)):  # files of an earlier run would mix into this one
-        if name.endswith((".jsonl", ".jsonl.gz", ".parquet")):
-            os.remove(os.path.join(log_dir, name))
+    # files of an earlier run would mix into this one
+    for path in sorted(glob.glob(os.path.join(log_dir, "*")) + glob.glob(os.path.join(log_dir, "dt=*", "*"))):
+        if path.endswith((".jsonl", ".jsonl.gz", ".parquet")):
+            os.remove(path)
     if not by_day:
         _write_table(df, os.path.join(log_dir, log), config.format, precision)
         return
@@ -343,7 +345,11 @@ def _write_log(out_dir: str, log: str, df: pd.DataFrame, config: SimulationConfi
         part = df[day == d].reset_index(drop=True)
         if log == "truth":
             part = part.drop(columns="ts")
-        _write_table(part, os.path.join(log_dir, dates[d]), config.format, precision)
+        if config.partition_by_day:
+            os.makedirs(os.path.join(log_dir, f"dt={dates[d]}"), exist_ok=True)
+            _write_table(part, os.path.join(log_dir, f"dt={dates[d]}", "part-0"), config.format, precision)
+        else:
+            _write_table(part, os.path.join(log_dir, dates[d]), config.format, precision)
 
 
 def _impressions(sim: _Simulator) -> Dict[str, np.ndarray]:

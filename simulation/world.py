@@ -58,6 +58,8 @@ class SimulationConfig:
     seed: int = 0
     start_date: str = "2026-10-01"
     format: str = "jsonl"  # "jsonl" (.jsonl.gz) or "parquet"
+    # Event logs as daily partitions LOG/dt=YYYY-MM-DD/part-0.* (else LOG/YYYY-MM-DD.*).
+    partition_by_day: bool = False
     n_items: int = 5000
     n_categories: int = 60
     n_brands: int = 400

@@ -1,6 +1,7 @@
 """Ingest configuration: data, loaded from YAML or built from CLI flags."""
 
 import dataclasses
+import datetime
 from typing import Optional
 
 import yaml
@@ -30,6 +31,13 @@ class IngestConfig:
     # gzip level of the TFRecords (ExampleGen writes gzip); 0 writes plain TFRecords.
     # Level 1 costs half of zlib's default 6 for ~10 % more bytes.
     compression_level: int = 1
+    # A daily run (components/ingest/window.py): eval is the `eval_days` UTC days ending on
+    # `end_date` (YYYY-MM-DD), train the `train_days` days before; earlier events are read as
+    # history for the point-in-time features, as far back as they look (`history_days: null`)
+    # or `history_days` for every log. None: every record is read, the last days are eval.
+    end_date: Optional[str] = None
+    train_days: Optional[int] = None
+    history_days: Optional[int] = None
 
     def __post_init__(self):
         if self.click_attribution not in (CLICK_BY_REQUEST_ID, CLICK_BY_TIME_WINDOW):
@@ -40,6 +48,17 @@ class IngestConfig:
             raise ValueError("compression_level must be in 0..9")
         if not 0.0 <= self.max_quarantine_fraction <= 1.0:
             raise ValueError("max_quarantine_fraction must be in [0, 1]")
+        if (self.end_date is None) != (self.train_days is None):
+            raise ValueError("end_date and train_days go together (a daily run needs both)")
+        if self.end_date is not None:
+            try:
+                datetime.date.fromisoformat(self.end_date)
+            except (TypeError, ValueError):
+                raise ValueError(f"end_date must be a date YYYY-MM-DD, got {self.end_date!r}") from None
+            if not isinstance(self.train_days, int) or self.train_days < 1:
+                raise ValueError(f"train_days must be an integer >= 1, got {self.train_days!r}")
+        if self.history_days is not None and (not isinstance(self.history_days, int) or self.history_days < 0):
+            raise ValueError(f"history_days must be null or an integer >= 0, got {self.history_days!r}")
 
     @classmethod
     def from_yaml(cls, path: Optional[str], **overrides) -> "IngestConfig":

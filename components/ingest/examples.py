@@ -16,7 +16,7 @@ Definitions (see README "Training examples"):
   (user, request) by position, nearer first, ties to the smaller position.
 """
 
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import pandas as pd
@@ -28,10 +28,12 @@ from components.ingest.example_encoder import SharedColumns, encode_examples
 from components.ingest.config import CLICK_BY_TIME_WINDOW, IngestConfig
 from components.ingest.event_index import EventIndex
 from components.ingest.item_stats import ItemStats
+from components.ingest.window import SEQUENCE_LOG
 from models import features as F
 
 EVENT_LOGS = ("impressions", "clicks", "carts", "wishes", "orders")
-_SEQUENCE_LOG = {F.SEQUENCE_CLICK: "clicks", F.SEQUENCE_CART: "carts", F.SEQUENCE_ORDER: "orders"}
+# Impressions of a daily run before its train days: read for the features, not examples.
+HISTORY_COUNTER = "impressions.history"
 _LABEL_LOG = {F.CART: "carts", F.WISH: "wishes", F.ORDER: "orders"}
 
 
@@ -57,13 +59,22 @@ class _Indexes(dict):
 class _Shard:
     """The shard's events, with point-in-time indexes by user, (user, item), (user, category)."""
 
-    def __init__(self, frames: Dict[str, pd.DataFrame], catalog: ItemCatalog):
+    def __init__(self, frames: Dict[str, pd.DataFrame], catalog: ItemCatalog, targets: Optional[np.ndarray] = None):
+        """`targets`: which impressions become examples (default all); the others (a daily
+        run's history) are only events the point-in-time queries count."""
         self.catalog = catalog
         self._num_categories = int(catalog.category_code.max(initial=0)) + 1
         users = pd.Index(pd.unique(np.concatenate([frames[log]["user_id"].to_numpy(object) for log in EVENT_LOGS])))
         self.user_code = {log: users.get_indexer(frames[log]["user_id"]) for log in EVENT_LOGS}
         self.item_code = {log: frames[log][reader.ITEM_CODE_COLUMN].to_numpy(np.int64) for log in EVENT_LOGS}
         self.ts = {log: frames[log]["ts"].to_numpy(np.int64) for log in EVENT_LOGS}
+        events = None
+        if targets is not None:
+            # The indexes hold every event; the impression arrays below become the targets'.
+            events = (dict(self.user_code), dict(self.item_code), dict(self.ts))
+            frames = dict(frames, impressions=frames["impressions"][targets].reset_index(drop=True))
+            for codes in (self.user_code, self.item_code, self.ts):
+                codes["impressions"] = codes["impressions"][targets]
         # Impressions are handled in (user, time) order, so that the point-in-time queries
         # of consecutive impressions hit neighbouring index keys: NumPy's searchsorted on
         # sorted queries is ~8x faster than on random ones (measured). Examples are written
@@ -78,11 +89,10 @@ class _Shard:
         for codes in (self.user_code, self.item_code, self.ts):
             codes["impressions"] = codes["impressions"][rows]
         self.impression_pairs = self.user_item(self.user_code["impressions"], self.item_code["impressions"])
-        self.by_user = _Indexes(lambda log: EventIndex(self.user_code[log], self.ts[log]))
-        self.by_user_item = _Indexes(lambda log: EventIndex(
-            self.user_item(self.user_code[log], self.item_code[log]), self.ts[log]))
-        self.by_user_category = _Indexes(lambda log: EventIndex(
-            self.user_category(self.user_code[log], self.item_code[log]), self.ts[log]))
+        user, item, ts = events or (self.user_code, self.item_code, self.ts)
+        self.by_user = _Indexes(lambda log: EventIndex(user[log], ts[log]))
+        self.by_user_item = _Indexes(lambda log: EventIndex(self.user_item(user[log], item[log]), ts[log]))
+        self.by_user_category = _Indexes(lambda log: EventIndex(self.user_category(user[log], item[log]), ts[log]))
 
     def user_item(self, user, item):
         return user.astype(np.int64) * len(self.catalog) + item
@@ -132,7 +142,7 @@ def _labels(shard: _Shard, imp: pd.DataFrame, config: IngestConfig) -> Dict[str,
 def _sequences(shard: _Shard, t: np.ndarray, users: np.ndarray) -> Dict[str, pa.Array]:
     columns = {}
     for sequence, (max_length, window) in F.SEQUENCES.items():
-        log = _SEQUENCE_LOG[sequence]
+        log = SEQUENCE_LOG[sequence]
         splits, rows = shard.by_user[log].last_n(users, t - window, t, max_length)
         offsets = pa.array(splits.astype(np.int32))
         lengths = np.diff(splits)
@@ -242,11 +252,23 @@ def build_examples(
     stats: ItemStats,
     eval_start_day: int,
     config: IngestConfig,
+    first_example_day: Optional[int] = None,
 ) -> Tuple[List[bytes], List[bytes], Dict[str, int]]:
-    """Returns (train examples, eval examples, counts) for the impressions in `frames`."""
+    """Returns (train examples, eval examples, counts) for the impressions in `frames`; with
+    `first_example_day` (a daily run), only for those of that UTC day and later: the earlier
+    ones are history (counted as `impressions.history`), seen only by the features."""
+    counts = {}
+    targets = None
+    if first_example_day is not None:
+        targets = frames["impressions"][F.TS].to_numpy(np.int64) // F.DAY_SECONDS >= first_example_day
+        counts[HISTORY_COUNTER] = int((~targets).sum())
+        if targets.all():
+            targets = None
+        elif not targets.any():
+            return [], [], counts
     if frames["impressions"].empty:
-        return [], [], {}
-    shard = _Shard(frames, catalog)
+        return [], [], counts
+    shard = _Shard(frames, catalog, targets)
     imp, t = shard.frames["impressions"], shard.ts["impressions"]  # in (user, time) order
     users, items = shard.user_code["impressions"], shard.item_code["impressions"]
     columns: Dict[str, pa.Array] = {}
@@ -278,7 +300,7 @@ def build_examples(
     is_eval = (t[shard.written] // F.DAY_SECONDS) >= eval_start_day
     train = [encoded[k] for k in shard.written[~is_eval].tolist()]
     evaluation = [encoded[k] for k in shard.written[is_eval].tolist()]
-    counts = {f"examples.{F.TRAIN_SPLIT}": len(train), f"examples.{F.EVAL_SPLIT}": len(evaluation)}
+    counts.update({f"examples.{F.TRAIN_SPLIT}": len(train), f"examples.{F.EVAL_SPLIT}": len(evaluation)})
     for name, values in labels.items():
         counts[f"labels.{name}"] = int(values.sum())
     return train, evaluation, counts

@@ -19,8 +19,16 @@ def config_from_json(config_json: str) -> IngestConfig:
     return IngestConfig(**json.loads(config_json or "{}"))
 
 
+# Settings that only matter for a daily run: left out of the JSON without one, so that the
+# default run's execution properties (its cache key, the compiled pipeline specs) stay as they were.
+WINDOW_FIELDS = ("end_date", "train_days", "history_days")
+
+
 def config_to_json(config: IngestConfig) -> str:
-    return json.dumps(dataclasses.asdict(config), sort_keys=True)
+    values = dataclasses.asdict(config)
+    if config.end_date is None:
+        values = {k: v for k, v in values.items() if k not in WINDOW_FIELDS}
+    return json.dumps(values, sort_keys=True)
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):

@@ -35,8 +35,12 @@ def arrow_source(path: str):
 def list_files(directory: str) -> List[str]:
     """The files directly in `directory`, sorted; none when it does not exist (object stores
     have no directories: a prefix with no object is an empty directory)."""
-    matched = FileSystems.match([FileSystems.join(directory, "*")])[0].metadata_list
-    return sorted(m.path for m in matched)
+    return match(FileSystems.join(directory, "*"))
+
+
+def match(pattern: str) -> List[str]:
+    """The files matching a glob (`*` stays within one directory level), sorted."""
+    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
 
 
 def read_json(path: str) -> Any:

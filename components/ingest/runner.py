@@ -1,9 +1,11 @@
 """Runs the ingest Beam pipeline outside TFX (`funnel ingest`) and inside its executor."""
 
+import hashlib
 import os
 from typing import List, Optional, Sequence
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from components.ingest import files
@@ -11,6 +13,7 @@ from components.ingest import report as report_lib
 from components.ingest.config import IngestConfig
 from components.ingest.contract import list_log_files
 from components.ingest.transforms import IngestLogs, WriteIngestOutputs
+from components.ingest.window import date_window
 
 # Local default: the DirectRunner on every core (pass-through args override it).
 DEFAULT_BEAM_ARGS = ("--direct_running_mode=multi_processing", "--direct_num_workers=0")
@@ -26,7 +29,8 @@ def beam_options(beam_args: Optional[Sequence[str]]) -> PipelineOptions:
 
 def add_ingest_steps(pipeline: beam.Pipeline, logs_dir: str, examples_dir: str, report_dir: str, config: IngestConfig):
     """Adds the ingest to `pipeline`; returns the path the counters are written to."""
-    log_files = list_log_files(logs_dir)  # fails early on files outside the contract
+    # fails early on files outside the contract; a daily run lists only its window's partitions
+    log_files = list_log_files(logs_dir, window=date_window(config))
     counts_path = os.path.join(report_dir, "counts.json")
     _ = (pipeline
          | "Ingest" >> IngestLogs(log_files, config)
@@ -35,9 +39,24 @@ def add_ingest_steps(pipeline: beam.Pipeline, logs_dir: str, examples_dir: str, 
     return counts_path
 
 
+def input_fingerprint(logs_dir: str, config: IngestConfig) -> str:
+    """A digest of the files the ingest would read (path, size, modification time): with it in
+    the Ingest's properties, TFX's cache answers a re-run only while those files are unchanged
+    (a daily run: the files of its window's days)."""
+    paths = [f.path for f in list_log_files(logs_dir, window=date_window(config))]
+    digest = hashlib.sha256()
+    for metadata in sorted(FileSystems.match(paths), key=lambda m: m.metadata_list[0].path):
+        file = metadata.metadata_list[0]
+        digest.update(f"{file.path}\t{file.size_in_bytes}\t{file.last_updated_in_seconds}\n".encode())
+    return digest.hexdigest()
+
+
 def finish(counts_path: str, report_dir: str, config: IngestConfig) -> dict:
     """Writes the report next to the counters and fails the run past the quarantine gate."""
     report = report_lib.build_report(files.read_json(counts_path), config.max_quarantine_fraction)
+    window = date_window(config)
+    if window is not None:
+        report["window"] = window.describe()
     files.write_json(report, os.path.join(report_dir, REPORT_FILE), indent=2, sort_keys=True)
     report_lib.check_report(report)
     return report

@@ -17,6 +17,9 @@ class IngestSpec(ComponentSpec):
         "logs_dir": ExecutionParameter(type=str),
         # IngestConfig fields as JSON (data, not code).
         "config_json": ExecutionParameter(type=str, optional=True),
+        # A digest of the input files (runner.input_fingerprint), part of the cache key; set by
+        # `funnel run --cache`, where the files can be listed when the pipeline is built.
+        "input_fingerprint": ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {}
     OUTPUTS = {

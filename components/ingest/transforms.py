@@ -17,9 +17,10 @@ impressions take on 2 cores (measured).
 """
 
 import collections
+import dataclasses
 import json
 import os
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -30,11 +31,13 @@ from components.ingest import duplicates, examples, files, item_stats, packing, 
 from components.ingest.config import IngestConfig
 from components.ingest.contract import CONTRACT, LogFile
 from components.ingest.tfrecord_sink import WriteTFRecords, batches
+from components.ingest.window import DateWindow, date_window
 from models import features
 
 QUARANTINE = "quarantine"
 COUNTS = "counts"
 EVAL = "eval"
+OUT_OF_WINDOW = "out_of_window"  # counter suffix: records read outside a daily run's window
 
 
 def merge_counts(counters):
@@ -52,10 +55,20 @@ def _file_outputs(parsed: reader.ParsedFile):
 
 
 class _ParseFiles(beam.DoFn):
-    """Parses each events file, codes its items and quarantines the unknown ones."""
+    """Parses each events file, counts and drops its records outside a daily run's window,
+    codes its items and quarantines the unknown ones."""
+
+    def __init__(self, window: Optional[DateWindow]):
+        self._window = window
 
     def process(self, log_file: LogFile, catalog):
-        parsed = reader.code_items(reader.read_log_file(log_file), catalog.ids)
+        parsed = reader.read_log_file(log_file)
+        if self._window is not None:
+            inside = self._window.keeps(log_file.log, parsed.rows[features.TS].to_numpy())
+            yield beam.pvalue.TaggedOutput(COUNTS, {f"{log_file.log}.{OUT_OF_WINDOW}": int((~inside).sum())})
+            if not inside.all():
+                parsed = dataclasses.replace(parsed, rows=parsed.rows[inside].reset_index(drop=True))
+        parsed = reader.code_items(parsed, catalog.ids)
         yield from _file_outputs(parsed)
         yield parsed.log_file, parsed.rows
 
@@ -107,6 +120,7 @@ def _loser_partials(losers: pd.DataFrame):
 class _BuildShardExamples(beam.DoFn):
     def __init__(self, config: IngestConfig, log_files: Sequence[LogFile]):
         self._config = config
+        self._window = date_window(config)
         self._files = {f.index: f for f in log_files}
 
     def _drop_duplicates(self, impressions: pd.DataFrame, losers: np.ndarray, catalog):
@@ -127,7 +141,11 @@ class _BuildShardExamples(beam.DoFn):
         add two stages each, ~0.1 s on the local runner.)"""
         _, packed_parts = element
         losers = np.concatenate([np.zeros(0, np.int64), *loser_keys])
-        eval_start_day = max(last_ts, default=-1) // features.DAY_SECONDS - self._config.eval_days + 1
+        window = self._window
+        if window is None:  # the last eval_days days with impressions
+            eval_start_day = max(last_ts, default=-1) // features.DAY_SECONDS - self._config.eval_days + 1
+        else:
+            eval_start_day = window.eval_start_day
         by_log: Dict[str, list] = collections.defaultdict(list)
         for log, packed in packed_parts:
             by_log[log].append(packed)
@@ -136,7 +154,9 @@ class _BuildShardExamples(beam.DoFn):
         for q in quarantine:
             yield beam.pvalue.TaggedOutput(QUARANTINE, q)
         yield beam.pvalue.TaggedOutput(COUNTS, {"impressions.quarantined.duplicate_impression_id": len(quarantine)})
-        train, evaluation, counts = examples.build_examples(frames, catalog, stats, eval_start_day, self._config)
+        train, evaluation, counts = examples.build_examples(
+            frames, catalog, stats, eval_start_day, self._config,
+            first_example_day=None if window is None else window.first_train_day)
         yield beam.pvalue.TaggedOutput(COUNTS, counts)
         for batch in batches(evaluation):
             yield beam.pvalue.TaggedOutput(EVAL, batch)
@@ -163,7 +183,7 @@ class IngestLogs(beam.PTransform):
         catalog_side = beam.pvalue.AsSingleton(catalog.catalog)
 
         events = (p | "EventFiles" >> beam.Create(event_files)  # Create spreads them over workers
-                  | "ParseEvents" >> beam.ParDo(_ParseFiles(), catalog_side).with_outputs(QUARANTINE, COUNTS, main="rows"))
+                  | "ParseEvents" >> beam.ParDo(_ParseFiles(date_window(self._config)), catalog_side).with_outputs(QUARANTINE, COUNTS, main="rows"))
         impressions = events.rows | "Impressions" >> beam.Filter(lambda e: e[0].log == "impressions")
 
         losers = (impressions

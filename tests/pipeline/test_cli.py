@@ -152,3 +152,17 @@ def test_run_hands_the_pipeline_to_the_chosen_orchestrator(tmp_path, monkeypatch
     argv = ["run", "--logs", "L", "--work", "W", "--direct_num_workers=1"]
     assert cli.main(argv + (["--orchestrator", orchestrator] if orchestrator == "beam" else [])) == 0
     assert calls == [(orchestrator, "L", "W", ["--direct_num_workers=1"], False)]
+
+
+def test_run_takes_a_daily_window_and_refuses_half_of_one(tmp_path, monkeypatch, capsys):
+    from pipeline import local_runner, report
+
+    configs = []
+    monkeypatch.setattr(local_runner, "run_local", lambda logs, work, config, beam_args, enable_cache=False:
+                        configs.append(config) or str(tmp_path / "root"))
+    monkeypatch.setattr(report, "summarize", lambda root, logs, work, metadata: "table")
+    assert cli.main(["run", "--logs", "L", "--work", "W", "--end-date", "2026-10-04", "--train-days", "7"]) == 0
+    assert configs[0]["ingest"]["end_date"] == "2026-10-04" and configs[0]["ingest"]["train_days"] == 7
+    assert cli.main(["run", "--logs", "L", "--work", "W", "--end-date", "2026-10-04"]) == 2
+    assert "end_date and train_days go together" in capsys.readouterr().err
+    assert len(configs) == 1

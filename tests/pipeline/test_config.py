@@ -55,3 +55,38 @@ def test_the_last_blessed_model_is_compared_only_when_a_drop_is_gated(tmp_path):
     assert "latest_blessed_model_resolver" in ids(config)
     config["evaluator"]["max_auc_drop"] = None  # e.g. the first run of an architecture with other outputs
     assert "latest_blessed_model_resolver" not in ids(config) and "Evaluator" in ids(config)
+
+
+def _component(pipeline, component_id):
+    return next(c for c in pipeline.components if c.id == component_id)
+
+
+def test_warm_start_feeds_the_latest_blessed_model_to_the_trainer_only(tmp_path):
+    def build(config):
+        return create_pipeline("p", str(tmp_path / "root"), str(tmp_path / "logs"), str(tmp_path / "serving"), config)
+
+    cold = build(load_config())
+    assert "base_model" not in _component(cold, "Trainer").inputs
+    assert "warm_start" not in _component(cold, "Trainer").exec_properties["custom_config"]  # cache key as before
+    config = load_config()
+    config["trainer"]["warm_start"] = True
+    config["evaluator"]["max_auc_drop"] = None  # no gate: the resolver is still there for the Trainer
+    warm = build(config)
+    resolver = _component(warm, "latest_blessed_model_resolver")
+    assert _component(warm, "Trainer").inputs["base_model"].producer_component_id == resolver.id
+    assert "base_model" not in _component(warm, "BaselineTrainer").inputs  # DNN(Base) starts cold
+
+
+def test_the_ingest_of_a_daily_run_is_keyed_by_its_dates(tmp_path):
+    def ingest_properties(**window):
+        config = load_config()
+        config["ingest"].update(window)
+        pipeline = create_pipeline("p", str(tmp_path / "root"), str(tmp_path / "logs"), str(tmp_path / "serving"),
+                                   config)
+        return _component(pipeline, "Ingest").exec_properties["config_json"]
+
+    default = ingest_properties()
+    assert "end_date" not in default  # the default run's properties (and compiled specs) as before
+    day_1 = ingest_properties(end_date="2026-10-03", train_days=2)
+    day_2 = ingest_properties(end_date="2026-10-04", train_days=2)
+    assert len({default, day_1, day_2}) == 3 and '"end_date": "2026-10-03"' in day_1

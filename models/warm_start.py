@@ -1,0 +1,152 @@
+"""Warm start of daily retraining: the Trainer begins from the weights of the latest blessed
+model (`trainer.warm_start: true`; the pipeline's Resolver gives it as the Trainer's
+`base_model`, as TFX does) instead of a random initialisation.
+
+Every Trainer saves, beside its SavedModel (`<model>/Format-Serving`), the training model's
+weights in `model.weights` order (bias tower included, which the SavedModel leaves out) and
+the vocabularies their embedding rows are indexed by (`<model>/warm_start/`). The next day's
+vocabularies differ (new items, ids that fell under the frequency threshold), so an
+embedding table is carried over row by row by token, OOV buckets by bucket; a token new today
+keeps its fresh initialisation. Every other weight must have the same shape: the same
+architecture, or a clear error. The optimizer's state starts afresh (Keras saves no slot
+variables with `get_weights`).
+"""
+
+import io
+import json
+import os
+from typing import Dict, List
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras as keras
+
+from models import features as F
+from models import preprocessing as P
+
+WARM_START_DIR = "warm_start"
+WEIGHTS_FILE = "weights.npz"
+MANIFEST_FILE = "manifest.json"
+VOCABULARY_DIR = "vocabularies"
+# The initial weights of a warm-started run, in its model_run artifact (for audits and tests).
+INITIAL_WEIGHTS_FILE = "initial_weights.npz"
+
+# Embedding layers (by name, models/embedding.py and models/bias.py) whose rows are the ids of a
+# Transform vocabulary; every other table (positions, pages, buckets) has fixed rows.
+_EMBEDDING_VOCABULARY = {**{f"{f}_embedding": f for f in F.ITEM_ID_FEATURES},
+                         "category_embedding": F.CATEGORY_ID, "scenario_embedding": F.SCENARIO}
+
+
+class WarmStartError(ValueError):
+    """The base model cannot start this model (another architecture, or no saved weights)."""
+
+
+def model_dir(serving_model_dir: str) -> str:
+    """The model artifact's directory: the parent of its `Format-Serving` SavedModel."""
+    return os.path.dirname(serving_model_dir.rstrip("/"))
+
+
+def _vocabulary_weights(model: keras.Model) -> Dict[int, str]:
+    """Position in `model.weights` -> the id feature whose vocabulary indexes its rows."""
+    position = {id(w): i for i, w in enumerate(model.weights)}
+    found = {}
+    for layer in model.submodules:
+        if isinstance(layer, keras.layers.Embedding) and layer.name in _EMBEDDING_VOCABULARY and layer.built:
+            found[position[id(layer.embeddings)]] = _EMBEDDING_VOCABULARY[layer.name]
+    return found
+
+
+def _write_npz(arrays: List[np.ndarray], path: str) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, *arrays)
+    with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(buffer.getvalue())
+
+
+def read_npz(path: str) -> List[np.ndarray]:
+    with tf.io.gfile.GFile(path, "rb") as f:
+        loaded = np.load(io.BytesIO(f.read()))
+        return [loaded[f"arr_{i}"] for i in range(len(loaded.files))]
+
+
+def save(model: keras.Model, tf_transform_output: tft.TFTransformOutput, serving_model_dir: str,
+         num_oov_buckets: int) -> str:
+    """Saves what a later run warm-starts from, beside the SavedModel; returns the directory."""
+    directory = os.path.join(model_dir(serving_model_dir), WARM_START_DIR)
+    tf.io.gfile.makedirs(os.path.join(directory, VOCABULARY_DIR))
+    vocabularies = _vocabulary_weights(model)
+    for feature in sorted(set(vocabularies.values())):
+        tf.io.gfile.copy(tf_transform_output.vocabulary_file_by_name(P.vocab_name(feature)),
+                         os.path.join(directory, VOCABULARY_DIR, feature), overwrite=True)
+    _write_npz(model.get_weights(), os.path.join(directory, WEIGHTS_FILE))
+    manifest = {"num_oov_buckets": num_oov_buckets,
+                "weights": [{"name": w.name, "shape": list(w.shape), "vocabulary": vocabularies.get(i)}
+                            for i, w in enumerate(model.weights)]}
+    with tf.io.gfile.GFile(os.path.join(directory, MANIFEST_FILE), "w") as f:
+        json.dump(manifest, f, indent=1)
+    return directory
+
+
+def _tokens(path: str) -> List[bytes]:
+    with tf.io.gfile.GFile(path, "rb") as f:
+        return f.read().splitlines()
+
+
+def _carry_rows(new: np.ndarray, old: np.ndarray, new_tokens: List[bytes], old_tokens: List[bytes],
+                num_oov: int, name: str) -> np.ndarray:
+    """`new` with each row whose token (or OOV bucket) the old table had taken from it."""
+    if new.shape[1:] != old.shape[1:] or len(new) != len(new_tokens) + num_oov or len(old) != len(old_tokens) + num_oov:
+        raise WarmStartError(f"weight {name}: embedding {old.shape} (vocabulary {len(old_tokens)} + {num_oov} OOV) "
+                             f"cannot start {new.shape} (vocabulary {len(new_tokens)} + {num_oov} OOV)")
+    old_row = {token: row for row, token in enumerate(old_tokens)}
+    pairs = [(row, old_row[token]) for row, token in enumerate(new_tokens) if token in old_row]
+    pairs += [(len(new_tokens) + b, len(old_tokens) + b) for b in range(num_oov)]  # same hash buckets
+    result = new.copy()
+    if pairs:
+        to, frm = map(np.asarray, zip(*pairs))
+        result[to] = old[frm]
+    return result
+
+
+def warm_start(model: keras.Model, base_serving_dir: str, tf_transform_output: tft.TFTransformOutput,
+               num_oov_buckets: int) -> Dict[str, int]:
+    """Sets the built `model`'s weights from the base model's (see the module's doc); returns,
+    per vocabulary, how many of today's tokens kept yesterday's row."""
+    directory = os.path.join(model_dir(base_serving_dir), WARM_START_DIR)
+    if not tf.io.gfile.exists(os.path.join(directory, WEIGHTS_FILE)):
+        raise WarmStartError(f"{directory}: the base model has no saved weights to warm-start from "
+                             "(trained before warm starts existed?); run once with trainer.warm_start: false")
+    with tf.io.gfile.GFile(os.path.join(directory, MANIFEST_FILE)) as f:
+        manifest = json.load(f)
+    old_weights = read_npz(os.path.join(directory, WEIGHTS_FILE))
+    if manifest["num_oov_buckets"] != num_oov_buckets:
+        raise WarmStartError(f"{directory}: base model has {manifest['num_oov_buckets']} OOV buckets, "
+                             f"this run {num_oov_buckets} (transform.num_oov_buckets)")
+    new_weights = model.get_weights()
+    if len(old_weights) != len(new_weights):
+        raise WarmStartError(f"{directory}: base model has {len(old_weights)} weights, this architecture "
+                             f"{len(new_weights)}: not the same architecture (set trainer.warm_start: false)")
+    vocabularies = _vocabulary_weights(model)
+    carried: Dict[str, int] = {}
+    started = []
+    for i, (variable, new, old) in enumerate(zip(model.weights, new_weights, old_weights)):
+        feature = vocabularies.get(i)
+        if feature is not None and manifest["weights"][i]["vocabulary"] == feature:
+            new_tokens = tf_transform_output.vocabulary_by_name(P.vocab_name(feature))
+            old_tokens = _tokens(os.path.join(directory, VOCABULARY_DIR, feature))
+            started.append(_carry_rows(new, old, new_tokens, old_tokens, num_oov_buckets, variable.name))
+            carried[feature] = len(set(new_tokens) & set(old_tokens))
+        elif new.shape == old.shape:
+            started.append(old)
+        else:
+            raise WarmStartError(f"{directory}: weight {i} ({variable.name}) has shape {list(old.shape)} in the base "
+                                 f"model ({manifest['weights'][i]['name']}), {list(new.shape)} here: not the same "
+                                 "architecture (set trainer.warm_start: false)")
+    model.set_weights(started)
+    return carried
+
+
+def save_initial_weights(model: keras.Model, model_run_dir: str) -> None:
+    tf.io.gfile.makedirs(model_run_dir)
+    _write_npz(model.get_weights(), os.path.join(model_run_dir, INITIAL_WEIGHTS_FILE))
