@@ -1,7 +1,9 @@
 """Daily rolling retraining end to end: a tiny simulated world written as daily partitions, the
 real pipeline (LocalDagRunner) run for day D and then D + 1 with `trainer.warm_start`. The second
 Trainer starts from the first run's final (blessed, pushed) weights, the second Evaluator gates
-against the first model, and a re-run of D + 1 answers its data steps from the ML Metadata cache."""
+against the first model (and, held to an AUC gain no model can reach, refuses it: the serving
+directory keeps the first version), and a re-run of D + 1 answers every step from the ML Metadata
+cache (with the second model unblessed, the latest blessed model, and so every input, is unchanged)."""
 
 import json
 import os
@@ -30,6 +32,8 @@ SMALL = {"embedding_dims": {F.ITEM_ID: 8, F.CATEGORY_ID: 4, F.BRAND_ID: 2, F.SHO
 
 def _config(end_date: str) -> dict:
     config = load_config()
+    if end_date == DAY_2:
+        config["evaluator"]["max_auc_drop"] = -1.0  # bless only an AUC gain of 1: never
     config["ingest"].update(end_date=end_date, train_days=2)
     config["trainer"].update(batch_size=256, eval_batches=2, warm_start=True)
     config["model"].update(SMALL)
@@ -141,9 +145,16 @@ def test_second_evaluator_gates_against_the_first_model(two_days):
     assert "auc" in diffs
 
 
-def test_rerun_of_the_same_date_reuses_the_data_steps(two_days):
+def test_the_gate_refuses_the_second_model_and_serving_keeps_the_first(two_days):
+    root, _, store = two_days
+    blessings = [_output(store, e, "blessing") for e in _executions(store, "Evaluator")[:2]]
+    assert [b.custom_properties["blessed"].int_value for b in blessings] == [1, 0]
+    assert len([v for v in os.listdir(root / "work" / "serving") if v.isdigit()]) == 1
+
+
+def test_rerun_of_the_same_date_reuses_every_step(two_days):
     _, _, store = two_days
-    for step in ("Ingest", "StatisticsGen", "Transform", "BaselineTrainer"):
+    for step in ("Ingest", "StatisticsGen", "Transform", "BaselineTrainer", "Trainer", "Evaluator"):
         states = [e.last_known_state for e in _executions(store, step)]
         assert states[:2] == [mlmd.Execution.COMPLETE] * 2, step  # a new date never reuses yesterday's
         assert states[2] == mlmd.Execution.CACHED, step
