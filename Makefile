@@ -64,14 +64,15 @@ $(ORCH_STAMP): $(STAMP) requirements-orchestration.lock
 	touch $@
 
 # The suite runs on TEST_WORKERS pytest-xdist workers (tests/conftest.py groups the tests that
-# share one pipeline run onto one worker); TEST_WORKERS=0 runs it in this process.
+# share one pipeline run onto one worker); TEST_WORKERS=0 runs it in this process. PYTEST_ARGS adds
+# pytest options, e.g. PYTEST_ARGS="--durations=30" or a test path.
 TEST_WORKERS ?= 2
 test: setup bench-deps orchestration-deps
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # The unit tests only (skips the end-to-end ones marked `e2e`).
 test-fast: setup orchestration-deps
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not e2e"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not e2e" $(PYTEST_ARGS)
 
 bench: bench-ingest bench-train bench-serving bench-peers
 

@@ -8,28 +8,18 @@ connecting to a cluster changes the process's TensorFlow context for good.
 
 import json
 import os
-import socket
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
-
-
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def main() -> None:
     import tensorflow as tf
 
     from models import distribution
+    from tests.ports import free_ports
 
-    worker, ps0, ps1, chief = (f"127.0.0.1:{port}" for port in _free_ports(4))
+    worker, ps0, ps1, chief = (f"127.0.0.1:{port}" for port in free_ports(4))
     cluster = {"chief": [chief], "worker": [worker], "ps": [ps0, ps1]}
     os.environ["TF_CONFIG"] = distribution.tf_config(cluster, "chief", 0)
     spec = tf.train.ClusterSpec(cluster)

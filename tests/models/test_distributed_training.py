@@ -5,7 +5,6 @@ Transform output; the all-reduce keeps their weights identical and only the chie
 import glob
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -15,6 +14,7 @@ import pytest
 from models import distribution
 from pipeline.config import load_config
 from tests.models.test_trainer_e2e import SMALL
+from tests.ports import free_ports
 
 pytestmark = pytest.mark.e2e
 
@@ -23,18 +23,8 @@ STEPS = 3
 TIMEOUT_SECONDS = 2700  # generous: the workers took 29 min on this 2-core machine under a load of 7
 
 
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _start_workers(spec_path, out_dirs):
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(len(out_dirs))]}
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(len(out_dirs))]}
     processes = []
     for index, out in enumerate(out_dirs):
         os.makedirs(out)

@@ -20,17 +20,12 @@ from components.ingest.config import IngestConfig
 from components.ingest.runner import REPORT_FILE, run_ingest
 from tests.components.ingest.test_bad_input import IN_PROCESS
 from tests.components.ingest.test_remote_storage import _records, _write_local_logs
+from tests.ports import free_ports
 
 pytestmark = pytest.mark.e2e  # three Python processes and a pipeline submission: ~30-60 s
 
 CONFIG = IngestConfig(num_shards=2, max_quarantine_fraction=1.0)
 STARTUP_SECONDS = 180  # importing Beam in a fresh interpreter takes ~20 s on a busy 2-core machine
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
 
 
 def _wait_until_listening(process: subprocess.Popen, port: int, log_path: str) -> None:
@@ -54,7 +49,7 @@ def job_endpoints(tmp_path_factory):
     this venv's bin goes first."""
     logs_dir = tmp_path_factory.mktemp("services")
     env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    pool_port, job_port = _free_port(), _free_port()
+    pool_port, job_port = free_ports(2)
     commands = {
         "worker_pool": ["apache_beam.runners.worker.worker_pool_main", f"--service_port={pool_port}"],
         "job_service": ["apache_beam.runners.portability.local_job_service_main", f"--port={job_port}"],
