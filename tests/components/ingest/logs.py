@@ -6,7 +6,7 @@ import os
 from typing import Dict, List
 
 DAY = 86_400
-T0 = 1_790_000_000 - 1_790_000_000 % DAY  # a UTC midnight (2026-09-22)
+T0 = 1_790_000_000 - 1_790_000_000 % DAY  # a UTC midnight (2026-09-21)
 
 ITEMS = [
     {"item_id": "i1", "category_id": "c1", "brand_id": "b1", "shop_id": "s1", "price": 10.0},
