@@ -93,20 +93,22 @@ def _tokens(path: str) -> List[bytes]:
         return f.read().splitlines()
 
 
+def _with_oov(tokens: List[bytes], num_oov: int) -> List[bytes]:
+    """The rows' keys: the vocabulary's tokens, then one key per OOV hash bucket (tokens are
+    lines of a vocabulary file, so a key holding a newline is never one)."""
+    return list(tokens) + [b"\noov%d" % bucket for bucket in range(num_oov)]
+
+
 def _carry_rows(new: np.ndarray, old: np.ndarray, new_tokens: List[bytes], old_tokens: List[bytes],
                 num_oov: int, name: str) -> np.ndarray:
-    """`new` with each row whose token (or OOV bucket) the old table had taken from it."""
+    """`new` with each row whose token (or OOV bucket) the old table had taken from it
+    (Keras' `warmstart_embedding_matrix`; `new` supplies the rows of tokens new today)."""
     if new.shape[1:] != old.shape[1:] or len(new) != len(new_tokens) + num_oov or len(old) != len(old_tokens) + num_oov:
         raise WarmStartError(f"weight {name}: embedding {old.shape} (vocabulary {len(old_tokens)} + {num_oov} OOV) "
                              f"cannot start {new.shape} (vocabulary {len(new_tokens)} + {num_oov} OOV)")
-    old_row = {token: row for row, token in enumerate(old_tokens)}
-    pairs = [(row, old_row[token]) for row, token in enumerate(new_tokens) if token in old_row]
-    pairs += [(len(new_tokens) + b, len(old_tokens) + b) for b in range(num_oov)]  # same hash buckets
-    result = new.copy()
-    if pairs:
-        to, frm = map(np.asarray, zip(*pairs))
-        result[to] = old[frm]
-    return result
+    return np.asarray(keras.utils.warmstart_embedding_matrix(
+        _with_oov(old_tokens, num_oov), _with_oov(new_tokens, num_oov), old,
+        new_embeddings_initializer=keras.initializers.Constant(new)), dtype=new.dtype)
 
 
 def warm_start(model: keras.Model, base_serving_dir: str, tf_transform_output: tft.TFTransformOutput,
