@@ -75,7 +75,7 @@ def data_key(logs_dir: str, config: Dict[str, Any]) -> str:
     from components.ingest.executor import config_to_json
 
     # as the Ingest step sees it: a daily run's settings only when it is one (keys unchanged otherwise)
-    ingest = json.loads(config_to_json(IngestConfig(**config["ingest"])))
+    ingest = json.loads(config_to_json(IngestConfig(**config["ingest"]).resolve_end_date()))
     transform = P.transform_config({"transform": config["transform"]})
     return _key(paths.absolute(logs_dir), ingest, transform)
 

@@ -42,7 +42,7 @@ def _add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-quarantine-fraction", type=float, help="fail above this fraction (default 0.01)")
     parser.add_argument("--click-attribution", choices=["request_id", "time_window"],
                         help="how clicks label impressions (default request_id)")
-    parser.add_argument("--end-date", metavar="YYYY-MM-DD",
+    parser.add_argument("--end-date", metavar="YYYY-MM-DD|yesterday",
                         help="a daily run: evaluate on this UTC day (the last eval_days ending on it), "
                              "train on the --train-days before; later logs are not read")
     parser.add_argument("--train-days", type=int, metavar="N", help="with --end-date: days of training examples")
@@ -74,12 +74,14 @@ def _add_score_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _ingest_config(args):
+    """The `ingest:` settings of the file, overridden by the flags. A command runs now, so
+    `--end-date yesterday` becomes a date here (and so in the cache key of `funnel run --cache`)."""
     from components.ingest.config import IngestConfig
 
     return IngestConfig.from_yaml(
         args.config, eval_days=args.eval_days, num_shards=args.num_shards,
         max_quarantine_fraction=args.max_quarantine_fraction, click_attribution=args.click_attribution,
-        end_date=args.end_date, train_days=args.train_days)
+        end_date=args.end_date, train_days=args.train_days).resolve_end_date()
 
 
 def _no_beam_args(beam_args) -> None:

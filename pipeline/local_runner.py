@@ -1,6 +1,7 @@
 """Runs the pipeline on this machine: LocalDagRunner, ML Metadata from the `metadata:` section
 (SQLite in the work directory by default), Beam multi-processing."""
 
+import dataclasses
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -29,9 +30,12 @@ def work_dir_pipeline(logs_dir: str, work_dir: str, config: Optional[Dict[str, A
     `work_dir/serving`. Returns it with its pipeline root."""
     work_dir = os.path.abspath(work_dir)  # local: LocalDagRunner's SQLite store lives in it by default
     root = os.path.join(work_dir, "tfx")
-    config = config or load_config()
+    config = dict(config or load_config())
+    # A run built here runs now: `end_date: yesterday` becomes its date (and so part of the cache key).
+    ingest = IngestConfig(**config["ingest"]).resolve_end_date()
+    config["ingest"] = dataclasses.asdict(ingest)
     # With the cache, the Ingest is keyed by its input files too: changed logs are ingested again.
-    fingerprint = input_fingerprint(logs_dir, IngestConfig(**config["ingest"])) if enable_cache else None
+    fingerprint = input_fingerprint(logs_dir, ingest) if enable_cache else None
     return create_pipeline(
         pipeline_name=PIPELINE_NAME,
         pipeline_root=root,

@@ -81,10 +81,17 @@ def scheduled_pipeline(config: Dict[str, Any], schema_path: Optional[str] = None
                        metadata_path: Optional[str] = None, vertex_training: Optional[Dict[str, Any]] = None):
     """`create_pipeline` with the names, paths and Beam args of the `orchestration:` section
     (`vertex_training`: see `create_pipeline`)."""
+    from components.ingest.config import IngestConfig
     from pipeline.pipeline import check_model_sections, create_pipeline
 
     section = settings(config)
     check_model_sections(config)
+    enable_cache = bool(section.get("enable_cache", False))
+    if enable_cache and IngestConfig(**config["ingest"]).relative_end_date:
+        # the Ingest's settings, and so its cache key, would be the same every day: every run
+        # after the first would be answered with the first day's examples
+        raise CompileError("`orchestration.enable_cache: true` cannot go with `ingest.end_date: yesterday` "
+                           "(each day's Ingest would be answered from the first day's cache)")
     return create_pipeline(
         pipeline_name=section["pipeline_name"],
         pipeline_root=section["pipeline_root"],
@@ -94,7 +101,7 @@ def scheduled_pipeline(config: Dict[str, Any], schema_path: Optional[str] = None
         schema_path=schema_path,
         metadata_path=metadata_path,
         beam_pipeline_args=list(section.get("beam_args") or []),
-        enable_cache=bool(section.get("enable_cache", False)),
+        enable_cache=enable_cache,
         vertex_training=vertex_training,
     )
 

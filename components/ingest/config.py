@@ -10,6 +10,14 @@ from models import features
 
 CLICK_BY_REQUEST_ID = "request_id"
 CLICK_BY_TIME_WINDOW = "time_window"
+# `end_date: yesterday`: the UTC day before the ingest runs. A compiled, scheduled pipeline fixes
+# its settings at compile time, so a daily schedule cannot name each run's date; this one is
+# resolved when the ingest executes (`resolve_end_date`), and the report records the date used.
+YESTERDAY = "yesterday"
+
+
+def utc_today() -> datetime.date:
+    return datetime.datetime.now(datetime.timezone.utc).date()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +43,7 @@ class IngestConfig:
     # `end_date` (YYYY-MM-DD), train the `train_days` days before; earlier events are read as
     # history for the point-in-time features, as far back as they look (`history_days: null`)
     # or `history_days` for every log. None: every record is read, the last days are eval.
+    # `yesterday` (YESTERDAY): the UTC day before the ingest runs, for scheduled pipelines.
     end_date: Optional[str] = None
     train_days: Optional[int] = None
     history_days: Optional[int] = None
@@ -52,13 +61,28 @@ class IngestConfig:
             raise ValueError("end_date and train_days go together (a daily run needs both)")
         if self.end_date is not None:
             try:
-                datetime.date.fromisoformat(self.end_date)
+                if self.end_date != YESTERDAY:
+                    datetime.date.fromisoformat(self.end_date)
             except (TypeError, ValueError):
-                raise ValueError(f"end_date must be a date YYYY-MM-DD, got {self.end_date!r}") from None
+                raise ValueError(f"end_date must be a date YYYY-MM-DD or {YESTERDAY!r}, "
+                                 f"got {self.end_date!r}") from None
             if not isinstance(self.train_days, int) or self.train_days < 1:
                 raise ValueError(f"train_days must be an integer >= 1, got {self.train_days!r}")
         if self.history_days is not None and (not isinstance(self.history_days, int) or self.history_days < 0):
             raise ValueError(f"history_days must be null or an integer >= 0, got {self.history_days!r}")
+
+    @property
+    def relative_end_date(self) -> bool:
+        """Whether the end date depends on the day the ingest runs."""
+        return self.end_date == YESTERDAY
+
+    def resolve_end_date(self, today: Optional[datetime.date] = None) -> "IngestConfig":
+        """This config with `end_date: yesterday` replaced by the date of the UTC day before
+        `today` (default: now); any other config unchanged."""
+        if not self.relative_end_date:
+            return self
+        today = today or utc_today()
+        return dataclasses.replace(self, end_date=(today - datetime.timedelta(days=1)).isoformat())
 
     @classmethod
     def from_yaml(cls, path: Optional[str], **overrides) -> "IngestConfig":

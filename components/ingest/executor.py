@@ -34,7 +34,8 @@ def config_to_json(config: IngestConfig) -> str:
 class Executor(base_beam_executor.BaseBeamExecutor):
     def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
-        config = config_from_json(exec_properties.get("config_json"))
+        # `end_date: yesterday` (a scheduled pipeline) becomes this run's date here, once
+        config = config_from_json(exec_properties.get("config_json")).resolve_end_date()
         examples = artifact_utils.get_single_instance(output_dict["examples"])
         report_dir = artifact_utils.get_single_uri(output_dict["ingest_report"])
         examples.split_names = artifact_utils.encode_split_names([features.TRAIN_SPLIT, features.EVAL_SPLIT])

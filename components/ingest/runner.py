@@ -65,6 +65,7 @@ def finish(counts_path: str, report_dir: str, config: IngestConfig) -> dict:
 def run_ingest(logs_dir: str, out_dir: str, config: IngestConfig = IngestConfig(),
                beam_args: Optional[List[str]] = None) -> dict:
     """`OUT/examples/Split-{train,eval}/`, `OUT/quarantine/`, `OUT/ingest_report.json`."""
+    config = config.resolve_end_date()
     files.make_dirs(out_dir)
     with beam.Pipeline(options=beam_options(beam_args)) as pipeline:
         counts_path = add_ingest_steps(pipeline, logs_dir, os.path.join(out_dir, "examples"), out_dir, config)

@@ -96,6 +96,8 @@ def date_window(config: IngestConfig) -> Optional[DateWindow]:
     `eval_days` days with impressions are eval, the rest train)."""
     if config.end_date is None:
         return None
+    if config.relative_end_date:  # a caller that forgot it would read a different day at midnight
+        raise ValueError("a relative end_date must be resolved once per run (IngestConfig.resolve_end_date)")
     needed = feature_history_days()
     if config.history_days is not None:  # a cap (cheaper, the longest features see less)
         needed = {log: config.history_days for log in needed}

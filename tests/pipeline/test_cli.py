@@ -166,3 +166,10 @@ def test_run_takes_a_daily_window_and_refuses_half_of_one(tmp_path, monkeypatch,
     assert cli.main(["run", "--logs", "L", "--work", "W", "--end-date", "2026-10-04"]) == 2
     assert "end_date and train_days go together" in capsys.readouterr().err
     assert len(configs) == 1
+    # `yesterday`: the command runs now, so the date is fixed when it starts (and is the cache key's)
+    import datetime
+
+    import components.ingest.config as ingest_config
+    monkeypatch.setattr(ingest_config, "utc_today", lambda: datetime.date(2026, 10, 5))
+    assert cli.main(["run", "--logs", "L", "--work", "W", "--end-date", "yesterday", "--train-days", "7"]) == 0
+    assert configs[1]["ingest"]["end_date"] == "2026-10-04"

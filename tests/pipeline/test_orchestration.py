@@ -75,3 +75,16 @@ def test_the_setup_py_extra_is_what_the_lock_pins():
     assert {Requirement(r).name for r in extras["orchestration"]} == declared
     for requirement in map(Requirement, extras["orchestration"]):
         assert requirement.specifier.contains(pins[requirement.name], prereleases=True), requirement
+
+
+def test_a_daily_schedule_resolves_its_date_when_it_runs_and_refuses_the_cache():
+    from pipeline.orchestration import scheduled_pipeline
+
+    config = load_config()
+    config["ingest"].update(end_date="yesterday", train_days=7)
+    pipeline = scheduled_pipeline(config)
+    ingest = next(c for c in pipeline.components if c.id == "Ingest")
+    assert '"end_date": "yesterday"' in ingest.exec_properties["config_json"]  # compiled as it is
+    config["orchestration"]["enable_cache"] = True
+    with pytest.raises(CompileError, match="enable_cache"):
+        scheduled_pipeline(config)

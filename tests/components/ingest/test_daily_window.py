@@ -115,7 +115,8 @@ def test_a_partition_directory_that_is_not_a_date_fails_naming_it(tmp_path):
 @pytest.mark.parametrize("settings,message", [
     ({"end_date": "2026-09-25"}, "go together"),
     ({"train_days": 3}, "go together"),
-    ({"end_date": "25.09.2026", "train_days": 3}, "YYYY-MM-DD"),
+    ({"end_date": "25.09.2026", "train_days": 3}, "YYYY-MM-DD or 'yesterday'"),
+    ({"end_date": "today", "train_days": 3}, "YYYY-MM-DD"),
     ({"end_date": "2026-09-25", "train_days": 0}, "train_days"),
     ({"history_days": -1}, "history_days"),
 ])
@@ -141,3 +142,21 @@ def test_input_fingerprint_follows_the_windows_files_only(tmp_path):
     assert input_fingerprint(logs, IngestConfig()) != input_fingerprint(logs, config)  # no window: day 4 too
     _write(logs, "clicks", f"dt={_date(D[0])}/part-0.jsonl", [event("u1", "i1", D[0] + 50), event("u1", "i2", D[0] + 70)])
     assert input_fingerprint(logs, config) != before
+
+
+def test_end_date_yesterday_is_the_day_before_the_run(daily, tmp_path, monkeypatch):
+    """A scheduled pipeline's `end_date: yesterday`: resolved when the ingest runs (here on
+    day 4), the window of the explicit day 3, recorded in the report."""
+    import components.ingest.config as ingest_config
+
+    logs, report, examples = daily
+    run_day = datetime.date.fromisoformat(_date(D[4]))
+    monkeypatch.setattr(ingest_config, "utc_today", lambda: run_day)
+    relative = IngestConfig(num_shards=2, end_date="yesterday", train_days=1)
+    assert relative.resolve_end_date().end_date == END_DATE
+    assert relative.resolve_end_date(datetime.date(2026, 3, 1)).end_date == "2026-02-28"
+    with pytest.raises(ValueError, match="resolved"):
+        date_window(relative)  # one resolution per run: never on each use
+    again = run_ingest(logs, str(tmp_path / "out"), relative, BEAM)
+    assert again["window"] == report["window"] and again["window"]["end_date"] == END_DATE
+    assert read_examples(str(tmp_path / "out" / "examples")) == examples
