@@ -2,9 +2,10 @@
 
 1. Simulates `--users` x `--days` (default ~5.3M impressions) into `WORK/logs-u<users>-d<days>-s<seed>/`,
    once: a later run reuses the logs when their `simulation_summary.json` (written last) exists.
-2. Ingest (`run_ingest`) and then Transform (`bench.transform_stage`: preprocessing_fn on
-   tf.Transform, analysed on train, both splits transformed), each on Beam's DirectRunner in
-   multi-processing mode with `--workers` worker processes.
+2. Ingest (`run_ingest`), then Transform (`bench.transform_stage`: preprocessing_fn on
+   tf.Transform) as two stages: `transform_analysis` (analysed on train) and `transform` (both
+   splits transformed and written), each on Beam's DirectRunner in multi-processing mode with
+   `--workers` worker processes.
 Per stage: wall time, impressions per second (and per worker), peak RSS of the process tree
 (the workers summed, the largest worker, the main process, which buffers Beam's shuffles) and
 bytes written. One run (no repeats: the stages take minutes). Results go to a JSON file.
@@ -122,10 +123,13 @@ def main(argv=None) -> int:
     def ingest():
         reports["ingest"] = run_ingest(logs, ingest_out, ingest_config, beam_args)
 
+    def transform_analysis():
+        from bench.transform_stage import analyze
+        analyze(os.path.join(ingest_out, "examples"), transform_out, {"transform": config["transform"]}, beam_args)
+
     def transform():
-        from bench.transform_stage import run_transform
-        run_transform(os.path.join(ingest_out, "examples"), transform_out,
-                      {"transform": config["transform"]}, beam_args)
+        from bench.transform_stage import apply_transform
+        apply_transform(os.path.join(ingest_out, "examples"), transform_out, beam_args)
 
     result = {
         "cpus": os.cpu_count(),
@@ -139,7 +143,9 @@ def main(argv=None) -> int:
     }
     stages = result["stages"]
     try:
-        for name, stage, out_dir in (("ingest", ingest, ingest_out), ("transform", transform, transform_out)):
+        for name, stage, out_dir in (("ingest", ingest, ingest_out),
+                                     ("transform_analysis", transform_analysis, transform_out),
+                                     ("transform", transform, transform_out)):
             stages[name] = measure(stage, out_dir, impressions, args.workers)
             if name == "ingest":
                 result.update(records_read=reports["ingest"]["records_read"], examples=reports["ingest"]["examples"])

@@ -90,3 +90,15 @@ def latest_output(store, producer: str, output_key: str,
         if live:
             return live[0]
     raise FileNotFoundError(f"ML Metadata records no {output_key} output of step {producer}")
+
+
+def latest_run(store, producer: str, pipeline_name: Optional[str] = None) -> Optional[str]:
+    """The pipeline run (TFX's `pipeline_run` context name) of step `producer`'s newest finished
+    execution; None when it has none."""
+    executions = [e for c in _node_context(store, producer, pipeline_name)
+                  for e in store.get_executions_by_context(c.id) if e.last_known_state in _DONE]
+    if not executions:
+        return None
+    newest = max(executions, key=lambda e: e.id)
+    runs = [c.name for c in store.get_contexts_by_execution(newest.id) if c.type == "pipeline_run"]
+    return runs[0] if runs else None

@@ -62,7 +62,11 @@ def model_tasks(config: Dict[str, Any]) -> List[str]:
 def check_model_sections(config: Dict[str, Any]) -> None:
     """ValueError naming the section when `model:` or `baseline:` is not a valid architecture
     (before anything runs; the Trainers would fail only after ingest and Transform)."""
+    if config.get("model") is None:
+        raise ValueError("`model:` section: the pipeline needs one (a preset and any overrides)")
     for section in ("model", "baseline"):
+        if section == "baseline" and config.get(section) is None:
+            continue  # `baseline: null`: no baseline Trainer
         try:
             ModelConfig.from_dict(config[section], P.transform_config(config))
         except ValueError as e:
@@ -99,9 +103,14 @@ def create_pipeline(
     schema = tfx.components.ImportSchemaGen(schema_file=schema_path or schemas.path("schema.pbtxt"))
     validator = tfx.components.ExampleValidator(
         statistics=statistics.outputs["statistics"], schema=schema.outputs["schema"])
+    # `transform.statistics: false` skips the step's TFDV statistics of its input and output
+    # (StatisticsGen and ExampleValidator still check the ingested examples); the rest of the
+    # section is preprocessing_fn's
+    transform_section = {k: v for k, v in config["transform"].items() if k != "statistics"}
     transform = tfx.components.Transform(
         examples=ingest.outputs["examples"], schema=schema.outputs["schema"],
-        preprocessing_fn=PREPROCESSING_FN, custom_config={"transform": config["transform"]})
+        preprocessing_fn=PREPROCESSING_FN, custom_config={"transform": transform_section},
+        disable_statistics=not config["transform"].get("statistics", True))
     data_steps = [ingest, statistics, schema, validator, transform]
     metadata = metadata_lib.connection_config(config.get("metadata"), metadata_path)
     if data_only:
@@ -136,12 +145,14 @@ def create_pipeline(
             transform_graph=transform.outputs["transform_graph"],
             schema=schema.outputs["schema"],
             base_model=base_model,
-            custom_config={"transform": config["transform"], "model": config[model_section],
+            custom_config={"transform": transform_section, "model": config[model_section],
                            "trainer": settings, **(vertex_training or {})})
 
     # The blessed model is the `model:` architecture's: the baseline (DNN(Base)) starts cold.
     dmt_trainer = trainer("model", latest_blessed.outputs["model"] if warm_start else None)
-    baseline_trainer = trainer("baseline").with_id("BaselineTrainer")
+    # `baseline: null` (e.g. a daily schedule that needs no RelaImpr each day): no baseline Trainer
+    baseline_trainers = ([trainer("baseline").with_id("BaselineTrainer")]
+                         if config.get("baseline") is not None else [])
     evaluator = tfx.components.Evaluator(
         examples=ingest.outputs["examples"],
         model=dmt_trainer.outputs["model"],
@@ -157,7 +168,7 @@ def create_pipeline(
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
-        components=data_steps + [dmt_trainer, baseline_trainer]
+        components=data_steps + [dmt_trainer] + baseline_trainers
         + ([latest_blessed] if latest_blessed is not None else []) + [evaluator, pusher],
         metadata_connection_config=metadata,
         beam_pipeline_args=beam_pipeline_args,

@@ -83,6 +83,9 @@ def _model_dirs(store) -> Dict[str, Dict[str, str]]:
     (eq. 5, role "logged") when saved. Rows are named by preset."""
     dirs = {}
     for role, component in TRAINERS.items():
+        if role == "baseline" and metadata_lib.latest_run(store, component) != metadata_lib.latest_run(
+                store, TRAINERS["model"]):
+            continue  # `baseline: null`: no baseline Trainer in this run (an earlier run's is not compared)
         name = str(_trainer_run(store, component).get("preset") or role)
         if role == "baseline" and name == dirs["model"]["row"]:
             name += " (baseline)"
@@ -113,7 +116,7 @@ def evaluate(store, logs_dir: str) -> dict:
     # whose AUC on logged behaviour its Table 5 reports rising with bias features) over the
     # baseline; and the served networks (eq. 6) against each other.
     rows = result["rows"]
-    base = result["models"][rows["baseline"]]
+    base = result["models"][rows["baseline"]] if "baseline" in rows else {}  # none: no RelaImpr
 
     def rela_impr(model):
         return {t: metrics.rela_impr(model[t]["auc"], base[t]["auc"]) for t in model if t in base}
@@ -201,7 +204,8 @@ def table(result: dict) -> str:
             rela = rela_by_row.get(name, {}).get(task)
             lines.append(f"{name:<{width}} {task:<7} " + " ".join(f"{_fmt(values.get(c)):>11}" for c in columns)
                          + f" {('-' if rela is None else f'{rela:+.2%}'):>9}")
-    lines.append(f"  {rows['model']}, {rows['baseline']}: served networks (no bias tower)"
+    served = ", ".join(rows[r] for r in ("model", "baseline") if r in rows)
+    lines.append(f"  {served}: served networks (no bias tower)"
                  + (f"; {rows['logged']}: the training-time model (eq. 5) with its bias tower, i.e. the probability "
                     "of the event as logged" if "logged" in rows else ""))
     lines.append("  efficiency = (AUC - 0.5) / (oracle AUC - 0.5) against the true probability of the logged "
@@ -210,8 +214,9 @@ def table(result: dict) -> str:
                  "(the served probabilities are the network's at the reference context, position 1 by default), "
                  "events@pos1: the positives it rests on; tcal@pos1: mean prediction / mean true probability "
                  "of the logged event there (with truth)")
-    lines.append(f"  RelaImpr over {rows['baseline']}: the {LOGGED_SUFFIX} row as the paper's offline evaluation "
-                 "(eq. 5 on logged behaviour), the model's row for the served networks")
+    if "baseline" in rows:
+        lines.append(f"  RelaImpr over {rows['baseline']}: the {LOGGED_SUFFIX} row as the paper's offline evaluation "
+                     "(eq. 5 on logged behaviour), the model's row for the served networks")
     if result.get("ranking"):
         lines.append(ranking_table(result["ranking"]))
     return "\n".join(lines)

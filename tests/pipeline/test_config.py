@@ -4,7 +4,7 @@ built from it."""
 import pytest
 
 from pipeline.config import load_config
-from pipeline.pipeline import create_pipeline, model_tasks
+from pipeline.pipeline import check_model_sections, create_pipeline, model_tasks
 
 
 def test_defaults_name_the_presets():
@@ -43,6 +43,33 @@ def test_create_pipeline_caches_only_when_asked(tmp_path, cache):
     assert pipeline.enable_cache is cache
     trainers = [c for c in pipeline.components if c.id in ("Trainer", "BaselineTrainer")]
     assert len(trainers) == 2
+
+
+def test_baseline_null_leaves_the_baseline_trainer_out(tmp_path):
+    (tmp_path / "a.yaml").write_text("baseline: null\n")
+    config = load_config(str(tmp_path / "a.yaml"))
+    assert config["baseline"] is None
+    check_model_sections(config)
+    pipeline = create_pipeline("p", str(tmp_path / "root"), str(tmp_path / "logs"), str(tmp_path / "serving"), config)
+    ids = {c.id for c in pipeline.components}
+    assert "Trainer" in ids and "Evaluator" in ids and "BaselineTrainer" not in ids
+    config["model"] = None
+    with pytest.raises(ValueError, match="`model:` section"):
+        check_model_sections(config)
+
+
+def test_transform_statistics_are_on_unless_switched_off(tmp_path):
+    def transform(config):
+        pipeline = create_pipeline("p", str(tmp_path / "root"), str(tmp_path / "logs"), str(tmp_path / "serving"),
+                                   config)
+        return next(c for c in pipeline.components if c.id == "Transform")
+
+    config = load_config()
+    assert transform(config).exec_properties["disable_statistics"] == 0
+    config["transform"]["statistics"] = False
+    step = transform(config)
+    assert step.exec_properties["disable_statistics"] == 1
+    assert "statistics" not in step.exec_properties["custom_config"]  # not preprocessing_fn's
 
 
 def test_the_last_blessed_model_is_compared_only_when_a_drop_is_gated(tmp_path):

@@ -37,6 +37,8 @@ def _config(end_date: str) -> dict:
     config["ingest"].update(end_date=end_date, train_days=2)
     config["trainer"].update(batch_size=256, eval_batches=2, warm_start=True)
     config["model"].update(SMALL)
+    config["transform"]["statistics"] = False  # StatisticsGen still runs; not Transform's own
+    config["baseline"] = None  # no DNN(Base) Trainer: a daily schedule needs no RelaImpr each day
     config["evaluator"]["min_auc"] = 0.0  # a tiny world's eval day: gate on the comparison only
     return config
 
@@ -154,7 +156,16 @@ def test_the_gate_refuses_the_second_model_and_serving_keeps_the_first(two_days)
 
 def test_rerun_of_the_same_date_reuses_every_step(two_days):
     _, _, store = two_days
-    for step in ("Ingest", "StatisticsGen", "Transform", "BaselineTrainer", "Trainer", "Evaluator"):
+    for step in ("Ingest", "StatisticsGen", "Transform", "Trainer", "Evaluator"):
         states = [e.last_known_state for e in _executions(store, step)]
         assert states[:2] == [mlmd.Execution.COMPLETE] * 2, step  # a new date never reuses yesterday's
         assert states[2] == mlmd.Execution.CACHED, step
+
+
+def test_a_run_without_baseline_is_reported_without_relaimpr(two_days):
+    root, pipeline_root, store = two_days
+    result = report.evaluate(store, str(root / "logs"))
+    assert set(result["rows"]) == {"model", "logged"} and result["rela_impr"] == result["rela_impr_served"] == {}
+    assert result["models"][result["rows"]["model"]]["click"]["auc"] > 0
+    assert "RelaImpr over" not in report.table(result)
+    assert store.get_context_by_type_and_name("node", f"{local_runner.PIPELINE_NAME}.BaselineTrainer") is None
