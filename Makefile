@@ -87,9 +87,9 @@ bench-ingest: setup
 	$(PY) -m bench.ingest_bench --out bench/results/ingest.json
 
 # Ingest + Transform on a simulated world of >= 5M impressions, Beam multi-processing on every
-# core: wall and CPU time, impressions/s, peak RSS of the workers and bytes written per stage. Long
-# on 2 shared cores: ~22 min to simulate (once: the logs are kept in $(WORK)/bench-scale/ and
-# reused), ~7 min of ingest, Transform well over 45 min.
+# core: wall and CPU time, impressions/s, peak RSS of the workers and bytes written per stage. On 2
+# idle cores: ~5 min to simulate (once: the logs are kept in $(WORK)/bench-scale/ and reused),
+# ~1.5 min of ingest, ~18 min of Transform (its two passes); ~4 GB of memory at the peak.
 bench-scale: setup
 	$(PY) -m bench.scale_bench --work $(WORK)/bench-scale --out bench/results/scale.json
 
