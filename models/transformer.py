@@ -73,7 +73,9 @@ class PositionalEmbedding(keras.layers.Layer):
             x = x + self.position_embeddings[tf.newaxis, :length, :]
         if self.recency:
             ages = tf.clip_by_value(tf.cast(ages, tf.int32), 0, self.num_age_buckets - 1)
-            x = x + tf.gather(self.age_embeddings, ages)
+            # embedding_lookup, not tf.gather: under ParameterServerStrategy a table larger than
+            # `min_shard_bytes` is a ShardedVariable, whose gather takes 1-D indices only
+            x = x + tf.nn.embedding_lookup(self.age_embeddings, ages)
         return x
 
     def get_config(self):

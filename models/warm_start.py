@@ -9,12 +9,15 @@ vocabularies differ (new items, ids that fell under the frequency threshold), so
 embedding table is carried over row by row by token, OOV buckets by bucket; a token new today
 keeps its fresh initialisation. Every other weight must have the same shape: the same
 architecture, or a clear error. The optimizer's state starts afresh (Keras saves no slot
-variables with `get_weights`).
+variables with `get_weights`). Under ParameterServerStrategy a large variable is split into
+shards over the ps tasks and Keras lists the shards; they are saved and set as one weight, so
+the saved weights do not depend on the cluster that trained them.
 """
 
 import io
 import json
 import os
+import re
 from typing import Dict, List
 
 import numpy as np
@@ -47,13 +50,52 @@ def model_dir(serving_model_dir: str) -> str:
     return os.path.dirname(serving_model_dir.rstrip("/"))
 
 
+# A shard of a ShardedVariable (tf.distribute's naming: `<variable>/part_<k>`).
+_SHARD = re.compile(r"^(.*)/part_(\d+)(:\d+)?$")
+
+
+def _weights(model: keras.Model) -> List[List[tf.Variable]]:
+    """`model.weights`, the shards of each ShardedVariable grouped into one weight (Keras lists
+    them one after the other)."""
+    groups: List[List[tf.Variable]] = []
+    for variable in model.weights:
+        shard = _SHARD.match(variable.name)
+        previous = _SHARD.match(groups[-1][-1].name) if groups else None
+        if shard and int(shard.group(2)) > 0 and previous and previous.group(1) == shard.group(1):
+            groups[-1].append(variable)
+        else:
+            groups.append([variable])
+    return groups
+
+
+def _name(weight: List[tf.Variable]) -> str:
+    return _SHARD.match(weight[0].name).group(1) + ":0" if len(weight) > 1 else weight[0].name
+
+
+def get_weights(model: keras.Model) -> List[np.ndarray]:
+    """`model.get_weights()`, a sharded variable's shards joined (along rows, as TF shards)."""
+    values = iter(keras.backend.batch_get_value(model.weights))
+    return [np.concatenate([next(values) for _ in weight]) if len(weight) > 1 else next(values)
+            for weight in _weights(model)]
+
+
+def set_weights(model: keras.Model, arrays: List[np.ndarray]) -> None:
+    """`model.set_weights()` from `get_weights`' arrays (a sharded variable's split again)."""
+    pairs = []
+    for weight, array in zip(_weights(model), arrays):
+        rows = np.cumsum([int(shard.shape[0]) for shard in weight])[:-1]
+        pairs += zip(weight, np.split(array, rows) if len(weight) > 1 else [array])
+    keras.backend.batch_set_value(pairs)
+
+
 def _vocabulary_weights(model: keras.Model) -> Dict[int, str]:
-    """Position in `model.weights` -> the id feature whose vocabulary indexes its rows."""
-    position = {id(w): i for i, w in enumerate(model.weights)}
+    """Position in `get_weights` -> the id feature whose vocabulary indexes its rows."""
+    position = {id(weight[0]): i for i, weight in enumerate(_weights(model))}
     found = {}
     for layer in model.submodules:
         if isinstance(layer, keras.layers.Embedding) and layer.name in _EMBEDDING_VOCABULARY and layer.built:
-            found[position[id(layer.embeddings)]] = _EMBEDDING_VOCABULARY[layer.name]
+            table = layer.embeddings
+            found[position[id(getattr(table, "variables", [table])[0])]] = _EMBEDDING_VOCABULARY[layer.name]
     return found
 
 
@@ -79,10 +121,11 @@ def save(model: keras.Model, tf_transform_output: tft.TFTransformOutput, serving
     for feature in sorted(set(vocabularies.values())):
         tf.io.gfile.copy(tf_transform_output.vocabulary_file_by_name(P.vocab_name(feature)),
                          os.path.join(directory, VOCABULARY_DIR, feature), overwrite=True)
-    _write_npz(model.get_weights(), os.path.join(directory, WEIGHTS_FILE))
+    weights = get_weights(model)
+    _write_npz(weights, os.path.join(directory, WEIGHTS_FILE))
     manifest = {"num_oov_buckets": num_oov_buckets,
-                "weights": [{"name": w.name, "shape": list(w.shape), "vocabulary": vocabularies.get(i)}
-                            for i, w in enumerate(model.weights)]}
+                "weights": [{"name": _name(w), "shape": list(value.shape), "vocabulary": vocabularies.get(i)}
+                            for i, (w, value) in enumerate(zip(_weights(model), weights))]}
     with tf.io.gfile.GFile(os.path.join(directory, MANIFEST_FILE), "w") as f:
         json.dump(manifest, f, indent=1)
     return directory
@@ -125,30 +168,30 @@ def warm_start(model: keras.Model, base_serving_dir: str, tf_transform_output: t
     if manifest["num_oov_buckets"] != num_oov_buckets:
         raise WarmStartError(f"{directory}: base model has {manifest['num_oov_buckets']} OOV buckets, "
                              f"this run {num_oov_buckets} (transform.num_oov_buckets)")
-    new_weights = model.get_weights()
+    new_weights = get_weights(model)
     if len(old_weights) != len(new_weights):
         raise WarmStartError(f"{directory}: base model has {len(old_weights)} weights, this architecture "
                              f"{len(new_weights)}: not the same architecture (set trainer.warm_start: false)")
     vocabularies = _vocabulary_weights(model)
     carried: Dict[str, int] = {}
     started = []
-    for i, (variable, new, old) in enumerate(zip(model.weights, new_weights, old_weights)):
+    for i, (weight, new, old) in enumerate(zip(_weights(model), new_weights, old_weights)):
         feature = vocabularies.get(i)
         if feature is not None and manifest["weights"][i]["vocabulary"] == feature:
             new_tokens = tf_transform_output.vocabulary_by_name(P.vocab_name(feature))
             old_tokens = _tokens(os.path.join(directory, VOCABULARY_DIR, feature))
-            started.append(_carry_rows(new, old, new_tokens, old_tokens, num_oov_buckets, variable.name))
+            started.append(_carry_rows(new, old, new_tokens, old_tokens, num_oov_buckets, _name(weight)))
             carried[feature] = len(set(new_tokens) & set(old_tokens))
         elif new.shape == old.shape:
             started.append(old)
         else:
-            raise WarmStartError(f"{directory}: weight {i} ({variable.name}) has shape {list(old.shape)} in the base "
+            raise WarmStartError(f"{directory}: weight {i} ({_name(weight)}) has shape {list(old.shape)} in the base "
                                  f"model ({manifest['weights'][i]['name']}), {list(new.shape)} here: not the same "
                                  "architecture (set trainer.warm_start: false)")
-    model.set_weights(started)
+    set_weights(model, started)
     return carried
 
 
 def save_initial_weights(model: keras.Model, model_run_dir: str) -> None:
     tf.io.gfile.makedirs(model_run_dir)
-    _write_npz(model.get_weights(), os.path.join(model_run_dir, INITIAL_WEIGHTS_FILE))
+    _write_npz(get_weights(model), os.path.join(model_run_dir, INITIAL_WEIGHTS_FILE))

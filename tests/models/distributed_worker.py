@@ -17,7 +17,8 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
 
 
-def main(spec_path: str, out_dir: str) -> None:
+def main(spec_path: str, out_dir: str):
+    """Trains; returns the trained model."""
     import numpy as np
     from tfx import v1 as tfx
     from tfx_bsl.public import tfxio
@@ -41,6 +42,7 @@ def main(spec_path: str, out_dir: str) -> None:
     np.savez(os.path.join(out_dir, "weights.npz"),
              steps=int(model.optimizer.iterations.numpy()),
              **{f"w{i:03d}": w for i, w in enumerate(model.get_weights())})
+    return model
 
 
 if __name__ == "__main__":

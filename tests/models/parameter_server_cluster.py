@@ -13,7 +13,9 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
 
 
-def main() -> None:
+def start_cluster() -> list:
+    """Servers for 1 worker and 2 ps tasks on loopback ports, and TF_CONFIG naming this process
+    the chief (the coordinator); returns the servers (they run while referenced)."""
     import tensorflow as tf
 
     from models import distribution
@@ -23,8 +25,16 @@ def main() -> None:
     cluster = {"chief": [chief], "worker": [worker], "ps": [ps0, ps1]}
     os.environ["TF_CONFIG"] = distribution.tf_config(cluster, "chief", 0)
     spec = tf.train.ClusterSpec(cluster)
-    servers = [tf.distribute.Server(spec, job_name=job, task_index=index, protocol="grpc", start=True)
-               for job, index in (("worker", 0), ("ps", 0), ("ps", 1))]
+    return [tf.distribute.Server(spec, job_name=job, task_index=index, protocol="grpc", start=True)
+            for job, index in (("worker", 0), ("ps", 0), ("ps", 1))]
+
+
+def main() -> None:
+    import tensorflow as tf
+
+    from models import distribution
+
+    servers = start_cluster()
     section = distribution.settings({"steps_per_epoch": 2, "distribution": {
         "strategy": "parameter_server", "min_shard_bytes": 1024}})
     strategy = distribution.create_strategy(section)

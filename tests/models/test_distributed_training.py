@@ -41,18 +41,22 @@ def _tail(out):
         return f.read()[-3000:]
 
 
-def test_two_workers_train_identical_weights_and_only_the_chief_exports(e2e_run, tmp_path):
-    _, root = e2e_run
+def _write_spec(root, distribution_section, path) -> str:
+    """The worker scripts' spec: the e2e pipeline's Transform output, a small DMT, STEPS steps."""
     config = load_config()
     spec = {"transformed": glob.glob(os.path.join(root, "Transform", "transformed_examples", "*"))[0],
             "transform_graph": glob.glob(os.path.join(root, "Transform", "transform_graph", "*"))[0],
             "custom_config": {"transform": config["transform"], "model": {"preset": "dmt", **SMALL},
                               "trainer": {**config["trainer"], "batch_size": 64, "eval_batches": 1,
-                                          "steps_per_epoch": STEPS,
-                                          "distribution": {"strategy": "multi_worker_mirrored"}}}}
-    spec_path = str(tmp_path / "spec.json")
-    with open(spec_path, "w") as f:
+                                          "steps_per_epoch": STEPS, "distribution": distribution_section}}}
+    with open(path, "w") as f:
         json.dump(spec, f)
+    return path
+
+
+def test_two_workers_train_identical_weights_and_only_the_chief_exports(e2e_run, tmp_path):
+    _, root = e2e_run
+    spec_path = _write_spec(root, {"strategy": "multi_worker_mirrored"}, str(tmp_path / "spec.json"))
     chief, worker = str(tmp_path / "worker0"), str(tmp_path / "worker1")
     processes = _start_workers(spec_path, [chief, worker])
     try:
@@ -78,3 +82,28 @@ def test_two_workers_train_identical_weights_and_only_the_chief_exports(e2e_run,
     assert not os.path.exists(os.path.join(worker, "serving"))
     left = [os.path.relpath(os.path.join(d, n), worker) for d, _, names in os.walk(worker) for n in names]
     assert sorted(left) == ["log.txt", "weights.npz"], left
+
+
+def test_parameter_server_trains_the_dmt_and_the_coordinator_exports_it(e2e_run, tmp_path):
+    """`strategy: parameter_server` end to end: the coordinator (chief) runs `run_fn` against a
+    worker and two ps tasks (in its process, tests/models/parameter_server_training.py): the
+    variables live on the ps tasks, the worker runs `steps_per_epoch` steps, and the
+    coordinator exports a model that serves."""
+    import tensorflow as tf
+
+    _, root = e2e_run
+    spec_path = _write_spec(root, {"strategy": "parameter_server", "min_shard_bytes": 1024},
+                            str(tmp_path / "spec.json"))
+    out = str(tmp_path / "coordinator")
+    os.makedirs(out)
+    with open(os.path.join(out, "log.txt"), "w") as log:
+        process = subprocess.run([sys.executable, "-m", "tests.models.parameter_server_training", spec_path, out],
+                                 cwd=REPO, stdout=log, stderr=subprocess.STDOUT, timeout=TIMEOUT_SECONDS,
+                                 env={**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert process.returncode == 0, _tail(out)
+    assert int(np.load(os.path.join(out, "weights.npz"))["steps"]) == STEPS
+    with open(os.path.join(out, "placement.json")) as f:
+        placement = json.load(f)
+    assert sorted(map(tuple, placement["devices"])) == [("ps", 0), ("ps", 1)]  # sharded over both, none local
+    served = tf.saved_model.load(os.path.join(out, "serving")).signatures["serving_default"]
+    assert "score" in served.structured_outputs

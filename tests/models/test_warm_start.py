@@ -42,3 +42,28 @@ def test_embedding_rows_follow_their_tokens_and_oov_buckets():
     np.testing.assert_array_equal(started, [old[2], new[1], old[0], new[3], old[3], old[4]])
     with pytest.raises(warm_start.WarmStartError, match="cannot start"):
         warm_start._carry_rows(np.zeros((6, 3), np.float32), old, [b"c", b"d", b"a", b"e"], [b"a", b"b", b"c"], 2, "t")
+
+
+class _ShardedTable(keras.layers.Layer):
+    """Weights named as ParameterServerStrategy names a ShardedVariable's shards."""
+
+    def build(self, input_shape):
+        self.part_0 = self.add_weight(name="table/part_0", shape=(3, 2), initializer="ones")
+        self.part_1 = self.add_weight(name="table/part_1", shape=(2, 2), initializer="zeros")
+        self.bias = self.add_weight(name="bias", shape=(2,), initializer="zeros")
+
+    def call(self, x):
+        return x
+
+
+def test_the_shards_of_a_sharded_variable_are_one_weight():
+    model = keras.Sequential([_ShardedTable()])
+    model.build((None, 2))
+    table, bias = warm_start.get_weights(model)
+    assert table.shape == (5, 2) and bias.shape == (2,)
+    np.testing.assert_array_equal(table, np.concatenate([np.ones((3, 2)), np.zeros((2, 2))]))
+    warm_start.set_weights(model, [np.arange(10.0).reshape(5, 2), np.array([7.0, 8.0])])
+    layer = model.layers[0]
+    np.testing.assert_array_equal(layer.part_0.numpy(), np.arange(6.0).reshape(3, 2))
+    np.testing.assert_array_equal(layer.part_1.numpy(), np.arange(6.0, 10.0).reshape(2, 2))
+    np.testing.assert_array_equal(layer.bias.numpy(), [7.0, 8.0])
