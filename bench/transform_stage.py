@@ -86,9 +86,3 @@ def apply_transform(examples_dir: str, out_dir: str, beam_args: Optional[List[st
                      os.path.join(out_dir, TRANSFORMED_EXAMPLES_DIR, f"Split-{split}", "transformed_examples"),
                      file_name_suffix=".gz"))
 
-
-def run_transform(examples_dir: str, out_dir: str, custom_config: Optional[Dict[str, Any]] = None,
-                  beam_args: Optional[List[str]] = None) -> None:
-    """Both passes, one after the other."""
-    analyze(examples_dir, out_dir, custom_config, beam_args)
-    apply_transform(examples_dir, out_dir, beam_args)

@@ -72,17 +72,20 @@ def _node_context(store, producer: str, pipeline_name: Optional[str]):
     return [c for c in store.get_contexts_by_type("node") if c.name.rsplit(".", 1)[-1] == producer]
 
 
+def _finished_executions(store, producer: str, pipeline_name: Optional[str]) -> list:
+    """Step `producer`'s executions that finished (run or answered from the cache)."""
+    contexts = _node_context(store, producer, pipeline_name)
+    if len(contexts) > 1:
+        raise ValueError(f"several pipelines have a step {producer}: name the pipeline")
+    return [e for c in contexts for e in store.get_executions_by_context(c.id) if e.last_known_state in _DONE]
+
+
 def latest_output(store, producer: str, output_key: str,
                   pipeline_name: Optional[str] = None) -> metadata_store_pb2.Artifact:
     """The live artifact of output `output_key` of step `producer`'s newest finished execution
     (run or answered from the cache), as recorded in ML Metadata; its `uri` is where it is.
     FileNotFoundError when the step has none."""
-    contexts = _node_context(store, producer, pipeline_name)
-    if len(contexts) > 1:
-        raise ValueError(f"several pipelines have a step {producer}: name the pipeline")
-    executions = [e for c in contexts for e in store.get_executions_by_context(c.id)
-                  if e.last_known_state in _DONE]
-    for execution in sorted(executions, key=lambda e: e.id, reverse=True):
+    for execution in sorted(_finished_executions(store, producer, pipeline_name), key=lambda e: e.id, reverse=True):
         ids = [event.artifact_id for event in store.get_events_by_execution_ids([execution.id])
                if event.type == metadata_store_pb2.Event.OUTPUT and event.path.steps
                and event.path.steps[0].key == output_key]
@@ -95,8 +98,7 @@ def latest_output(store, producer: str, output_key: str,
 def latest_run(store, producer: str, pipeline_name: Optional[str] = None) -> Optional[str]:
     """The pipeline run (TFX's `pipeline_run` context name) of step `producer`'s newest finished
     execution; None when it has none."""
-    executions = [e for c in _node_context(store, producer, pipeline_name)
-                  for e in store.get_executions_by_context(c.id) if e.last_known_state in _DONE]
+    executions = _finished_executions(store, producer, pipeline_name)
     if not executions:
         return None
     newest = max(executions, key=lambda e: e.id)
