@@ -286,11 +286,37 @@ def _variant_figures(data, custom, out_dir, eval_files, truth, say) -> Dict[str,
     return figures
 
 
+def _mean_and_spread(runs: List[Any]):
+    """Mean and sample standard deviation over seeds of every number the runs' figures hold
+    at the same place (nested dicts); what only some runs hold is left out."""
+    if all(isinstance(r, dict) for r in runs):
+        keys = [k for k in runs[0] if all(k in r for r in runs[1:])]
+        pairs = {k: _mean_and_spread([r[k] for r in runs]) for k in keys}
+        pairs = {k: v for k, v in pairs.items() if v is not None}
+        return {k: v[0] for k, v in pairs.items()}, {k: v[1] for k, v in pairs.items()}
+    if all(isinstance(r, (int, float)) and not isinstance(r, bool) for r in runs):
+        values = np.asarray(runs, dtype=float)
+        return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return None
+
+
+def seeded_rows(variant: str, section: Dict[str, Any], runs: List[Dict[str, Any]], seeds: List[int]) -> Dict[str, Any]:
+    """A suite row of a variant trained once per seed: each figure's mean over the seeds, its
+    standard deviation under `spread`, and every seed's own figures under `runs`."""
+    mean, spread = _mean_and_spread([{k: v for k, v in r.items() if k != "evaluation_version"} for r in runs])
+    mean["train_seconds"] = round(sum(r.get("train_seconds") or 0.0 for r in runs), 1)
+    return {"variant": variant, "config": section, **mean, "spread": spread, "seeds": list(seeds), "runs": runs}
+
+
 def run_suite(name: str, logs_dir: str, work_dir: str, config: Dict[str, Any],
               beam_args: Optional[List[str]] = None, log=print, suites_file: Optional[str] = None,
-              suites: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+              suites: Optional[Dict[str, Any]] = None, seeds: Optional[List[int]] = None) -> Dict[str, Any]:
     """Trains and evaluates every variant of suite `name` (of `suites`, else of the file
-    `suites_file`, default pipeline/ablations.yaml); writes ablations/NAME.{json,md}."""
+    `suites_file`, default pipeline/ablations.yaml); writes ablations/NAME.{json,md}.
+
+    With several `seeds`, each variant trains once per seed (initial weights, dropout and the
+    training order all follow it) and its row gives each figure's mean and standard deviation:
+    one seed's difference between two variants can be run-to-run noise (README "Ablations")."""
     from pipeline import report
 
     suites = suites if suites is not None else load_suites(suites_file)
@@ -305,14 +331,24 @@ def run_suite(name: str, logs_dir: str, work_dir: str, config: Dict[str, Any],
     rows = []
     for i, (variant, given) in enumerate(suite["variants"].items(), 1):
         section = variant_section(suite, given)
-        custom = {"transform": config["transform"], "model": section, "trainer": config["trainer"]}
-        figures = variant_figures(data, custom, work_dir, eval_files, truth,
-                                  lambda message: log(f"[ablate {name}] {i}/{len(suite['variants'])} {variant}: "
-                                                      + message))
-        rows.append({"variant": variant, "config": section, **figures})
+        runs = []
+        for seed in seeds or [None]:
+            trainer = config["trainer"] if seed is None else {**config["trainer"], "seed": seed}
+            custom = {"transform": config["transform"], "model": section, "trainer": trainer}
+            if seed is not None and resolved_settings(custom)["trainer"]["seed"] != seed:
+                raise ValueError(f"suite {name!r}, variant {variant!r}: its model section fixes the trainer seed, "
+                                 "so it cannot be trained once per seed")
+            progress = f"[ablate {name}] {i}/{len(suite['variants'])} {variant}" + (
+                "" if seed is None else f" (seed {seed})")
+            runs.append(variant_figures(data, custom, work_dir, eval_files, truth,
+                                        lambda message, p=progress: log(f"{p}: {message}")))
+        rows.append({"variant": variant, "config": section, **runs[0]} if seeds is None
+                    else seeded_rows(variant, section, runs, seeds))
     result = {"suite": name, "paper": suite.get("paper", ""), "logs": paths.absolute(logs_dir),
               "columns": list(suite.get("columns", [])), "rows": rows,
               "seconds": round(time.time() - started, 1)}
+    if seeds is not None:
+        result["seeds"] = list(seeds)
     out = os.path.join(work_dir, "ablations")
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, f"{name}.json"), "w") as f:
@@ -324,8 +360,20 @@ def run_suite(name: str, logs_dir: str, work_dir: str, config: Dict[str, Any],
 
 # --- the table for people.
 
-def _f(value) -> str:
-    return "-" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.4f}"
+def _f(value, spread=None) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "-"
+    return f"{value:.4f}" if spread is None or np.isnan(spread) else f"{value:.4f} ±{spread:.4f}"
+
+
+def _spread(get, row: Dict[str, Any]) -> Optional[float]:
+    """A seeded row's deviation of the figure `get` reads: `spread` has the figures' layout."""
+    if "spread" not in row:
+        return None
+    try:
+        return get({"variant": row["variant"], **row["spread"]})
+    except (KeyError, AttributeError, TypeError):  # a figure some seeds lack: no deviation to show
+        return None
 
 
 def markdown(result: Dict[str, Any]) -> str:
@@ -358,8 +406,11 @@ def markdown(result: Dict[str, Any]) -> str:
              "| variant | " + " | ".join(h for h, _ in columns) + " | train s |",
              "|---|" + "---:|" * (len(columns) + 1)]
     for row in rows:
-        lines.append(f"| {row['variant']} | " + " | ".join(_f(get(row)) for _, get in columns)
+        lines.append(f"| {row['variant']} | " + " | ".join(_f(get(row), _spread(get, row)) for _, get in columns)
                      + f" | {row.get('train_seconds', '-')} |")
+    if result.get("seeds"):
+        lines += ["", f"Each figure: the mean ± the standard deviation over seeds {', '.join(map(str, result['seeds']))} "
+                      "(one training per seed; train s: their sum)."]
     lines += ["", f"Logs: `{result['logs']}`. AUC/GAUC: the served network (no bias tower) on logged labels of the "
               "eval day. Truth columns: click eff. = (expected AUC of the click output against position-free "
               "click labels - 0.5) / (that of the true probabilities - 0.5); NDCG@10 per request with the true "

@@ -168,6 +168,16 @@ def _compile(args, beam_args) -> int:
     return 0
 
 
+def _seed_list(text: str):
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: integer seeds separated by commas, e.g. 0,1,2") from None
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"{text!r}: a seed is given twice")
+    return seeds
+
+
 def _ablate(args, beam_args) -> int:
     import dataclasses
 
@@ -193,7 +203,7 @@ def _ablate(args, beam_args) -> int:
     print(f"funnel ablate: library messages go to {library_log}")
     for name in names:
         try:
-            result = ablate.run_suite(name, args.logs, args.work, config, beam_args, suites=suites)
+            result = ablate.run_suite(name, args.logs, args.work, config, beam_args, suites=suites, seeds=args.seeds)
         except (ContractError, ValueError) as e:
             print(f"funnel ablate: {e}", file=sys.stderr)
             return 2
@@ -289,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="working directory; writes WORK/ablations/SUITE.json and .md")
     ablate.add_argument("--suites", default=None,
                         help="YAML file of suites in the format of pipeline/ablations.yaml (default: that file)")
+    ablate.add_argument("--seeds", type=_seed_list, default=None,
+                        help="train each variant once per seed, e.g. 0,1,2, and report each figure's mean and "
+                             "standard deviation (default: once, with the trainer's seed)")
     ablate.set_defaults(handler=_ablate)
 
     predict = commands.add_parser("predict", help="score a logs directory's impressions with a pushed model")

@@ -91,6 +91,58 @@ def test_markdown_has_the_suite_columns():
     assert "| a | 0.7000 | 0.6000 | 0.8000 | - | 0.7500 | - | 0.6500 | 0.6100 | 0.7000 | 0.9000 |" in text
 
 
+def _fake_figures(seed, click_efficiency):
+    return {"metrics": {"click": {"auc": 0.70 + seed / 100, "gauc": 0.6}, "order": {"auc": 0.8}},
+            "per_scenario": {"NL": {"click": {"auc": 0.7, "gauc": 0.6 + seed / 100}}},
+            "ranking": {"click": {"click_efficiency": click_efficiency}}, "fusion": {},
+            "eval_examples": 10, "evaluation_version": ablate.EVALUATION_VERSION, "train_seconds": 2.0}
+
+
+def test_with_seeds_each_variant_trains_once_per_seed_and_reports_mean_and_spread(tmp_path, monkeypatch):
+    trained = []
+
+    def figures(data, custom, work_dir, eval_files, truth, say=print):
+        seed = custom["trainer"]["seed"]
+        trained.append((custom["model"]["preset"], seed))
+        say("trained")
+        return _fake_figures(seed, {0: 0.80, 1: 0.82, 2: 0.84}[seed])
+
+    monkeypatch.setattr(ablate, "prepare_data", lambda *args, **kwargs: {"key": "k", "examples": str(tmp_path)})
+    monkeypatch.setattr(ablate, "variant_figures", figures)
+    monkeypatch.setattr("pipeline.report.read_truth", lambda logs: None)
+    suites = {"s": {"variants": {"a": {"preset": "dnn-base"}, "b": {"preset": "din"}}}}
+    lines = []
+    result = ablate.run_suite("s", str(tmp_path / "logs"), str(tmp_path / "work"), load_config(), log=lines.append,
+                              suites=suites, seeds=[0, 1, 2])
+    assert trained == [("dnn-base", 0), ("dnn-base", 1), ("dnn-base", 2), ("din", 0), ("din", 1), ("din", 2)]
+    assert lines[1:4] == [f"[ablate s] 1/2 a (seed {s}): trained" for s in (0, 1, 2)]
+    row = result["rows"][0]
+    assert row["seeds"] == [0, 1, 2] and [r["metrics"]["click"]["auc"] for r in row["runs"]] == [0.70, 0.71, 0.72]
+    assert row["metrics"]["click"]["auc"] == pytest.approx(0.71)
+    assert row["spread"]["metrics"]["click"]["auc"] == pytest.approx(0.01)  # sample standard deviation
+    assert row["metrics"]["order"]["auc"] == pytest.approx(0.8) and row["spread"]["metrics"]["order"]["auc"] == pytest.approx(0.0, abs=1e-12)
+    assert row["ranking"]["click"]["click_efficiency"] == pytest.approx(0.82)
+    assert row["per_scenario"]["NL"]["click"]["gauc"] == pytest.approx(0.61)
+    assert row["train_seconds"] == 6.0 and result["seeds"] == [0, 1, 2]
+    text = (tmp_path / "work" / "ablations" / "s.md").read_text()
+    assert "| a | 0.7100 ±0.0100 | 0.6000 ±0.0000 | 0.8000 ±0.0000 | - | 0.8200 ±0.0200 |" in text
+    assert "over seeds 0, 1, 2" in text
+
+
+def test_seeds_are_refused_for_a_variant_that_fixes_its_own_seed(tmp_path, monkeypatch):
+    monkeypatch.setattr(ablate, "prepare_data", lambda *args, **kwargs: {"key": "k", "examples": str(tmp_path)})
+    monkeypatch.setattr(ablate, "variant_figures", lambda *args, **kwargs: _fake_figures(0, 0.8))
+    monkeypatch.setattr("pipeline.report.read_truth", lambda logs: None)
+    suites = {"s": {"variants": {"a": {"preset": "dnn-base", "trainer": {"seed": 7}}}}}
+    with pytest.raises(ValueError, match="fixes the trainer seed"):
+        ablate.run_suite("s", str(tmp_path / "logs"), str(tmp_path / "work"), load_config(), log=lambda m: None,
+                         suites=suites, seeds=[0, 1])
+    # one training per variant without seeds: the row is that training's figures, as before
+    result = ablate.run_suite("s", str(tmp_path / "logs"), str(tmp_path / "work"), load_config(), log=lambda m: None,
+                              suites=suites)
+    assert "spread" not in result["rows"][0] and result["rows"][0]["metrics"]["click"]["auc"] == 0.70
+
+
 @pytest.mark.e2e
 def test_a_suite_trains_each_variant_once_on_the_pipeline_examples(e2e_run, tmp_path, monkeypatch):
     """Two variants on the examples of the shared e2e run (its Ingest and Transform found in its

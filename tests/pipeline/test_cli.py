@@ -56,6 +56,15 @@ def test_ablate_refuses_an_unknown_suite_or_suites_file_before_running(tmp_path,
     assert not (tmp_path / "work").exists()
 
 
+@pytest.mark.parametrize("seeds", ["0,x", "1,1", ""])
+def test_ablate_refuses_malformed_seeds(tmp_path, capsys, seeds):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["ablate", "--logs", str(tmp_path), "--work", str(tmp_path / "work"), "--suite", "esm2",
+                  "--seeds", seeds])
+    assert exit_.value.code == 2 and "--seeds" in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()
+
+
 def test_library_logs_go_to_the_file_and_not_to_the_console(tmp_path, capfd):
     import logging
     import warnings
