@@ -15,7 +15,7 @@ export TF_USE_LEGACY_KERAS := 1
 export PYTHONWARNINGS := ignore::FutureWarning
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: setup bench-deps orchestration-deps run test test-fast bench bench-ingest bench-scale bench-train bench-serving bench-peers lock clean
+.PHONY: setup bench-deps orchestration-deps run test test-fast bench bench-ingest bench-scale bench-train bench-serving bench-peers bench-position-free lock clean
 
 setup: $(STAMP)
 
@@ -81,6 +81,12 @@ bench: bench-ingest bench-train bench-serving bench-peers
 bench-peers: bench-deps
 	test -d $(WORK)/logs || $(VENV)/bin/funnel simulate --out $(WORK)/logs
 	$(PY) -m bench.peers_bench --logs $(WORK)/logs --work $(WORK) --out bench/results/peers.json
+
+# DMT trained on position-free labels drawn from the simulator's truth beside DMT trained on the
+# logged ones, same examples (bench/position_free_labels.py); not part of `make bench`.
+bench-position-free: setup
+	test -d $(WORK)/logs || $(VENV)/bin/funnel simulate --out $(WORK)/logs
+	$(PY) -m bench.position_free_labels --logs $(WORK)/logs --work $(WORK) --out bench/results/position_free.json
 
 # Ingest vs the I/O floor on >= 1M simulated impressions (about 5 minutes).
 bench-ingest: setup
