@@ -324,9 +324,7 @@ def main(argv=None) -> int:
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
     result = run_benchmark(args.logs, args.work, args.peers, args.presets, log=log)
     result["command"] = "python -m bench.peers_bench " + " ".join(argv if argv is not None else sys.argv[1:])
-    write_result(result, args.out)
-    with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
-        f.write(markdown(result))
+    write_result(result, args.out, markdown(result))
     return 0
 
 

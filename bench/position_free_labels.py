@@ -147,9 +147,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
     result = run_benchmark(args.logs, args.work, json.loads(args.variants), seed=args.label_seed, log=log)
     result["command"] = "python -m bench.position_free_labels " + " ".join(argv if argv is not None else sys.argv[1:])
-    write_result(result, args.out)
-    with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
-        f.write(markdown(result))
+    write_result(result, args.out, markdown(result))
     return 0
 
 
