@@ -24,11 +24,15 @@ $(UV):
 	$(PYTHON310) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==0.13.9
 
+# uv lists every package it installs; that list goes to a log (shown when the install fails).
+SETUP_LOG := $(TOOLS)/setup.log
 $(STAMP): requirements.lock setup.py $(UV)
-	test -x $(PY) || $(UV) venv --seed --python $(PYTHON310) $(VENV)
-	$(UV) pip sync --python $(PY) requirements.lock
-	$(UV) pip install --python $(PY) --no-deps -e .
-	touch $@
+	@echo "setup: installing requirements.lock into $(VENV) with uv (log: $(SETUP_LOG))"
+	@{ test -x $(PY) || $(UV) venv --seed --python $(PYTHON310) $(VENV); \
+	  $(UV) pip sync --python $(PY) requirements.lock && \
+	  $(UV) pip install --python $(PY) --no-deps -e . ; } > $(SETUP_LOG) 2>&1 \
+	  || { tail -n 40 $(SETUP_LOG); echo "setup failed: see $(SETUP_LOG)"; exit 1; }
+	@touch $@
 
 # Re-resolve the pinned sets after editing requirements.in or requirements-orchestration.in. The
 # orchestration lock starts from requirements.lock's pins (uv keeps an output file's pins where it

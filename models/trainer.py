@@ -11,6 +11,7 @@ The exported SavedModel's signatures (all apply the Transform graph themselves):
 """
 
 import json
+import logging
 import os
 import time
 from typing import Any, Dict, Optional
@@ -22,6 +23,7 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from models import distribution as D
+from models import gate_summary
 from models import features as F
 from models import preprocessing as P
 from models import rank_inputs
@@ -30,6 +32,7 @@ from models.calibration import reference_bias
 from models.config import ModelConfig
 from models.export import export_serving_module
 from models.model import build_model, compile_model
+from models.progress import TrainingProgress
 
 DEFAULT_TRAINER_CONFIG = {
     "batch_size": 512,
@@ -38,6 +41,7 @@ DEFAULT_TRAINER_CONFIG = {
     "eval_batches": 200,
     "seed": 0,
     "warm_start": False,
+    "summary_steps": 50,  # per-step TensorBoard curves: one point every this many steps
 }
 
 
@@ -168,6 +172,8 @@ def export(model, tf_transform_output: tft.TFTransformOutput, path: str,
 
 
 LOGGED_MODEL_DIR = "logged_model"
+GATES_FILE = "gates.json"  # in model_run: the mixture's mean gate weights (models/gate_summary.py)
+GATE_SUMMARY_BATCHES = 20
 
 
 class LoggedBehaviourModule(_ExamplesModule):
@@ -206,6 +212,22 @@ def _warm_start(model, train, fn_args, tf_transform_output, custom, strategy) ->
     return {"base_model": fn_args.base_model, "tokens_carried": carried}
 
 
+def _summarise_gates(model, evaluation: tf.data.Dataset, tf_transform_output, model_run_dir: str) -> None:
+    """The mixture's mean gate weights on GATE_SUMMARY_BATCHES eval batches, overall and per
+    scenario (models/gate_summary.py): `gates.json` in model_run and TensorBoard heat maps in
+    its `logs/gates`. A dashboard: a failure is logged, never fails the training."""
+    try:
+        names = [v.decode() if isinstance(v, bytes) else str(v)
+                 for v in tf_transform_output.vocabulary_by_name(P.vocab_name(F.SCENARIO))]
+        weights = gate_summary.mean_gate_weights(model, evaluation.take(GATE_SUMMARY_BATCHES), names)
+        if weights:
+            with tf.io.gfile.GFile(os.path.join(model_run_dir, GATES_FILE), "w") as f:
+                json.dump(weights, f)
+            gate_summary.write_gate_images(os.path.join(model_run_dir, "logs", "gates"), weights)
+    except Exception:  # noqa: BLE001 -- see the docstring
+        logging.getLogger(__name__).warning("gate summary failed", exc_info=True)
+
+
 def run_fn(fn_args: tfx.components.FnArgs) -> Optional[keras.Model]:
     """Trains and exports; returns the trained model (TFX ignores it), None on a parameter
     server task (which serves until the job ends)."""
@@ -232,10 +254,11 @@ def run_fn(fn_args: tfx.components.FnArgs) -> Optional[keras.Model]:
     train = train_batches(settings["batch_size"])
     evaluation = _dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, config.tasks,
                           settings["batch_size"], shuffle=False, seed=settings["seed"])
-    # Per-epoch losses and per-task AUC go to the model_run artifact for TensorBoard (Keras
-    # writes from the chief only).
+    # Losses and per-task AUC go to the model_run artifact for TensorBoard, every
+    # `summary_steps` steps and per epoch (Keras writes from the chief only).
     callbacks = [keras.callbacks.TensorBoard(log_dir=os.path.join(fn_args.model_run_dir, "logs"),
-                                             update_freq="epoch")]
+                                             update_freq=int(settings["summary_steps"]))]
+    callbacks.append(TrainingProgress(config.preset or "model", settings["epochs"]))
     if len(set(rates)) > 1:
         callbacks.append(keras.callbacks.LearningRateScheduler(lambda epoch, _: rates[min(epoch, len(rates) - 1)]))
     # parameter_server: no validation during fit (the coordinator would need a dataset per worker)
@@ -248,7 +271,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> Optional[keras.Model]:
     started = time.perf_counter()
     model.fit(D.training_input(train, train_batches, settings["batch_size"], distribution, strategy),
               epochs=settings["epochs"], steps_per_epoch=settings.get("steps_per_epoch"),
-              validation_data=validation, callbacks=callbacks, verbose=2)
+              validation_data=validation, callbacks=callbacks, verbose=0)
     fit_seconds = time.perf_counter() - started
     # the optimizer counts the steps (a per-batch callback would sync every training step)
     steps = int(model.optimizer.iterations.numpy())
@@ -273,5 +296,6 @@ def run_fn(fn_args: tfx.components.FnArgs) -> Optional[keras.Model]:
         # what tomorrow's run warm-starts from, if this model is blessed
         warm_start.save(model, tf_transform_output, fn_args.serving_model_dir,
                         P.transform_config(custom)["num_oov_buckets"])
+        _summarise_gates(model, evaluation, tf_transform_output, fn_args.model_run_dir)
     D.wait_for_all_workers(strategy)
     return model

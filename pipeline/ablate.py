@@ -217,7 +217,8 @@ def resolved_settings(custom: Dict[str, Any]) -> Dict[str, Any]:
 
     model = model_config(custom)
     # variants always train from scratch: `warm_start` is not theirs (and not in earlier records)
-    trainer = {k: v for k, v in trainer_config(custom, model).items() if k != "warm_start"}
+    # settings that do not change the trained weights stay out of the key
+    trainer = {k: v for k, v in trainer_config(custom, model).items() if k not in ("warm_start", "summary_steps")}
     return json.loads(json.dumps({"model": model.to_dict(), "trainer": trainer}))
 
 

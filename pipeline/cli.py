@@ -1,4 +1,5 @@
-"""The `funnel` command: simulate, ingest, run, compile, ablate, predict, serve, score, presets.
+"""The `funnel` command: simulate, ingest, run, compile, ablate, predict, abtest, board, serve,
+score, presets.
 
 Arguments a sub-command does not know are passed through to Beam (e.g.
 `--runner=DataflowRunner --project=...`).
@@ -13,25 +14,7 @@ from typing import List, Optional
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before anything imports TensorFlow
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-
-def send_library_logs_to(path: str) -> None:
-    """Routes Python logging (absl, TensorFlow, Beam, TFX) and warnings to the file `path`, so
-    that the console keeps funnel's own progress lines and tables."""
-    import logging
-
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    for existing in list(root.handlers):
-        root.removeHandler(existing)
-    root.addHandler(handler)
-    for name in ("tensorflow", "apache_beam", "absl"):  # loggers that may carry their own console handler
-        logger = logging.getLogger(name)
-        for existing in list(logger.handlers):
-            logger.removeHandler(existing)
-        logger.propagate = True
-    logging.captureWarnings(True)
+RUN_LOG = "funnel-run.log"  # under the work directory: what the libraries said during `funnel run`
 
 
 def _add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
@@ -114,30 +97,39 @@ def _ingest(args, beam_args) -> int:
 def _run(args, beam_args) -> int:
     import dataclasses
 
-    from components.ingest.contract import ContractError
-    from pipeline import local_runner, report
-    from pipeline.config import load_config
+    from pipeline import progress  # no TensorFlow yet: its import-time warnings go to the log file
 
-    from pipeline.pipeline import check_model_sections
+    library_log = os.path.join(os.path.abspath(args.work), RUN_LOG)
+    print(f"funnel run: {args.logs} -> {args.work}" + ("" if args.verbose else f"; library messages go to {library_log}"))
+    failure = None
+    with progress.quiet_run(library_log, verbose=args.verbose):
+        from components.ingest.contract import ContractError
+        from pipeline import local_runner, report
+        from pipeline.config import load_config
+        from pipeline.pipeline import check_model_sections
 
-    config = load_config(args.config)
-    try:
-        config["ingest"] = dataclasses.asdict(_ingest_config(args))  # flags override the file
-        check_model_sections(config)
-    except ValueError as e:
-        print(f"funnel run: {e}", file=sys.stderr)
+        try:
+            config = load_config(args.config)
+            config["ingest"] = dataclasses.asdict(_ingest_config(args))  # flags override the file
+            check_model_sections(config)
+        except ValueError as e:
+            failure = str(e)
+        if failure is None:
+            if args.orchestrator == "beam":
+                from pipeline.beam_runner import run_beam as run_pipeline
+            else:
+                run_pipeline = local_runner.run_local
+            try:
+                root = run_pipeline(args.logs, args.work, config, beam_args, enable_cache=args.cache)
+            except ContractError as e:
+                failure = str(e)
+        if failure is None:
+            # The run's artifacts, found in its ML Metadata (a step answered from the cache included).
+            summary = report.summarize(root, args.logs, args.work, metadata=local_runner.metadata_config(config, root))
+    if failure is not None:  # printed once the console is the console again
+        print(f"funnel run: {failure}", file=sys.stderr)
         return 2
-    if args.orchestrator == "beam":
-        from pipeline.beam_runner import run_beam as run_pipeline
-    else:
-        run_pipeline = local_runner.run_local
-    try:
-        root = run_pipeline(args.logs, args.work, config, beam_args, enable_cache=args.cache)
-    except ContractError as e:
-        print(f"funnel run: {e}", file=sys.stderr)
-        return 2
-    # The run's artifacts, found in its ML Metadata (a step answered from the cache included).
-    print(report.summarize(root, args.logs, args.work, metadata=local_runner.metadata_config(config, root)))
+    print(summary)
     return 0
 
 
@@ -182,7 +174,7 @@ def _ablate(args, beam_args) -> int:
     import dataclasses
 
     from components.ingest.contract import ContractError
-    from pipeline import ablate
+    from pipeline import ablate, progress
     from pipeline.config import load_config
 
     config = load_config(args.config)
@@ -199,11 +191,12 @@ def _ablate(args, beam_args) -> int:
               file=sys.stderr)
         return 2
     library_log = os.path.join(args.work, "ablations", "ablate.log")
-    send_library_logs_to(library_log)
     print(f"funnel ablate: library messages go to {library_log}")
     for name in names:
         try:
-            result = ablate.run_suite(name, args.logs, args.work, config, beam_args, suites=suites, seeds=args.seeds)
+            with progress.quiet_run(library_log):
+                result = ablate.run_suite(name, args.logs, args.work, config, beam_args, suites=suites,
+                                          seeds=args.seeds)
         except (ContractError, ValueError) as e:
             print(f"funnel ablate: {e}", file=sys.stderr)
             return 2
@@ -224,6 +217,46 @@ def _predict(args, beam_args) -> int:
         return 2
     print(f"scored {len(frame)} impressions into {args.out}")
     return 0
+
+
+def _abtest(args, beam_args) -> int:
+    from components.ingest.contract import ContractError
+    from components.ingest.report import IngestError
+    from pipeline import abtest
+
+    if args.bootstrap_samples < 100:
+        print("funnel abtest: --bootstrap-samples must be at least 100", file=sys.stderr)
+        return 2
+    try:
+        result = abtest.abtest(args.logs, args.model, _ingest_config(args), beam_args, work_dir=args.work,
+                               samples=args.bootstrap_samples, seed=args.seed)
+    except (ContractError, IngestError, ValueError, FileNotFoundError) as e:  # AbtestError is a ValueError
+        print(f"funnel abtest: {e}", file=sys.stderr)
+        return 2
+    print(abtest.table(result))
+    if args.out:
+        abtest.write(result, args.out)
+        print(f"  written: {args.out}")
+    return 0
+
+
+def _board(args, beam_args) -> int:
+    import time
+
+    from pipeline import dashboard
+
+    _no_beam_args(beam_args)
+    logdir = os.path.join(args.work, dashboard.TENSORBOARD_DIR)
+    if not os.path.isdir(logdir):
+        print(f"funnel board: {logdir} does not exist: `funnel run --work {args.work}` writes it", file=sys.stderr)
+        return 2
+    url = dashboard.launch(logdir, args.host, args.port)
+    print(f"TensorBoard on every run of {logdir}: {url} (Ctrl-C stops it)", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
 
 
 def _serve(args, beam_args) -> int:
@@ -278,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "(e.g. ingest and Transform when only the model changes); only with unchanged logs")
     run.add_argument("--orchestrator", choices=["local", "beam"], default="local",
                      help="TFX orchestrator on this machine: LocalDagRunner (default) or BeamDagRunner")
+    run.add_argument("-v", "--verbose", action="store_true",
+                     help=f"library messages (TFX, Beam, TensorFlow) on the console too, not only in WORK/{RUN_LOG}")
     run.set_defaults(handler=_run)
 
     compile_ = commands.add_parser(
@@ -310,6 +345,26 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", required=True, help="output file: .jsonl, .jsonl.gz or .parquet")
     predict.add_argument("--days", type=int, help="score only the last N UTC days (default: all)")
     predict.set_defaults(handler=_predict)
+
+    abtest = commands.add_parser(
+        "abtest", help="simulated online A/B test of two models on a simulated world's last day (DMT Table 6)")
+    _add_ingest_arguments(abtest)
+    abtest.add_argument("--model", action="append", required=True, metavar="SAVED_MODEL",
+                        help="a served SavedModel (a pushed version); give it twice: arm A, then arm B")
+    abtest.add_argument("--out", help="also write the result as JSON to this file")
+    abtest.add_argument("--work", help="replay the eval split a `funnel run` in this work directory ingested "
+                                       "from the same logs (default: ingest the logs' last --eval-days now)")
+    abtest.add_argument("--bootstrap-samples", type=int, default=2000,
+                        help="paired bootstrap resamples for the 95%% intervals (default 2000)")
+    abtest.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    abtest.set_defaults(handler=_abtest)
+
+    board = commands.add_parser("board", help="TensorBoard on every run of a work directory (loopback by default)")
+    board.add_argument("--work", required=True, help="the work directory of `funnel run` (reads WORK/tensorboard)")
+    board.add_argument("--port", type=int, default=6006, help="port (default 6006; 0 = any free port)")
+    board.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 exposes it)")
+    board.set_defaults(handler=_board)
 
     serve = commands.add_parser("serve", help="development gRPC model server, protocol-identical to TF Serving")
     _add_serve_arguments(serve)

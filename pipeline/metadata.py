@@ -104,3 +104,17 @@ def latest_run(store, producer: str, pipeline_name: Optional[str] = None) -> Opt
     newest = max(executions, key=lambda e: e.id)
     runs = [c.name for c in store.get_contexts_by_execution(newest.id) if c.type == "pipeline_run"]
     return runs[0] if runs else None
+
+
+def latest_execution_property(store, producer: str, name: str, pipeline_name: Optional[str] = None) -> Optional[str]:
+    """A property of step `producer`'s newest finished execution as text (TFX records a
+    component's parameters there, e.g. the Trainer's `custom_config` JSON); None when absent."""
+    executions = _finished_executions(store, producer, pipeline_name)
+    if not executions:
+        return None
+    newest = max(executions, key=lambda e: e.id)
+    for properties in (newest.properties, newest.custom_properties):
+        if name in properties:
+            value = properties[name]
+            return value.string_value if value.HasField("string_value") else str(value)
+    return None

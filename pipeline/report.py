@@ -96,11 +96,26 @@ def _model_dirs(store) -> Dict[str, Dict[str, str]]:
     return dirs
 
 
-def evaluate(store, logs_dir: str) -> dict:
+def slices(scored: pd.DataFrame, relevance: bool = True) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """task_figures per scenario (`scenario=NL`) and per result page (`page=1`, `page=2`,
+    `page>=3`: the position buckets), for the slices with examples."""
+    found = {}
+    for value in sorted(scored[F.SCENARIO].unique()) if F.SCENARIO in scored else []:
+        found[f"scenario={value}"] = task_figures(scored[scored[F.SCENARIO] == value], relevance)
+    if F.PAGE in scored:
+        page = scored[F.PAGE].to_numpy()
+        for name, mask in (("page=1", page == 1), ("page=2", page == 2), ("page>=3", page >= 3)):
+            if mask.any():
+                found[name] = task_figures(scored[mask], relevance)
+    return found
+
+
+def evaluate(store, logs_dir: str, frames: Optional[Dict[str, pd.DataFrame]] = None) -> dict:
+    """The report's figures; `frames`, when given, receives each row's scored eval split."""
     eval_files = sorted(gfile.glob(os.path.join(_output(store, "Ingest", "examples"), f"Split-{F.EVAL_SPLIT}", "*")))
     truth = read_truth(logs_dir)
-    keep = (F.USER_ID, F.REQUEST_ID, F.POSITION) + F.LABELS
-    result = {"eval_examples": 0, "models": {}, "truth": truth is not None, "rows": {}, "ranking": {}}
+    keep = (F.USER_ID, F.REQUEST_ID, F.POSITION, F.PAGE, F.SCENARIO) + F.LABELS
+    result = {"eval_examples": 0, "models": {}, "truth": truth is not None, "rows": {}, "ranking": {}, "slices": {}}
     for role, model in _model_dirs(store).items():
         name = result["rows"][role] = model["row"]
         scored = score_examples(model["dir"], eval_files, keep)
@@ -111,6 +126,9 @@ def evaluate(store, logs_dir: str) -> dict:
             result["ranking"].update(ranking_quality(scored, f"{name} "))
         # a position-free (served) model is also measured against the position-free oracle
         result["models"][name] = task_figures(scored, relevance=role != "logged")
+        result["slices"][name] = slices(scored, relevance=role != "logged")
+        if frames is not None:
+            frames[name] = scored
     result["calibration"] = {k: v for k, v in _trainer_run(store, TRAINERS["model"]).items() if k != "preset"}
     # RelaImpr as the paper's offline tables: the model's training-time network (eq. 5, the one
     # whose AUC on logged behaviour its Table 5 reports rising with bias features) over the
@@ -237,6 +255,23 @@ def ranking_table(ranking: Dict[str, Dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def write_dashboard(store, work_dir: str, result: dict, frames: Dict[str, pd.DataFrame]) -> str:
+    """The run's TensorBoard directory (pipeline/dashboard.py): the served rows' training curves
+    and scored eval splits, the evaluation figures, and the Trainer's settings as HParams."""
+    from pipeline import dashboard
+
+    rows = result["rows"]
+    training = {rows[role]: os.path.join(_output(store, TRAINERS[role], "model_run"), "logs")
+                for role in TRAINERS if role in rows}
+    settings = metadata_lib.latest_execution_property(store, TRAINERS["model"], "custom_config")
+    hparams = {k: v for k, v in json.loads(settings or "{}").items() if k in ("model", "trainer", "transform")}
+    if "baseline" in rows:
+        hparams["baseline"] = rows["baseline"]
+    served = {rows[role]: frames[rows[role]] for role in TRAINERS if role in rows}
+    return dashboard.write_run(work_dir, metadata_lib.latest_run(store, TRAINERS["model"]), result, training,
+                               served, hparams)
+
+
 def _trained(store) -> bool:
     try:
         _output(store, TRAINERS["model"], "model")
@@ -261,13 +296,16 @@ def summarize(root: str, logs_dir: Optional[str] = None, work_dir: Optional[str]
     for split, found in anomalies(store).items():
         lines.append(f"  schema anomalies ({split}): " + ("none" if not found else "; ".join(found)))
     if logs_dir and _trained(store):
-        result = evaluate(store, logs_dir)
+        frames = {}
+        result = evaluate(store, logs_dir, frames)
         result["ingest"] = {k: ingest[k] for k in ("records_read", "records_quarantined", "examples", "labels")}
         if work_dir:
             path = os.path.join(work_dir, "report.json")
             with gfile.GFile(path, "w") as f:
                 f.write(json.dumps(result, indent=2, sort_keys=True))
             lines.append(f"  report: {path}")
+            board = write_dashboard(store, work_dir, result, frames)
+            lines.append(f"  tensorboard: {board} (`funnel board --work {work_dir}`)")
         lines.append(f"  model blessed: {result['blessed']}, pushed version: {result['pushed_version']}; "
                      f"eval examples: {result['eval_examples']}")
         lines.append(table(result))

@@ -20,7 +20,14 @@ from components.ingest.runner import run_ingest
 from models import features as F
 
 BATCH_SIZE = 4096
-_STRING_FEATURES = {F.IMPRESSION_ID, F.REQUEST_ID, F.USER_ID, F.SCENARIO}
+_STRING_FEATURES = {F.IMPRESSION_ID, F.REQUEST_ID, F.USER_ID, F.SCENARIO} | set(F.ITEM_ID_FEATURES)
+_FLOAT_FEATURES = set(F.DENSE_FEATURES)
+
+
+def _scalar_type(name: str) -> tf.dtypes.DType:
+    if name in _STRING_FEATURES:
+        return tf.string
+    return tf.float32 if name in _FLOAT_FEATURES else tf.int64
 
 
 def score_examples(model_dir: str, example_files: List[str], keep: Sequence[str] = ()) -> pd.DataFrame:
@@ -29,8 +36,7 @@ def score_examples(model_dir: str, example_files: List[str], keep: Sequence[str]
     model's outputs carry the task names)."""
     model = tf.saved_model.load(model_dir)
     serve = model.signatures["serving_default"]
-    id_spec = {name: tf.io.FixedLenFeature([1], tf.string if name in _STRING_FEATURES else tf.int64)
-               for name in (F.IMPRESSION_ID,) + tuple(keep)}
+    id_spec = {name: tf.io.FixedLenFeature([1], _scalar_type(name)) for name in (F.IMPRESSION_ID,) + tuple(keep)}
     columns: Dict[str, list] = {F.IMPRESSION_ID: []}
     if not example_files:
         return pd.DataFrame(columns)

@@ -29,6 +29,7 @@ organic carts/orders never fall within 24 h after a recommended click on the sam
 every cart/order the ingest attributes to an impression was drawn from that impression's truth.
 """
 
+import dataclasses
 import glob
 import gzip
 import heapq
@@ -41,9 +42,10 @@ import numpy as np
 import pandas as pd
 
 from simulation.world import (AGE_BANDS, CONSUMABLE, DAY, DURABLE, SimulationConfig,
-                              build_world, examination, neighbour_factor, order_given_click,
+                              build_world, display_factor, order_given_click,
                               post_click, sigmoid)
 
+CONFIG_FILE = "simulation_config.json"  # the SimulationConfig, beside the logs
 LOGS = ("items", "impressions", "clicks", "carts", "wishes", "orders", "users", "truth")
 # Relative session frequency by UTC hour (Europe: quiet nights, lunch and evening peaks).
 _HOUR_WEIGHTS = np.array([0, 0, 0, 0, 0, 0, 1, 2, 3, 3, 3, 3, 4, 4, 3, 3, 3, 3, 4, 5, 6, 6, 4, 2.0])
@@ -165,7 +167,7 @@ class _Simulator:
         items, n = cands[top], top.size
         position = np.arange(1, n + 1)
         p_rel = sigmoid(click_l[top])
-        p_click = examination(position, c) * neighbour_factor(w.item_category[items], c) * p_rel
+        p_click = display_factor(w.item_category[items], c) * p_rel
         pc, pw, pd, po = post_click(cart_l[top], wish_l[top], order_l[top], c)
         p_order_click = order_given_click(pc, pw, pd, po)
         draws = rng.random((4, n))
@@ -462,4 +464,16 @@ def simulate(out_dir: str, config: SimulationConfig = None) -> dict:
     summary = _summary(sim, imp, frames, time.perf_counter() - started)
     with open(os.path.join(out_dir, "simulation_summary.json"), "w") as f:
         json.dump(summary, f, indent=2, sort_keys=True)
+    # The behaviour constants, so that a replay (`funnel abtest`) applies the world's own model.
+    with open(os.path.join(out_dir, CONFIG_FILE), "w") as f:
+        json.dump(dataclasses.asdict(config), f, indent=2, sort_keys=True)
     return summary
+
+
+def read_config(logs_dir: str) -> SimulationConfig:
+    """The SimulationConfig a simulated logs directory was written with (tf.io.gfile paths)."""
+    from tensorflow.io import gfile
+
+    with gfile.GFile(os.path.join(logs_dir, CONFIG_FILE)) as f:
+        fields = json.load(f)
+    return SimulationConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})

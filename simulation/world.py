@@ -346,6 +346,16 @@ def neighbour_factor(categories: np.ndarray, config: SimulationConfig) -> np.nda
     return np.exp(-config.neighbour_penalty * same)
 
 
+def display_factor(categories: np.ndarray, config: SimulationConfig) -> np.ndarray:
+    """P(click) / p_click_rel of each item of a list shown in this order at positions 1..n:
+    examination by position and page times the neighbour factor of the categories around it.
+    The simulator draws clicks with it; `funnel abtest` re-applies it to a re-ranked list, so
+    expected clicks are display_factor * p_click_rel and expected orders display_factor *
+    p_order_rel (the post-click graph does not depend on the position)."""
+    position = np.arange(1, np.size(categories) + 1)
+    return examination(position, config) * neighbour_factor(categories, config)
+
+
 def post_click(cart_logit, wish_logit, order_logit, config: SimulationConfig):
     """ESM2's post-click graph (eq. 1-4): P(cart | click), P(wish | click) and P(order | click)
     after a DAction (cart or wish, drawn independently) or without one (OAction):

@@ -20,7 +20,7 @@ def e2e_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     simulate(str(root / "logs"), SimulationConfig(users=150, days=3, seed=4))
     config = load_config()
-    config["trainer"].update(epochs=1, batch_size=256)
+    config["trainer"].update(epochs=1, batch_size=256, summary_steps=4)  # ~17 steps: a few per-step points
     # A tiny world has a handful of orders in its eval day: gate on a sane AUC floor only.
     config["evaluator"]["min_auc"] = 0.0
     pipeline_root = local_runner.run_local(str(root / "logs"), str(root / "work"), config)

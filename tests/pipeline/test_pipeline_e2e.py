@@ -109,9 +109,16 @@ def test_predict_reproduces_the_evaluator_auc(run, tmp_path):
     assert list(first) == ["impression_id", "click", "order", "score"]
 
 
-def test_report_table(run):
+@pytest.fixture(scope="module")
+def summary(run):
+    """The run's printed summary; it also writes WORK/report.json and WORK/tensorboard/<run>."""
     root, pipeline_root = run
-    text = report.summarize(pipeline_root, str(root / "logs"), str(root / "work"))
+    return report.summarize(pipeline_root, str(root / "logs"), str(root / "work"))
+
+
+def test_report_table(run, summary):
+    root, pipeline_root = run
+    text = summary
     assert "dnn-base" in text and "RelaImpr" in text and "cal@pos1" in text
     with open(root / "work" / "report.json") as f:
         result = json.load(f)
@@ -144,3 +151,31 @@ def test_report_table(run):
     for name, values in ranking.items():
         assert 0.0 < values["purchase_ndcg@10"] <= 1.0 + 1e-9 and 0.0 < values["click_expected_auc"] < 1.0, name
     assert "judged on the truth" in text and report.LOGGING_POLICY in text
+
+
+def test_report_slices_by_scenario_and_page(run, summary):
+    root, _ = run
+    with open(root / "work" / "report.json") as f:
+        result = json.load(f)
+    slices = result["slices"]["dmt"]
+    assert "page=1" in slices and any(name.startswith("scenario=") for name in slices)
+    total = sum(values["click"]["examples"] for name, values in slices.items() if name.startswith("page"))
+    assert total == result["eval_examples"]
+
+
+def test_tensorboard_serves_the_runs_curves_and_figures(run, summary):
+    """TensorBoard on the run directory: per task the training and evaluation tags, PR curves and
+    HParams, and a scalar equal to report.json's (through TensorBoard's HTTP API)."""
+    from pipeline import dashboard
+    from tests.pipeline.test_dashboard import board_checks
+    from tests.ports import free_ports
+
+    root, _ = run
+    with open(root / "work" / "report.json") as f:
+        result = json.load(f)
+    [run_dir] = os.listdir(root / "work" / "tensorboard")
+    assert f"tensorboard: {root / 'work' / 'tensorboard' / run_dir}" in summary
+    [port] = free_ports(1)
+    dashboard.launch(str(root / "work" / "tensorboard"), "127.0.0.1", port)
+    board_checks(f"http://127.0.0.1:{port}/", run_dir, result, ["click", "order"], ["dmt", "dnn-base"],
+                 gated_rows=["dmt"])  # DMT's MMoE; DNN(Base) is a shared bottom without gates

@@ -26,9 +26,10 @@ def _write(path: str, data) -> None:
 
 
 def _example(i: int) -> bytes:
-    ints = {F.POSITION: i % 6 + 1, **{label: int(i % (3 + k) == 0) for k, label in enumerate(F.LABELS)}}
+    ints = {F.POSITION: i % 6 + 1, F.PAGE: 1, **{label: int(i % (3 + k) == 0) for k, label in enumerate(F.LABELS)}}
     feature = {name: tf.train.Feature(int64_list=tf.train.Int64List(value=[v])) for name, v in ints.items()}
-    for name, value in ((F.IMPRESSION_ID, f"imp{i}"), (F.USER_ID, f"u{i % 7}"), (F.REQUEST_ID, f"r{i // 6}")):
+    for name, value in ((F.IMPRESSION_ID, f"imp{i}"), (F.USER_ID, f"u{i % 7}"), (F.REQUEST_ID, f"r{i // 6}"),
+                        (F.SCENARIO, "NL" if i % 2 else "DE")):
         feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 

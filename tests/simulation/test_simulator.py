@@ -74,6 +74,15 @@ def test_same_seed_gives_identical_bytes_and_other_seed_differs(small, tmp_path)
     assert first["impressions/2026-10-01.jsonl.gz"] != second["impressions/2026-10-01.jsonl.gz"]
 
 
+def test_the_config_is_written_beside_the_logs_and_read_back(small):
+    from simulation.simulator import CONFIG_FILE, read_config
+
+    out, _ = small
+    assert os.path.exists(os.path.join(out, CONFIG_FILE))
+    assert read_config(out) == SimulationConfig(seed=7, **SMALL)
+    assert read_config(out) != SimulationConfig(seed=8, **SMALL)
+
+
 def test_every_file_follows_the_contract(small):
     out, _ = small
     with open(CONTRACT_PATH) as f:

@@ -1,0 +1,127 @@
+"""Legible runs: one console line per pipeline component, library noise in a log file.
+
+TFX's LocalDagRunner runs the components one after another and says so in its log ("Component
+%s is running." / "is finished." / "Skipping component %s."; the launcher adds "A cached execution
+%d is used." when the cache answers). `ComponentProgress` turns those records into one line per
+component (name, state, seconds); `quiet_run` sends everything else, including what Beam's
+worker processes and TensorFlow's C++ runtime write straight to the stderr file descriptor, to
+a log file. The Trainer's own progress (models/trainer.py logs it on the `funnel.progress`
+logger) is shown too.
+
+Hand-written: TFX has no progress callback for LocalDagRunner, only these log lines.
+"""
+
+import contextlib
+import logging
+import os
+import sys
+import time
+from typing import Callable, Dict, Optional, TextIO
+
+RUNNING, FINISHED, SKIPPED, CACHED = "Component %s is running.", "Component %s is finished.", \
+    "Skipping component %s.", "A cached execution %d is used."
+
+
+class ComponentProgress(logging.Handler):
+    """Prints `  NAME  STATE  SECONDS` when a component finishes (state: done, cached or
+    skipped), and the messages of the `funnel.progress` logger indented below a `NAME running`
+    line of the step they come from."""
+
+    def __init__(self, out: Optional[TextIO] = None, clock: Callable[[], float] = time.monotonic):
+        super().__init__(logging.INFO)
+        self.out = out
+        self.clock = clock
+        self.started: Dict[str, float] = {}
+        self.cached: Dict[str, bool] = {}
+        self.current: Optional[str] = None
+        self.announced = set()
+        self.lines = 0
+        from models.progress import PROGRESS_LOGGER  # imports TensorFlow: only once a run is quiet
+
+        self.progress_logger = PROGRESS_LOGGER  # records on it are shown as they are
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.out or sys.stdout, flush=True)
+        self.lines += 1
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if record.name == self.progress_logger:
+                if self.current and self.current not in self.announced:  # progress inside a step: name it first
+                    self.announced.add(self.current)
+                    self._print(f"  {self.current:<24} running")
+                self._print(f"    {record.getMessage()}")
+                return
+            args = record.args if isinstance(record.args, tuple) else ()
+            if record.msg == RUNNING and args:
+                self.current = str(args[0])
+                self.started[self.current] = self.clock()
+                self.cached[self.current] = False
+            elif record.msg == CACHED and self.current:
+                self.cached[self.current] = True
+            elif record.msg == FINISHED and args:
+                name = str(args[0])
+                now = self.clock()
+                seconds = now - self.started.get(name, now)
+                self._print(f"  {name:<24} {'cached' if self.cached.get(name) else 'done':<8} {seconds:8.1f} s")
+                self.current = None
+            elif record.msg == SKIPPED and args:
+                self._print(f"  {str(args[0]):<24} {'skipped':<8}")
+        except Exception:  # a console line must never break a run
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def quiet_run(log_path: str, verbose: bool = False):
+    """Within the block: Python logging (absl, TFX, Beam, TensorFlow) and warnings go to
+    `log_path`, and so does anything written to file descriptor 2 (subprocesses inherit it);
+    the console shows funnel's prints and a ComponentProgress line per component. With
+    `verbose`, library messages stay on the console as well. Yields the ComponentProgress."""
+    os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+    root = logging.getLogger()
+    library_loggers = [logging.getLogger(name) for name in ("tensorflow", "apache_beam", "absl")]
+    saved = (list(root.handlers), root.level, {lg: (lg.level, list(lg.handlers), lg.propagate) for lg in library_loggers})
+    log_file = open(log_path, "a")
+    handler = logging.StreamHandler(sys.stderr if verbose else log_file)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    stderr_fd = None
+    if not verbose:
+        sys.stderr.flush()
+        stderr_fd = os.dup(2)
+        os.dup2(log_file.fileno(), 2)
+    try:
+        progress = ComponentProgress()
+        for existing in list(root.handlers):
+            root.removeHandler(existing)
+        root.addHandler(handler)
+        root.addHandler(progress)
+        root.setLevel(logging.INFO)
+        for logger in library_loggers:  # they may carry their own console handler
+            for existing in list(logger.handlers):
+                logger.removeHandler(existing)
+            logger.propagate = True
+        library_loggers[-1].setLevel(logging.INFO)  # absl: the runner's "Component ... is running." lines
+        logging.captureWarnings(True)
+        try:
+            yield progress
+        except BaseException:
+            logging.getLogger("funnel").exception("the run failed")
+            raise
+    finally:
+        if stderr_fd is not None:
+            sys.stderr.flush()
+            os.dup2(stderr_fd, 2)
+            os.close(stderr_fd)
+        logging.captureWarnings(False)
+        for existing in list(root.handlers):
+            root.removeHandler(existing)
+        for existing in saved[0]:
+            root.addHandler(existing)
+        root.setLevel(saved[1])
+        for logger, (level, handlers, propagate) in saved[2].items():
+            logger.setLevel(level)
+            for existing in handlers:
+                logger.addHandler(existing)
+            logger.propagate = propagate
+        handler.close()
+        log_file.close()

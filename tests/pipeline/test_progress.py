@@ -1,0 +1,89 @@
+"""Tests of legible runs: one console line per component, library messages in the log file."""
+
+import io
+import logging
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import tf_keras as keras
+
+from models.progress import PROGRESS_LOGGER, TrainingProgress
+from pipeline import progress
+
+
+def _record(msg, *args, name="absl"):
+    return logging.LogRecord(name, logging.INFO, __file__, 1, msg, args, None)
+
+
+def test_component_lines_say_name_state_and_seconds():
+    now = iter([0.0, 12.5, 100.0, 101.25, 200.0])
+    out = io.StringIO()
+    handler = progress.ComponentProgress(out, clock=lambda: next(now))
+    for record in (_record(progress.RUNNING, "Ingest"), _record("[%s] Resolved inputs: %s", "Ingest", "{}"),
+                   _record(progress.FINISHED, "Ingest"),
+                   _record(progress.RUNNING, "Transform"), _record(progress.CACHED, 7),
+                   _record(progress.FINISHED, "Transform"), _record(progress.SKIPPED, "Pusher"),
+                   _record(progress.RUNNING, "Trainer"),
+                   _record("dmt: epoch 1/2, step 300, 120 s", name=PROGRESS_LOGGER),
+                   _record("dmt: epoch 1/2 done: loss 0.2000", name=PROGRESS_LOGGER)):
+        handler.emit(record)
+    lines = out.getvalue().splitlines()
+    assert [line.split() for line in lines] == [
+        ["Ingest", "done", "12.5", "s"], ["Transform", "cached", "1.2", "s"], ["Pusher", "skipped"],
+        ["Trainer", "running"], ["dmt:", "epoch", "1/2,", "step", "300,", "120", "s"],
+        ["dmt:", "epoch", "1/2", "done:", "loss", "0.2000"]]
+    assert lines[4].startswith("    dmt:") and handler.lines == 6
+
+
+def test_library_messages_and_subprocess_stderr_go_to_the_file_not_the_console(tmp_path, capfd):
+    path = tmp_path / "work" / "funnel-run.log"
+    root = logging.getLogger()
+    handlers_before = list(root.handlers)
+    with warnings.catch_warnings():  # pytest records warnings; this shows them as a run would
+        warnings.simplefilter("always")
+        with progress.quiet_run(str(path)) as shown:
+            logging.getLogger("apache_beam.runners.worker").warning("a beam worker warning")
+            logging.getLogger("tensorflow").warning("a tensorflow warning")
+            warnings.warn("a library FutureWarning", FutureWarning)
+            # a Beam worker or TF's C++ runtime writes to file descriptor 2 directly
+            subprocess.run([sys.executable, "-c", "import sys; sys.stderr.write('native noise\\n')"], check=True)
+            logging.getLogger("absl").info(progress.RUNNING, "Trainer")
+            logging.getLogger("absl").info(progress.FINISHED, "Trainer")
+    text = path.read_text()
+    for message in ("a beam worker warning", "a tensorflow warning", "a library FutureWarning", "native noise",
+                    "Component Trainer is finished."):
+        assert message in text
+    out, err = capfd.readouterr()
+    assert out.split() [:2] == ["Trainer", "done"] and shown.lines == 1
+    assert "warning" not in (out + err).lower() and "noise" not in out + err
+    assert root.handlers == handlers_before  # restored, and stderr is the console again
+    subprocess.run([sys.executable, "-c", "import sys; sys.stderr.write('after\\n')"], check=True)
+    assert capfd.readouterr().err == "after\n"
+
+
+def test_a_failure_inside_a_quiet_run_is_logged_and_raised(tmp_path):
+    path = tmp_path / "run.log"
+    try:
+        with progress.quiet_run(str(path)):
+            raise RuntimeError("the ingest broke")
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("the error was swallowed")
+    assert "the ingest broke" in path.read_text() and "Traceback" in path.read_text()
+
+
+def test_training_progress_reports_steps_and_each_epoch(caplog):
+    x = np.random.default_rng(0).normal(size=(64, 3)).astype("float32")
+    y = (x[:, 0] > 0).astype("float32")
+    model = keras.Sequential([keras.layers.Dense(1, activation="sigmoid")])
+    model.compile("sgd", "binary_crossentropy", metrics=[keras.metrics.AUC(name="auc")])
+    with caplog.at_level(logging.INFO, logger=PROGRESS_LOGGER):
+        model.fit(x, y, batch_size=16, epochs=2, validation_data=(x, y), verbose=0,
+                  callbacks=[TrainingProgress("tiny", 2, every_seconds=0.0)])
+    messages = [r.getMessage() for r in caplog.records if r.name == PROGRESS_LOGGER]
+    assert any(m.startswith("tiny: epoch 1/2, step 4, ") for m in messages)
+    done = [m for m in messages if " done: " in m]
+    assert len(done) == 2 and done[1].startswith("tiny: epoch 2/2 done: loss ") and ", validation AUC " in done[1]
