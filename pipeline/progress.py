@@ -49,7 +49,7 @@ class ComponentProgress(logging.Handler):
             if record.name == self.progress_logger:
                 if self.current and self.current not in self.announced:  # progress inside a step: name it first
                     self.announced.add(self.current)
-                    self._print(f"  {self.current:<24} running")
+                    self._print(f"  {self.current:<30} running")
                 self._print(f"    {record.getMessage()}")
                 return
             args = record.args if isinstance(record.args, tuple) else ()
@@ -63,10 +63,10 @@ class ComponentProgress(logging.Handler):
                 name = str(args[0])
                 now = self.clock()
                 seconds = now - self.started.get(name, now)
-                self._print(f"  {name:<24} {'cached' if self.cached.get(name) else 'done':<8} {seconds:8.1f} s")
+                self._print(f"  {name:<30} {'cached' if self.cached.get(name) else 'done':<8} {seconds:8.1f} s")
                 self.current = None
             elif record.msg == SKIPPED and args:
-                self._print(f"  {str(args[0]):<24} {'skipped':<8}")
+                self._print(f"  {str(args[0]):<30} {'skipped':<8}")
         except Exception:  # a console line must never break a run
             self.handleError(record)
 
@@ -100,7 +100,11 @@ def quiet_run(log_path: str, verbose: bool = False):
             for existing in list(logger.handlers):
                 logger.removeHandler(existing)
             logger.propagate = True
-        library_loggers[-1].setLevel(logging.INFO)  # absl: the runner's "Component ... is running." lines
+        absl_logger = library_loggers[-1]
+        absl_logger.setLevel(logging.INFO)  # the runner's "Component ... is running." lines
+        # A library that parses absl's flags mid-run (it happens during the Trainer) resets the
+        # absl logger to --verbosity's default, WARNING, which would silence those lines: pinned.
+        absl_logger.setLevel = lambda level: None
         logging.captureWarnings(True)
         try:
             yield progress
@@ -119,6 +123,7 @@ def quiet_run(log_path: str, verbose: bool = False):
             root.addHandler(existing)
         root.setLevel(saved[1])
         for logger, (level, handlers, propagate) in saved[2].items():
+            logger.__dict__.pop("setLevel", None)  # the pin above
             logger.setLevel(level)
             for existing in handlers:
                 logger.addHandler(existing)

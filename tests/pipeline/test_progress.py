@@ -49,6 +49,9 @@ def test_library_messages_and_subprocess_stderr_go_to_the_file_not_the_console(t
             warnings.warn("a library FutureWarning", FutureWarning)
             # a Beam worker or TF's C++ runtime writes to file descriptor 2 directly
             subprocess.run([sys.executable, "-c", "import sys; sys.stderr.write('native noise\\n')"], check=True)
+            import absl.logging
+
+            absl.logging.set_verbosity(absl.logging.WARNING)  # as a library parsing absl's flags does
             logging.getLogger("absl").info(progress.RUNNING, "Trainer")
             logging.getLogger("absl").info(progress.FINISHED, "Trainer")
     text = path.read_text()
@@ -59,6 +62,7 @@ def test_library_messages_and_subprocess_stderr_go_to_the_file_not_the_console(t
     assert out.split() [:2] == ["Trainer", "done"] and shown.lines == 1
     assert "warning" not in (out + err).lower() and "noise" not in out + err
     assert root.handlers == handlers_before  # restored, and stderr is the console again
+    assert "setLevel" not in logging.getLogger("absl").__dict__
     subprocess.run([sys.executable, "-c", "import sys; sys.stderr.write('after\\n')"], check=True)
     assert capfd.readouterr().err == "after\n"
 
