@@ -34,14 +34,15 @@ def mean_gate_weights(model, batches: Iterable, scenario_names: Sequence[str]) -
             return {}
         scenario = (np.reshape(features[F.SCENARIO].numpy(), [-1]) if F.SCENARIO in features
                     else np.zeros(next(iter(gates.values())).shape[0], np.int64))
-        for value in np.unique(scenario):
-            counts[int(value)] = counts.get(int(value), 0) + int((scenario == value).sum())
+        values, inverse = np.unique(scenario, return_inverse=True)
+        for value, count in zip(values.tolist(), np.bincount(inverse)):
+            counts[value] = counts.get(value, 0) + int(count)
         for name, weights in gates.items():
-            weights = weights.numpy()
+            totals = np.zeros((values.size, weights.shape[1]))
+            np.add.at(totals, inverse, weights.numpy())  # per scenario sum of the batch's weights
             by_scenario = sums.setdefault(name, {})
-            for value in np.unique(scenario):
-                total = weights[scenario == value].sum(axis=0)
-                by_scenario[int(value)] = by_scenario.get(int(value), 0.0) + total
+            for value, total in zip(values.tolist(), totals):
+                by_scenario[value] = by_scenario.get(value, 0.0) + total
     result = {}
     examples = sum(counts.values())
     for name, by_scenario in sums.items():

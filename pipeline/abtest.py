@@ -86,10 +86,9 @@ def replay(frame: pd.DataFrame, ranking: np.ndarray, config: SimulationConfig) -
     return sums.set_index(requests[sums.index.to_numpy()])
 
 
-def _value(sums: Dict[str, np.ndarray], metric: str, weights=None) -> np.ndarray:
+def _value(sums: Dict[str, np.ndarray], metric: str, weights: np.ndarray) -> np.ndarray:
+    """The metric per row of `weights` (requests' multiplicities: a resample, or all ones)."""
     num, den = METRICS[metric]
-    if weights is None:
-        return np.asarray(sums[num].sum() / sums[den].sum()) if sums[den].sum() else np.asarray(np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
         return (weights @ sums[num]) / (weights @ sums[den])
 
@@ -114,9 +113,10 @@ def paired_lift(a: pd.DataFrame, b: pd.DataFrame, samples: int = DEFAULT_SAMPLES
             with np.errstate(divide="ignore", invalid="ignore"):
                 boot[metric].append(_value(arms[1], metric, weights) / _value(arms[0], metric, weights) - 1.0)
     lift = {}
+    every = np.ones((1, n))  # the day's requests as they are
     for metric in METRICS:
         with np.errstate(divide="ignore", invalid="ignore"):
-            relative = float(_value(arms[1], metric) / _value(arms[0], metric) - 1.0)
+            relative = float(_value(arms[1], metric, every)[0] / _value(arms[0], metric, every)[0] - 1.0)
         draws = np.concatenate(boot[metric])
         finite = np.isfinite(relative) and np.isfinite(draws).all()
         lift[metric] = {"relative": relative if finite else None,
@@ -189,14 +189,13 @@ def abtest(logs_dir: str, models: Sequence[str], ingest_config=None, beam_args: 
             files = sorted(gfile.glob(os.path.join(scratch, "examples", f"Split-{F.EVAL_SPLIT}", "*")))
         if not files:
             raise AbtestError(f"{logs_dir}: the eval split has no examples")
-        scored = {arm: score_examples(path, files, KEEP) for arm, path in zip(ARMS, models)}
-    frame = scored["A"]
-    for arm in ARMS:
-        if "score" not in scored[arm]:
-            raise AbtestError(f"{models[ARMS.index(arm)]}: the model has no `score` output to rank by")
-        if not scored[arm][F.IMPRESSION_ID].equals(frame[F.IMPRESSION_ID]):
-            raise AbtestError("the two models scored different examples")  # same files: never expected
-    frame = frame[[F.IMPRESSION_ID, *KEEP]].assign(**{f"score_{arm}": scored[arm]["score"].to_numpy() for arm in ARMS})
+        scored = {path: score_examples(path, files, KEEP) for path in dict.fromkeys(models)}  # each model once
+    frame = scored[models[0]]
+    for path, outputs in scored.items():
+        if "score" not in outputs:
+            raise AbtestError(f"{path}: the model has no `score` output to rank by")
+    frame = frame[[F.IMPRESSION_ID, *KEEP]].assign(
+        **{f"score_{arm}": scored[path]["score"].to_numpy() for arm, path in zip(ARMS, models)})
     frame = frame.merge(truth, how="left", on=F.IMPRESSION_ID)
     frame, dropped = _complete_requests(frame)
     if frame.empty:

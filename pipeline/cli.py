@@ -94,38 +94,41 @@ def _ingest(args, beam_args) -> int:
     return 0
 
 
-def _run(args, beam_args) -> int:
+def _run_quietly(args, beam_args):
+    """The pipeline run and its summary: (summary, None), or (None, why the run was refused: a
+    bad configuration or logs that break the contract)."""
     import dataclasses
 
+    from components.ingest.contract import ContractError
+    from pipeline import local_runner, report
+    from pipeline.config import load_config
+    from pipeline.pipeline import check_model_sections
+
+    try:
+        config = load_config(args.config)
+        config["ingest"] = dataclasses.asdict(_ingest_config(args))  # flags override the file
+        check_model_sections(config)
+    except ValueError as e:
+        return None, str(e)
+    if args.orchestrator == "beam":
+        from pipeline.beam_runner import run_beam as run_pipeline
+    else:
+        run_pipeline = local_runner.run_local
+    try:
+        root = run_pipeline(args.logs, args.work, config, beam_args, enable_cache=args.cache)
+    except ContractError as e:
+        return None, str(e)
+    # The run's artifacts, found in its ML Metadata (a step answered from the cache included).
+    return report.summarize(root, args.logs, args.work, metadata=local_runner.metadata_config(config, root)), None
+
+
+def _run(args, beam_args) -> int:
     from pipeline import progress  # no TensorFlow yet: its import-time warnings go to the log file
 
     library_log = os.path.join(os.path.abspath(args.work), RUN_LOG)
     print(f"funnel run: {args.logs} -> {args.work}" + ("" if args.verbose else f"; library messages go to {library_log}"))
-    failure = None
     with progress.quiet_run(library_log, verbose=args.verbose):
-        from components.ingest.contract import ContractError
-        from pipeline import local_runner, report
-        from pipeline.config import load_config
-        from pipeline.pipeline import check_model_sections
-
-        try:
-            config = load_config(args.config)
-            config["ingest"] = dataclasses.asdict(_ingest_config(args))  # flags override the file
-            check_model_sections(config)
-        except ValueError as e:
-            failure = str(e)
-        if failure is None:
-            if args.orchestrator == "beam":
-                from pipeline.beam_runner import run_beam as run_pipeline
-            else:
-                run_pipeline = local_runner.run_local
-            try:
-                root = run_pipeline(args.logs, args.work, config, beam_args, enable_cache=args.cache)
-            except ContractError as e:
-                failure = str(e)
-        if failure is None:
-            # The run's artifacts, found in its ML Metadata (a step answered from the cache included).
-            summary = report.summarize(root, args.logs, args.work, metadata=local_runner.metadata_config(config, root))
+        summary, failure = _run_quietly(args, beam_args)
     if failure is not None:  # printed once the console is the console again
         print(f"funnel run: {failure}", file=sys.stderr)
         return 2

@@ -68,26 +68,23 @@ def _number(value) -> Optional[float]:
 def evaluation_scalars(result: dict) -> Dict[str, float]:
     """report.json's figures as TensorBoard scalar tags -> values (NaN and missing left out)."""
     scalars = {}
+
+    def add(prefix: str, values: dict) -> None:
+        scalars.update((f"{prefix}/{metric}", _number(v)) for metric, v in values.items() if _number(v) is not None)
+
     for row, tasks in result.get("models", {}).items():
         for task, values in tasks.items():
-            for metric, value in values.items():
-                if _number(value) is not None:
-                    scalars[f"{row}/{task}/{metric}"] = _number(value)
+            add(f"{row}/{task}", values)
     for row, slices in result.get("slices", {}).items():
         for slice_name, tasks in slices.items():
             for task, values in tasks.items():
-                for metric, value in values.items():
-                    if _number(value) is not None:
-                        scalars[f"{row}/{task}/{slice_name}/{metric}"] = _number(value)
+                add(f"{row}/{task}/{slice_name}", values)
     rows = result.get("rows", {})
     for role, key in (("logged", "rela_impr"), ("model", "rela_impr_served")):
-        for task, value in (result.get(key) or {}).items():
-            if role in rows and _number(value) is not None:
-                scalars[f"{rows[role]}/{task}/rela_impr"] = _number(value)
+        for task, value in (result.get(key) or {}).items() if role in rows else ():
+            add(f"{rows[role]}/{task}", {"rela_impr": value})
     for ranker, values in result.get("ranking", {}).items():
-        for metric, value in values.items():
-            if _number(value) is not None:
-                scalars[f"ranking/{ranker}/{metric}"] = _number(value)
+        add(f"ranking/{ranker}", values)
     return scalars
 
 

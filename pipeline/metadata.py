@@ -80,6 +80,11 @@ def _finished_executions(store, producer: str, pipeline_name: Optional[str]) -> 
     return [e for c in contexts for e in store.get_executions_by_context(c.id) if e.last_known_state in _DONE]
 
 
+def _newest_execution(store, producer: str, pipeline_name: Optional[str]):
+    """Step `producer`'s newest finished execution; None when it has none."""
+    return max(_finished_executions(store, producer, pipeline_name), key=lambda e: e.id, default=None)
+
+
 def latest_output(store, producer: str, output_key: str,
                   pipeline_name: Optional[str] = None) -> metadata_store_pb2.Artifact:
     """The live artifact of output `output_key` of step `producer`'s newest finished execution
@@ -98,10 +103,9 @@ def latest_output(store, producer: str, output_key: str,
 def latest_run(store, producer: str, pipeline_name: Optional[str] = None) -> Optional[str]:
     """The pipeline run (TFX's `pipeline_run` context name) of step `producer`'s newest finished
     execution; None when it has none."""
-    executions = _finished_executions(store, producer, pipeline_name)
-    if not executions:
+    newest = _newest_execution(store, producer, pipeline_name)
+    if newest is None:
         return None
-    newest = max(executions, key=lambda e: e.id)
     runs = [c.name for c in store.get_contexts_by_execution(newest.id) if c.type == "pipeline_run"]
     return runs[0] if runs else None
 
@@ -109,10 +113,9 @@ def latest_run(store, producer: str, pipeline_name: Optional[str] = None) -> Opt
 def latest_execution_property(store, producer: str, name: str, pipeline_name: Optional[str] = None) -> Optional[str]:
     """A property of step `producer`'s newest finished execution as text (TFX records a
     component's parameters there, e.g. the Trainer's `custom_config` JSON); None when absent."""
-    executions = _finished_executions(store, producer, pipeline_name)
-    if not executions:
+    newest = _newest_execution(store, producer, pipeline_name)
+    if newest is None:
         return None
-    newest = max(executions, key=lambda e: e.id)
     for properties in (newest.properties, newest.custom_properties):
         if name in properties:
             value = properties[name]
