@@ -94,22 +94,24 @@ def _ingest(args, beam_args) -> int:
     return 0
 
 
-def _run_quietly(args, beam_args):
-    """The pipeline run and its summary: (summary, None), or (None, why the run was refused: a
-    bad configuration or logs that break the contract)."""
+def _run_config(args):
+    """The run's configuration, checked before anything runs or is written (ValueError)."""
     import dataclasses
 
-    from components.ingest.contract import ContractError
-    from pipeline import local_runner, report
     from pipeline.config import load_config
     from pipeline.pipeline import check_model_sections
 
-    try:
-        config = load_config(args.config)
-        config["ingest"] = dataclasses.asdict(_ingest_config(args))  # flags override the file
-        check_model_sections(config)
-    except ValueError as e:
-        return None, str(e)
+    config = load_config(args.config)
+    config["ingest"] = dataclasses.asdict(_ingest_config(args))  # flags override the file
+    check_model_sections(config)
+    return config
+
+
+def _run_quietly(args, beam_args, config):
+    """The pipeline run and its summary: (summary, None), or (None, why the logs were refused)."""
+    from components.ingest.contract import ContractError
+    from pipeline import local_runner, report
+
     if args.orchestrator == "beam":
         from pipeline.beam_runner import run_beam as run_pipeline
     else:
@@ -123,12 +125,17 @@ def _run_quietly(args, beam_args):
 
 
 def _run(args, beam_args) -> int:
-    from pipeline import progress  # no TensorFlow yet: its import-time warnings go to the log file
+    from pipeline import progress
 
+    try:
+        config = _run_config(args)
+    except ValueError as e:
+        print(f"funnel run: {e}", file=sys.stderr)
+        return 2
     library_log = os.path.join(os.path.abspath(args.work), RUN_LOG)
     print(f"funnel run: {args.logs} -> {args.work}" + ("" if args.verbose else f"; library messages go to {library_log}"))
     with progress.quiet_run(library_log, verbose=args.verbose):
-        summary, failure = _run_quietly(args, beam_args)
+        summary, failure = _run_quietly(args, beam_args, config)
     if failure is not None:  # printed once the console is the console again
         print(f"funnel run: {failure}", file=sys.stderr)
         return 2
@@ -250,7 +257,7 @@ def _board(args, beam_args) -> int:
 
     _no_beam_args(beam_args)
     logdir = os.path.join(args.work, dashboard.TENSORBOARD_DIR)
-    if not os.path.isdir(logdir):
+    if not dashboard.gfile.isdir(logdir):  # TensorBoard reads gs:// and other filesystems too
         print(f"funnel board: {logdir} does not exist: `funnel run --work {args.work}` writes it", file=sys.stderr)
         return 2
     url = dashboard.launch(logdir, args.host, args.port)

@@ -27,7 +27,10 @@ ALLOWED: Dict[str, Dict[str, str]] = {
         "open", "os.path.abspath", "os.path.isdir", "os.path.exists", "os.makedirs", "glob.glob", "fcntl.flock")},
     "pipeline/airflow_runner.py": {name: "the DAG module and its configuration, for Airflow's local dags folder"
                                    for name in ("open", "os.makedirs", "os.path.abspath")},
-    "pipeline/cli.py": {name: "the CLI's own log file" for name in ("os.makedirs", "os.path.abspath")},
+    "pipeline/abtest.py": {"tempfile.TemporaryDirectory": "the process's scratch directory for the examples it scores"},
+    "pipeline/cli.py": {"os.path.abspath": "the CLI's own log file"},
+    "pipeline/progress.py": {name: "the CLI's own log file (file descriptor 2 is redirected into it)"
+                             for name in ("open", "os.makedirs", "os.path.abspath")},
     "pipeline/config.py": {"open": "configuration files: the packaged defaults and the user's file"},
     "pipeline/kubeflow_runner.py": {name: "the compiled spec, a local file (TFX's writer opens it with open())"
                                     for name in ("os.makedirs", "os.path.abspath")},
