@@ -15,7 +15,7 @@ export TF_USE_LEGACY_KERAS := 1
 export PYTHONWARNINGS := ignore::FutureWarning
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: setup bench-deps orchestration-deps run test test-fast bench bench-ingest bench-scale bench-train bench-serving bench-peers bench-position-free lock clean
+.PHONY: setup bench-deps orchestration-deps browser-deps run test test-fast bench bench-ingest bench-scale bench-train bench-serving bench-peers bench-position-free lock clean
 
 setup: $(STAMP)
 
@@ -67,15 +67,27 @@ $(ORCH_STAMP): $(STAMP) requirements-orchestration.lock
 	$(UV) pip install --python $(PY) -r requirements-orchestration.lock
 	touch $@
 
+# Headless Chromium for the test that renders WORK/report.html (tests/pipeline/test_report_page.py):
+# Debian's `chromium`, installed with apt-get when missing (as root, like CI). The package list is
+# refreshed only when the install fails, so a machine with a current list installs without it.
+BROWSER_LOG := $(TOOLS)/browser-setup.log
+APT_CHROMIUM := DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
+browser-deps:
+	@test -x /usr/bin/chromium || command -v chromium > /dev/null || { \
+	  mkdir -p $(TOOLS); \
+	  echo "browser-deps: installing Debian's chromium with apt-get (log: $(BROWSER_LOG))"; \
+	  { $(APT_CHROMIUM) || { apt-get update && $(APT_CHROMIUM); }; } > $(BROWSER_LOG) 2>&1 \
+	    || { tail -n 40 $(BROWSER_LOG); echo "browser-deps failed: see $(BROWSER_LOG)"; exit 1; }; }
+
 # The suite runs on TEST_WORKERS pytest-xdist workers (tests/conftest.py groups the tests that
 # share one pipeline run onto one worker); TEST_WORKERS=0 runs it in this process. PYTEST_ARGS adds
 # pytest options, e.g. PYTEST_ARGS="--durations=30" or a test path.
 TEST_WORKERS ?= 2
-test: setup bench-deps orchestration-deps
+test: setup bench-deps orchestration-deps browser-deps
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # The unit tests only (skips the end-to-end ones marked `e2e`).
-test-fast: setup orchestration-deps
+test-fast: setup orchestration-deps browser-deps
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not e2e" $(PYTEST_ARGS)
 
 bench: bench-ingest bench-train bench-serving bench-peers

@@ -11,7 +11,8 @@ setup(
     package_data={"schemas": ["*.yaml", "*.pbtxt"], "pipeline": ["*.yaml"], "models": ["*.yaml"]},
     include_package_data=True,
     # Pinned versions live in requirements.lock (installed by `make setup`).
-    install_requires=["tfx==1.16.0", "tensorflow-recommenders", "tensorflow-serving-api", "pyarrow", "pyyaml", "google-crc32c", "isal"],
+    install_requires=["tfx==1.16.0", "tensorflow-recommenders", "tensorflow-serving-api", "pyarrow", "pyyaml", "google-crc32c", "isal",
+                      "matplotlib"],
     # Benchmarks only (`make bench-peers` installs it into .venv): the peer library funnel is compared with.
     # `funnel compile` and the schedulers (`make orchestration-deps`; resolved with the base set in
     # requirements-orchestration.lock): Kubeflow Pipelines V2 / Vertex AI and Airflow 2.10.

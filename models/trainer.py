@@ -22,6 +22,7 @@ import tf_keras as keras
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
+from models import attention_summary
 from models import distribution as D
 from models import gate_summary
 from models import features as F
@@ -173,6 +174,7 @@ def export(model, tf_transform_output: tft.TFTransformOutput, path: str,
 
 LOGGED_MODEL_DIR = "logged_model"
 GATES_FILE = "gates.json"  # in model_run: the mixture's mean gate weights (models/gate_summary.py)
+ATTENTION_FILE = "attention.json"  # in model_run: the decoders' attention (models/attention_summary.py)
 GATE_SUMMARY_BATCHES = 20
 
 
@@ -212,10 +214,12 @@ def _warm_start(model, train, fn_args, tf_transform_output, custom, strategy) ->
     return {"base_model": fn_args.base_model, "tokens_carried": carried}
 
 
-def _summarise_gates(model, evaluation: tf.data.Dataset, tf_transform_output, model_run_dir: str) -> None:
+def _summarise_network(model, evaluation: tf.data.Dataset, tf_transform_output, model_run_dir: str) -> None:
     """The mixture's mean gate weights on GATE_SUMMARY_BATCHES eval batches, overall and per
     scenario (models/gate_summary.py): `gates.json` in model_run and TensorBoard heat maps in
-    its `logs/gates`. A dashboard: a failure is logged, never fails the training."""
+    its `logs/gates`; and the decoders' attention for sample eval impressions
+    (models/attention_summary.py): `attention.json` and `logs/attention`. Dashboards: a failure
+    is logged, never fails the training."""
     try:
         names = [v.decode() if isinstance(v, bytes) else str(v)
                  for v in tf_transform_output.vocabulary_by_name(P.vocab_name(F.SCENARIO))]
@@ -226,6 +230,15 @@ def _summarise_gates(model, evaluation: tf.data.Dataset, tf_transform_output, mo
             gate_summary.write_gate_images(os.path.join(model_run_dir, "logs", "gates"), weights)
     except Exception:  # noqa: BLE001 -- see the docstring
         logging.getLogger(__name__).warning("gate summary failed", exc_info=True)
+    try:
+        features = next(iter(evaluation.take(1)))[0]
+        attention = attention_summary.sample_attention(model, features)
+        if attention:
+            with tf.io.gfile.GFile(os.path.join(model_run_dir, ATTENTION_FILE), "w") as f:
+                json.dump(attention, f)
+            attention_summary.write_attention_images(os.path.join(model_run_dir, "logs", "attention"), attention)
+    except Exception:  # noqa: BLE001 -- see the docstring
+        logging.getLogger(__name__).warning("attention summary failed", exc_info=True)
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> Optional[keras.Model]:
@@ -296,6 +309,6 @@ def run_fn(fn_args: tfx.components.FnArgs) -> Optional[keras.Model]:
         # what tomorrow's run warm-starts from, if this model is blessed
         warm_start.save(model, tf_transform_output, fn_args.serving_model_dir,
                         P.transform_config(custom)["num_oov_buckets"])
-        _summarise_gates(model, evaluation, tf_transform_output, fn_args.model_run_dir)
+        _summarise_network(model, evaluation, tf_transform_output, fn_args.model_run_dir)
     D.wait_for_all_workers(strategy)
     return model

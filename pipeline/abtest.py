@@ -190,20 +190,41 @@ def abtest(logs_dir: str, models: Sequence[str], ingest_config=None, beam_args: 
         if not files:
             raise AbtestError(f"{logs_dir}: the eval split has no examples")
         scored = {path: score_examples(path, files, KEEP) for path in dict.fromkeys(models)}  # each model once
-    frame = scored[models[0]]
-    for path, outputs in scored.items():
+    return replay_scored({arm: scored[path] for arm, path in zip(ARMS, models)}, truth, world,
+                         dict(zip(ARMS, models)), samples, seed)
+
+
+def replay_scored(scored: Dict[str, pd.DataFrame], truth: pd.DataFrame, world: SimulationConfig,
+                  models: Dict[str, str], samples: int = DEFAULT_SAMPLES, seed: int = 0) -> dict:
+    """run_abtest of arms A and B from their scored eval splits (score_examples of the same
+    files, so row i is the same impression in both; the KEEP columns and `score`), the world's
+    truth and config; requests without truth for every item are left out and counted."""
+    frame = scored["A"]
+    for arm, outputs in scored.items():
         if "score" not in outputs:
-            raise AbtestError(f"{path}: the model has no `score` output to rank by")
+            raise AbtestError(f"{models[arm]}: the model has no `score` output to rank by")
+        if not np.array_equal(outputs[F.IMPRESSION_ID].to_numpy(), frame[F.IMPRESSION_ID].to_numpy()):
+            raise AbtestError("the arms were scored on different impressions")
     frame = frame[[F.IMPRESSION_ID, *KEEP]].assign(
-        **{f"score_{arm}": scored[path]["score"].to_numpy() for arm, path in zip(ARMS, models)})
+        **{f"score_{arm}": scored[arm]["score"].to_numpy() for arm in ARMS})
     frame = frame.merge(truth, how="left", on=F.IMPRESSION_ID)
     frame, dropped = _complete_requests(frame)
     if frame.empty:
-        raise AbtestError(f"{logs_dir}: no eval request has truth for all its impressions")
-    result = run_abtest(frame, {arm: frame[f"score_{arm}"].to_numpy() for arm in ARMS},
-                        dict(zip(ARMS, models)), world, samples, seed)
+        raise AbtestError("no eval request has truth for all its impressions")
+    result = run_abtest(frame, {arm: frame[f"score_{arm}"].to_numpy() for arm in ARMS}, models, world, samples, seed)
     result["requests_without_truth"] = dropped
     return result
+
+
+def summary_line(result: dict) -> str:
+    """One line of the lift of B over A (the run's printed summary; the table is in report.html)."""
+    cells = []
+    for metric in ("clicks", "orders", "gmv"):
+        lift = result["lift"][metric]
+        low, high = lift["ci95"] or (None, None)
+        cells.append(f"{metric} {_percent(lift['relative'])} [{_percent(low)}, {_percent(high)}]")
+    return (f"  simulated A/B on {result['requests']} eval requests, {result['arms']['B']['model']} over "
+            f"{result['arms']['A']['model']}: " + ", ".join(cells) + " (95 % intervals)")
 
 
 def _percent(value) -> str:

@@ -8,7 +8,8 @@ pipeline-run id of the Trainer, so a run answered from the cache keeps its direc
   model and the baseline (rows named by preset as in report.json);
 * `evaluation`: the figures of report.json as scalars, `<row>/<task>/<metric>` (per scenario:
   `<row>/<task>/scenario=<s>/<metric>`; the truth-based rankings: `ranking/<ranked by>/<metric>`),
-  a PR curve per row and task (`<row>/<task>`), the run's HParams (the Trainer's settings, so the
+  a PR curve per row and task (`<row>/<task>`), a reliability diagram per task (image
+  `calibration/<task>`, every row a line), the run's HParams (the Trainer's settings, so the
   HParams dashboard compares runs by their per-task AUC and GAUC) and a custom-scalars layout
   that groups each task's curves.
 
@@ -85,6 +86,12 @@ def evaluation_scalars(result: dict) -> Dict[str, float]:
             add(f"{rows[role]}/{task}", {"rela_impr": value})
     for ranker, values in result.get("ranking", {}).items():
         add(f"ranking/{ranker}", values)
+    # the Evaluator's own (TFMA) figures of the candidate, per task and slice
+    for slice_name, tasks in result.get("evaluator", {}).get("candidate", {}).items():
+        for task, values in tasks.items():
+            add(f"evaluator/{task}/{slice_name}", values)
+    for metric, lift in result.get("abtest", {}).get("lift", {}).items():
+        add("abtest/lift", {metric: lift["relative"]})
     return scalars
 
 
@@ -116,6 +123,8 @@ def write_run(work_dir: str, pipeline_run: Optional[str], result: dict, training
     from tensorboard.plugins.hparams import api as hp
     from tensorboard.plugins.pr_curve import summary as pr_curve_summary
 
+    from pipeline import report_page
+
     root = os.path.join(work_dir, TENSORBOARD_DIR, run_name(pipeline_run))
     for row, logs in training_logs.items():
         if gfile.isdir(logs):
@@ -133,6 +142,10 @@ def write_run(work_dir: str, pipeline_run: Optional[str], result: dict, training
                                               frame[task].to_numpy().astype(np.float32),
                                               num_thresholds=PR_THRESHOLDS)
                 tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=0)
+        # per task a reliability diagram of every row (the report page's, drawn by matplotlib)
+        for task in report_page.tasks_of(scored):
+            figure = report_page.task_figure(task, scored, precision_recall_panel=False)
+            tf.summary.image(f"calibration/{task}", tf.image.decode_png(report_page.png(figure))[tf.newaxis])
         layout = custom_scalar_summary.pb(_layout(result))
         tf.summary.experimental.write_raw_pb(layout.SerializeToString(), step=0)
     writer.flush()

@@ -5,6 +5,7 @@ Ingest -> StatisticsGen -> ImportSchemaGen -> ExampleValidator -> Transform -> T
 -> Pusher (atomic versions under `serving_dir`).
 """
 
+import json
 from typing import Any, Dict, List, Optional
 
 import tensorflow_model_analysis as tfma
@@ -15,6 +16,7 @@ import schemas
 from components.ingest.component import Ingest
 from components.ingest.config import IngestConfig
 from components.pusher import executor as atomic_pusher
+from pipeline import evaluator_metrics
 from pipeline import metadata as metadata_lib
 from models import distribution
 from models import features as F
@@ -27,30 +29,106 @@ RUN_FN = "models.trainer.run_fn"
 SLICES = ([], [F.SCENARIO], [F.PAGE])
 
 
-def eval_config(tasks: List[str], min_auc: float, max_auc_drop: Optional[float]) -> tfma.EvalConfig:
-    """Per-task AUC, AUC-PR, calibration and counts; AUC gates the blessing: above
-    `min_auc`, and at most `max_auc_drop` below the baseline (the last blessed model;
-    the first model is rubber-stamped). `max_auc_drop=None` drops the comparison."""
-    auc_threshold = tfma.MetricThreshold(
-        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": min_auc}))
-    if max_auc_drop is not None:
-        auc_threshold.change_threshold.CopyFrom(tfma.GenericChangeThreshold(
-            direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -max_auc_drop}))
-    metrics = [
+# Every task output's metrics (TFMA metric class names), per slice. BinaryCrossEntropy is the
+# log loss; Calibration is mean prediction / mean label.
+TASK_METRICS = ("AUC", "AUCPrecisionRecall", "Calibration", "BinaryCrossEntropy", "MeanLabel", "MeanPrediction")
+# TFMA's query (ranking) metrics, on each request's examples grouped by request_id: NDCG with the
+# task's own label as gain and the best rank of a positive. TFMA groups by
+# request before slicing, so in a page slice a request that spans pages counts in each of them.
+QUERY_METRICS = ("NDCG", "MinLabelPosition")  # and the requests' sizes, once (no thresholds)
+# Over each user's examples (query key user_id): GAUC (pipeline/evaluator_metrics.py).
+USER_METRICS = ("GroupAUC",)
+# A threshold's bounds: `min`/`max` on the value; `max_drop` (higher is better) or `max_rise`
+# (lower is better) on the change against the last blessed model.
+THRESHOLD_KEYS = ("min", "max", "max_drop", "max_rise")
+ALL_TASKS = "*"
+
+
+def blessing_thresholds(evaluator: Dict[str, Any], tasks: List[str]) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """task -> metric -> bounds the blessing requires, from the `evaluator:` section: `min_auc` and
+    `max_auc_drop` (every task's AUC) and `thresholds` (TASK or "*" -> METRIC -> bounds, METRIC a
+    name of TASK_METRICS or QUERY_METRICS). ValueError naming an unknown task, metric or bound."""
+    found = {task: {} for task in tasks}
+
+    def add(task, metric, bounds):
+        if metric not in TASK_METRICS + QUERY_METRICS + USER_METRICS:
+            raise ValueError(f"evaluator.thresholds.{task}: unknown metric {metric!r} "
+                             f"(one of {', '.join(TASK_METRICS + QUERY_METRICS + USER_METRICS)})")
+        if not isinstance(bounds, dict) or set(bounds) - set(THRESHOLD_KEYS):
+            raise ValueError(f"evaluator.thresholds.{task}.{metric}: a mapping with keys among "
+                             f"{', '.join(THRESHOLD_KEYS)}, got {bounds!r}")
+        if "max_drop" in bounds and "max_rise" in bounds:
+            raise ValueError(f"evaluator.thresholds.{task}.{metric}: max_drop or max_rise, not both")
+        for name in [task] if task != ALL_TASKS else tasks:
+            found[name].setdefault(metric, {}).update({k: float(v) for k, v in bounds.items() if v is not None})
+
+    add(ALL_TASKS, "AUC", {"min": evaluator.get("min_auc"), "max_drop": evaluator.get("max_auc_drop")})
+    for task, by_metric in (evaluator.get("thresholds") or {}).items():
+        if task != ALL_TASKS and task not in tasks:
+            raise ValueError(f"evaluator.thresholds: {task!r} is not a task of the model ({', '.join(tasks)})")
+        for metric, bounds in (by_metric or {}).items():
+            add(task, metric, bounds)
+    return {task: {m: b for m, b in metrics.items() if b} for task, metrics in found.items()}
+
+
+def compares_with_baseline(evaluator: Dict[str, Any], tasks: List[str]) -> bool:
+    """Whether a blessing threshold compares with the last blessed model."""
+    return any("max_drop" in b or "max_rise" in b
+               for metrics in blessing_thresholds(evaluator, tasks).values() for b in metrics.values())
+
+
+def _threshold(bounds: Dict[str, float]) -> tfma.MetricThreshold:
+    threshold = tfma.MetricThreshold()
+    value = {k: {"value": bounds[b]} for k, b in (("lower_bound", "min"), ("upper_bound", "max")) if b in bounds}
+    if value:
+        threshold.value_threshold.CopyFrom(tfma.GenericValueThreshold(**value))
+    if "max_drop" in bounds:
+        threshold.change_threshold.CopyFrom(tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -bounds["max_drop"]}))
+    if "max_rise" in bounds:
+        threshold.change_threshold.CopyFrom(tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.LOWER_IS_BETTER, absolute={"value": bounds["max_rise"]}))
+    return threshold
+
+
+def _metric(class_name: str, bounds: Optional[Dict[str, float]], config: Optional[dict] = None) -> tfma.MetricConfig:
+    metric = tfma.MetricConfig(class_name=class_name, config=json.dumps(config) if config else "")
+    if bounds:
         # Gate on the overall slice only: a small slice (a scenario, a page) may have no
-        # positive of a rare task, and its AUC is then meaningless.
-        tfma.MetricConfig(class_name="AUC", per_slice_thresholds=[
-            tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=auc_threshold)]),
-        tfma.MetricConfig(class_name="AUCPrecisionRecall"),
-        tfma.MetricConfig(class_name="Calibration"),
-        tfma.MetricConfig(class_name="MeanLabel"),
-        tfma.MetricConfig(class_name="MeanPrediction"),
-    ]
+        # positive of a rare task, and its figures are then meaningless.
+        metric.per_slice_thresholds.append(
+            tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=_threshold(bounds)))
+    return metric
+
+
+def eval_config(tasks: List[str], evaluator: Dict[str, Any]) -> tfma.EvalConfig:
+    """Per task output: TASK_METRICS, QUERY_METRICS over each request (NDCG@k for
+    `evaluator.ndcg_top_k`) and GAUC over each user; overall, per scenario and per page. The blessing requires every bound of
+    blessing_thresholds; change bounds compare with the baseline (the last blessed model; the first
+    model is rubber-stamped)."""
+    thresholds = blessing_thresholds(evaluator, tasks)
+    specs = [tfma.MetricsSpec(metrics=[tfma.MetricConfig(class_name="ExampleCount")])]
+    for task in tasks:
+        bounds = thresholds[task]
+        specs.append(tfma.MetricsSpec(output_names=[task], metrics=[
+            _metric(name, bounds.get(name)) for name in TASK_METRICS]))
+        # NDCG's k as the spec's top-k sub-keys: TFMA finds a threshold's metric by them
+        specs.append(tfma.MetricsSpec(
+            output_names=[task], query_key=F.REQUEST_ID, binarize=tfma.BinarizationOptions(
+                top_k_list={"values": list(evaluator["ndcg_top_k"])}),
+            metrics=[_metric("NDCG", bounds.get("NDCG"), {"gain_key": task})]))
+        specs.append(tfma.MetricsSpec(output_names=[task], query_key=F.REQUEST_ID, metrics=[
+            _metric("MinLabelPosition", bounds.get("MinLabelPosition"), {"label_key": task})]))
+        group_auc = _metric("GroupAUC", bounds.get("GroupAUC"))
+        group_auc.module = evaluator_metrics.__name__
+        specs.append(tfma.MetricsSpec(output_names=[task], query_key=F.USER_ID, metrics=[group_auc]))
+    # The requests' sizes (TFMA's QueryStatistics for a multi-output model), once
+    specs.append(tfma.MetricsSpec(output_names=tasks[:1], query_key=F.REQUEST_ID, metrics=[
+        tfma.MetricConfig(class_name="RequestStatistics", module=evaluator_metrics.__name__)]))
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(signature_name="serving_default", label_keys={t: t for t in tasks})],
         slicing_specs=[tfma.SlicingSpec(feature_keys=keys) for keys in SLICES],
-        metrics_specs=[tfma.MetricsSpec(metrics=[tfma.MetricConfig(class_name="ExampleCount")])]
-        + [tfma.MetricsSpec(output_names=[task], metrics=metrics) for task in tasks],
+        metrics_specs=specs,
     )
 
 
@@ -60,8 +138,9 @@ def model_tasks(config: Dict[str, Any]) -> List[str]:
 
 
 def check_model_sections(config: Dict[str, Any]) -> None:
-    """ValueError naming the section when `model:` or `baseline:` is not a valid architecture
-    (before anything runs; the Trainers would fail only after ingest and Transform)."""
+    """ValueError naming the section when `model:` or `baseline:` is not a valid architecture, or
+    `evaluator:` names a task, metric or bound it has not (before anything runs; the Trainers and
+    the Evaluator would fail only after ingest and Transform)."""
     if config.get("model") is None:
         raise ValueError("`model:` section: the pipeline needs one (a preset and any overrides)")
     for section in ("model", "baseline"):
@@ -71,6 +150,10 @@ def check_model_sections(config: Dict[str, Any]) -> None:
             ModelConfig.from_dict(config[section], P.transform_config(config))
         except ValueError as e:
             raise ValueError(f"`{section}:` section: {e}") from None
+    try:
+        blessing_thresholds(config["evaluator"], model_tasks(config))
+    except ValueError as e:
+        raise ValueError(f"`evaluator:` section: {e}") from None
 
 
 def create_pipeline(
@@ -119,11 +202,12 @@ def create_pipeline(
                                 enable_cache=enable_cache)
 
     # The last blessed model is the Evaluator's baseline only when the blessing compares
-    # against it (`max_auc_drop` set): TFMA evaluates the baseline on the candidate's outputs,
-    # so a first run of an architecture with other outputs (e.g. ESM²'s daction) needs
-    # `max_auc_drop: null`. With `trainer.warm_start` it is also the Trainer's base model
+    # against it (`max_auc_drop` or a change bound set): TFMA evaluates the baseline on the
+    # candidate's outputs, so a first run of an architecture with other outputs (e.g. ESM²'s
+    # daction) needs `max_auc_drop: null` and no change bounds. With `trainer.warm_start` it is also the Trainer's base model
     # (none on the first run: a cold start).
-    compare = config["evaluator"]["max_auc_drop"] is not None
+    tasks = model_tasks(config)
+    compare = compares_with_baseline(config["evaluator"], tasks)
     warm_start = bool(config["trainer"].get("warm_start"))
     latest_blessed = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
@@ -157,8 +241,7 @@ def create_pipeline(
         examples=ingest.outputs["examples"],
         model=dmt_trainer.outputs["model"],
         baseline_model=latest_blessed.outputs["model"] if compare else None,
-        eval_config=eval_config(model_tasks(config), config["evaluator"]["min_auc"],
-                                config["evaluator"]["max_auc_drop"]))
+        eval_config=eval_config(tasks, config["evaluator"]))
     pusher = tfx.components.Pusher(
         model=dmt_trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],

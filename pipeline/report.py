@@ -9,6 +9,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import pandas as pd
+import tensorflow_model_analysis as tfma
 from tensorflow.io import gfile
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 
@@ -17,9 +18,12 @@ from components.ingest.contract import LogFile
 from components.ingest.runner import REPORT_FILE
 from models import features as F
 from models import metrics
-from models.trainer import CALIBRATION_FILE, LOGGED_MODEL_DIR
+from models.trainer import ATTENTION_FILE, CALIBRATION_FILE, GATES_FILE, LOGGED_MODEL_DIR
+from pipeline import abtest, evaluator_metrics, report_page
 from pipeline import metadata as metadata_lib
+from pipeline.report_columns import EVALUATOR_COLUMNS, METRIC_COLUMNS, METRIC_HEADERS, RANKING_COLUMNS
 from serving.batch_predict import score_examples
+from simulation.simulator import CONFIG_FILE, read_config
 
 TRUTH_COLUMNS = {F.CLICK: "p_click", F.CART: "p_cart", F.ORDER: "p_order"}
 RELEVANCE_TRUTH_COLUMNS = {F.CLICK: "p_click_rel"}
@@ -114,8 +118,9 @@ def evaluate(store, logs_dir: str, frames: Optional[Dict[str, pd.DataFrame]] = N
     """The report's figures; `frames`, when given, receives each row's scored eval split."""
     eval_files = sorted(gfile.glob(os.path.join(_output(store, "Ingest", "examples"), f"Split-{F.EVAL_SPLIT}", "*")))
     truth = read_truth(logs_dir)
-    keep = (F.USER_ID, F.REQUEST_ID, F.POSITION, F.PAGE, F.SCENARIO) + F.LABELS
+    keep = (F.USER_ID, F.REQUEST_ID, F.POSITION, F.PAGE, F.SCENARIO, F.CATEGORY_ID, F.ITEM_PRICE) + F.LABELS
     result = {"eval_examples": 0, "models": {}, "truth": truth is not None, "rows": {}, "ranking": {}, "slices": {}}
+    frames = {} if frames is None else frames
     for role, model in _model_dirs(store).items():
         name = result["rows"][role] = model["row"]
         scored = score_examples(model["dir"], eval_files, keep)
@@ -127,8 +132,7 @@ def evaluate(store, logs_dir: str, frames: Optional[Dict[str, pd.DataFrame]] = N
         # a position-free (served) model is also measured against the position-free oracle
         result["models"][name] = task_figures(scored, relevance=role != "logged")
         result["slices"][name] = slices(scored, relevance=role != "logged")
-        if frames is not None:
-            frames[name] = scored
+        frames[name] = scored
     result["calibration"] = {k: v for k, v in _trainer_run(store, TRAINERS["model"]).items() if k != "preset"}
     # RelaImpr as the paper's offline tables: the model's training-time network (eq. 5, the one
     # whose AUC on logged behaviour its Table 5 reports rising with bias features) over the
@@ -142,8 +146,32 @@ def evaluate(store, logs_dir: str, frames: Optional[Dict[str, pd.DataFrame]] = N
     result["rela_impr"] = rela_impr(result["models"][rows.get("logged", rows["model"])])
     result["rela_impr_served"] = rela_impr(result["models"][rows["model"]])
     result["blessed"] = gfile.exists(os.path.join(_output(store, "Evaluator", "blessing"), "BLESSED"))
+    result["evaluator"] = evaluator_figures(store)
+    if (truth is not None and "baseline" in rows and all(c in truth for c in abtest.TRUTH_COLUMNS)
+            and gfile.exists(os.path.join(logs_dir, CONFIG_FILE))):
+        # a simulated world: the model (B) against the baseline (A) in its replay (pipeline/abtest.py)
+        result["abtest"] = abtest.replay_scored(
+            {"A": frames[rows["baseline"]], "B": frames[rows["model"]]}, truth, read_config(logs_dir),
+            {"A": rows["baseline"], "B": rows["model"]})
     result["pushed_version"] = pushed_version(store)
     return result
+
+
+def evaluator_figures(store) -> dict:
+    """The Evaluator's own figures (TFMA, pipeline/pipeline.py's eval_config), read from its
+    output: `candidate` (the run's model) and, when the blessing compared, `last_blessed`, each
+    slice -> task -> metric -> value; `failures`: the blessing's failed bounds. {} when the run
+    has no Evaluator output."""
+    try:
+        uri = _output(store, "Evaluator", "evaluation")
+    except FileNotFoundError:
+        return {}
+    found = {"failures": evaluator_metrics.validation_failures(uri)}
+    for model, by_slice in evaluator_metrics.read_metrics(uri).items():
+        role = "last_blessed" if model == tfma.BASELINE_KEY else "candidate"
+        found[role] = {name: {task: values for task, values in outputs.items() if task}  # "": example counts
+                       for name, outputs in by_slice.items()}
+    return found
 
 
 def pushed_version(store) -> Optional[str]:
@@ -208,10 +236,7 @@ def _fmt(value) -> str:
 
 
 def table(result: dict) -> str:
-    columns = ["auc", "gauc", "ndcg@10", "mrr@4", "precision@4", "log_loss", "calibration", "calibration@1",
-               "positives@1", "truth_calibration@1", "oracle_auc", "efficiency", "relevance_efficiency"]
-    headers = {"relevance_efficiency": "rel_eff", "calibration@1": "cal@pos1", "positives@1": "events@pos1",
-               "truth_calibration@1": "tcal@pos1"}
+    columns, headers = METRIC_COLUMNS, METRIC_HEADERS
     rows = result["rows"]
     width = max([9] + [len(name) for name in result["models"]])
     lines = [f"{'model':<{width}} {'task':<7} " + " ".join(f"{headers.get(c, c):>11}" for c in columns)
@@ -235,12 +260,28 @@ def table(result: dict) -> str:
     if "baseline" in rows:
         lines.append(f"  RelaImpr over {rows['baseline']}: the {LOGGED_SUFFIX} row as the paper's offline evaluation "
                      "(eq. 5 on logged behaviour), the model's row for the served networks")
+    if result.get("evaluator"):
+        lines.append(evaluator_table(result["evaluator"]))
     if result.get("ranking"):
         lines.append(ranking_table(result["ranking"]))
     return "\n".join(lines)
 
 
-RANKING_COLUMNS = ("purchase_ndcg@10", "click_ndcg@10", "click_expected_auc", "click_efficiency")
+def evaluator_table(evaluator: dict) -> str:
+    """The Evaluator's overall figures per task: the candidate's and the last blessed model's."""
+    rows = [(role, task, values) for role in ("candidate", "last_blessed")
+            for task, values in evaluator.get(role, {}).get(evaluator_metrics.OVERALL, {}).items()]
+    if not rows:
+        return ""
+    headers = {"auc_precision_recall": "auc_pr", "binary_crossentropy": "log_loss", "min_label_position": "min_pos"}
+    columns = [c for c in EVALUATOR_COLUMNS if any(c in values for _, _, values in rows)]
+    lines = ["Evaluator (TFMA; ndcg per request_id, the task's label as gain)",
+             f"{'model':<12} {'task':<7} " + " ".join(f"{headers.get(c, c):>9}" for c in columns)]
+    lines += [f"{role:<12} {task:<7} " + " ".join(f"{_fmt(values.get(c)):>9}" for c in columns)
+              for role, task, values in rows]
+    if evaluator.get("failures"):
+        lines.append("  not blessed: " + "; ".join(evaluator["failures"]))
+    return "\n".join(lines)
 
 
 def ranking_table(ranking: Dict[str, Dict[str, float]]) -> str:
@@ -270,6 +311,13 @@ def write_dashboard(store, work_dir: str, result: dict, frames: Dict[str, pd.Dat
     served = {rows[role]: frames[rows[role]] for role in TRAINERS if role in rows}
     return dashboard.write_run(work_dir, metadata_lib.latest_run(store, TRAINERS["model"]), result, training,
                                served, hparams)
+
+
+def _model_run_json(store, name: str) -> Optional[dict]:
+    """A summary the Trainer wrote in its model_run (GATES_FILE: the mixture's mean gate weights;
+    ATTENTION_FILE: the decoders' attention); None when the model has none (no gates, no decoders)."""
+    path = os.path.join(_output(store, TRAINERS["model"], "model_run"), name)
+    return json.loads(_read_text(path)) if gfile.exists(path) else None
 
 
 def _trained(store) -> bool:
@@ -306,7 +354,12 @@ def summarize(root: str, logs_dir: Optional[str] = None, work_dir: Optional[str]
             lines.append(f"  report: {path}")
             board = write_dashboard(store, work_dir, result, frames)
             lines.append(f"  tensorboard: {board} (`funnel board --work {work_dir}`)")
+            page = report_page.write(os.path.join(work_dir, "report.html"), result, frames,
+                                     _model_run_json(store, GATES_FILE), _model_run_json(store, ATTENTION_FILE))
+            lines.append(f"  report page: {page}")
         lines.append(f"  model blessed: {result['blessed']}, pushed version: {result['pushed_version']}; "
                      f"eval examples: {result['eval_examples']}")
         lines.append(table(result))
+        if result.get("abtest"):
+            lines.append(abtest.summary_line(result["abtest"]))
     return "\n".join(lines)

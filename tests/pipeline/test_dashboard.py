@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
+from models import features as F
 from models import gate_summary
 from pipeline import dashboard
 from tests.ports import free_ports
@@ -70,9 +71,10 @@ def _wait_for(fetch, ready, seconds=90):
         time.sleep(1)
 
 
-def board_checks(url: str, run: str, result: dict, tasks, rows, gated_rows=()):
+def board_checks(url: str, run: str, result: dict, tasks, rows, gated_rows=(), attention_rows=()):
     """The HTTP API's view of one run written by write_run: per task the evaluation, training
-    and PR-curve tags, the gate heat maps of `gated_rows`, a scalar equal to `result`'s, and the
+    and PR-curve tags, the gate heat maps of `gated_rows`, the decoder attention images of
+    `attention_rows` (one per behaviour sequence), a scalar equal to `result`'s, and the
     HParams session of the run."""
     evaluation = f"{run}/{dashboard.EVALUATION_RUN}"
     tags = _wait_for(lambda: _get(f"{url}data/plugin/scalars/tags"), lambda t: evaluation in t)
@@ -87,8 +89,11 @@ def board_checks(url: str, run: str, result: dict, tasks, rows, gated_rows=()):
     [[_, step, value]] = _get(f"{url}data/plugin/scalars/scalars?{query}")
     assert step == 0 and value == pytest.approx(result["models"][row][task]["auc"], rel=1e-6)
     images = _get(f"{url}data/plugin/images/tags")
+    assert {f"calibration/{task}" for task in tasks} <= set(images[evaluation])
     for row in gated_rows:
         assert {f"gates/{task}" for task in tasks} <= set(images[f"{run}/{row}/gates"])
+    for row in attention_rows:
+        assert {f"attention/{s}" for s in F.SEQUENCES} == set(images[f"{run}/{row}/attention"])
     pr_tags = _get(f"{url}data/plugin/pr_curves/tags")
     assert {f"{r}/{t}/pr_curves" for r in rows for t in tasks} <= set(pr_tags[evaluation])
     groups = _get(f"{url}data/plugin/hparams/session_groups",

@@ -178,4 +178,54 @@ def test_tensorboard_serves_the_runs_curves_and_figures(run, summary):
     [port] = free_ports(1)
     dashboard.launch(str(root / "work" / "tensorboard"), "127.0.0.1", port)
     board_checks(f"http://127.0.0.1:{port}/", run_dir, result, ["click", "order"], ["dmt", "dnn-base"],
-                 gated_rows=["dmt"])  # DMT's MMoE; DNN(Base) is a shared bottom without gates
+                 gated_rows=["dmt"], attention_rows=["dmt"])  # DNN(Base): a shared bottom, no decoders
+
+
+def test_report_reads_the_evaluators_figures_and_replays_an_ab_test(run, summary):
+    """report.json carries the Evaluator's own (TFMA) figures, query metrics included, and the
+    simulated A/B test of the model against the baseline; the summary prints both."""
+    root, _ = run
+    with open(root / "work" / "report.json") as f:
+        result = json.load(f)
+    evaluator = result["evaluator"]
+    assert evaluator["failures"] == [] and result["blessed"]
+    for task in ("click", "order"):
+        overall = evaluator["candidate"]["all"][task]
+        assert {"auc", "gauc", "binary_crossentropy", "calibration", "ndcg@4", "ndcg@10", "min_label_position"} <= set(overall)
+        # (the tiny world's eval day has a few orders: no order in any request's top 4 is possible)
+        assert 0.0 <= overall["ndcg@4"] <= overall["ndcg@10"] <= 1.0 and overall["min_label_position"] >= 1.0
+        assert 0.0 <= overall["gauc"] <= 1.0
+    # TFMA's AUC (10,000 thresholds) and the report's exact one, on the same eval split (the
+    # order task's handful of positives among probabilities under 0.01 share thresholds: not it)
+    assert evaluator["candidate"]["all"]["click"]["auc"] == pytest.approx(result["models"]["dmt"]["click"]["auc"],
+                                                                          abs=2e-3)
+    requests = evaluator["candidate"]["all"]["click"]
+    assert requests["ndcg@4"] > 0
+    assert requests["total_documents"] == result["eval_examples"] and requests["total_queries"] >= 1
+    assert any(name.startswith("scenario=") for name in evaluator["candidate"])
+    assert "Evaluator (TFMA" in summary
+    ab = result["abtest"]
+    assert ab["arms"]["A"]["model"] == "dnn-base" and ab["arms"]["B"]["model"] == "dmt"
+    assert ab["impressions"] <= result["eval_examples"] and set(ab["lift"]) >= {"clicks", "orders", "gmv"}
+    assert "simulated A/B on" in summary
+
+
+def test_report_page_renders_in_headless_chromium(run, summary, tmp_path):
+    """WORK/report.html of the run: self-contained, its tables rendered and no image broken."""
+    from PIL import Image
+
+    from tests import browser
+    from tests.pipeline.test_report_page import image_counts, tables_of
+
+    root, _ = run
+    path = root / "work" / "report.html"
+    assert f"report page: {path}" in summary
+    page = path.read_text(encoding="utf-8")
+    assert "http://" not in page and "https://" not in page
+    dom, screenshot = browser.render(str(path), str(tmp_path))
+    assert len(Image.open(screenshot).convert("RGB").getcolors(maxcolors=1 << 20)) > 100
+    tables = tables_of(dom)
+    # metrics, RelaImpr, the Evaluator, truth ranking, slices, A/B
+    assert len(tables) == 6 and all(table.count("<tr") >= 2 for table in tables)
+    loaded, total = image_counts(dom)
+    assert loaded == total >= 3  # a figure per task (click, order) and DMT's gates

@@ -29,8 +29,9 @@ def _example(i: int) -> bytes:
     ints = {F.POSITION: i % 6 + 1, F.PAGE: 1, **{label: int(i % (3 + k) == 0) for k, label in enumerate(F.LABELS)}}
     feature = {name: tf.train.Feature(int64_list=tf.train.Int64List(value=[v])) for name, v in ints.items()}
     for name, value in ((F.IMPRESSION_ID, f"imp{i}"), (F.USER_ID, f"u{i % 7}"), (F.REQUEST_ID, f"r{i // 6}"),
-                        (F.SCENARIO, "NL" if i % 2 else "DE")):
+                        (F.SCENARIO, "NL" if i % 2 else "DE"), (F.CATEGORY_ID, f"c{i % 3}")):
         feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
+    feature[F.ITEM_PRICE] = tf.train.Feature(float_list=tf.train.FloatList(value=[10.0 + i % 4]))
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
