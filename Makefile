@@ -19,10 +19,13 @@ export TF_CPP_MIN_LOG_LEVEL := 3
 
 setup: $(STAMP)
 
+UV_LOG := $(TOOLS)/uv-setup.log
 $(UV):
 	@test -n "$(PYTHON310)" || { echo "Python 3.10 not found (set PYTHON310=/path/to/python3.10)"; exit 1; }
-	$(PYTHON310) -m venv $(TOOLS)
-	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==0.13.9
+	@echo "setup: installing uv into $(TOOLS) with $(PYTHON310) (log: $(UV_LOG))"
+	@mkdir -p $(TOOLS) && { $(PYTHON310) -m venv $(TOOLS) && \
+	  $(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==0.13.9; } > $(UV_LOG) 2>&1 \
+	  || { cat $(UV_LOG); echo "setup failed: see $(UV_LOG)"; exit 1; }
 
 # uv lists every package it installs; that list goes to a log (shown when the install fails).
 SETUP_LOG := $(TOOLS)/setup.log

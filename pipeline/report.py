@@ -250,16 +250,15 @@ def table(result: dict) -> str:
     served = ", ".join(rows[r] for r in ("model", "baseline") if r in rows)
     lines.append(f"  {served}: served networks (no bias tower)"
                  + (f"; {rows['logged']}: the training-time model (eq. 5) with its bias tower, i.e. the probability "
-                    "of the event as logged" if "logged" in rows else ""))
+                    "of the event as logged" if "logged" in rows else "")
+                 + (f". RelaImpr over {rows['baseline']}: the {LOGGED_SUFFIX} row as the paper's offline evaluation "
+                    "(eq. 5 on logged behaviour), the model's row for the served networks" if "baseline" in rows else ""))
     lines.append("  efficiency = (AUC - 0.5) / (oracle AUC - 0.5) against the true probability of the logged "
                  "event; rel_eff: against the true click probability without position effects (p_click_rel)")
     lines.append("  calibration = mean prediction / mean label; cal@pos1: on the eval impressions shown at position 1 "
                  "(the served probabilities are the network's at the reference context, position 1 by default), "
                  "events@pos1: the positives it rests on; tcal@pos1: mean prediction / mean true probability "
                  "of the logged event there (with truth)")
-    if "baseline" in rows:
-        lines.append(f"  RelaImpr over {rows['baseline']}: the {LOGGED_SUFFIX} row as the paper's offline evaluation "
-                     "(eq. 5 on logged behaviour), the model's row for the served networks")
     if result.get("evaluator"):
         lines.append(evaluator_table(result["evaluator"]))
     if result.get("ranking"):
@@ -336,13 +335,18 @@ def summarize(root: str, logs_dir: Optional[str] = None, work_dir: Optional[str]
     store = run_store(root, metadata)
     report_path = os.path.join(_output(store, "Ingest", "ingest_report"), REPORT_FILE)
     ingest = json.loads(_read_text(report_path))
-    lines = ["funnel pipeline", f"  ingest report: {report_path}",
+    lines = ["funnel pipeline",
              f"  records read {ingest['records_read']}, quarantined {ingest['records_quarantined']} "
-             f"{json.dumps(ingest['quarantined_by_reason'], sort_keys=True)}",
-             f"  examples: train {ingest['examples']['train']}, eval {ingest['examples']['eval']}",
-             "  labels: " + ", ".join(f"{k} {v}" for k, v in ingest["labels"].items())]
-    for split, found in anomalies(store).items():
-        lines.append(f"  schema anomalies ({split}): " + ("none" if not found else "; ".join(found)))
+             f"{json.dumps(ingest['quarantined_by_reason'], sort_keys=True)} (ingest report: {report_path})",
+             f"  examples: train {ingest['examples']['train']}, eval {ingest['examples']['eval']}; labels: "
+             + ", ".join(f"{k} {v}" for k, v in ingest["labels"].items())]
+    found = anomalies(store)
+    clean = [split for split, descriptions in found.items() if not descriptions]
+    if clean:
+        lines.append(f"  schema anomalies: none ({', '.join(clean)})")
+    for split, descriptions in found.items():
+        if descriptions:
+            lines.append(f"  schema anomalies ({split}): " + "; ".join(descriptions))
     if logs_dir and _trained(store):
         frames = {}
         result = evaluate(store, logs_dir, frames)
@@ -351,12 +355,11 @@ def summarize(root: str, logs_dir: Optional[str] = None, work_dir: Optional[str]
             path = os.path.join(work_dir, "report.json")
             with gfile.GFile(path, "w") as f:
                 f.write(json.dumps(result, indent=2, sort_keys=True))
-            lines.append(f"  report: {path}")
-            board = write_dashboard(store, work_dir, result, frames)
-            lines.append(f"  tensorboard: {board} (`funnel board --work {work_dir}`)")
             page = report_page.write(os.path.join(work_dir, "report.html"), result, frames,
                                      _model_run_json(store, GATES_FILE), _model_run_json(store, ATTENTION_FILE))
-            lines.append(f"  report page: {page}")
+            lines.append(f"  report: {path}, report page: {page}")
+            board = write_dashboard(store, work_dir, result, frames)
+            lines.append(f"  tensorboard: {board} (`funnel board --work {work_dir}`)")
         lines.append(f"  model blessed: {result['blessed']}, pushed version: {result['pushed_version']}; "
                      f"eval examples: {result['eval_examples']}")
         lines.append(table(result))
