@@ -15,7 +15,7 @@ export TF_USE_LEGACY_KERAS := 1
 export PYTHONWARNINGS := ignore::FutureWarning
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: setup bench-deps orchestration-deps browser-deps run test test-fast bench bench-ingest bench-scale bench-train bench-serving bench-peers bench-position-free lock clean
+.PHONY: setup bench-deps orchestration-deps browser-deps run test test-fast bench bench-census bench-ingest bench-scale bench-train bench-serving bench-peers bench-position-free lock clean
 
 setup: $(STAMP)
 
@@ -117,6 +117,11 @@ bench-ingest: setup
 # ~1.5 min of ingest, ~18 min of Transform (its two passes); ~4 GB of memory at the peak.
 bench-scale: setup
 	$(PY) -m bench.scale_bench --work $(WORK)/bench-scale --out bench/results/scale.json
+
+# Census-Income (KDD), the MMoE / DTN papers' public benchmark: funnel's shared-bottom, MMoE and PLE
+# layers, test AUC per task over 5 seeds beside the DTN paper's Table 3 (reads ../shared/data).
+bench-census: setup
+	$(PY) -m bench.census_bench --out bench/results/census.json
 
 # DMT training throughput and the achieved fraction of the machine's matmul FLOP/s.
 bench-train: setup
