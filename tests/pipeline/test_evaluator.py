@@ -154,3 +154,9 @@ def test_the_evaluator_refuses_a_model_better_on_auc_but_under_the_ndcg_bound(tm
         assert sorted(f.split(" on ")[0] for f in failures) == [f"{F.CLICK} ndcg@10", f"{F.CLICK} ndcg@4"], failures
     else:
         assert failures == []
+
+
+def test_an_evaluation_without_validation_or_metrics_reads_as_empty(tmp_path):
+    # an Evaluator with no bounds writes no validation result: nothing failed
+    assert evaluator_metrics.validation_failures(str(tmp_path)) == []
+    assert evaluator_metrics.read_metrics(str(tmp_path)) == {}
