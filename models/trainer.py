@@ -220,25 +220,25 @@ def _summarise_network(model, evaluation: tf.data.Dataset, tf_transform_output, 
     its `logs/gates`; and the decoders' attention for sample eval impressions
     (models/attention_summary.py): `attention.json` and `logs/attention`. Dashboards: a failure
     is logged, never fails the training."""
-    try:
+    def gates():
         names = [v.decode() if isinstance(v, bytes) else str(v)
                  for v in tf_transform_output.vocabulary_by_name(P.vocab_name(F.SCENARIO))]
-        weights = gate_summary.mean_gate_weights(model, evaluation.take(GATE_SUMMARY_BATCHES), names)
-        if weights:
-            with tf.io.gfile.GFile(os.path.join(model_run_dir, GATES_FILE), "w") as f:
-                json.dump(weights, f)
-            gate_summary.write_gate_images(os.path.join(model_run_dir, "logs", "gates"), weights)
-    except Exception:  # noqa: BLE001 -- see the docstring
-        logging.getLogger(__name__).warning("gate summary failed", exc_info=True)
-    try:
-        features = next(iter(evaluation.take(1)))[0]
-        attention = attention_summary.sample_attention(model, features)
-        if attention:
-            with tf.io.gfile.GFile(os.path.join(model_run_dir, ATTENTION_FILE), "w") as f:
-                json.dump(attention, f)
-            attention_summary.write_attention_images(os.path.join(model_run_dir, "logs", "attention"), attention)
-    except Exception:  # noqa: BLE001 -- see the docstring
-        logging.getLogger(__name__).warning("attention summary failed", exc_info=True)
+        return gate_summary.mean_gate_weights(model, evaluation.take(GATE_SUMMARY_BATCHES), names)
+
+    def attention():
+        return attention_summary.sample_attention(model, next(iter(evaluation.take(1)))[0])
+
+    for name, compute, file_name, write_images in (
+            ("gates", gates, GATES_FILE, gate_summary.write_gate_images),
+            ("attention", attention, ATTENTION_FILE, attention_summary.write_attention_images)):
+        try:
+            found = compute()
+            if found:  # {}: a mixture without gates, a network without attention decoders
+                with tf.io.gfile.GFile(os.path.join(model_run_dir, file_name), "w") as f:
+                    json.dump(found, f)
+                write_images(os.path.join(model_run_dir, "logs", name), found)
+        except Exception:  # noqa: BLE001 -- see the docstring
+            logging.getLogger(__name__).warning("%s summary failed", name, exc_info=True)
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> Optional[keras.Model]:

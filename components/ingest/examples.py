@@ -24,7 +24,8 @@ import pyarrow as pa
 
 from components.ingest import reader
 from components.ingest.catalog import ItemCatalog
-from components.ingest.example_encoder import SharedColumns, encode_examples
+from components.ingest.checked_encoder import encode_examples
+from components.ingest.example_encoder import SharedColumns
 from components.ingest.config import CLICK_BY_TIME_WINDOW, IngestConfig
 from components.ingest.event_index import EventIndex
 from components.ingest.item_stats import ItemStats
