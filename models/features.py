@@ -45,9 +45,14 @@ SEQUENCE_AGE = "age"
 SEQUENCE_ELEMENT_FIELDS = ITEM_ID_FEATURES + (SEQUENCE_AGE,)
 
 
+def sequence_name(sequence: str) -> str:
+    """Name of a behaviour sequence as a whole (all its element fields), e.g. `click_sequence`."""
+    return f"{sequence}_sequence"
+
+
 def sequence_feature(sequence: str, field: str) -> str:
     """Name of one field of a behaviour sequence, e.g. `click_sequence_item_id`."""
-    return f"{sequence}_sequence_{field}"
+    return f"{sequence_name(sequence)}_{field}"
 
 
 SEQUENCE_FEATURES = tuple(

@@ -172,8 +172,7 @@ def abtest(logs_dir: str, models: Sequence[str], ingest_config=None, beam_args: 
     `funnel run` in `work_dir` ingested from these logs) under models A and B (SavedModel
     directories with a `score` output)."""
     from components.ingest.config import IngestConfig
-    from components.ingest.runner import run_ingest
-    from serving.batch_predict import score_examples
+    from serving.batch_predict import ingested_examples, score_examples
 
     if len(models) != len(ARMS):
         raise AbtestError(f"give exactly two models (--model A --model B), not {len(models)}")
@@ -185,8 +184,7 @@ def abtest(logs_dir: str, models: Sequence[str], ingest_config=None, beam_args: 
         if work_dir:
             files = eval_example_files(work_dir)
         else:
-            run_ingest(logs_dir, scratch, ingest_config or IngestConfig(), beam_args)
-            files = sorted(gfile.glob(os.path.join(scratch, "examples", f"Split-{F.EVAL_SPLIT}", "*")))
+            files = ingested_examples(logs_dir, scratch, ingest_config or IngestConfig(), beam_args)
         if not files:
             raise AbtestError(f"{logs_dir}: the eval split has no examples")
         scored = {path: score_examples(path, files, KEEP) for path in dict.fromkeys(models)}  # each model once

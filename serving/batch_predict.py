@@ -71,6 +71,14 @@ def write_predictions(frame: pd.DataFrame, path: str) -> None:
         f.write(data)
 
 
+def ingested_examples(logs_dir: str, work: str, config: IngestConfig, beam_args: Optional[List[str]],
+                      splits: Sequence[str] = (F.EVAL_SPLIT,)) -> List[str]:
+    """Ingests `logs_dir` into `work` (the ingest's own split: the last `config.eval_days` UTC
+    days are eval) and returns the example files of `splits`, in a stable order."""
+    run_ingest(logs_dir, work, config, beam_args)
+    return sorted(f for s in splits for f in glob.glob(os.path.join(work, "examples", f"Split-{s}", "*")))
+
+
 def predict(model_dir: str, logs_dir: str, out_path: str, days: Optional[int] = None,
             config: IngestConfig = IngestConfig(), beam_args: Optional[List[str]] = None) -> pd.DataFrame:
     """Scores the impressions of `logs_dir` (only the last `days` UTC days if given)."""
@@ -80,9 +88,8 @@ def predict(model_dir: str, logs_dir: str, out_path: str, days: Optional[int] = 
     with tempfile.TemporaryDirectory(prefix="funnel-predict-") as work:
         if days:
             config = IngestConfig(**{**config.__dict__, "eval_days": days})
-        run_ingest(logs_dir, work, config, beam_args)
-        splits = [F.EVAL_SPLIT] if days else [F.TRAIN_SPLIT, F.EVAL_SPLIT]
-        files = sorted(f for s in splits for f in glob.glob(os.path.join(work, "examples", f"Split-{s}", "*")))
+        files = ingested_examples(logs_dir, work, config, beam_args,
+                                  [F.EVAL_SPLIT] if days else [F.TRAIN_SPLIT, F.EVAL_SPLIT])
         frame = score_examples(model_dir, files)
     write_predictions(frame, out_path)
     return frame
