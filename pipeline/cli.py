@@ -1,5 +1,5 @@
-"""The `funnel` command: simulate, ingest, run, compile, ablate, predict, abtest, board, serve,
-score, presets.
+"""The `funnel` command: simulate, ingest, run, compile, ablate, predict, abtest, importance,
+board, serve, score, presets.
 
 Arguments a sub-command does not know are passed through to Beam (e.g.
 `--runner=DataflowRunner --project=...`).
@@ -8,7 +8,9 @@ Arguments a sub-command does not know are passed through to Beam (e.g.
 import argparse
 import json
 import os
+import shlex
 import sys
+import tempfile
 from typing import List, Optional
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before anything imports TensorFlow
@@ -250,6 +252,57 @@ def _abtest(args, beam_args) -> int:
     return 0
 
 
+def _importance_quietly(args, beam_args, steps, scratch):
+    """The importance result and written paths: (result, paths, None), or (None, None, why not)."""
+    from components.ingest.contract import ContractError
+    from components.ingest.report import IngestError
+    from pipeline import abtest, importance
+    from serving.batch_predict import ingested_examples
+
+    try:
+        done = steps.step("eval split of " + (args.work if args.work else f"{args.logs} (ingest)"))
+        if args.work:
+            files = abtest.eval_example_files(args.work)
+        else:
+            files = ingested_examples(args.logs, scratch, _ingest_config(args), beam_args)
+        done()
+        result = importance.importance(args.model, files, seed=args.seed, repeats=args.repeats,
+                                       features=args.features, step=steps.step, progress=steps.feature)
+        result["command"] = " ".join(["funnel"] + [shlex.quote(a) for a in args.argv])
+        done = steps.step("writing importance.json, .md, .png, logs/")
+        paths = importance.write(result, args.out)
+        done()
+    except (ContractError, IngestError, ValueError, FileNotFoundError) as e:  # ImportanceError is a ValueError
+        return None, None, str(e)
+    return result, paths, None
+
+
+def _importance(args, beam_args) -> int:
+    from pipeline import importance, progress
+
+    try:  # the arguments are checked before anything runs
+        if args.repeats < 1:
+            raise ValueError("--repeats must be at least 1")
+        if not os.path.exists(os.path.join(args.model, "saved_model.pb")):
+            raise ValueError(f"{args.model}: not a SavedModel directory (no saved_model.pb)")
+        groups = importance.selected_groups(args.features)
+    except ValueError as e:
+        print(f"funnel importance: {e}", file=sys.stderr)
+        return 2
+    library_log = os.path.join(os.path.abspath(args.out), importance.LOG_FILE)
+    print(f"funnel importance: {args.model} on the eval day of {args.work or args.logs} -> {args.out}; "
+          f"library messages go to {library_log}")
+    steps = importance.Steps(len(groups))
+    with progress.quiet_run(library_log), tempfile.TemporaryDirectory(prefix="funnel-importance-") as scratch:
+        result, paths, failure = _importance_quietly(args, beam_args, steps, scratch)
+    if failure is not None:  # printed once the console is the console again
+        print(f"funnel importance: {failure}", file=sys.stderr)
+        return 2
+    print(importance.table(result))
+    print(f"  written: {paths['json']}, {paths['markdown']}, {paths['png']}, TensorBoard: {paths['tensorboard']}")
+    return 0
+
+
 def _board(args, beam_args) -> int:
     import time
 
@@ -369,6 +422,24 @@ def build_parser() -> argparse.ArgumentParser:
     abtest.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     abtest.set_defaults(handler=_abtest)
 
+    importance = commands.add_parser(
+        "importance", help="permutation feature importance per task on the eval day (DTN eq. 2)")
+    _add_ingest_arguments(importance)
+    importance.add_argument("--model", required=True, help="a SavedModel directory (a pushed version)")
+    importance.add_argument("--out", default="importance",
+                            help="output directory: importance.json, .md, .png and logs/ (default ./importance)")
+    importance.add_argument("--work", help="use the eval split a `funnel run` in this work directory ingested "
+                                           "from the same logs (default: ingest the logs' last --eval-days now)")
+    importance.add_argument("--seed", type=int, default=0,
+                            help="seed of the permutations, numpy.random.default_rng(seed) (default 0)")
+    importance.add_argument("--repeats", type=int, default=1,
+                            help="permutations per feature, their AUC drops averaged (default 1)")
+    importance.add_argument("--features", type=lambda text: [n for n in text.split(",") if n],
+                            metavar="NAME[,NAME...]",
+                            help="permute only these inputs / sequences, e.g. item_price,click_sequence "
+                                 "(default: every input of the model and each behaviour sequence)")
+    importance.set_defaults(handler=_importance)
+
     board = commands.add_parser("board", help="TensorBoard on every run of a work directory (loopback by default)")
     board.add_argument("--work", required=True, help="the work directory of `funnel run` (reads WORK/tensorboard)")
     board.add_argument("--port", type=int, default=6006, help="port (default 6006; 0 = any free port)")
@@ -391,7 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args, passthrough = build_parser().parse_known_args(argv)
+    args.argv = argv  # as given, for outputs that record the command that made them
     return args.handler(args, passthrough)
 
 

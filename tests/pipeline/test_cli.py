@@ -150,3 +150,21 @@ def test_run_takes_a_daily_window_and_refuses_half_of_one(tmp_path, monkeypatch,
     monkeypatch.setattr(ingest_config, "utc_today", lambda: datetime.date(2026, 10, 5))
     assert cli.main(["run", "--logs", "L", "--work", work, "--end-date", "yesterday", "--train-days", "7"]) == 0
     assert configs[1]["ingest"]["end_date"] == "2026-10-04"
+
+
+def test_importance_parses_its_options_and_refuses_a_bad_model_or_feature(tmp_path, capsys):
+    args = cli.build_parser().parse_args(["importance", "--model", "m", "--logs", "l"])
+    assert (args.out, args.seed, args.repeats, args.features, args.work) == ("importance", 0, 1, None, None)
+    assert args.handler is cli._importance
+    args = cli.build_parser().parse_args(["importance", "--model", "m", "--logs", "l", "--out", "o", "--seed", "3",
+                                          "--repeats", "2", "--features", "item_price,click_sequence",
+                                          "--eval-days", "2"])
+    assert (args.out, args.seed, args.repeats, args.features, args.eval_days) == (
+        "o", 3, 2, ["item_price", "click_sequence"], 2)
+    assert cli.main(["importance", "--model", str(tmp_path), "--logs", str(tmp_path)]) == 2
+    assert "not a SavedModel" in capsys.readouterr().err
+    (tmp_path / "saved_model.pb").write_bytes(b"")
+    assert cli.main(["importance", "--model", str(tmp_path), "--logs", str(tmp_path), "--features", "nope",
+                     "--out", str(tmp_path / "out")]) == 2
+    assert "unknown feature(s) nope" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "out")  # refused before anything is written
