@@ -15,7 +15,7 @@ export TF_USE_LEGACY_KERAS := 1
 export PYTHONWARNINGS := ignore::FutureWarning
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: setup bench-deps orchestration-deps browser-deps run test test-fast bench bench-census bench-ingest bench-scale bench-train bench-serving bench-peers bench-position-free lock clean
+.PHONY: setup bench-deps orchestration-deps browser-deps run test test-fast audit bench bench-census bench-ingest bench-scale bench-train bench-serving bench-peers bench-position-free lock clean
 
 setup: $(STAMP)
 
@@ -92,6 +92,16 @@ test: setup bench-deps orchestration-deps browser-deps
 # The unit tests only (skips the end-to-end ones marked `e2e`).
 test-fast: setup orchestration-deps browser-deps
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not e2e" $(PYTEST_ARGS)
+
+# Known vulnerabilities of every pinned package in both lock files: pip-audit (pinned, run by uv in
+# its own environment, never installed into .venv). It needs the network: PyPI's JSON API (the
+# default) or OSV (AUDIT_SERVICE=osv). --strict fails when a package cannot be audited, so an
+# unreachable database is a failure, not "No known vulnerabilities found". Not part of `make test`.
+PIP_AUDIT := pip-audit==2.10.1
+AUDIT_SERVICE ?= pypi
+audit: $(UV)
+	$(UV) tool run --from "$(PIP_AUDIT)" pip-audit --strict --no-deps --disable-pip --progress-spinner off \
+	  --vulnerability-service $(AUDIT_SERVICE) -r requirements.lock -r requirements-orchestration.lock $(AUDIT_ARGS)
 
 bench: bench-ingest bench-train bench-serving bench-peers
 

@@ -108,7 +108,7 @@ def _write_npz(arrays: List[np.ndarray], path: str) -> None:
 
 def read_npz(path: str) -> List[np.ndarray]:
     with tf.io.gfile.GFile(path, "rb") as f:
-        loaded = np.load(io.BytesIO(f.read()))
+        loaded = np.load(io.BytesIO(f.read()), allow_pickle=False)  # arrays only, never objects
         return [loaded[f"arr_{i}"] for i in range(len(loaded.files))]
 
 

@@ -37,13 +37,21 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     # Defined here, not in serving/, so that building the parser does not import TensorFlow.
     parser.add_argument("--model-base-path", required=True, help="directory of <integer version>/ SavedModels")
     parser.add_argument("--model-name", default="funnel", help="model name clients ask for (default funnel)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1, loopback only; 0.0.0.0 = every interface)")
     parser.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500; 0 = any free port)")
     parser.add_argument("--poll-seconds", type=float, default=2.0,
                         help="seconds between scans of the base path for new versions (default 2; 0 = once)")
     parser.add_argument("--workers", type=int, default=8, help="request threads (default 8)")
     parser.add_argument("--max-message-bytes", type=int, default=64 << 20,
                         help="largest request/response; larger ones get RESOURCE_EXHAUSTED (default 64 MiB)")
+    parser.add_argument("--max-candidates", type=int, default=10_000,
+                        help="most candidates one Predict may score (tf.Examples, or `rank` item_ids); more get "
+                             "INVALID_ARGUMENT (default 10000; 0 = no cap)")
+    parser.add_argument("--tls-cert", metavar="PEM", help="TLS: the server's certificate chain (with --tls-key)")
+    parser.add_argument("--tls-key", metavar="PEM", help="TLS: the server's private key")
+    parser.add_argument("--tls-client-ca", metavar="PEM",
+                        help="TLS: require client certificates signed by this CA (mutual TLS)")
 
 
 def _add_score_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +64,11 @@ def _add_score_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=30.0, help="deadline of each call in seconds (default 30)")
     parser.add_argument("--batch-size", type=int, default=256, help="examples per Predict call (default 256)")
     parser.add_argument("--out", help="output file (default: stdout)")
+    parser.add_argument("--tls", action="store_true",
+                        help="connect with TLS, trusting the system's CAs (implied by the --tls-* files)")
+    parser.add_argument("--tls-ca", metavar="PEM", help="TLS: the CA that signed the server's certificate")
+    parser.add_argument("--tls-cert", metavar="PEM", help="TLS: this client's certificate chain (mutual TLS)")
+    parser.add_argument("--tls-key", metavar="PEM", help="TLS: this client's private key (with --tls-cert)")
 
 
 def _ingest_config(args):

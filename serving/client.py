@@ -7,6 +7,10 @@ exponential backoff (backoff, 2*backoff, ...). DEADLINE_EXCEEDED is retried only
 status and metadata calls: a timed-out Predict may still be running, and repeating it
 would add load exactly when the server is slow. Other codes are not retried. Failures raise
 a `ServingError` subclass carrying the gRPC code and the server's message.
+
+Plaintext by default; `tls=True` (or any of `tls_ca`, `tls_cert`, `tls_key`) connects with TLS,
+verifying the server against `tls_ca` (PEM; default the system's CAs) and presenting
+`tls_cert` / `tls_key` to a server that requires client certificates.
 """
 
 import base64
@@ -96,11 +100,32 @@ def _to_tensor_proto(name: str, value: Any, dtype: Optional[tf.DType]):
         raise InvalidRequestError(f"input '{name}': {e}") from None
 
 
+def channel_credentials(tls: bool = False, ca: Optional[str] = None, cert: Optional[str] = None,
+                        key: Optional[str] = None) -> Optional[grpc.ChannelCredentials]:
+    """TLS credentials from PEM files, or None for plaintext (no TLS asked for). ValueError for
+    a certificate without its key or the reverse; OSError for a file that cannot be read."""
+    if not (tls or ca or cert or key):
+        return None
+    if bool(cert) != bool(key):
+        raise ValueError("a client certificate needs its key: give both --tls-cert and --tls-key")
+
+    def read(path: Optional[str]) -> Optional[bytes]:
+        if not path:
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+
+    return grpc.ssl_channel_credentials(root_certificates=read(ca), private_key=read(key),
+                                        certificate_chain=read(cert))
+
+
 class FunnelClient:
     """Predict / GetModelMetadata / GetModelStatus against a TF Serving gRPC endpoint."""
 
     def __init__(self, target: str, model_name: str = "funnel", timeout: float = 5.0, retries: int = 3,
-                 backoff: float = 0.1, version: Optional[int] = None, max_message_bytes: int = -1):
+                 backoff: float = 0.1, version: Optional[int] = None, max_message_bytes: int = -1,
+                 tls: bool = False, tls_ca: Optional[str] = None, tls_cert: Optional[str] = None,
+                 tls_key: Optional[str] = None):
         self.target = target
         self.model_name = model_name
         self.timeout = timeout
@@ -111,7 +136,9 @@ class FunnelClient:
                    ("grpc.max_receive_message_length", max_message_bytes),
                    ("grpc.initial_reconnect_backoff_ms", _RECONNECT_BACKOFF_MS),
                    ("grpc.max_reconnect_backoff_ms", max(_RECONNECT_BACKOFF_MS, int(backoff * 1000 * 8)))]
-        self._channel = grpc.insecure_channel(target, options=options)
+        credentials = channel_credentials(tls, tls_ca, tls_cert, tls_key)
+        self._channel = (grpc.secure_channel(target, credentials, options=options) if credentials
+                         else grpc.insecure_channel(target, options=options))
         self._predictions = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
         self._signatures: Optional[Dict[str, Dict[str, Tuple[tf.DType, Optional[Tuple]]]]] = None
@@ -271,7 +298,8 @@ def run(args) -> int:
     out = None
     try:
         out = open(args.out, "w") if args.out else sys.stdout
-        with FunnelClient(args.target, args.model, timeout=args.timeout) as client:
+        with FunnelClient(args.target, args.model, timeout=args.timeout, tls=args.tls, tls_ca=args.tls_ca,
+                          tls_cert=args.tls_cert, tls_key=args.tls_key) as client:
             if args.examples:
                 count = score_examples(client, args.examples, out, args.signature or DEFAULT_SIGNATURE,
                                        args.batch_size)

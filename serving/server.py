@@ -21,6 +21,14 @@ the old one keeps serving. Deleting the served version's directory rolls back to
 newest remaining one. Status codes and messages follow TF Serving's. One loaded version
 (its signatures, Predict's input checks, warmup replay) is `serving.servable.Servable`.
 
+Exposure: the server listens on 127.0.0.1 unless told otherwise (`host`). With a certificate
+and key (`TlsConfig`, `funnel serve --tls-cert --tls-key`) it speaks TLS only; with a client
+CA as well (`--tls-client-ca`) every client must present a certificate signed by that CA
+(mutual TLS). Per request, besides gRPC's message-size limit (`max_message_bytes`: larger
+messages get RESOURCE_EXHAUSTED), Predict refuses more than `max_candidates` candidates with
+INVALID_ARGUMENT naming the cap (see `count_candidates`). Requests are protobufs: nothing
+in them is unpickled or executed.
+
 Differences: one model and one version at a time (serving/models.config has TF Serving keep
 two, for its `stable` and `canary` labels); the only label here is `stable`, meaning the
 served version; if every version directory disappears the last one keeps serving; no
@@ -34,9 +42,10 @@ import signal
 import sys
 import threading
 from concurrent import futures
-from typing import Dict, Optional, Set, Tuple
+from typing import Dict, NamedTuple, Optional, Set, Tuple
 
 import grpc
+import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
                                      prediction_service_pb2_grpc, status_pb2)
@@ -49,8 +58,48 @@ LOG = logging.getLogger("funnel.serving")
 
 DEFAULT_MODEL_NAME = warmup.MODEL_NAME
 DEFAULT_PORT = 8500
+# Candidates one Predict call may score (about 50 ranking requests of 200); 0 = no cap.
+DEFAULT_MAX_CANDIDATES = 10_000
+# The inputs whose elements are candidates: one serialized tf.Example per candidate in
+# `serving_default`, one `item_id` per candidate ([R, N]) in `rank` (models/rank_inputs.py).
+CANDIDATE_INPUTS = ("examples", "item_id")
 STABLE_LABEL = "stable"
 _State = get_model_status_pb2.ModelVersionStatus.State
+
+
+class TlsConfig(NamedTuple):
+    """PEM files: the server's certificate chain and private key, and optionally the CA that
+    must have signed every client's certificate (then a client without one is refused)."""
+    cert: str
+    key: str
+    client_ca: Optional[str] = None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        def read(path: str) -> bytes:
+            with open(path, "rb") as f:  # OSError (missing, unreadable) goes to the caller
+                return f.read()
+
+        client_ca = read(self.client_ca) if self.client_ca else None
+        return grpc.ssl_server_credentials([(read(self.key), read(self.cert))], root_certificates=client_ca,
+                                           require_client_auth=client_ca is not None)
+
+
+def count_candidates(request) -> Tuple[int, str]:
+    """(candidates, what was counted) of a PredictRequest, from the tensors' declared shapes
+    (nothing is decoded): the elements of its `examples` or `item_id` input, else the largest
+    leading dimension of its inputs (the batch of a signature funnel does not define)."""
+    def shape(proto) -> Tuple[int, ...]:
+        return tuple(max(d.size, 0) for d in proto.tensor_shape.dim)
+
+    counted = [(int(np.prod(shape(request.inputs[name]), dtype=np.float64)), name)
+               for name in CANDIDATE_INPUTS if name in request.inputs]
+    if not counted:
+        counted = [(shape(proto)[0] if shape(proto) else 1, name) for name, proto in request.inputs.items()]
+    if not counted:
+        return 0, "no inputs"
+    count, name = max(counted)
+    dims = ",".join(str(d) for d in shape(request.inputs[name]))
+    return count, f"input '{name}' [{dims}]"
 
 
 def list_versions(base_path: str) -> Dict[int, str]:
@@ -175,13 +224,19 @@ def _abort(context, e: BaseException) -> None:
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, manager: ModelManager):
+    def __init__(self, manager: ModelManager, max_candidates: int = DEFAULT_MAX_CANDIDATES):
         self._manager = manager
+        self._max_candidates = max_candidates
 
     def Predict(self, request, context):
         try:
             if not request.HasField("model_spec"):
                 raise invalid("Missing ModelSpec")
+            if self._max_candidates > 0:
+                count, what = count_candidates(request)
+                if count > self._max_candidates:
+                    raise invalid(f"the request has {count} candidates ({what}); this server scores at most "
+                                  f"{self._max_candidates} per request (--max-candidates): split it")
             return self._manager.resolve(request.model_spec).predict(request, self._manager.model_name)
         except Exception as e:  # noqa: BLE001 - every error becomes a status; the server keeps serving
             _abort(context, e)
@@ -244,14 +299,18 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
 class ModelServer:
     """A running server: `.port` (the bound one when started with port 0), `.target`,
-    `.version` (None until a version is loaded), `wait_until_available()`, `stop()`."""
+    `.version` (None until a version is loaded), `wait_until_available()`, `stop()`.
+    Plaintext unless `tls` is given (then TLS only, on the same port)."""
 
     def __init__(self, model_base_path: str, model_name: str = DEFAULT_MODEL_NAME, host: str = "127.0.0.1",
                  port: int = DEFAULT_PORT, poll_seconds: float = 2.0, workers: int = 8,
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, max_candidates: int = DEFAULT_MAX_CANDIDATES,
+                 tls: Optional[TlsConfig] = None):
         self.model_base_path = paths.absolute(model_base_path)
         self.model_name = model_name
         self.host = host
+        self.tls = tls
+        credentials = tls.credentials() if tls else None  # before binding: a bad file binds nothing
         self.poll_seconds = poll_seconds
         self.manager = ModelManager(model_name, self.model_base_path, max_message_bytes)
         self._stopping = threading.Event()
@@ -261,11 +320,12 @@ class ModelServer:
                      ("grpc.max_send_message_length", max_message_bytes),
                      ("grpc.so_reuseport", 0)])  # a port in use is an error, not shared
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(self.manager), self._server)
+            PredictionServicer(self.manager, max_candidates), self._server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(self.manager), self._server)
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
-            self.port = self._server.add_insecure_port(address)
+            self.port = (self._server.add_secure_port(address, credentials) if credentials
+                         else self._server.add_insecure_port(address))
         except RuntimeError as e:
             raise OSError(f"cannot listen on {address}: {e}") from None
         if not self.port:
@@ -321,10 +381,21 @@ class ModelServer:
 
 def serve(model_base_path: str, model_name: str = DEFAULT_MODEL_NAME, host: str = "127.0.0.1",
           port: int = DEFAULT_PORT, poll_seconds: float = 2.0, workers: int = 8,
-          max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> ModelServer:
+          max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, max_candidates: int = DEFAULT_MAX_CANDIDATES,
+          tls: Optional[TlsConfig] = None) -> ModelServer:
     """Starts a server in this process (port=0 picks a free port: see `.port`) and returns
     it without waiting for a version: call `wait_until_available(timeout)`."""
-    return ModelServer(model_base_path, model_name, host, port, poll_seconds, workers, max_message_bytes).start()
+    return ModelServer(model_base_path, model_name, host, port, poll_seconds, workers, max_message_bytes,
+                       max_candidates, tls).start()
+
+
+def tls_config(args) -> Optional[TlsConfig]:
+    """`funnel serve`'s TLS flags; ValueError when they do not go together."""
+    if not (args.tls_cert or args.tls_key or args.tls_client_ca):
+        return None
+    if not (args.tls_cert and args.tls_key):
+        raise ValueError("TLS needs both --tls-cert and --tls-key")
+    return TlsConfig(args.tls_cert, args.tls_key, args.tls_client_ca)
 
 
 def run(args) -> int:
@@ -332,8 +403,8 @@ def run(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         server = serve(args.model_base_path, args.model_name, args.host, args.port, args.poll_seconds,
-                       args.workers, args.max_message_bytes)
-    except OSError as e:
+                       args.workers, args.max_message_bytes, args.max_candidates, tls_config(args))
+    except (OSError, ValueError) as e:
         print(f"funnel serve: {e}", file=sys.stderr)
         return 2
     stop = threading.Event()
@@ -347,8 +418,9 @@ def run(args) -> int:
     try:
         while not stop.is_set():
             if not announced and server.manager.wait_until_available(0):
-                print(f"funnel serve: serving {server.target} model {server.model_name} version {server.version}",
-                      flush=True)
+                tls = " (TLS)" if server.tls else ""
+                print(f"funnel serve: serving {server.target}{tls} model {server.model_name} "
+                      f"version {server.version}", flush=True)
                 announced = True
             stop.wait(0.1)
     finally:

@@ -6,6 +6,10 @@ Packed here, a part is pickled once as plain arrays; integer columns take the sm
 type that holds their values (ids, positions, codes and Unix seconds fit in 1-4 bytes);
 `unpack` concatenates the parts back into one frame with int64 columns. An impressions
 part shrinks from ~86 to ~50 bytes a row (measured).
+
+The pickles are internal: `pack` runs in the ingest's DoFn before its GroupByKey and `unpack`
+after it, in the same pipeline; nothing here (or elsewhere in funnel) unpickles data read from a
+file, a log or a request (README, "Exposure"; tests/test_secrets.py keeps it so).
 """
 
 import pickle

@@ -16,6 +16,7 @@ import pytest
 from pipeline import airflow_runner
 from pipeline.config import load_config
 from pipeline.orchestration import CompileError
+from tests.test_secrets import assert_no_secrets, plant_credentials
 
 # Prints what the DagBag found as JSON (the last line of its output).
 DAGBAG_PROBE = textwrap.dedent("""
@@ -73,9 +74,14 @@ def test_the_dag_module_loads_in_a_dagbag_in_dependency_order_with_its_schedule(
     assert not (home / "airflow").exists()
 
 
-def test_the_written_configuration_is_the_one_compiled(scheduled_config_file, tmp_path):
+def test_the_written_configuration_is_the_one_compiled(scheduled_config_file, tmp_path, monkeypatch):
+    planted = plant_credentials(monkeypatch, tmp_path)  # nothing of the compiling environment gets in
     config = load_config(scheduled_config_file)
-    _, config_path = airflow_runner.write_dag_module(config, str(tmp_path / "funnel_dag.py"))
+    written = airflow_runner.write_dag_module(config, str(tmp_path / "funnel_dag.py"))
+    for path in written:
+        with open(path) as f:
+            assert_no_secrets(f.read(), planted, path)
+    _, config_path = written
     assert load_config(config_path) == config
     assert airflow_runner.dag_arguments(load_config(config_path)) == {
         "schedule": "30 2 * * *", "start_date": datetime.datetime(2026, 10, 1, tzinfo=datetime.timezone.utc),

@@ -8,6 +8,7 @@ import urllib.request
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 import tensorflow as tf
 
@@ -121,8 +122,40 @@ def test_a_written_run_is_served_by_tensorboard(tmp_path):
     [port] = free_ports(1)
     url = dashboard.launch(str(work / "tensorboard"), "127.0.0.1", port)
     assert url.startswith(f"http://127.0.0.1:{port}/") or url.startswith(f"http://localhost:{port}/")
+    assert listening_addresses(port) == {"127.0.0.1"}
     board_checks(f"http://127.0.0.1:{port}/", os.path.basename(root), RESULT, ["click", "order"], ["dmt", "dnn-base"],
                  gated_rows=["dmt"])
+
+
+def listening_addresses(port: int) -> set:
+    """The addresses this process listens on at `port`."""
+    return {c.laddr.ip for c in psutil.Process().net_connections("inet")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+
+
+def test_board_binds_loopback_unless_told_otherwise(tmp_path, monkeypatch):
+    from tensorboard import program
+
+    from pipeline.cli import main
+
+    argvs = []
+
+    class Board:  # records how TensorBoard would be started
+        def configure(self, argv):
+            argvs.append(argv)
+
+        def launch(self):
+            return "http://127.0.0.1:6006/"
+
+    def interrupt(seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(program, "TensorBoard", Board)
+    monkeypatch.setattr(time, "sleep", interrupt)
+    (tmp_path / "tensorboard").mkdir()
+    assert main(["board", "--work", str(tmp_path)]) == 0
+    assert main(["board", "--work", str(tmp_path), "--host", "0.0.0.0"]) == 0
+    assert [argv[argv.index("--host") + 1] for argv in argvs] == ["127.0.0.1", "0.0.0.0"]
 
 
 def test_board_refuses_a_work_dir_without_runs(tmp_path, capsys):

@@ -22,6 +22,7 @@ from pipeline.config import load_config
 from pipeline.orchestration import CompileError, scheduled_pipeline
 from pipeline.pipeline import PREPROCESSING_FN, RUN_FN
 from tests.pipeline.conftest import SCHEDULED
+from tests.test_secrets import assert_no_secrets, plant_credentials
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "kubeflow_pipeline.yaml")
 GOLDEN_HEADER = ("# Normalised KFP pipeline spec of tests/pipeline/conftest.py's SCHEDULED configuration.\n"
@@ -51,8 +52,10 @@ def _parameter(task, name):
     return next(iter(value.values()))
 
 
-def test_the_spec_matches_the_golden_file(scheduled_config_file, tmp_path):
+def test_the_spec_matches_the_golden_file(scheduled_config_file, tmp_path, monkeypatch):
+    planted = plant_credentials(monkeypatch, tmp_path)  # nothing of the compiling environment gets in
     _, text = _compile(scheduled_config_file, tmp_path)
+    assert_no_secrets(text, planted, "the compiled Kubeflow spec")
     assert text.startswith("# PIPELINE DEFINITION\n# Name: funnel-daily\n")
     compiled = normalise(yaml.safe_load(text), str(tmp_path))
     if os.environ.get("FUNNEL_UPDATE_GOLDEN"):
@@ -109,6 +112,7 @@ def test_every_component_runs_in_the_configured_image_with_its_arguments(schedul
 def test_json_is_a_vertex_pipeline_job_holding_the_same_spec(scheduled_config_file, tmp_path):
     _, text = _compile(scheduled_config_file, tmp_path)
     out, job = _compile(scheduled_config_file, tmp_path, "pipeline.json")
+    assert_no_secrets(job, {}, "the compiled Vertex PipelineJob")
     job = json.loads(job)
     assert job["displayName"] == "funnel-daily"
     assert job["runtimeConfig"]["gcsOutputDirectory"] == "gs://funnel-test/tfx"

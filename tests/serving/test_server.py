@@ -12,6 +12,7 @@ from concurrent import futures
 
 import grpc
 import numpy as np
+import psutil
 import pytest
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2
@@ -19,7 +20,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      model_service_pb2_grpc, predict_pb2, prediction_log_pb2,
                                      prediction_service_pb2_grpc)
 
-from serving.server import list_versions, serve
+from serving.server import DEFAULT_MAX_CANDIDATES, count_candidates, list_versions, serve
 from tests.serving.conftest import EXAMPLES, RANK_INPUTS, make_base_path, make_example
 
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.State.AVAILABLE
@@ -205,6 +206,58 @@ def test_an_oversize_message_is_refused_by_grpc(tmp_path, saved_models):
                 predict.Predict(examples_request([make_example(1.0, "x" * 100)] * 100), timeout=10)
             assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert predict.Predict(examples_request(), timeout=10).model_spec.version.value == 1
+
+
+def test_the_server_listens_on_loopback_unless_told_otherwise(model_server):
+    from pipeline.cli import build_parser
+
+    assert build_parser().parse_args(["serve", "--model-base-path", "x"]).host == "127.0.0.1"
+    # model_server is started with serve()'s default host
+    listening = {c.laddr.ip for c in psutil.Process().net_connections("inet")
+                 if c.status == psutil.CONN_LISTEN and c.laddr.port == model_server.port}
+    assert listening and {ip.removeprefix("::ffff:") for ip in listening} == {"127.0.0.1"}, listening
+
+
+def test_candidate_count_of_a_request():
+    assert count_candidates(examples_request()) == (7, "input 'examples' [7]")
+    assert count_candidates(request(RANK_INPUTS, signature="rank")) == (6, "input 'item_id' [2,3]")
+    assert count_candidates(request({"x": np.zeros([4, 9], np.float32)})) == (4, "input 'x' [4,9]")
+
+
+def test_too_many_candidates_are_refused_naming_the_cap(stubs):
+    predict, _ = stubs
+    cap = DEFAULT_MAX_CANDIDATES
+    with pytest.raises(grpc.RpcError) as e:
+        predict.Predict(examples_request(EXAMPLES * (cap // len(EXAMPLES) + 1)), timeout=10)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"at most {cap} per request (--max-candidates)" in e.value.details()
+    assert f"has {(cap // len(EXAMPLES) + 1) * len(EXAMPLES)} candidates (input 'examples'" in e.value.details()
+    # `rank` counts its [R, N] item_ids; the shape is checked before anything is decoded.
+    item_id = tensor_pb2.TensorProto(dtype=tf.string.as_datatype_enum, string_val=[b"a"])
+    item_id.tensor_shape.dim.add(size=2)
+    item_id.tensor_shape.dim.add(size=cap // 2 + 1)
+    big = dict(RANK_INPUTS, item_id=item_id)
+    with pytest.raises(grpc.RpcError) as e:
+        predict.Predict(request(big, signature="rank"), timeout=10)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"has {cap + 2} candidates (input 'item_id' [2,{cap // 2 + 1}])" in e.value.details()
+    assert len(tf.make_ndarray(predict.Predict(examples_request(EXAMPLES), timeout=10).outputs["score"])) == 7
+
+
+def test_the_candidate_cap_is_a_flag(tmp_path, saved_models):
+    from pipeline.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--model-base-path", "x", "--max-candidates", "5"])
+    assert args.max_candidates == 5
+    assert build_parser().parse_args(["serve", "--model-base-path", "x"]).max_candidates == DEFAULT_MAX_CANDIDATES
+    with serve(make_base_path(tmp_path, saved_models), port=0, poll_seconds=0, max_candidates=5) as server:
+        server.wait_until_available(30)
+        with grpc.insecure_channel(server.target) as channel:
+            predict = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as e:
+                predict.Predict(examples_request(EXAMPLES[:6]), timeout=10)
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "at most 5 per request" in e.value.details()
+            assert predict.Predict(examples_request(EXAMPLES[:5]), timeout=10).model_spec.version.value == 1
 
 
 def _write_warmup(model_dir, req):
