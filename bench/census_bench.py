@@ -29,6 +29,7 @@ import tf_keras as keras
 
 from bench.results_io import write_result
 from models import metrics
+from models.experts.base import FIELDS, IDS
 from models.registry import MIXTURES
 import models.mixtures  # noqa: F401  (registers the mixtures)
 
@@ -52,6 +53,16 @@ VARIANTS = {
     "mmoe": {"type": "mmoe", "num_experts": 4, "expert_units": [32, 16], "tower_units": [16]},
     "ple": {"type": "ple", "levels": 2, "task_experts": 1, "shared_experts": 2, "expert_units": [32, 16],
             "tower_units": [16]},
+    # DTN's three feature-interaction methods per module (shared, income, marital), each 16 wide;
+    # MemoNet crosses a chosen subset of the fields, as the paper does (its "MemoNet" paragraph):
+    # class of worker, education, major industry and occupation, sex, full/part time, tax filer
+    # status and household status (28 pairs)
+    "dtn": {"type": "dtn", "interaction_units": 16, "tower_units": [16], "task_sensitive": True,
+            "interactions": [{"type": "gdcn", "layers": 2, "projection_dim": 16},
+                             {"type": "masknet", "mode": "parallel", "blocks": 2, "block_units": 16,
+                              "mask_hidden": 32},
+                             {"type": "memonet", "codebook_size": 5000, "codebook_dim": 4, "hashes": 2,
+                              "id_fields": ["c1", "c4", "c8", "c9", "c12", "c15", "c19", "c22"]}]},
 }
 # DTN paper, Table 3 (AUC, Census task 1 / task 2), on the UCI train / test splits.
 PUBLISHED = {"shared-bottom": (0.9361, 0.9915), "mmoe": (0.9410, 0.9926), "ple": (0.9521, 0.9945),
@@ -114,7 +125,12 @@ def build(encoder: Encoder, mixture: dict) -> keras.Model:
     parts = [keras.layers.Embedding(len(encoder.vocabularies[c]) + 1, EMBEDDING_DIM, name=f"embed_{c}")(inputs[c])
              for c in encoder.categorical]
     x = keras.layers.Concatenate()(parts + [inputs["numeric"]])
-    logits = MIXTURES.build(mixture, towers=list(TASKS), num_scenarios=0, name="mixture")(x)
+    layer = MIXTURES.build(mixture, towers=list(TASKS), num_scenarios=0, name="mixture")
+    # feature-interaction experts also read x per field (models/experts/base.py): an embedding
+    # per categorical attribute, the numeric ones together, and the categorical ids
+    fields = ({FIELDS: parts + [inputs["numeric"]], IDS: {c: inputs[c] for c in encoder.categorical}}
+              if layer.uses_fields else None)
+    logits = layer(x, fields=fields)
     outputs = {t: keras.layers.Activation("sigmoid", name=t)(logits[t]) for t in TASKS}
     return keras.Model(inputs, outputs)
 
@@ -195,8 +211,7 @@ def table(result: dict) -> str:
     lines.append(f"\nTest AUC over seeds {result['settings']['seeds']}; split of the UCI test file stratified by "
                  f"(income, marital), seed {result['data']['split_seed']}: train {split_sizes['train']}, validation "
                  f"{split_sizes['validation']}, test {split_sizes['test']}. The paper trains on the UCI train split "
-                 "(199,523 rows) and tests on the test split: comparable in kind, not to the digit. DTN is not "
-                 "built yet (issue 13, item 2).")
+                 "(199,523 rows) and tests on the test split: comparable in kind, not to the digit.")
     return "\n".join(lines) + "\n"
 
 
@@ -206,8 +221,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--out", default="bench/results/census.json")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, of: " + ", ".join(VARIANTS))
     args = parser.parse_args(argv)
-    result = run_benchmark(args.data, [int(s) for s in args.seeds.split(",")], args.epochs)
+    names = [v for v in args.variants.split(",") if v]
+    unknown = sorted(set(names) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    result = run_benchmark(args.data, [int(s) for s in args.seeds.split(",")], args.epochs,
+                           variants={v: VARIANTS[v] for v in names})
     result["command"] = "make bench-census"
     write_result(result, args.out, table(result))
 

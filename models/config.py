@@ -1,12 +1,12 @@
 """Model configuration: one dataclass, built from the `model:` section of a YAML config.
 
-A network is composed of registered parts (models/builder.py), each chosen by a nested section
-with a `type` and that part's arguments (models/registry.py):
+A network is composed of registered parts (models/model.py `build_model`), each chosen by a
+nested section with a `type` and that part's arguments (models/registry.py):
 
     model:
       preset: dmt                  # models/presets.yaml; keys given beside it override it
       sequence_encoder: {type: transformer, num_heads: 4}   # or din; sequences: {} for none
-      mixture: {type: mmoe, num_experts: 4}                 # shared_bottom, mmoe, ple, hmoe, immoe
+      mixture: {type: mmoe, num_experts: 4}                 # shared_bottom, mmoe, ple, hmoe, immoe, dtn
       heads: {type: independent}                            # esmm, esm2
       fusion: {type: product, weights: {click: 1, order: 1}}   # or weighted (eq. 6)
       bias_features: all                                    # the bias tower (training only)

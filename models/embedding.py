@@ -9,7 +9,7 @@
   optionally, of the scenario, concatenated into one [B, n] tensor.
 """
 
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import tensorflow as tf
 import tf_keras as keras
@@ -127,12 +127,27 @@ class ContextInput(keras.layers.Layer):
                 + (self.scenario_embedding_dim if self.scenario_table is not None else 0))
 
     def call(self, inputs: Dict[str, tf.Tensor]) -> tf.Tensor:
-        parts = [tf.reshape(tf.cast(inputs[name], tf.float32), [-1, 1]) for name in self.dense_features]
+        return tf.concat(self.fields(inputs), axis=-1)
+
+    def fields(self, inputs: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
+        """The output's fields, in order: the dense features together [B, n_d] (one field: a
+        single scalar is no embedding), each bucket embedding, the scenario embedding."""
+        parts = []
+        if self.dense_features:
+            parts.append(tf.concat([tf.reshape(tf.cast(inputs[name], tf.float32), [-1, 1])
+                                    for name in self.dense_features], axis=-1))
         parts += [self.bucket_tables[name](flat_ids(inputs[P.bucket_feature(name)]))
                   for name in self.bucketized_features]
         if self.scenario_table is not None:
             parts.append(self.scenario_table(flat_ids(inputs[F.SCENARIO])))
-        return tf.concat(parts, axis=-1)
+        return parts
+
+    def field_ids(self, inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        """The categorical fields' ids [B]: each bucketized feature's bucket, the scenario."""
+        ids = {P.bucket_feature(name): flat_ids(inputs[P.bucket_feature(name)]) for name in self.bucketized_features}
+        if self.scenario_table is not None:
+            ids[F.SCENARIO] = flat_ids(inputs[F.SCENARIO])
+        return ids
 
     def get_config(self):
         return {**super().get_config(), "dense_features": list(self.dense_features),

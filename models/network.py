@@ -3,7 +3,8 @@ score fusion. Everything the served model contains (DMT eq. 6 drops only the bia
 
     e_i (DMT 4.1) -> one encoder per behaviour sequence (4.2: Deep Interest Transformer; or DIN)
     x = concat(interest vectors, e_target, dense features, bucket / scenario embeddings)
-    {tower: u} = mixture(x [, scenario])            (shared bottom / MMoE / PLE / HMoE / IMMoE)
+    {tower: u} = mixture(x [, scenario] [, fields])  (shared bottom / MMoE / PLE / HMoE / IMMoE / DTN;
+                                                      fields: x per field, for interaction experts)
     {output: p} = heads({tower: u}, y_b)            (independent / ESMM / ESM²)
     score = fusion({output: p})                     (eq. 6 weighted / product)
 
@@ -20,6 +21,7 @@ from models import features as F
 from models import preprocessing as P
 from models.config import ModelConfig
 from models.embedding import ItemEmbedding, SequenceInput, context_input_from_config, flat_ids
+from models.experts.base import FIELDS, IDS
 from models.registry import FUSIONS, HEADS, MIXTURES, SEQUENCE_ENCODERS
 
 SCORE = "score"
@@ -122,7 +124,21 @@ class RankingNetwork(keras.layers.Layer):
         x = x0 = tf.concat(parts, axis=-1)
         for layer in self.cross:
             x = layer(x0, x)  # x_{l+1} = x_0 * (W_l x_l + b_l) + x_l   (DCN-V2 eq. 1)
-        return self.mixture(x, scenario=scenario, training=training, return_gates=return_gates)
+        fields = self.field_inputs(interests, target, inputs) if self.mixture.uses_fields else None
+        return self.mixture(x, scenario=scenario, training=training, return_gates=return_gates, fields=fields)
+
+    def field_inputs(self, interests, target, inputs) -> Dict[str, object]:
+        """The per-field view of the mixture input for feature-interaction experts
+        (models/experts/base.py): each sequence's interest vector, the target's id embeddings
+        (item, category, brand, shop) and the context's fields; and the categorical ids (the
+        target's four, the buckets', the scenario's)."""
+        dims = [self.item_embedding.embedding_dims[f] for f in F.ITEM_ID_FEATURES]
+        embeddings = list(interests) + tf.split(target, dims, axis=-1)
+        ids = {f: flat_ids(inputs[f]) for f in F.ITEM_ID_FEATURES}
+        if self.context is not None:
+            embeddings += self.context.fields(inputs)
+            ids.update(self.context.field_ids(inputs))
+        return {FIELDS: embeddings, IDS: ids}
 
     @no_autograph
     def rank(self, inputs, num_candidates) -> Dict[str, tf.Tensor]:

@@ -1,8 +1,9 @@
 """Registries of the model family's parts, chosen by name from nested YAML.
 
-A ranking network is composed of parts of four kinds (see `models/builder.py`): a sequence
-encoder per behaviour sequence, a mixture (shared bottom / MMoE / PLE / HMoE / IMMoE), heads
-(independent / ESMM / ESM²) and a score fusion. Each part is a Keras layer in its own module,
+A ranking network is composed of parts of four kinds (see `models/model.py`): a sequence
+encoder per behaviour sequence, a mixture (shared bottom / MMoE / PLE / HMoE / IMMoE / DTN),
+heads (independent / ESMM / ESM²) and a score fusion; mixtures may be made of registered
+experts (MLP, and the feature-interaction modules GDCN / MaskNet / MemoNet). Each part is a Keras layer in its own module,
 registered here by name; a config section such as `mixture: {type: ple, levels: 2}` names the
 part (`type`) and its constructor arguments. Arguments the builder supplies itself (the
 tower names, the number of scenarios, ...) are the part's `CONTEXT_ARGS` and cannot be set
@@ -67,3 +68,4 @@ SEQUENCE_ENCODERS = Registry("sequence_encoder")
 MIXTURES = Registry("mixture")
 HEADS = Registry("heads")
 FUSIONS = Registry("fusion")
+EXPERTS = Registry("expert")

@@ -10,6 +10,7 @@ The exported SavedModel's signatures (all apply the Transform graph themselves):
 - `transform_features` (input `examples`): the transformed features, for the Evaluator.
 """
 
+import dataclasses
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ from models import warm_start
 from models.calibration import reference_bias
 from models.config import ModelConfig
 from models.export import export_serving_module
+from models.mixtures import dtn_trim
 from models.model import build_model, compile_model
 from models.progress import TrainingProgress
 
@@ -176,6 +178,8 @@ LOGGED_MODEL_DIR = "logged_model"
 GATES_FILE = "gates.json"  # in model_run: the mixture's mean gate weights (models/gate_summary.py)
 ATTENTION_FILE = "attention.json"  # in model_run: the decoders' attention (models/attention_summary.py)
 GATE_SUMMARY_BATCHES = 20
+TRIM_FILE = "trim.json"  # in model_run: DTN-trim's mean gate weights and the modules it cut
+TRIM_BATCHES = 50  # train batches DTN-trim averages the gate weights over
 
 
 class LoggedBehaviourModule(_ExamplesModule):
@@ -241,6 +245,25 @@ def _summarise_network(model, evaluation: tf.data.Dataset, tf_transform_output, 
             logging.getLogger(__name__).warning("%s summary failed", name, exc_info=True)
 
 
+def _trimmed(model, config: ModelConfig, train: tf.data.Dataset, model_run_dir: str, chief: bool) -> ModelConfig:
+    """The config of the trimmed DTN: the modules whose mean gate weight over TRIM_BATCHES
+    train batches is under `trim_threshold` in every gate (models/mixtures/dtn_trim.py) are
+    left out. The decision goes to TRIM_FILE in model_run."""
+    weights = gate_summary.mean_gate_weights(model, train.take(TRIM_BATCHES), [])
+    mixture = config.mixture
+    members = model.network.mixture.gate_members
+    names = dtn_trim.modules_to_trim({g: weights[g][gate_summary.OVERALL] for g in members}, members,
+                                     mixture["trim_threshold"])
+    logging.getLogger(__name__).info("DTN-trim: cutting %s", names)
+    if chief:
+        tf.io.gfile.makedirs(model_run_dir)
+        with tf.io.gfile.GFile(os.path.join(model_run_dir, TRIM_FILE), "w") as f:
+            json.dump({"threshold": mixture["trim_threshold"], "batches": TRIM_BATCHES, "trimmed": names,
+                       "mean_gate_weights": {g: dict(zip(members[g], weights[g][gate_summary.OVERALL]))
+                                             for g in members}}, f, indent=1)
+    return dataclasses.replace(config, mixture=dtn_trim.trimmed_mixture(mixture, names))
+
+
 def run_fn(fn_args: tfx.components.FnArgs) -> Optional[keras.Model]:
     """Trains and exports; returns the trained model (TFX ignores it), None on a parameter
     server task (which serves until the job ends)."""
@@ -256,15 +279,27 @@ def run_fn(fn_args: tfx.components.FnArgs) -> Optional[keras.Model]:
     keras.utils.set_random_seed(settings["seed"])
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     rates = learning_rates(settings)
-    with strategy.scope():
-        model = build_model(config, vocab_sizes(tf_transform_output, custom))
-        compile_model(model, optimizer=keras.optimizers.Adam(rates[0]))
+
+    def built(config: ModelConfig):
+        with strategy.scope():
+            return compile_model(build_model(config, vocab_sizes(tf_transform_output, custom)),
+                                 optimizer=keras.optimizers.Adam(rates[0]))
+
+    model = built(config)
 
     def train_batches(batch_size: int) -> tf.data.Dataset:
         return _dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output, config.tasks,
                         batch_size, shuffle=True, seed=settings["seed"], weights=config.example_weights)
 
     train = train_batches(settings["batch_size"])
+    if dtn_trim.trims(config.mixture):  # DTN-trim: train the full DTN, cut its unused modules, retrain
+        model.fit(D.training_input(train, train_batches, settings["batch_size"], distribution, strategy),
+                  epochs=settings["epochs"], steps_per_epoch=settings.get("steps_per_epoch"),
+                  callbacks=[TrainingProgress(f"{config.preset or 'model'} (before trimming)", settings["epochs"])],
+                  verbose=0)
+        config = _trimmed(model, config, train, fn_args.model_run_dir, D.is_chief(strategy))
+        keras.utils.set_random_seed(settings["seed"])
+        model = built(config)
     evaluation = _dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, config.tasks,
                           settings["batch_size"], shuffle=False, seed=settings["seed"])
     # Losses and per-task AUC go to the model_run artifact for TensorBoard, every

@@ -16,18 +16,24 @@ class Mixture(keras.layers.Layer):
     CONTEXT_ARGS = ("towers", "num_scenarios")
     # True when `call` needs the example's scenario index (HMoE, IMMoE).
     uses_scenario = False
+    # True when `call` needs the per-field view of x (`fields`, models/experts/base.py): DTN
+    # and mixtures of feature-interaction experts.
+    uses_fields = False
 
     def __init__(self, towers: Sequence[str], num_scenarios: int = 0, **kwargs):
         super().__init__(**kwargs)
         self.towers = list(towers)
         self.num_scenarios = int(num_scenarios)
 
+    # Mixtures only loop over Python lists; without autograph's conversion of every nested layer
+    # a functional model around one builds in seconds (models/network.py does the same).
+    @tf.autograph.experimental.do_not_convert
     def call(self, x: tf.Tensor, scenario: Optional[tf.Tensor] = None, training=None,
-             return_gates: bool = False):
-        logits, gates = self.mix(x, scenario, training)
+             return_gates: bool = False, fields: Optional[dict] = None):
+        logits, gates = self.mix(x, scenario, training, fields)
         return (logits, gates) if return_gates else logits
 
-    def mix(self, x, scenario, training) -> Tuple[Dict[str, tf.Tensor], Dict[str, tf.Tensor]]:
+    def mix(self, x, scenario, training, fields=None) -> Tuple[Dict[str, tf.Tensor], Dict[str, tf.Tensor]]:
         """({tower: logit [B, 1]}, {gate name: softmax weights [B, n]})."""
         raise NotImplementedError
 

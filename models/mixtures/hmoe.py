@@ -74,7 +74,7 @@ class HMoE(Mixture):
             s = own * s + (1.0 - own) * tf.stop_gradient(s)
         return tf.reduce_sum(w * s, axis=-1, keepdims=True)
 
-    def mix(self, x, scenario, training):
+    def mix(self, x, scenario, training, fields=None):
         if scenario is None:
             raise ValueError(f"{type(self).__name__} needs the examples' scenario")
         own = tf.one_hot(tf.reshape(tf.cast(scenario, tf.int32), [-1]), self.num_scenarios)  # OOV -> zeros

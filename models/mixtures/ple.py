@@ -58,7 +58,7 @@ class PLE(Mixture):
         self.tower_nets = {t: mlp(self.tower_units, f"tower_{t}", self.dropout, output_units=1)
                            for t in self.towers}
 
-    def mix(self, x, scenario, training):
+    def mix(self, x, scenario, training, fields=None):
         inputs = {t: x for t in self.towers}
         shared_input = x
         gates = {}

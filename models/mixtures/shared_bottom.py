@@ -27,7 +27,7 @@ class SharedBottom(Mixture):
         self.tower_nets = {t: mlp(self.tower_units, f"tower_{t}", self.dropout, output_units=1)
                            for t in self.towers}
 
-    def mix(self, x, scenario, training):
+    def mix(self, x, scenario, training, fields=None):
         hidden = self.bottom(x, training=training)
         return {t: self.tower_nets[t](hidden, training=training) for t in self.towers}, {}
 

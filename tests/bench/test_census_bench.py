@@ -58,3 +58,13 @@ def test_mmoe_learns_both_tasks_on_a_subset():
     assert auc["marital"]["mean"] > 0.95 and auc["income"]["mean"] > 0.8, auc
     assert result["variants"]["mmoe"]["published"] == {"income": 0.9410, "marital": 0.9926}
     assert "| mmoe |" in cb.table(result)
+
+
+def test_dtn_reads_the_fields_and_crosses_chosen_attributes(frame):
+    encoder = cb.Encoder(frame.iloc[:2000])
+    memonet = cb.VARIANTS["dtn"]["interactions"][2]
+    assert set(memonet["id_fields"]) <= set(encoder.categorical)
+    model = cb.build(encoder, cb.VARIANTS["dtn"])
+    predictions = model(encoder.inputs(frame.iloc[:50]))
+    assert all(np.ravel(predictions[t]).shape == (50,) and np.isfinite(predictions[t]).all() for t in cb.TASKS)
+    assert any("memonet" in v.name and "codebook" in v.name for v in model.trainable_variables)

@@ -23,7 +23,19 @@ def test_every_preset_is_listed_with_its_paper():
     assert all(summary and paper for _, summary, paper in described)
 
 
-@pytest.mark.parametrize("name", presets.names())
+# Presets whose network is another preset's; only their Trainer differs (dtn-trim's train, cut
+# and retrain: tests/models/test_trainer_e2e.py), so the network is tested once.
+SAME_NETWORK = {"dtn-trim": "dtn"}
+
+
+def test_same_network_presets_differ_only_in_training():
+    for name, twin in SAME_NETWORK.items():
+        config, other = ModelConfig.from_dict({"preset": name}).to_dict(), ModelConfig.from_dict({"preset": twin}).to_dict()
+        assert config["mixture"].pop("trim_threshold") > 0 and other["mixture"].pop("trim_threshold") == 0
+        assert {**config, "preset": twin} == other
+
+
+@pytest.mark.parametrize("name", [n for n in presets.names() if n not in SAME_NETWORK])
 def test_preset_trains_exports_and_ranks(name, tmp_path):
     keras.utils.set_random_seed(0)
     config = small_config(name)

@@ -14,6 +14,7 @@ from tfx_bsl.public import tfxio
 
 from models import features as F
 from models import trainer
+from models.mixtures import dtn_trim
 from pipeline.config import load_config
 from serving import rank_request
 from tests.serving.test_pushed_model_e2e import _rank, _serving_default, eval_requests  # noqa: F401
@@ -28,7 +29,7 @@ def _dataset_factory(file_pattern, options, schema):
     return tfxio.TFExampleRecord(file_pattern=file_pattern, schema=schema).TensorFlowDataset(options)
 
 
-def _train(e2e_run, tmp_path, model_section):
+def _train(e2e_run, tmp_path, model_section, trainer_overrides=None):
     _, root = e2e_run
     transformed = glob.glob(os.path.join(root, "Transform", "transformed_examples", "*"))[0]
     config = load_config()
@@ -40,23 +41,51 @@ def _train(e2e_run, tmp_path, model_section):
         data_accessor=tfx.components.DataAccessor(tf_dataset_factory=_dataset_factory,
                                                   record_batch_factory=None, data_view_decode_fn=None),
         custom_config={"transform": config["transform"], "model": {**model_section, **SMALL},
-                       "trainer": {**config["trainer"], "batch_size": 256, "eval_batches": 2}})
+                       "trainer": {**config["trainer"], "batch_size": 256, "eval_batches": 2,
+                                   **(trainer_overrides or {})}})
     trainer.run_fn(fn_args)
     return str(tmp_path / "serving"), str(tmp_path / "run")
+
+
+def _check_trim(serving_dir, run_dir, threshold):
+    """The Trainer's cut equals DTN-trim's rule on the weights it recorded, and the exported
+    network has exactly the modules it kept."""
+    with open(os.path.join(run_dir, trainer.TRIM_FILE)) as f:
+        trim = json.load(f)
+    weights = trim["mean_gate_weights"]
+    members = {gate: list(w) for gate, w in weights.items()}
+    assert trim["trimmed"] == dtn_trim.modules_to_trim({g: list(w.values()) for g, w in weights.items()},
+                                                       members, threshold)
+    # the shared modules get about 1/4 of each 4-wide `others` gate: under 0.4
+    assert trim["trimmed"] and len(members) == 4
+    with open(os.path.join(serving_dir, "saved_model.pb"), "rb") as f:
+        graph = f.read()
+    every = {n for names in members.values() for n in names}
+    for name in every:
+        assert (name.encode() in graph) == (name not in trim["trimmed"]), name
 
 
 @pytest.mark.parametrize("section,outputs", [
     ({"preset": "hmoe"}, {"click", "order", "score"}),
     ({"preset": "esm2", "mixture": {"type": "ple", "levels": 1}}, {"click", "daction", "order", "cvr", "score"}),
+    # DTN-trim: trains, cuts the modules under a threshold above an even share, retrains
+    ({"preset": "dtn-trim", "mixture": {"interaction_units": 8, "tower_units": [4], "trim_threshold": 0.4,
+                                        "interactions": [{"type": "mlp"}, {"type": "masknet", "block_units": 4,
+                                                                           "mask_hidden": 8}]}},
+     {"click", "order", "score"}),
 ])
 def test_run_fn_exports_each_architecture(e2e_run, eval_requests, tmp_path, section, outputs):  # noqa: F811
-    serving_dir, run_dir = _train(e2e_run, tmp_path, section)
+    # DTN-trim trains twice: 30 steps each are enough to check the cut and the export
+    serving_dir, run_dir = _train(e2e_run, tmp_path, section,
+                                  {"steps_per_epoch": 30} if section["preset"] == "dtn-trim" else None)
     with open(os.path.join(serving_dir, "saved_model.pb"), "rb") as f:
         assert b"bias_tower" not in f.read()
     with open(os.path.join(run_dir, trainer.CALIBRATION_FILE)) as f:
         calibration = json.load(f)
     assert calibration["preset"] == section["preset"] and calibration["reference_bias_logit"] is not None
     assert os.path.isdir(os.path.join(run_dir, trainer.LOGGED_MODEL_DIR))
+    if section["preset"] == "dtn-trim":
+        _check_trim(serving_dir, run_dir, section["mixture"]["trim_threshold"])
     loaded = tf.saved_model.load(serving_dir)
     assert set(loaded.signatures) == {"serving_default", "rank", "transform_features"}
     compared = 0

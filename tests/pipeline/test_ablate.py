@@ -23,7 +23,7 @@ from tests.models.batch import VOCAB_SIZES, make_batch, small_config
 
 SUITES = ablate.load_suites()
 # the suites (DMT Tables 3-5, ESM², HMoE, mixtures, baselines)
-REQUIRED = {"fusion", "dmt-positional", "dmt-behaviours", "dmt-bias", "esm2", "hmoe", "mixtures", "baselines"}
+REQUIRED = {"fusion", "dmt-positional", "dmt-behaviours", "dmt-bias", "esm2", "hmoe", "mixtures", "baselines", "dtn"}
 VARIANTS = [(suite, name) for suite in SUITES for name in SUITES[suite]["variants"]]
 
 
