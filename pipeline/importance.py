@@ -281,17 +281,17 @@ def write(result: dict, out_dir: str) -> Dict[str, str]:
 
     from pipeline import report_page
 
-    os.makedirs(out_dir, exist_ok=True)
+    tf.io.gfile.makedirs(out_dir)
     paths = {kind: os.path.join(out_dir, name) for kind, name in
              (("json", JSON_FILE), ("markdown", MARKDOWN_FILE), ("png", PNG_FILE))}
-    with open(paths["json"], "w") as f:
+    with tf.io.gfile.GFile(paths["json"], "w") as f:
         json.dump(result, f, indent=2)
         f.write("\n")
     table = markdown(result)
-    with open(paths["markdown"], "w") as f:
+    with tf.io.gfile.GFile(paths["markdown"], "w") as f:
         f.write(table)
     image = report_page.png(divergence_figure(result))
-    with open(paths["png"], "wb") as f:
+    with tf.io.gfile.GFile(paths["png"], "wb") as f:
         f.write(image)
     paths["tensorboard"] = os.path.join(out_dir, TENSORBOARD_DIR)
     writer = tf.summary.create_file_writer(paths["tensorboard"])

@@ -28,7 +28,10 @@ ALLOWED: Dict[str, Dict[str, str]] = {
     "pipeline/airflow_runner.py": {name: "the DAG module and its configuration, for Airflow's local dags folder"
                                    for name in ("open", "os.makedirs", "os.path.abspath")},
     "pipeline/abtest.py": {"tempfile.TemporaryDirectory": "the process's scratch directory for the examples it scores"},
-    "pipeline/cli.py": {"os.path.abspath": "the CLI's own log file"},
+    "pipeline/cli.py": {"os.path.abspath": "the CLI's own log file",
+                        "tempfile.TemporaryDirectory": "`funnel importance`'s local scratch for the ingested eval day",
+                        "os.path.exists": "`funnel importance` checks a local SavedModel path before importing TF"},
+    "serving/server.py": {"open": "the TLS certificate and key files named by `funnel serve`'s flags"},
     "pipeline/progress.py": {name: "the CLI's own log file (file descriptor 2 is redirected into it)"
                              for name in ("open", "os.makedirs", "os.path.abspath")},
     "pipeline/config.py": {"open": "configuration files: the packaged defaults and the user's file"},
