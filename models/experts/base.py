@@ -20,6 +20,8 @@ from typing import Dict, List
 import tensorflow as tf
 import tf_keras as keras
 
+from models.registry import EXPERTS
+
 X, FIELDS, IDS = "x", "fields", "ids"
 
 
@@ -43,6 +45,12 @@ class Expert(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "output_units": self.output_units, **self.params()}
+
+
+def reads_fields(section: Dict) -> bool:
+    """Whether the expert a config section names needs the builder's per-field view."""
+    kind = EXPERTS.get(section["type"])
+    return kind.uses_fields or kind.uses_ids
 
 
 def expert_inputs(x: tf.Tensor, fields=None) -> Dict:

@@ -83,7 +83,7 @@ class DTN(Mixture):
 
     @property
     def uses_fields(self):
-        return any(EXPERTS.get(s["type"]).uses_fields or EXPERTS.get(s["type"]).uses_ids for s in self.interactions)
+        return any(expert_base.reads_fields(s) for s in self.interactions)
 
     def _sections(self):
         """The interaction section of each FIM of a module, in the order of `module_names`."""

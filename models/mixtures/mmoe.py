@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 import tensorflow as tf
 
-from models.experts.base import expert_inputs
+from models.experts.base import expert_inputs, reads_fields
 from models.mixtures.base import Mixture, mixture_of_experts
 from models.mlp import mlp
 from models.registry import EXPERTS, MIXTURES
@@ -46,8 +46,7 @@ class MMoE(Mixture):
 
     @property
     def uses_fields(self):
-        kind = None if self.expert is None else EXPERTS.get(self.expert["type"])
-        return kind is not None and (kind.uses_fields or kind.uses_ids)
+        return self.expert is not None and reads_fields(self.expert)
 
     def _tower_dropout(self):
         return self.dropout if not isinstance(self.dropout, (list, tuple)) else 0.0
