@@ -262,9 +262,11 @@ def summarize(outcomes: Sequence[Outcome], expected: Dict[str, grpc.StatusCode],
         if o.version is not None:
             served[o.kind][o.version] = served[o.kind].get(o.version, 0) + 1
     newest = sorted(served["latest"])
+    paused = (push or {}).get("load_waited_seconds", 0.0)
     return {
         "requests": len(outcomes), "concurrency": concurrency, "seconds": wall,
         "requests_per_second": len(outcomes) / wall,
+        "requests_per_second_without_the_wait_for_the_push": len(outcomes) / max(wall - paused, 1e-9),
         "valid": {"sent": len(valid), "ok": len(valid) - len(failed), "failed": len(failed),
                   "failures": [f"{o.kind}: {o.code.name}: {o.message}" for o in failed[:5]],
                   "latency": percentiles([o.seconds for o in valid])},
@@ -334,8 +336,8 @@ def main(argv=None) -> int:
         "command": " ".join(["python", "-m", "bench.load_bench"] + list(sys.argv[1:] if argv is None else argv)),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "tensorflow": tf.__version__},
-        "model": {"path": os.path.abspath(model_dir), "kind": "a funnel model pushed by the pipeline (DMT, `rank` "
-                  "signature); versions 1, 2 and 3 are copies of it"},
+        "model": {"path": os.path.abspath(model_dir), "kind": "a funnel model pushed by the pipeline (`rank` "
+                  "signature, warmup records replayed at each load); versions 1, 2 and 3 are copies of it"},
         "server": {"command": "funnel serve", "loopback": True, "workers": 8, "poll_seconds": args.poll_seconds,
                    "max_message_bytes": BENCH_MAX_MESSAGE_BYTES, "max_candidates": BENCH_MAX_CANDIDATES,
                    "seconds_to_serve_versions_1_and_2": started, "versions_after": after,
