@@ -8,6 +8,10 @@ status and metadata calls: a timed-out Predict may still be running, and repeati
 would add load exactly when the server is slow. Other codes are not retried. Failures raise
 a `ServingError` subclass carrying the gRPC code and the server's message.
 
+Every call asks for the newest version unless the client was made with `version` (one
+version) or `version_label` (e.g. `canary` / `stable`, serving/models.config's labels); the
+status call ignores the label (it lists every version).
+
 Plaintext by default; `tls=True` (or any of `tls_ca`, `tls_cert`, `tls_key`) connects with TLS,
 verifying the server against `tls_ca` (PEM; default the system's CAs) and presenting
 `tls_cert` / `tls_key` to a server that requires client certificates.

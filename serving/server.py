@@ -40,8 +40,8 @@ INVALID_ARGUMENT naming the cap (see `count_candidates`). Requests are protobufs
 in them is unpickled or executed.
 
 Shutdown: on SIGTERM or SIGINT `funnel serve` stops accepting requests (new calls get
-UNAVAILABLE, which clients retry elsewhere), gives those in flight `--grace-seconds` to
-finish, then exits 0.
+UNAVAILABLE, which clients retry elsewhere; a call that races the shutdown may get CANCELLED
+without having run), gives those in flight `--grace-seconds` to finish, then exits 0.
 
 Differences: one model; labels follow the loaded versions (no config file); if every
 version directory disappears the last ones keep serving; no request batching, no REST API.
