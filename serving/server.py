@@ -146,7 +146,8 @@ class ModelManager:
     def __init__(self, model_name: str, base_path: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                  num_versions: int = DEFAULT_NUM_VERSIONS):
         if num_versions < 1:
-            raise ValueError(f"num_versions must be at least 1, got {num_versions}")
+            raise ValueError(f"the number of versions to serve (--num-versions) must be at least 1, "
+                             f"got {num_versions}")
         self.model_name = model_name
         self.base_path = base_path
         self.max_message_bytes = max_message_bytes

@@ -455,11 +455,16 @@ def test_funnel_serve_finishes_in_flight_requests_on_sigterm(tmp_path, slow_mode
             process.kill()
 
 
-def test_serve_flags_num_versions_and_grace_seconds():
-    from pipeline.cli import build_parser
+def test_serve_flags_num_versions_and_grace_seconds(tmp_path, capsys, monkeypatch):
+    from pipeline.cli import build_parser, main
     from serving.server import DEFAULT_GRACE_SECONDS, DEFAULT_NUM_VERSIONS
 
     args = build_parser().parse_args(["serve", "--model-base-path", "x"])
     assert (args.num_versions, args.grace_seconds) == (DEFAULT_NUM_VERSIONS, DEFAULT_GRACE_SECONDS)
     args = build_parser().parse_args(["serve", "--model-base-path", "x", "--num-versions", "1", "--grace-seconds", "0"])
     assert (args.num_versions, args.grace_seconds) == (1, 0.0)
+    monkeypatch.setattr("logging.basicConfig", lambda **kwargs: None)  # `funnel serve` configures logging
+    for flag, value, message in (("--grace-seconds", "-1", "--grace-seconds must not be negative"),
+                                 ("--num-versions", "0", "(--num-versions) must be at least 1, got 0")):
+        assert main(["serve", "--model-base-path", str(tmp_path), "--port", "0", flag, value]) == 2
+        assert message in capsys.readouterr().err
