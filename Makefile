@@ -15,7 +15,7 @@ export TF_USE_LEGACY_KERAS := 1
 export PYTHONWARNINGS := ignore::FutureWarning
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: setup bench-deps orchestration-deps browser-deps run test test-fast audit bench bench-census bench-ingest bench-scale bench-train bench-serving bench-peers bench-position-free lock clean
+.PHONY: setup bench-deps orchestration-deps browser-deps run test test-fast audit bench bench-census bench-ingest bench-scale bench-train bench-serving bench-load bench-peers bench-position-free lock clean
 
 setup: $(STAMP)
 
@@ -103,7 +103,7 @@ audit: $(UV)
 	$(UV) tool run --from "$(PIP_AUDIT)" pip-audit --strict --no-deps --disable-pip --progress-spinner off \
 	  --vulnerability-service $(AUDIT_SERVICE) -r requirements.lock -r requirements-orchestration.lock $(AUDIT_ARGS)
 
-bench: bench-ingest bench-train bench-serving bench-peers
+bench: bench-ingest bench-train bench-serving bench-load bench-peers
 
 # DeepCTR's MMOE, PLE, ESMM, DIN and BST beside funnel's dmt and dnn-base on the same ingested
 # default-world examples (1 epoch, batch 512); simulates the world into $(WORK)/logs if absent.
@@ -141,6 +141,12 @@ bench-train: setup
 # on the newest model `make run` pushed to $(WORK)/serving (trains a small one if there is none).
 bench-serving: setup
 	$(PY) -m bench.serving_bench --work $(WORK) --out bench/results/serving.json
+
+# `funnel serve` under load: 20,000 `rank` requests (200 candidates) at concurrency 16 on loopback,
+# 5 % malformed (six kinds), a version pushed mid-load; fails unless no valid request failed and every
+# malformed one got its status. Same model as bench-serving (trains a small one if there is none).
+bench-load: setup
+	$(PY) -m bench.load_bench --work $(WORK) --out bench/results/load.json
 
 clean:
 	rm -rf $(WORK) .pytest_cache

@@ -52,6 +52,11 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-key", metavar="PEM", help="TLS: the server's private key")
     parser.add_argument("--tls-client-ca", metavar="PEM",
                         help="TLS: require client certificates signed by this CA (mutual TLS)")
+    parser.add_argument("--num-versions", type=int, default=2,
+                        help="newest versions kept loaded (default 2: labels canary = newest, stable = the one "
+                             "before, as serving/models.config)")
+    parser.add_argument("--grace-seconds", type=float, default=5.0,
+                        help="on SIGTERM/SIGINT, seconds in-flight requests get to finish (default 5)")
 
 
 def _add_score_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,6 +66,10 @@ def _add_score_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--examples", help="TFRecord file of serialized tf.Example (gzip if it ends in .gz)")
     source.add_argument("--request", help='JSON {"signature_name": ..., "inputs": {name: nested list}}')
     parser.add_argument("--signature", help="signature (default: the request's signature_name, else serving_default)")
+    version = parser.add_mutually_exclusive_group()
+    version.add_argument("--version", type=int, help="model version to ask for (default: the newest served)")
+    version.add_argument("--version-label", metavar="LABEL",
+                         help="version label to ask for, e.g. canary or stable (serving/models.config)")
     parser.add_argument("--timeout", type=float, default=30.0, help="deadline of each call in seconds (default 30)")
     parser.add_argument("--batch-size", type=int, default=256, help="examples per Predict call (default 256)")
     parser.add_argument("--out", help="output file (default: stdout)")

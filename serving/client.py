@@ -8,6 +8,10 @@ status and metadata calls: a timed-out Predict may still be running, and repeati
 would add load exactly when the server is slow. Other codes are not retried. Failures raise
 a `ServingError` subclass carrying the gRPC code and the server's message.
 
+Every call asks for the newest version unless the client was made with `version` (one
+version) or `version_label` (e.g. `canary` / `stable`, serving/models.config's labels); the
+status call ignores the label (it lists every version).
+
 Plaintext by default; `tls=True` (or any of `tls_ca`, `tls_cert`, `tls_key`) connects with TLS,
 verifying the server against `tls_ca` (PEM; default the system's CAs) and presenting
 `tls_cert` / `tls_key` to a server that requires client certificates.
@@ -125,13 +129,16 @@ class FunnelClient:
     def __init__(self, target: str, model_name: str = "funnel", timeout: float = 5.0, retries: int = 3,
                  backoff: float = 0.1, version: Optional[int] = None, max_message_bytes: int = -1,
                  tls: bool = False, tls_ca: Optional[str] = None, tls_cert: Optional[str] = None,
-                 tls_key: Optional[str] = None):
+                 tls_key: Optional[str] = None, version_label: Optional[str] = None):
+        if version is not None and version_label:
+            raise ValueError("ask for a version or a version label, not both")
         self.target = target
         self.model_name = model_name
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
         self.version = version
+        self.version_label = version_label or None
         options = [("grpc.max_send_message_length", max_message_bytes),
                    ("grpc.max_receive_message_length", max_message_bytes),
                    ("grpc.initial_reconnect_backoff_ms", _RECONNECT_BACKOFF_MS),
@@ -144,18 +151,23 @@ class FunnelClient:
         self._signatures: Optional[Dict[str, Dict[str, Tuple[tf.DType, Optional[Tuple]]]]] = None
         self._lock = threading.Lock()
 
-    def _spec(self, spec, version: Optional[int] = None, signature: Optional[str] = None):
+    def _spec(self, spec, version: Optional[int] = None, signature: Optional[str] = None, label: bool = True):
         spec.name = self.model_name
-        version = self.version if version is None else version
         if version is not None:
             spec.version.value = version
+        elif self.version is not None:
+            spec.version.value = self.version
+        elif self.version_label and label:
+            spec.version_label = self.version_label
         if signature is not None:
             spec.signature_name = signature
         return spec
 
     def _describe(self, version: Optional[int] = None) -> str:
         version = self.version if version is None else version
-        return f"model {self.model_name}" + (f" version {version}" if version is not None else "")
+        if version is not None:
+            return f"model {self.model_name} version {version}"
+        return f"model {self.model_name}" + (f" label {self.version_label}" if self.version_label else "")
 
     def _call(self, method, request, what: str, idempotent: bool):
         retriable = {grpc.StatusCode.UNAVAILABLE}
@@ -172,7 +184,7 @@ class FunnelClient:
     def model_status(self, version: Optional[int] = None) -> List[Tuple[int, str]]:
         """[(version, state name)] as GetModelStatus reports them, e.g. [(3, "AVAILABLE")]."""
         request = get_model_status_pb2.GetModelStatusRequest()
-        self._spec(request.model_spec, version)
+        self._spec(request.model_spec, version, label=False)  # a status lists every version, labelled or not
         response = self._call(self._models.GetModelStatus, request, self._describe(version), idempotent=True)
         return [(s.version, _STATE_NAMES.get(s.state, str(s.state))) for s in response.model_version_status]
 
@@ -299,7 +311,8 @@ def run(args) -> int:
     try:
         out = open(args.out, "w") if args.out else sys.stdout
         with FunnelClient(args.target, args.model, timeout=args.timeout, tls=args.tls, tls_ca=args.tls_ca,
-                          tls_cert=args.tls_cert, tls_key=args.tls_key) as client:
+                          tls_cert=args.tls_cert, tls_key=args.tls_key, version=args.version,
+                          version_label=args.version_label) as client:
             if args.examples:
                 count = score_examples(client, args.examples, out, args.signature or DEFAULT_SIGNATURE,
                                        args.batch_size)

@@ -9,7 +9,7 @@ from typing import Dict, Tuple
 import grpc
 import numpy as np
 import tensorflow as tf
-from google.protobuf import text_format
+from google.protobuf import message, text_format
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import predict_pb2
 
@@ -42,7 +42,11 @@ def read_signature_defs(model_dir: str) -> Dict[str, meta_graph_pb2.SignatureDef
     binary = os.path.join(model_dir, "saved_model.pb")
     if tf.io.gfile.exists(binary):
         with tf.io.gfile.GFile(binary, "rb") as f:
-            saved_model.ParseFromString(f.read())
+            try:
+                saved_model.ParseFromString(f.read())
+            except message.DecodeError as e:  # e.g. truncated by an interrupted copy
+                raise tf.errors.DataLossError(None, None, f"{binary} does not parse as a SavedModel "
+                                                          f"(truncated or corrupt?): {e}") from None
     else:
         with tf.io.gfile.GFile(os.path.join(model_dir, "saved_model.pbtxt")) as f:
             text_format.Parse(f.read(), saved_model)
@@ -92,6 +96,8 @@ def status_from_exception(e: BaseException) -> Tuple[grpc.StatusCode, str]:
         return e.code, e.message
     if isinstance(e, tf.errors.OpError):
         return _CODES.get(e.error_code, grpc.StatusCode.UNKNOWN), e.message.strip()
+    if isinstance(e, FileNotFoundError):  # e.g. a version directory without its variables
+        return grpc.StatusCode.NOT_FOUND, str(e).strip()
     return grpc.StatusCode.UNKNOWN, f"{type(e).__name__}: {e}"
 
 

@@ -12,14 +12,24 @@ TF Serving cannot be installed. Clients see the same services, messages and stat
   UNIMPLEMENTED.
 
 As TF Serving: the model base path holds `<integer version>/saved_model.pb`; other names
-(e.g. the Pusher's `.tmp-<version>` staging directories) are ignored. The newest version is
-served ("latest" policy); the base path is polled every `poll_seconds` and a new version is
-loaded fully (and warmed up with `assets.extra/tf_serving_warmup_requests` if present)
-while the old one keeps serving, then swapped in and the old one unloaded. A version that
-fails to load is logged, reported as END with its error by GetModelStatus, and not retried;
-the old one keeps serving. Deleting the served version's directory rolls back to the
-newest remaining one. Status codes and messages follow TF Serving's. One loaded version
-(its signatures, Predict's input checks, warmup replay) is `serving.servable.Servable`.
+(e.g. the Pusher's `.tmp-<version>` staging directories) are ignored. The two newest
+loadable versions are served (`latest { num_versions: 2 }`, as serving/models.config; see
+`num_versions`); the base path is polled every `poll_seconds` and a new version is loaded
+fully (and warmed up with `assets.extra/tf_serving_warmup_requests` if present) while the
+old ones keep serving, then swapped in and the oldest unloaded; a request in flight finishes
+on the version it started with. A version that fails to load (e.g. missing variables, a
+truncated saved_model.pb, a failing warmup request) is logged once, reported as END with its
+error by GetModelStatus, and not retried until its directory is removed; the loaded ones
+keep serving. Deleting a served version's directory unloads it (rolls back to the newest
+remaining ones). Status codes and messages follow TF Serving's. One loaded version (its
+signatures, Predict's input checks, warmup replay) is `serving.servable.Servable`.
+
+Versions: a request without a version gets the newest loaded one; `version` asks for one of
+the loaded versions (else NOT_FOUND); `version_label` `canary` is the newest loaded version
+and `stable` the one before it, or the only one when one is loaded: what
+`serving.set_version_labels` writes into models.config for TF Serving. TF Serving takes its
+labels from the config instead; other labels are INVALID_ARGUMENT ("Unrecognized servable
+version label"), as TF Serving answers a label its config does not define.
 
 Exposure: the server listens on 127.0.0.1 unless told otherwise (`host`). With a certificate
 and key (`TlsConfig`, `funnel serve --tls-cert --tls-key`) it speaks TLS only; with a client
@@ -29,10 +39,12 @@ messages get RESOURCE_EXHAUSTED), Predict refuses more than `max_candidates` can
 INVALID_ARGUMENT naming the cap (see `count_candidates`). Requests are protobufs: nothing
 in them is unpickled or executed.
 
-Differences: one model and one version at a time (serving/models.config has TF Serving keep
-two, for its `stable` and `canary` labels); the only label here is `stable`, meaning the
-served version; if every version directory disappears the last one keeps serving; no
-request batching, no REST API.
+Shutdown: on SIGTERM or SIGINT `funnel serve` stops accepting requests (new calls get
+UNAVAILABLE, which clients retry elsewhere; a call that races the shutdown may get CANCELLED
+without having run), gives those in flight `--grace-seconds` to finish, then exits 0.
+
+Differences: one model; labels follow the loaded versions (no config file); if every
+version directory disappears the last ones keep serving; no request batching, no REST API.
 """
 
 import gc
@@ -42,7 +54,7 @@ import signal
 import sys
 import threading
 from concurrent import futures
-from typing import Dict, NamedTuple, Optional, Set, Tuple
+from typing import Dict, List, NamedTuple, Optional, Set, Tuple
 
 import grpc
 import numpy as np
@@ -52,6 +64,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
 
 from pipeline import paths
 from serving import warmup
+from serving.set_version_labels import LABELS, labels_for
 from serving.servable import DEFAULT_MAX_MESSAGE_BYTES, RequestError, Servable, invalid, status_from_exception
 
 LOG = logging.getLogger("funnel.serving")
@@ -63,7 +76,10 @@ DEFAULT_MAX_CANDIDATES = 10_000
 # The inputs whose elements are candidates: one serialized tf.Example per candidate in
 # `serving_default`, one `item_id` per candidate ([R, N]) in `rank` (models/rank_inputs.py).
 CANDIDATE_INPUTS = ("examples", "item_id")
-STABLE_LABEL = "stable"
+# TF Serving's `latest { num_versions: 2 }` in serving/models.config: stable and canary.
+DEFAULT_NUM_VERSIONS = 2
+# Seconds in-flight requests get to finish after SIGTERM / SIGINT (then they are cancelled).
+DEFAULT_GRACE_SECONDS = 5.0
 _State = get_model_status_pb2.ModelVersionStatus.State
 
 
@@ -122,14 +138,21 @@ def list_versions(base_path: str) -> Dict[int, str]:
 
 
 class ModelManager:
-    """Polls a base path and holds the served version; swaps are a single reference
-    assignment, so a request in flight finishes on the version it started with."""
+    """Polls a base path and keeps the `num_versions` newest loadable versions loaded (TF
+    Serving's `latest { num_versions }` policy). The loaded set is a dict that is replaced,
+    never changed in place, so a request resolves its version once and finishes on it even
+    if that version is unloaded meanwhile (the servable goes when its last request does)."""
 
-    def __init__(self, model_name: str, base_path: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
+    def __init__(self, model_name: str, base_path: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 num_versions: int = DEFAULT_NUM_VERSIONS):
+        if num_versions < 1:
+            raise ValueError(f"the number of versions to serve (--num-versions) must be at least 1, "
+                             f"got {num_versions}")
         self.model_name = model_name
         self.base_path = base_path
         self.max_message_bytes = max_message_bytes
-        self._servable: Optional[Servable] = None
+        self.num_versions = num_versions
+        self._servables: Dict[int, Servable] = {}
         self._lock = threading.Lock()
         self._available = threading.Event()
         self._states: Dict[int, Tuple[int, int, str]] = {}  # version -> (state, error code, message)
@@ -137,8 +160,15 @@ class ModelManager:
         self._warned_empty = False
 
     @property
+    def servables(self) -> Dict[int, Servable]:
+        """{version: servable} of the loaded versions (a snapshot: never changed in place)."""
+        return self._servables
+
+    @property
     def servable(self) -> Optional[Servable]:
-        return self._servable
+        """The newest loaded version (what a request without a version gets)."""
+        servables = self._servables
+        return servables[max(servables)] if servables else None
 
     def wait_until_available(self, timeout: Optional[float]) -> bool:
         return self._available.wait(timeout)
@@ -155,63 +185,93 @@ class ModelManager:
         versions = list_versions(self.base_path)
         self._failed &= set(versions)  # a removed version may be pushed again
         candidates = {v: p for v, p in versions.items() if v not in self._failed}
-        current = self._servable
         if not candidates:
             if not self._warned_empty:
+                current = sorted(self._servables)
                 LOG.warning("no loadable version under %s%s", self.base_path,
-                            f"; still serving version {current.version}" if current else "")
+                            f"; still serving versions {current}" if current else "")
                 self._warned_empty = True
             return
         self._warned_empty = False
-        target = max(candidates)
-        if current is None or current.version != target:
-            self._load(target, candidates[target])
+        while True:  # newest first; a version that fails leaves its place to the next older one
+            wanted = sorted(candidates)[-self.num_versions:]
+            missing = [v for v in wanted if v not in self._servables]
+            if not missing:
+                break
+            version = max(missing)
+            servable = self._load(version, candidates[version])
+            if servable is None:
+                del candidates[version]
+            else:
+                self._install(servable, candidates)
+        self._install(None, candidates)  # unloads versions whose directory went away
+        if self._servables:
+            self._available.set()
 
-    def _load(self, version: int, path: str) -> None:
+    def _load(self, version: int, path: str) -> Optional[Servable]:
         LOG.info("loading %s version %d from %s", self.model_name, version, path)
         self._set_state(version, _State.LOADING)
         try:
             servable = Servable(version, path, self.max_message_bytes)
             warmed = servable.warm_up(self.model_name)
-        except Exception as e:  # noqa: BLE001 - any load failure keeps the old version serving
+        except Exception as e:  # noqa: BLE001 - any load failure keeps the loaded versions serving
             code, message = status_from_exception(e)
-            LOG.error("failed to load %s version %d (keeping %s): %s", self.model_name, version,
-                      f"version {self._servable.version}" if self._servable else "nothing loaded", message)
+            # Logged once: the version is not retried until its directory is removed (TF
+            # Serving retries --max_num_load_retries times, then gives up as well).
+            LOG.error("failed to load %s version %d (serving %s): %s", self.model_name, version,
+                      f"versions {sorted(self._servables)}" if self._servables else "nothing", message)
             self._failed.add(version)
             self._set_state(version, _State.END, code, message)
+            return None
+        LOG.info("loaded %s version %d%s", self.model_name, version,
+                 f" (warmed up with {warmed} requests)" if warmed else "")
+        return servable
+
+    def _install(self, new: Optional[Servable], candidates: Dict[int, str]) -> None:
+        """Serves `new` beside the loaded versions, keeping the `num_versions` newest that are
+        still on disk (all of them if none is: the last ones keep serving)."""
+        loaded = dict(self._servables)
+        if new is not None:
+            loaded[new.version] = new
+        keep = sorted(v for v in loaded if v in candidates)[-self.num_versions:]
+        if not keep:
             return
         ok = grpc.StatusCode.OK.value[0]
-        with self._lock:  # the swap and both states change together, as GetModelStatus sees them
-            old, self._servable = self._servable, servable
-            self._states[version] = (_State.AVAILABLE, ok, "")
-            if old is not None:
-                self._states[old.version] = (_State.END, ok, "")
-        self._available.set()
-        LOG.info("serving %s version %d%s", self.model_name, version,
-                 f" (warmed up with {warmed} requests)" if warmed else "")
-        if old is not None:
-            old_version = old.version
-            del old
-            gc.collect()  # the old version's TF resources go now, not at some later collection
-            LOG.info("unloaded %s version %d", self.model_name, old_version)
+        dropped = sorted(v for v in loaded if v not in keep)
+        with self._lock:  # the swap and the states change together, as GetModelStatus sees them
+            self._servables = {v: loaded[v] for v in keep}
+            if new is not None:
+                self._states[new.version] = (_State.AVAILABLE, ok, "")
+            for version in dropped:
+                self._states[version] = (_State.END, ok, "")
+        if new is not None:
+            LOG.info("serving %s versions %s (%s)", self.model_name, keep,
+                     ", ".join(f"{k}={v}" for k, v in labels_for(keep).items()))
+        if dropped:
+            del loaded, new
+            gc.collect()  # unloaded versions' TF resources go now (or when their last request ends)
+            LOG.info("unloaded %s versions %s", self.model_name, dropped)
 
     def resolve(self, model_spec) -> Servable:
-        """The servable a ModelSpec asks for, or TF Serving's error."""
+        """The servable a ModelSpec asks for, or TF Serving's error. Labels: `canary` is the
+        newest loaded version, `stable` the one before it (the newest if only one is loaded),
+        as `serving.set_version_labels` points TF Serving's labels."""
         name = model_spec.name
         choice = model_spec.WhichOneof("version_choice")
-        current = self._servable
+        servables = self._servables
         if choice == "version_label":
-            if model_spec.version_label != STABLE_LABEL:
-                raise invalid(f"Unrecognized servable version label: {model_spec.version_label}")
-            wanted = f"Latest({name})"
+            label = model_spec.version_label
+            if label not in LABELS or name != self.model_name:  # TF Serving looks labels up per model
+                raise invalid(f"Unrecognized servable version label: {label}")
+            version = labels_for(servables)[label] if servables else None
         elif choice == "version":
-            wanted = f"Specific({name}, {model_spec.version.value})"
+            version = model_spec.version.value
         else:
-            wanted = f"Latest({name})"
-        if (name != self.model_name or current is None
-                or (choice == "version" and model_spec.version.value != current.version)):
+            version = max(servables) if servables else None
+        if name != self.model_name or version not in servables:
+            wanted = f"Specific({name}, {version})" if choice == "version" else f"Latest({name})"
             raise RequestError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: {wanted}")
-        return current
+        return servables[version]
 
 
 def _abort(context, e: BaseException) -> None:
@@ -305,14 +365,14 @@ class ModelServer:
     def __init__(self, model_base_path: str, model_name: str = DEFAULT_MODEL_NAME, host: str = "127.0.0.1",
                  port: int = DEFAULT_PORT, poll_seconds: float = 2.0, workers: int = 8,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, max_candidates: int = DEFAULT_MAX_CANDIDATES,
-                 tls: Optional[TlsConfig] = None):
+                 tls: Optional[TlsConfig] = None, num_versions: int = DEFAULT_NUM_VERSIONS):
         self.model_base_path = paths.absolute(model_base_path)
         self.model_name = model_name
         self.host = host
         self.tls = tls
         credentials = tls.credentials() if tls else None  # before binding: a bad file binds nothing
         self.poll_seconds = poll_seconds
-        self.manager = ModelManager(model_name, self.model_base_path, max_message_bytes)
+        self.manager = ModelManager(model_name, self.model_base_path, max_message_bytes, num_versions)
         self._stopping = threading.Event()
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="funnel-serve"),
@@ -338,8 +398,14 @@ class ModelServer:
 
     @property
     def version(self) -> Optional[int]:
+        """The newest loaded version (None until one is loaded)."""
         servable = self.manager.servable
         return servable.version if servable else None
+
+    @property
+    def versions(self) -> List[int]:
+        """The loaded versions, oldest first (`stable` is [-2] when there are two)."""
+        return sorted(self.manager.servables)
 
     def start(self) -> "ModelServer":
         self._server.start()
@@ -367,6 +433,8 @@ class ModelServer:
         return self._server.wait_for_termination(timeout) is False
 
     def stop(self, grace: Optional[float] = None) -> None:
+        """Refuses new RPCs at once (UNAVAILABLE) and gives those in flight `grace` seconds to
+        finish before cancelling them (None: cancels them now)."""
         self._stopping.set()
         self._server.stop(grace).wait()
         if self._poller.is_alive() and self._poller is not threading.current_thread():
@@ -382,11 +450,11 @@ class ModelServer:
 def serve(model_base_path: str, model_name: str = DEFAULT_MODEL_NAME, host: str = "127.0.0.1",
           port: int = DEFAULT_PORT, poll_seconds: float = 2.0, workers: int = 8,
           max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, max_candidates: int = DEFAULT_MAX_CANDIDATES,
-          tls: Optional[TlsConfig] = None) -> ModelServer:
+          tls: Optional[TlsConfig] = None, num_versions: int = DEFAULT_NUM_VERSIONS) -> ModelServer:
     """Starts a server in this process (port=0 picks a free port: see `.port`) and returns
     it without waiting for a version: call `wait_until_available(timeout)`."""
     return ModelServer(model_base_path, model_name, host, port, poll_seconds, workers, max_message_bytes,
-                       max_candidates, tls).start()
+                       max_candidates, tls, num_versions).start()
 
 
 def tls_config(args) -> Optional[TlsConfig]:
@@ -399,11 +467,15 @@ def tls_config(args) -> Optional[TlsConfig]:
 
 
 def run(args) -> int:
-    """`funnel serve`: serves until SIGINT/SIGTERM; prints one line once a version is served."""
+    """`funnel serve`: serves until SIGINT/SIGTERM, then stops taking requests and gives those
+    in flight `--grace-seconds` to finish; prints one line once the first versions are served."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if args.grace_seconds < 0:
+            raise ValueError(f"--grace-seconds must not be negative, got {args.grace_seconds}")
         server = serve(args.model_base_path, args.model_name, args.host, args.port, args.poll_seconds,
-                       args.workers, args.max_message_bytes, args.max_candidates, tls_config(args))
+                       args.workers, args.max_message_bytes, args.max_candidates, tls_config(args),
+                       args.num_versions)
     except (OSError, ValueError) as e:
         print(f"funnel serve: {e}", file=sys.stderr)
         return 2
@@ -419,12 +491,14 @@ def run(args) -> int:
         while not stop.is_set():
             if not announced and server.manager.wait_until_available(0):
                 tls = " (TLS)" if server.tls else ""
+                labels = ", ".join(f"{k}={v}" for k, v in labels_for(server.versions).items())
                 print(f"funnel serve: serving {server.target}{tls} model {server.model_name} "
-                      f"version {server.version}", flush=True)
+                      f"version {server.version} ({labels})", flush=True)
                 announced = True
             stop.wait(0.1)
+        LOG.info("stopping: no new requests; those in flight get %g s to finish", args.grace_seconds)
     finally:
-        server.stop(grace=1.0)
+        server.stop(grace=args.grace_seconds)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0

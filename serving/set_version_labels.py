@@ -52,7 +52,14 @@ def newest_labels(serving_dir: str) -> Dict[str, int]:
         raise NoVersionsError(
             f"no model versions in {serving_dir}: expected integer-named directories such as "
             f"{os.path.join(serving_dir, '1700000000')} (hidden .tmp-* staging directories do not count)")
-    return {"stable": versions[-2] if len(versions) > 1 else versions[-1], "canary": versions[-1]}
+    return labels_for(versions)
+
+
+def labels_for(versions: Sequence[int]) -> Dict[str, int]:
+    """{"stable": second newest, "canary": newest} of non-empty `versions` (both the newest if
+    there is only one); `funnel serve` resolves its labels with this rule as well."""
+    newest = sorted(versions)[-2:]
+    return {"stable": newest[0], "canary": newest[-1]}
 
 
 def set_labels(config_text: str, labels: Dict[str, int], model_name: str = MODEL_NAME) -> str:

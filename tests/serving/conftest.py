@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.python.data.experimental.ops.testing import sleep as sleep_dataset  # TF's own SleepDataset
 
 from serving.server import serve
 
@@ -31,6 +32,16 @@ class _Ranker(tf.Module):
     def rank(self, item_id, price, age):
         score = self.w * price - 0.01 * tf.cast(age, tf.float32) + self.b
         return {"score": score, "bucket": tf.strings.to_hash_bucket_fast(item_id, 97)}
+
+
+class _Sleeper(tf.Module):
+    """A model whose `sleep` signature answers after `milliseconds` without using the CPU: a
+    request that stays in flight for as long as a test needs."""
+
+    @tf.function(input_signature=[tf.TensorSpec([], tf.int64, name="milliseconds")])
+    def sleep(self, milliseconds):
+        slept = tf.data.Dataset.from_tensors(milliseconds).apply(sleep_dataset(milliseconds * 1000))
+        return {"slept": slept.get_single_element()}
 
 
 def save_model(path: str, weight: float) -> str:
@@ -84,3 +95,12 @@ def model_server(tmp_path_factory, saved_models):
     server.wait_until_available(60)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def slow_model(tmp_path_factory):
+    """A SavedModel with one signature, `sleep(milliseconds)`."""
+    path = str(tmp_path_factory.mktemp("slow_model") / "model")
+    module = _Sleeper()
+    tf.saved_model.save(module, path, signatures={"sleep": module.sleep.get_concrete_function()})
+    return path

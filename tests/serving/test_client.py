@@ -212,3 +212,35 @@ def test_funnel_score_fails_clearly(tmp_path, model_server, capsys):
     assert len(err.splitlines()) == 1 and "Servable not found for request: Latest(nope)" in err
     with pytest.raises(SystemExit):
         cli.main(["score", "--target", model_server.target, "--model", "funnel", "--request", str(request), "--bogus"])
+
+
+def test_version_labels_and_versions_as_against_tf_serving(tmp_path, saved_models, reference, capsys):
+    with serve(make_base_path(tmp_path, saved_models, versions=(1, 2)), port=0, poll_seconds=0) as server:
+        assert server.wait_until_available(30) == 2 and server.versions == [1, 2]
+        v1 = _reference_examples(reference)["score"]
+        with FunnelClient(server.target, version_label="canary") as canary, \
+                FunnelClient(server.target, version_label="stable") as stable, \
+                FunnelClient(server.target, version=1) as first:
+            np.testing.assert_allclose(stable.predict_examples(EXAMPLES)["score"], v1, rtol=1e-6)
+            np.testing.assert_allclose(first.predict_examples(EXAMPLES)["score"], v1, rtol=1e-6)
+            assert not np.allclose(canary.predict_examples(EXAMPLES)["score"], v1)
+            assert canary.model_status() == [(2, "AVAILABLE"), (1, "AVAILABLE")]  # the status lists every version
+        with pytest.raises(InvalidRequestError, match="Unrecognized servable version label: beta"):
+            FunnelClient(server.target, version_label="beta").predict_examples(EXAMPLES)
+
+        request = tmp_path / "request.json"
+        request.write_text(json.dumps({"signature_name": "serving_default",
+                                       "inputs": {"examples": [{"b64": base64.b64encode(e).decode()}
+                                                               for e in EXAMPLES]}}))
+        scored = {}
+        for flags in (["--version-label", "canary"], ["--version-label", "stable"], ["--version", "2"]):
+            assert cli.main(["score", "--target", server.target, "--model", "funnel", "--request", str(request)]
+                            + flags) == 0
+            scored[" ".join(flags)] = json.loads(capsys.readouterr().out)["outputs"]["score"]
+        np.testing.assert_allclose(scored["--version-label stable"], v1, rtol=1e-6)
+        assert scored["--version-label canary"] == scored["--version 2"] != scored["--version-label stable"]
+    with pytest.raises(SystemExit):
+        cli.main(["score", "--target", "x", "--model", "m", "--request", "r", "--version", "1",
+                  "--version-label", "canary"])
+    with pytest.raises(ValueError, match="not both"):
+        FunnelClient("127.0.0.1:1", version=1, version_label="canary")

@@ -1,5 +1,6 @@
 """The development server answers as TF Serving does, through the official stubs."""
 
+import logging
 import os
 import re
 import shutil
@@ -159,8 +160,10 @@ MALFORMED = {
                       "Servable not found for request: Latest(nope)"),
     "unknown version": (examples_request(version=3), grpc.StatusCode.NOT_FOUND,
                         "Servable not found for request: Specific(funnel, 3)"),
-    "unknown label": (examples_request(label="canary"), grpc.StatusCode.INVALID_ARGUMENT,
-                      "Unrecognized servable version label: canary"),
+    "unknown label": (examples_request(label="beta"), grpc.StatusCode.INVALID_ARGUMENT,
+                      "Unrecognized servable version label: beta"),
+    "label of an unknown model": (examples_request(name="nope", label="canary"), grpc.StatusCode.INVALID_ARGUMENT,
+                                  "Unrecognized servable version label: canary"),
     "unknown signature": (examples_request(signature="nope"), grpc.StatusCode.INVALID_ARGUMENT,
                           'Serving signature name: "nope" not found in signature def'),
     "unknown output": (examples_request(output_filter=["nope"]), grpc.StatusCode.INVALID_ARGUMENT,
@@ -275,66 +278,193 @@ def _wait_for(condition, timeout=20.0):
         time.sleep(0.05)
 
 
-def test_new_versions_are_picked_up_bad_ones_skipped_and_deleted_ones_rolled_back(tmp_path, saved_models):
+def _push(base, model_dir, version, warmup_request=None):
+    """The Pusher's way: copy to a hidden staging directory, then rename into place."""
+    staging = os.path.join(base, f".tmp-{version}")
+    shutil.copytree(model_dir, staging)
+    if warmup_request is not None:
+        _write_warmup(staging, warmup_request)
+    os.rename(staging, os.path.join(base, str(version)))
+
+
+def _served(predict, **spec):
+    return predict.Predict(examples_request(**spec), timeout=10).model_spec.version.value
+
+
+def _status(models, **spec):
+    return {s.version: s.state for s in models.GetModelStatus(status_request(**spec), timeout=10).model_version_status}
+
+
+def test_the_two_newest_versions_are_served_with_stable_and_canary_labels(tmp_path, saved_models):
     base = make_base_path(tmp_path, saved_models)
-    with serve(base, port=0, poll_seconds=0.2) as server, grpc.insecure_channel(server.target) as channel:
+    with serve(base, port=0, poll_seconds=0.1) as server, grpc.insecure_channel(server.target) as channel:
         assert server.wait_until_available(30) == 1
         predict = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         models = model_service_pb2_grpc.ModelServiceStub(channel)
         before = outputs(predict.Predict(examples_request(), timeout=10))
+        # One version: both labels are it (as serving.set_version_labels points them).
+        assert [_served(predict, label=label) for label in ("stable", "canary")] == [1, 1]
 
-        # The Pusher's way: copy to a hidden staging directory, then rename into place.
-        shutil.copytree(saved_models[2], os.path.join(base, ".tmp-2"))
-        _write_warmup(os.path.join(base, ".tmp-2"), examples_request())
-        os.rename(os.path.join(base, ".tmp-2"), os.path.join(base, "2"))
-        _wait_for(lambda: server.version == 2)
-        response = predict.Predict(examples_request(), timeout=10)
-        assert response.model_spec.version.value == 2
-        expected = tf.saved_model.load(saved_models[2]).signatures["serving_default"](examples=tf.constant(EXAMPLES))
-        assert_same(outputs(response), expected)
-        assert not np.allclose(outputs(response)["score"], before["score"])
-        states = {s.version: s.state for s in models.GetModelStatus(status_request(), timeout=10).model_version_status}
-        assert states == {2: AVAILABLE, 1: END}
+        _push(base, saved_models[2], 2, warmup_request=examples_request())
+        _wait_for(lambda: server.versions == [1, 2])
+        assert _status(models) == {2: AVAILABLE, 1: AVAILABLE}
+        assert [_served(predict), _served(predict, label="canary"), _served(predict, label="stable")] == [2, 2, 1]
+        assert [_served(predict, version=1), _served(predict, version=2)] == [1, 2]
+        response = predict.Predict(examples_request(label="canary"), timeout=10)
+        assert not np.allclose(outputs(response)["score"], before["score"])  # version 2's weights
+        assert_same(outputs(predict.Predict(examples_request(label="stable"), timeout=10)),
+                    {k: tf.constant(v) for k, v in before.items()})
 
-        # A staging directory alone is never loaded; a version whose warmup fails is skipped.
+        # A staging directory alone is never loaded; a version whose warmup fails is skipped
+        # and the labels stay on the loadable ones.
         shutil.copytree(saved_models[1], os.path.join(base, ".tmp-3"))
-        shutil.copytree(saved_models[1], os.path.join(base, ".tmp-4"))
-        _write_warmup(os.path.join(base, ".tmp-4"), examples_request(signature="nope"))
-        os.rename(os.path.join(base, ".tmp-4"), os.path.join(base, "4"))
+        _push(base, saved_models[1], 4, warmup_request=examples_request(signature="nope"))
         _wait_for(lambda: 4 in server.manager.states() and server.manager.states()[4][0] == END)
         [status] = models.GetModelStatus(status_request(version=4), timeout=10).model_version_status
         assert status.status.error_code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
         assert "nope" in status.status.error_message
-        time.sleep(0.5)
-        assert server.version == 2
-        assert 3 not in server.manager.states()
-        assert predict.Predict(examples_request(), timeout=10).model_spec.version.value == 2
+        time.sleep(0.3)
+        assert server.versions == [1, 2] and 3 not in server.manager.states()
+        assert [_served(predict, label="canary"), _served(predict, label="stable")] == [2, 1]
         assert sorted(list_versions(base)) == [1, 2, 4]
 
-        # Deleting the served version rolls back to the newest loadable one.
-        shutil.rmtree(os.path.join(base, "2"))
-        _wait_for(lambda: server.version == 1)
-        assert predict.Predict(examples_request(), timeout=10).model_spec.version.value == 1
+        # A newer good version: canary moves to it, stable to the old canary, 1 is unloaded.
+        _push(base, saved_models[1], 5)
+        _wait_for(lambda: server.versions == [2, 5])
+        assert _status(models) == {5: AVAILABLE, 4: END, 2: AVAILABLE, 1: END}
+        assert [_served(predict, label="canary"), _served(predict, label="stable")] == [5, 2]
+        with pytest.raises(grpc.RpcError) as e:
+            predict.Predict(examples_request(version=1), timeout=10)
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "Servable not found for request: Specific(funnel, 1)" in e.value.details()
+
+        # Deleting the newest version rolls back to the newest loadable ones.
+        shutil.rmtree(os.path.join(base, "5"))
+        _wait_for(lambda: server.versions == [1, 2])
+        assert [_served(predict), _served(predict, label="stable")] == [2, 1]
 
 
-def test_funnel_serve_runs_until_sigterm(tmp_path, saved_models):
+def _missing_variables(version_dir):
+    shutil.rmtree(os.path.join(version_dir, "variables"))
+
+
+def _truncated_saved_model(version_dir):
+    path = os.path.join(version_dir, "saved_model.pb")
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[:len(data) // 2])
+
+
+@pytest.mark.parametrize("corrupt, code, message", [
+    (_missing_variables, grpc.StatusCode.NOT_FOUND, "variables"),
+    (_truncated_saved_model, grpc.StatusCode.DATA_LOSS, "does not parse as a SavedModel (truncated or corrupt?)"),
+], ids=["missing variables", "truncated saved_model.pb"])
+def test_a_corrupted_version_is_refused_once_and_the_previous_one_keeps_serving(tmp_path, saved_models, caplog,
+                                                                                  corrupt, code, message):
     base = make_base_path(tmp_path, saved_models)
+    staging = os.path.join(base, ".tmp-2")
+    shutil.copytree(saved_models[2], staging)
+    corrupt(staging)
+    with serve(base, port=0, poll_seconds=0.05) as server, grpc.insecure_channel(server.target) as channel:
+        assert server.wait_until_available(30) == 1
+        predict = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        models = model_service_pb2_grpc.ModelServiceStub(channel)
+        with caplog.at_level(logging.INFO, logger="funnel.serving"):
+            os.rename(staging, os.path.join(base, "2"))
+            _wait_for(lambda: server.manager.states().get(2, (None,))[0] == END)
+            time.sleep(0.3)  # six more polls: not retried, not logged again
+        [status] = models.GetModelStatus(status_request(version=2), timeout=10).model_version_status
+        assert (status.state, status.status.error_code) == (END, code.value[0]), status
+        assert message in status.status.error_message
+        failures = [r for r in caplog.records if "failed to load funnel version 2" in r.getMessage()]
+        assert len(failures) == 1 and message in failures[0].getMessage()
+        assert [r.getMessage() for r in caplog.records].count("loading funnel version 2 from " +
+                                                              os.path.join(base, "2")) == 1
+        assert server.versions == [1]
+        assert [_served(predict), _served(predict, label="canary"), _served(predict, label="stable")] == [1, 1, 1]
+        assert _status(models) == {2: END, 1: AVAILABLE}
+
+        # The next good version is loaded beside 1; the refused one stays out of the labels.
+        _push(base, saved_models[2], 3)
+        _wait_for(lambda: server.versions == [1, 3])
+        assert [_served(predict, label="canary"), _served(predict, label="stable")] == [3, 1]
+
+
+def test_a_request_in_flight_finishes_on_its_version_while_that_version_is_unloaded(tmp_path, slow_model):
+    base = os.path.join(str(tmp_path), "serving")
+    shutil.copytree(slow_model, os.path.join(base, "1"))
+    with serve(base, port=0, poll_seconds=0.05) as server, grpc.insecure_channel(server.target) as channel:
+        assert server.wait_until_available(30) == 1
+        predict = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        in_flight = predict.Predict.future(request({"milliseconds": np.int64(2000)}, signature="sleep"), timeout=30)
+        time.sleep(0.2)
+        for version in (2, 3):
+            _push(base, slow_model, version)
+        _wait_for(lambda: server.versions == [2, 3])
+        assert not in_flight.done() and server.manager.states()[1][0] == END  # unloaded meanwhile
+        response = in_flight.result()
+        assert response.model_spec.version.value == 1 and tf.make_ndarray(response.outputs["slept"]) == 2000
+        quick = predict.Predict(request({"milliseconds": np.int64(0)}, signature="sleep"), timeout=10)
+        assert quick.model_spec.version.value == 3
+
+
+def test_funnel_serve_finishes_in_flight_requests_on_sigterm(tmp_path, slow_model):
+    """SIGTERM: new calls are refused at once (UNAVAILABLE), the request in flight completes
+    within --grace-seconds, and the process exits 0."""
+    base = os.path.join(str(tmp_path), "serving")
+    shutil.copytree(slow_model, os.path.join(base, "1"))
     process = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "serve", "--model-base-path", base, "--port", "0",
-         "--poll-seconds", "0.5"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    watchdog = threading.Timer(60, process.kill)  # never hang the suite on a silent server
+         "--poll-seconds", "0.5", "--grace-seconds", "60"], cwd=REPO, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, text=True)
+    watchdog = threading.Timer(150, process.kill)  # never hang the suite on a silent server
     watchdog.start()
     try:
         line = process.stdout.readline()
-        match = re.search(r"serving (127\.0\.0\.1:\d+) model funnel version 1", line)
+        match = re.search(r"serving (127\.0\.0\.1:\d+) model funnel version 1 \(stable=1, canary=1\)", line)
         assert match, line
         with grpc.insecure_channel(match.group(1)) as channel:
             [status] = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(
                 status_request(), timeout=10).model_version_status
             assert status.state == AVAILABLE
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=20) == 0
+            predict = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            in_flight = predict.Predict.future(request({"milliseconds": np.int64(2000)}, signature="sleep"),
+                                               timeout=30)
+            time.sleep(0.3)
+            sent = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            quick = request({"milliseconds": np.int64(0)}, signature="sleep")
+            while True:  # new calls are refused once the signal is handled ...
+                with grpc.insecure_channel(match.group(1)) as late:
+                    try:
+                        prediction_service_pb2_grpc.PredictionServiceStub(late).Predict(quick, timeout=10)
+                    except grpc.RpcError as e:  # CANCELLED: a call that raced the shutdown, not run either
+                        assert e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED), e
+                        break
+                assert time.monotonic() - sent < 10, "still taking new requests 10 s after SIGTERM"
+                time.sleep(0.05)
+            assert not in_flight.done()  # ... while the one in flight still runs, and completes
+            assert in_flight.result().model_spec.version.value == 1
+            assert tf.make_ndarray(in_flight.result().outputs["slept"]) == 2000
+        assert process.wait(timeout=50) == 0
+        assert time.monotonic() - sent < 40  # it exits once the last request is done, not after the grace
     finally:
         watchdog.cancel()
         if process.poll() is None:
             process.kill()
+
+
+def test_serve_flags_num_versions_and_grace_seconds(tmp_path, capsys, monkeypatch):
+    from pipeline.cli import build_parser, main
+    from serving.server import DEFAULT_GRACE_SECONDS, DEFAULT_NUM_VERSIONS
+
+    args = build_parser().parse_args(["serve", "--model-base-path", "x"])
+    assert (args.num_versions, args.grace_seconds) == (DEFAULT_NUM_VERSIONS, DEFAULT_GRACE_SECONDS)
+    args = build_parser().parse_args(["serve", "--model-base-path", "x", "--num-versions", "1", "--grace-seconds", "0"])
+    assert (args.num_versions, args.grace_seconds) == (1, 0.0)
+    monkeypatch.setattr("logging.basicConfig", lambda **kwargs: None)  # `funnel serve` configures logging
+    for flag, value, message in (("--grace-seconds", "-1", "--grace-seconds must not be negative"),
+                                 ("--num-versions", "0", "(--num-versions) must be at least 1, got 0")):
+        assert main(["serve", "--model-base-path", str(tmp_path), "--port", "0", flag, value]) == 2
+        assert message in capsys.readouterr().err
