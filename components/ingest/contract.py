@@ -34,6 +34,7 @@ class FieldSpec:
     type: str  # "string" | "int" | "number"
     required: bool
     minimum: Optional[int] = None
+    maximum: Optional[int] = None
     default: Optional[str] = None
 
 
@@ -57,9 +58,13 @@ class LogFile:
     index: int
 
 
-def load_contract(path: Optional[str] = None) -> Dict[str, LogSpec]:
+def _load_yaml(path: Optional[str]) -> dict:
     with open(path or schemas.path("raw_logs.yaml")) as f:
-        raw = yaml.safe_load(f)
+        return yaml.safe_load(f)
+
+
+def load_contract(path: Optional[str] = None) -> Dict[str, LogSpec]:
+    raw = _load_yaml(path)
     specs = {}
     for name, log in raw["logs"].items():
         fields = tuple(
@@ -68,6 +73,7 @@ def load_contract(path: Optional[str] = None) -> Dict[str, LogSpec]:
                 type=attrs["type"],
                 required=bool(attrs.get("required", False)),
                 minimum=attrs.get("min"),
+                maximum=attrs.get("max"),
                 default=attrs.get("default"),
             )
             for field, attrs in log["fields"].items()
@@ -77,6 +83,9 @@ def load_contract(path: Optional[str] = None) -> Dict[str, LogSpec]:
 
 
 CONTRACT = load_contract()
+# The cap on every string of a record (ids included), in bytes of UTF-8: a longer one is
+# quarantined (out_of_range), so a runaway id cannot bloat the examples or the vocabularies.
+MAX_STRING_BYTES = int(_load_yaml(None)["string_max_bytes"])
 
 
 def _check_file_format(path: str) -> bool:
@@ -97,17 +106,23 @@ def _check_file_format(path: str) -> bool:
         with files.open_bytes(path, decompress=True) as f:
             head = f.read(_PEEK_BYTES)
     except (OSError, EOFError) as e:
-        raise ContractError(f"{path}: not a gzip file: {e}") from e
+        raise ContractError(f"{path}: not a gzip file, or one cut short: {e}") from e
     lines = [line for line in head.split(b"\n") if line.strip()]
     if not lines:
         return False
-    # The last line of the peek may be cut; a file is JSON Lines if some whole line is an object.
-    for line in lines[:-1] if len(head) == _PEEK_BYTES else lines:
+    cut = len(head) == _PEEK_BYTES  # the last line of the peek may be cut
+    # A file is JSON Lines if some whole line is an object (bytes that are not UTF-8 make a
+    # record bad, not the file: the reader quarantines it) ...
+    for line in lines[:-1] if cut else lines:
         try:
-            if isinstance(json.loads(line), dict):
+            if isinstance(json.loads(line.decode("utf-8-sig", errors="replace")), dict):
                 return True
         except ValueError:
             continue
+    # ... or if the peek ends inside a record longer than it that starts as an object (the
+    # reader checks that record whole and quarantines it if it is not one).
+    if cut and lines[-1].lstrip().startswith(b"{"):
+        return True
     raise ContractError(f"{path}: not JSON Lines (no line in its first 64 KiB is a JSON object)")
 
 

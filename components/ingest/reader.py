@@ -6,6 +6,7 @@ line in Python (the slow path), which gives every bad record its own reason. Bot
 paths apply the same rules, so a record's fate never depends on its neighbours.
 """
 
+import codecs
 import collections
 import dataclasses
 import json
@@ -14,11 +15,12 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from components.ingest import files
-from components.ingest.contract import CONTRACT, LogFile, LogSpec
+from components.ingest.contract import CONTRACT, MAX_STRING_BYTES, LogFile, LogSpec
 
 # Quarantine reasons (the keys of the run's per-reason counts).
 UNPARSEABLE = "unparseable"
@@ -75,8 +77,26 @@ def _type_ok(value, type_name: str) -> bool:
     if isinstance(value, bool):
         return False
     if type_name == "int":
-        return isinstance(value, int) and -(2**63) <= value < 2**63
+        return isinstance(value, int)
     return isinstance(value, (int, float))
+
+
+def _value_error(name: str, value, type_name: str) -> Optional[str]:
+    """Why a present value cannot be stored in its column (a wrong_type detail), or None."""
+    if not _type_ok(value, type_name):
+        return f"{name}: expected {type_name}, got {type(value).__name__}"
+    if type_name == "int" and not -(2**63) <= value < 2**63:
+        return f"{name}: integer outside 64 bits"
+    return None
+
+
+def _has_surrogates(value) -> bool:
+    """JSON's \\u escapes can spell lone UTF-16 surrogates, which no UTF-8 string holds."""
+    try:
+        value.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
 
 
 def _parse_line(raw: bytes, spec: LogSpec):
@@ -97,8 +117,10 @@ def _parse_line(raw: bytes, spec: LogSpec):
         if value is None:
             if field.required:
                 return None, (MISSING_FIELD, field.name)
-        elif not _type_ok(value, field.type):
-            return None, (WRONG_TYPE, f"{field.name}: expected {field.type}, got {type(value).__name__}")
+        elif _value_error(field.name, value, field.type):
+            return None, (WRONG_TYPE, _value_error(field.name, value, field.type))
+        elif field.type == "string" and _has_surrogates(value):
+            return None, (NON_UTF8, f"{field.name}: a lone surrogate escape")
         record[field.name] = value
     return record, None
 
@@ -110,6 +132,8 @@ def _read_jsonl_slow(log_file: LogFile, spec: LogSpec):
             if not line.strip():
                 continue  # blank lines are not records (Arrow skips them too)
             n += 1
+            if n == 1:  # a byte order mark opens the file, not its first record (Arrow skips it too)
+                line = line.removeprefix(codecs.BOM_UTF8)
             record, error = _parse_line(line.rstrip(b"\r\n"), spec)
             if error:
                 text = line.decode("utf-8", errors="backslashreplace").rstrip("\r\n")
@@ -128,11 +152,14 @@ def _read_jsonl_fast(log_file: LogFile, spec: LogSpec) -> Optional[pa.Table]:
     compression = "gzip" if log_file.path.endswith(".gz") else None
     try:
         with pa.input_stream(files.arrow_source(log_file.path), compression=compression) as stream:
-            return pa_json.read_json(
+            table = pa_json.read_json(
                 stream,
                 read_options=pa_json.ReadOptions(block_size=1 << 24),
                 parse_options=options,
             )
+        # Arrow's JSON reader copies a string's bytes without checking they are UTF-8.
+        table.validate(full=True)
+        return table
     except (pa.ArrowInvalid, UnicodeDecodeError):
         return None  # some record is bad: re-read line by line for per-record reasons
 
@@ -183,22 +210,50 @@ def quarantine_by_file(frame: pd.DataFrame, log_file: Callable[[int], LogFile], 
                                      detail_column=detail_column)]
 
 
-def _check_rows(log_file: LogFile, spec: LogSpec, frame: pd.DataFrame, quarantine: List[dict]):
-    """Vectorised record checks shared by both paths: required fields and minimums."""
+def _value_masks(table: pa.Table, spec: LogSpec) -> Dict[str, tuple]:
+    """Per field, (mask, detail) of the values past the contract's caps, computed on the Arrow
+    table (where NaN and null still differ, and without a Python string per value): strings
+    longer than MAX_STRING_BYTES, numbers that are not finite."""
+    masks = {}
+    for field in spec.fields:
+        column = table.column(field.name)
+        if field.type == "string":
+            bad, detail = pc.greater(pc.binary_length(column), MAX_STRING_BYTES), f"{field.name}: over {MAX_STRING_BYTES} bytes"
+        elif field.type == "number":
+            bad, detail = pc.invert(pc.is_finite(column)), f"{field.name}: not a finite number"
+        else:
+            continue
+        masks[field.name] = (np.asarray(bad.fill_null(False), dtype=bool), detail)
+    return masks
+
+
+def _check_rows(log_file: LogFile, spec: LogSpec, frame: pd.DataFrame, quarantine: List[dict],
+                value_masks: Dict[str, tuple]):
+    """Vectorised record checks shared by both paths: required fields, caps and bounds; a
+    record is quarantined for the first field (in contract order) that fails."""
     bad = np.zeros(len(frame), dtype=bool)
+
+    def reject(mask: np.ndarray, reason: str, detail: str) -> None:
+        nonlocal bad
+        mask = mask & ~bad
+        quarantine.extend(quarantine_rows(log_file, frame, mask, reason, detail))
+        bad |= mask
+
     for field in spec.fields:
         column = frame[field.name]
         if field.required:
-            missing = column.isna().to_numpy() & ~bad
-            quarantine += quarantine_rows(log_file, frame, missing, MISSING_FIELD, field.name)
-            bad |= missing
+            reject(column.isna().to_numpy(), MISSING_FIELD, field.name)
         elif field.default is not None:
             frame[field.name] = column.fillna(field.default)
+        if field.name in value_masks:
+            mask, detail = value_masks[field.name]
+            reject(mask, OUT_OF_RANGE, detail)
         minimum = field.minimum if field.minimum is not None else (0 if field.type == "int" else None)
         if minimum is not None:
-            low = (column.fillna(minimum).to_numpy() < minimum) & ~bad
-            quarantine += quarantine_rows(log_file, frame, low, OUT_OF_RANGE, f"{field.name} < {minimum}")
-            bad |= low
+            reject(column.fillna(minimum).to_numpy() < minimum, OUT_OF_RANGE, f"{field.name} < {minimum}")
+        if field.maximum is not None:
+            reject(column.fillna(field.maximum).to_numpy() > field.maximum, OUT_OF_RANGE,
+                   f"{field.name} > {field.maximum}")
     frame = frame[~bad]
     for field in spec.fields:  # a column with nulls came back as float; all are valid now
         if field.type == "int" and frame[field.name].dtype != np.int64:
@@ -212,8 +267,11 @@ def _row_dict(frame: pd.DataFrame, i: int, spec: LogSpec) -> dict:
 
 def _json_value(value):
     value = value.item() if isinstance(value, np.generic) else value
-    # Missing values come back from pandas as NaN; the quarantine is strict JSON: null.
-    return None if isinstance(value, float) and value != value else value
+    # Missing values come back from pandas as NaN; the quarantine is strict JSON: null, and an
+    # infinity its name.
+    if isinstance(value, float) and not np.isfinite(value):
+        return None if value != value else str(value)
+    return value
 
 
 def read_log_file(log_file: LogFile) -> ParsedFile:
@@ -242,10 +300,11 @@ def read_log_file(log_file: LogFile) -> ParsedFile:
                 rows = np.arange(1, n + 1, dtype=np.int64)
     except (OSError, EOFError, pa.ArrowException) as e:
         raise IOError(f"{log_file.path}: cannot read file of log '{log_file.log}': {e}") from e
+    value_masks = _value_masks(table, spec)
     frame = table.to_pandas()
     frame[FILE_COLUMN] = np.int32(log_file.index)
     frame[ROW_COLUMN] = rows
-    frame = _check_rows(log_file, spec, frame, quarantine)
+    frame = _check_rows(log_file, spec, frame, quarantine, value_masks)
     return ParsedFile(log_file, frame.reset_index(drop=True), quarantine, n)
 
 

@@ -31,7 +31,8 @@ from components.ingest import duplicates, examples, files, item_stats, packing, 
 from components.ingest.config import IngestConfig
 from components.ingest.contract import CONTRACT, LogFile
 from components.ingest.tfrecord_sink import WriteTFRecords, batches
-from components.ingest.window import DateWindow, date_window
+from components.ingest.window import DateWindow, date_of, date_window, last_full_day
+from components.ingest.window import day_counts as day_counts_of
 from models import features
 
 QUARANTINE = "quarantine"
@@ -123,37 +124,47 @@ class _BuildShardExamples(beam.DoFn):
         self._window = date_window(config)
         self._files = {f.index: f for f in log_files}
 
-    def _drop_duplicates(self, impressions: pd.DataFrame, losers: np.ndarray, catalog):
-        """Drops every impression record whose id was seen earlier (in file order); returns
-        the rest and the quarantine records of the dropped (item ids restored)."""
-        lost = np.isin(duplicates.record_keys(impressions), losers)
+    def _quarantine(self, impressions: pd.DataFrame, lost: np.ndarray, catalog, reason: str, detail=None):
+        """Drops the impression records of mask `lost`; returns the rest and the quarantine
+        records of the dropped (item ids restored), with the detail given or their id."""
         if not lost.any():
             return impressions, []
         dropped = impressions[lost].assign(**{
             features.ITEM_ID: catalog.ids.to_numpy()[impressions.loc[lost, reader.ITEM_CODE_COLUMN].to_numpy()]})
-        quarantine = reader.quarantine_by_file(dropped, self._files.__getitem__, reader.DUPLICATE_IMPRESSION_ID,
-                                               features.IMPRESSION_ID)
+        if detail is not None:
+            dropped = dropped.assign(_detail=detail)
+        quarantine = reader.quarantine_by_file(dropped, self._files.__getitem__, reason,
+                                               features.IMPRESSION_ID if detail is None else "_detail")
         return impressions[~lost].reset_index(drop=True), quarantine
 
-    def process(self, element, catalog, stats, loser_keys, last_ts):
-        """`loser_keys`: record keys of duplicates, an array per id shard; `last_ts`: the
-        last impression time of each file. (Side inputs as lists: a global combine would
-        add two stages each, ~0.1 s on the local runner.)"""
+    def process(self, element, catalog, stats, loser_keys, day_counts):
+        """`loser_keys`: record keys of duplicates, an array per id shard; `day_counts`: the
+        impressions per day of each file. (Side inputs as lists: a global combine would add
+        two stages each, ~0.1 s on the local runner.)"""
         _, packed_parts = element
         losers = np.concatenate([np.zeros(0, np.int64), *loser_keys])
-        window = self._window
-        if window is None:  # the last eval_days days with impressions
-            eval_start_day = max(last_ts, default=-1) // features.DAY_SECONDS - self._config.eval_days + 1
-        else:
-            eval_start_day = window.eval_start_day
         by_log: Dict[str, list] = collections.defaultdict(list)
         for log, packed in packed_parts:
             by_log[log].append(packed)
         frames = {log: packing.unpack(by_log[log], _empty_frames(log)) for log in examples.EVENT_LOGS}
-        frames["impressions"], quarantine = self._drop_duplicates(frames["impressions"], losers, catalog)
-        for q in quarantine:
+        impressions = frames["impressions"]
+        # Every occurrence of an id but the first (in file order) is a duplicate.
+        impressions, quarantine = self._quarantine(
+            impressions, np.isin(duplicates.record_keys(impressions), losers), catalog, reader.DUPLICATE_IMPRESSION_ID)
+        window = self._window
+        if window is None:  # the last eval_days days with impressions
+            last_day = last_full_day(day_counts)
+            eval_start_day = last_day - self._config.eval_days + 1
+            impressions, late = self._quarantine(
+                impressions, impressions[features.TS].to_numpy() // features.DAY_SECONDS > last_day, catalog,
+                reader.OUT_OF_RANGE, f"ts after {date_of(last_day)}, the last day of impressions")
+        else:
+            eval_start_day, late = window.eval_start_day, []
+        frames["impressions"] = impressions
+        for q in quarantine + late:
             yield beam.pvalue.TaggedOutput(QUARANTINE, q)
-        yield beam.pvalue.TaggedOutput(COUNTS, {"impressions.quarantined.duplicate_impression_id": len(quarantine)})
+        yield beam.pvalue.TaggedOutput(COUNTS, {"impressions.quarantined.duplicate_impression_id": len(quarantine),
+                                                "impressions.quarantined.out_of_range": len(late)})
         train, evaluation, counts = examples.build_examples(
             frames, catalog, stats, eval_start_day, self._config,
             first_example_day=None if window is None else window.first_train_day)
@@ -196,14 +207,14 @@ class IngestLogs(beam.PTransform):
                  | "AllItemCounts" >> beam.Flatten()
                  # No default for an empty input (there are always events files): it would add a stage.
                  | "ItemStats" >> beam.CombineGlobally(item_stats.CombineItemStats()).without_defaults())
-        last_ts = impressions | "LastTs" >> beam.Map(lambda e: int(e[1][features.TS].max()) if len(e[1]) else -1)
+        day_counts = impressions | "DayCounts" >> beam.Map(lambda e: day_counts_of(e[1][features.TS].to_numpy()))
 
         built = (events.rows
                  | "ByUser" >> beam.FlatMap(_shard_by_user, self._config.num_shards)
                  | "GroupUsers" >> beam.GroupByKey()
                  | "BuildExamples" >> beam.ParDo(
                      _BuildShardExamples(self._config, self._files), catalog_side, beam.pvalue.AsSingleton(stats),
-                     beam.pvalue.AsList(loser_keys), beam.pvalue.AsList(last_ts))
+                     beam.pvalue.AsList(loser_keys), beam.pvalue.AsList(day_counts))
                  .with_outputs(QUARANTINE, COUNTS, EVAL, main="train"))
 
         quarantine = ((catalog[QUARANTINE], events[QUARANTINE], built[QUARANTINE])

@@ -14,7 +14,7 @@ never silently dropped.
 
 import dataclasses
 import datetime
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 
@@ -22,6 +22,10 @@ from components.ingest.config import IngestConfig
 from models import features as F
 
 PARTITION_PREFIX = "dt="
+# A run without an end date ends on the last UTC day with impressions that holds at least this
+# share of the busiest day's: a handful of records with a wrong clock (a year ahead, say) do not
+# make a day, so they cannot move the eval split; impressions after that day are quarantined.
+MIN_DAY_SHARE = 0.01
 _EPOCH = datetime.date(1970, 1, 1)
 
 # The behaviour sequence each event log feeds (features.SEQUENCES).
@@ -102,6 +106,25 @@ def date_window(config: IngestConfig) -> Optional[DateWindow]:
     if config.history_days is not None:  # a cap (cheaper, the longest features see less)
         needed = {log: config.history_days for log in needed}
     return DateWindow(day_number(config.end_date), config.eval_days, config.train_days, needed)
+
+
+def day_counts(ts: np.ndarray) -> Dict[int, int]:
+    """Events per UTC day (days since 1970-01-01) of Unix-second timestamps."""
+    days, counts = np.unique(np.asarray(ts, np.int64) // F.DAY_SECONDS, return_counts=True)
+    return dict(zip(days.tolist(), counts.tolist()))
+
+
+def last_full_day(per_file: Sequence[Dict[int, int]]) -> int:
+    """The last day (MIN_DAY_SHARE) of the impressions counted per file by `day_counts`; -1
+    when there are none."""
+    total: Dict[int, int] = {}
+    for counts in per_file:
+        for day, n in counts.items():
+            total[day] = total.get(day, 0) + n
+    if not total:
+        return -1
+    busiest = max(total.values())
+    return max(day for day, n in total.items() if n >= MIN_DAY_SHARE * busiest)
 
 
 def partition_day(name: str) -> Optional[int]:
