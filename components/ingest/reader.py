@@ -211,16 +211,23 @@ def quarantine_by_file(frame: pd.DataFrame, log_file: Callable[[int], LogFile], 
 
 
 def _value_masks(table: pa.Table, spec: LogSpec) -> Dict[str, tuple]:
-    """Per field, (mask, detail) of the values past the contract's caps, computed on the Arrow
+    """Per field with values past the contract's caps, (mask, detail), computed on the Arrow
     table (where NaN and null still differ, and without a Python string per value): strings
-    longer than MAX_STRING_BYTES, numbers that are not finite."""
+    longer than MAX_STRING_BYTES, numbers that are not finite. A mask is only built for a
+    column that has such a value (rare), so a clean file pays one reduction per column."""
     masks = {}
     for field in spec.fields:
         column = table.column(field.name)
         if field.type == "string":
-            bad, detail = pc.greater(pc.binary_length(column), MAX_STRING_BYTES), f"{field.name}: over {MAX_STRING_BYTES} bytes"
+            lengths = pc.binary_length(column)
+            if (pc.max(lengths).as_py() or 0) <= MAX_STRING_BYTES:
+                continue
+            bad, detail = pc.greater(lengths, MAX_STRING_BYTES), f"{field.name}: over {MAX_STRING_BYTES} bytes"
         elif field.type == "number":
-            bad, detail = pc.invert(pc.is_finite(column)), f"{field.name}: not a finite number"
+            finite = pc.is_finite(column)
+            if pc.all(finite).as_py() is not False:  # nulls are not judged here
+                continue
+            bad, detail = pc.invert(finite), f"{field.name}: not a finite number"
         else:
             continue
         masks[field.name] = (np.asarray(bad.fill_null(False), dtype=bool), detail)
@@ -255,10 +262,9 @@ def _check_rows(log_file: LogFile, spec: LogSpec, frame: pd.DataFrame, quarantin
             reject(column.fillna(field.maximum).to_numpy() > field.maximum, OUT_OF_RANGE,
                    f"{field.name} > {field.maximum}")
     frame = frame[~bad]
-    for field in spec.fields:  # a column with nulls came back as float; all are valid now
-        if field.type == "int" and frame[field.name].dtype != np.int64:
-            frame[field.name] = frame[field.name].astype(np.int64)
-    return frame
+    # a column with nulls came back as float; all are valid now (astype: a new frame, not a view)
+    floats = {f.name: np.int64 for f in spec.fields if f.type == "int" and frame[f.name].dtype != np.int64}
+    return frame.astype(floats) if floats else frame
 
 
 def _row_dict(frame: pd.DataFrame, i: int, spec: LogSpec) -> dict:

@@ -13,7 +13,7 @@ import pytest
 from components.ingest.config import IngestConfig
 from components.ingest.contract import INGESTED_LOGS, ContractError, list_log_files
 from components.ingest.runner import run_ingest
-from components.ingest.window import date_of
+from components.ingest.window import date_of, last_full_day
 from models import features
 from tests.components.ingest import bad_corpus as corpus
 from tests.components.ingest.logs import read_examples
@@ -109,7 +109,11 @@ def test_quarantine_records_name_file_row_and_cap(corpus_run):
     def strict(constant):
         raise ValueError(f"not strict JSON: {constant}")
 
-    for q in quarantine:  # each record as read, in strict JSON unless cut at 2,000 characters
+    # Records checked after parsing are written back as strict JSON (NaN as null, Infinity named);
+    # unparseable lines are kept as they were, and any record is cut at 2,000 characters.
+    parsed = [q for q in quarantine if q["reason"] in ("out_of_range", "unknown_item", "duplicate_impression_id")]
+    assert {q["reason"] for q in parsed} == {"out_of_range", "unknown_item", "duplicate_impression_id"}
+    for q in parsed:
         if len(q["record"]) < 2_000:
             json.loads(q["record"], parse_constant=strict)
 
@@ -153,3 +157,10 @@ def test_ten_thousand_tiny_files_are_listed_and_checked_cheaply(tmp_path):
     assert len(tiny) == corpus.CASES["ten_thousand_tiny_files"].expect["clicks"][0] == 10_000
     assert [f.index for f in listed] == list(range(len(listed)))
     assert seconds < 15, seconds
+
+
+def test_the_last_day_needs_a_share_of_the_busiest_day():
+    busy, late = {100: 150, 101: 200}, {101: 100, 102: 1, 500: 1}
+    assert last_full_day([busy, late]) == 101  # 1 impression is under 1 % of 300
+    assert last_full_day([busy, {102: 3}]) == 102  # 3 of 300 are not
+    assert last_full_day([{}, {}]) == last_full_day([]) == -1
