@@ -280,6 +280,42 @@ def _json_value(value):
     return value
 
 
+def _quarantine_non_utf8(log_file: LogFile, spec: LogSpec, table: pa.Table, rows: np.ndarray):
+    """Quarantines the rows of a Parquet table whose strings are not UTF-8 (a Parquet writer need
+    not check them, and Arrow's to_pandas fails on them); returns the rest. Arrow checks a whole
+    column, not a value, so the values of a column that fails are checked here, by hand."""
+    bad = np.zeros(table.num_rows, dtype=bool)
+    raw = {}
+    for field in spec.fields:
+        column = table.column(field.name)
+        if field.type != "string":
+            continue
+        try:
+            column.validate(full=True)
+        except pa.ArrowInvalid:
+            raw[field.name] = column.cast(pa.binary()).to_pylist()  # no copy, no check
+            bad |= np.array([v is not None and not _is_utf8(v) for v in raw[field.name]], dtype=bool)
+    if not bad.any():
+        return table, rows, []
+
+    def text(i: int) -> str:
+        return json.dumps({name: (raw[name][i].decode("utf-8", errors="backslashreplace")
+                                  if name in raw and raw[name][i] is not None else table.column(name)[i].as_py())
+                           for name in spec.field_names}, default=str, ensure_ascii=False)
+
+    quarantine = [quarantine_record(log_file, rows[i], NON_UTF8, "a string that is not UTF-8", text(i))
+                  for i in np.flatnonzero(bad)]
+    return table.filter(pa.array(~bad)), rows[~bad], quarantine
+
+
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
 def read_log_file(log_file: LogFile) -> ParsedFile:
     """Parses one file of the contract. Raises only for a file that cannot be read at all
     (e.g. a gzip stream cut short), naming the file."""
@@ -297,6 +333,8 @@ def read_log_file(log_file: LogFile) -> ParsedFile:
                     for r in rows
                 ]
                 table, rows = table.slice(0, 0), rows[:0]
+            else:
+                table, rows, quarantine = _quarantine_non_utf8(log_file, spec, table, rows)
         else:
             table = _read_jsonl_fast(log_file, spec)
             if table is None:

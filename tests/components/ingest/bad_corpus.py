@@ -56,8 +56,12 @@ def jsonl(records) -> bytes:
 
 
 def parquet(records: List[dict], schema: Optional[pa.Schema] = None) -> bytes:
+    return parquet_table(pa.Table.from_pylist(records, schema=schema))
+
+
+def parquet_table(table: pa.Table) -> bytes:
     sink = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(records, schema=schema), sink)
+    pq.write_table(table, sink)
     return sink.getvalue()
 
 
@@ -225,7 +229,8 @@ def _record_cases() -> List[Case]:
     n = "parquet_wrong_schema"
     wrong_ts = pa.schema([(k, pa.string()) for k in _imp(n, 0)])
     add(n, QUARANTINED, "Parquet with a column of the wrong type (every record: wrong_type), without a "
-        "required column (missing_field), with NaN in a number column (out_of_range)",
+        "required column (missing_field), with NaN in a number column (out_of_range), with a string "
+        "that is not UTF-8 (non_utf8), with an extra column (ignored)",
         {("impressions", f"{n}-a.parquet"): parquet([{k: str(v) for k, v in _imp(n, k).items()} for k in (0, 1)],
                                                      wrong_ts),
          ("impressions", f"{n}-b.parquet"): parquet([{k: v for k, v in _imp(n, k).items() if k != "page"}
@@ -234,8 +239,13 @@ def _record_cases() -> List[Case]:
          ("items", f"{n}.parquet"): parquet([{"item_id": "pq-nan", "category_id": "c", "brand_id": "b",
                                               "shop_id": "s", "price": float("nan")},
                                              {"item_id": "pq-ok", "category_id": "c", "brand_id": "b",
-                                              "shop_id": "s", "price": 3.0}])},
-        {"impressions": (5, {"wrong_type": 2, "missing_field": 2}), "items": (2, {"out_of_range": 1})},
+                                              "shop_id": "s", "price": 3.0}]),
+         # a string column written without a UTF-8 check (as some writers do)
+         ("clicks", f"{n}.parquet"): parquet_table(pa.table({
+             "user_id": pa.array([b"u\xff", b"u1"], pa.binary()).view(pa.string()), "item_id": ["i1", "i1"],
+             "ts": [DAY2, DAY2 + 1]}))},
+        {"impressions": (5, {"wrong_type": 2, "missing_field": 2}), "items": (2, {"out_of_range": 1}),
+         "clicks": (2, {"non_utf8": 1})},
         [f"{n}-4"])
     return cases
 
