@@ -340,7 +340,10 @@ def run_fn(fn_args: tfx.components.FnArgs) -> Optional[keras.Model]:
             # input pipeline and the per-epoch validation on `eval_batches` batches)
             json.dump({"fit_seconds": fit_seconds, "train_steps": steps, "batch_size": settings["batch_size"],
                        "examples_per_second": steps * settings["batch_size"] / fit_seconds,
-                       "warm_started_from": warm_started}, f)
+                       "warm_started_from": warm_started,
+                       # the fusion network's own steps (every `period` batches; models/fusion_network.py)
+                       "fusion_steps": (int(model.fusion_optimizer.iterations.numpy())
+                                        if model.fusion_optimizer is not None else None)}, f)
         # what tomorrow's run warm-starts from, if this model is blessed
         warm_start.save(model, tf_transform_output, fn_args.serving_model_dir,
                         P.transform_config(custom)["num_oov_buckets"])
