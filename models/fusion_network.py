@@ -116,7 +116,8 @@ class NetworkFusion(Fusion):
     `weights`: the objectives and the untrained gate's weights (default: every task, 1);
     `features` (user-level dense features) and `scenario` (its embedding, `scenario_dim` wide):
     the gate's inputs; `hidden_units`: its MLP; `period`: the gate takes a step every this many
-    batches, with Adam at `learning_rate`; `gains`: per label, the gain of an impression with that
+    batches, with Adam at `learning_rate` (10x the network's default: it takes 1/period of the
+    steps, ~80 in one epoch of the default world); `gains`: per label, the gain of an impression with that
     label in `list_loss` (the largest of its positive labels'; null: 1 per task, 10 for order)."""
 
     CONTEXT_ARGS = ("outputs", "tasks", "scenario_vocabulary")
@@ -124,7 +125,7 @@ class NetworkFusion(Fusion):
 
     def __init__(self, outputs: Sequence[str], tasks: Sequence[str], weights: Optional[Mapping[str, float]] = None,
                  features: Sequence[str] = DEFAULT_GATE_FEATURES, scenario: bool = True, scenario_dim: int = 4,
-                 hidden_units: Sequence[int] = (16,), period: int = 10, learning_rate: float = 1e-3,
+                 hidden_units: Sequence[int] = (16,), period: int = 10, learning_rate: float = 1e-2,
                  gains: Optional[Mapping[str, float]] = None, scenario_vocabulary: int = 0, **kwargs):
         kwargs.setdefault("trainable", True)
         super().__init__(outputs, tasks, weights, **kwargs)
