@@ -211,6 +211,7 @@ def _warm_start(model, train, fn_args, tf_transform_output, custom, strategy) ->
     them in the model_run artifact. Returns what fit.json records about it."""
     features = next(iter(train.take(1)))[0]
     model(features, training=False)
+    model.serving_outputs(features)  # builds the fusion network's gate too: its weights are carried over
     carried = warm_start.warm_start(model, fn_args.base_model, tf_transform_output,
                                     P.transform_config(custom)["num_oov_buckets"])
     if D.is_chief(strategy):

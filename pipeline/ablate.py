@@ -165,6 +165,7 @@ def fused_score(scored: pd.DataFrame, kind: str, weights: Dict[str, float]) -> n
 def trained_fusion(fusion: Optional[Dict[str, Any]]) -> bool:
     """Whether a model section's `fusion` is trained with the network (the fusion network), so
     that only the served model can compute its score."""
+    from models import fusion_network  # noqa: F401  (registers `network`)
     from models.registry import FUSIONS
 
     return fusion is not None and FUSIONS.get(fusion["type"]).TRAINS

@@ -174,3 +174,20 @@ def test_export_serves_the_personalised_score_in_both_signatures(trained, tmp_pa
     # trained, the weights differ by user state, so the score is not the static product's
     assert np.ptp(weights[:, 0]) > 1e-4
     np.testing.assert_allclose(weights.sum(axis=1), 2.0, rtol=1e-5)
+
+
+def test_a_warm_start_carries_the_gate_over(trained):
+    """The Trainer's warm start builds a fresh model as models/trainer.py `_warm_start` does and
+    sets the base model's weights (models/warm_start.py): the gate's are among them."""
+    from models import warm_start
+
+    model = trained[0]
+    features, _ = make_batch(8, seed=9)
+    fresh = _model(period=3)
+    fresh(features, training=False)
+    fresh.serving_outputs(features)
+    warm_start.set_weights(fresh, warm_start.get_weights(model))
+    np.testing.assert_allclose(fresh.network.fusion.gate(features).numpy(),
+                               model.network.fusion.gate(features).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(fresh.serving_outputs(features)[SCORE].numpy(),
+                               model.serving_outputs(features)[SCORE].numpy(), rtol=1e-5)
