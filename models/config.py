@@ -8,7 +8,7 @@ nested section with a `type` and that part's arguments (models/registry.py):
       sequence_encoder: {type: transformer, num_heads: 4}   # or din; sequences: {} for none
       mixture: {type: mmoe, num_experts: 4}                 # shared_bottom, mmoe, ple, hmoe, immoe, dtn
       heads: {type: independent}                            # esmm, esm2
-      fusion: {type: product, weights: {click: 1, order: 1}}   # or weighted (eq. 6)
+      fusion: {type: product, weights: {click: 1, order: 1}}   # or weighted (eq. 6), network
       bias_features: all                                    # the bias tower (training only)
       calibration: {type: reference, position: 1, page: 1}  # what the served probabilities mean
 
@@ -57,7 +57,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Union
 
-from models import din, fusion, heads, mixtures, transformer  # noqa: F401  (part registration)
+from models import din, fusion, fusion_network, heads, mixtures, transformer  # noqa: F401  (part registration)
 from models import features as F
 from models import preprocessing as P
 from models.registry import FUSIONS, HEADS, MIXTURES, SEQUENCE_ENCODERS
@@ -185,6 +185,7 @@ class ModelConfig:
         weights = self.fusion.get("weights") or {}
         check(set(weights) <= set(outputs), f"fusion weights must name served outputs {outputs}")
         check(all(float(w) > 0 for w in weights.values()), "fusion weights must be positive")
+        FUSIONS.get(self.fusion["type"]).validate_section(self.fusion, self.tasks)
         check(set(self.embedding_dims) == set(F.ITEM_ID_FEATURES), f"embedding_dims keys: {F.ITEM_ID_FEATURES}")
         check(all(v > 0 for v in self.embedding_dims.values()), "embedding dims must be positive")
         check(self.embedding_l2 >= 0, "embedding_l2 must be non-negative")

@@ -33,12 +33,15 @@ class ServingModule(tf.Module):
 
     @no_autograph
     def _serve(self, features):
-        return self.network.outputs(self.network(features, training=False), bias=self.reference_bias)
+        return self.network.outputs(self.network(features, training=False), bias=self.reference_bias,
+                                    features=features)
 
     @no_autograph
     def _serve_rank(self, features, num_candidates):
         """The outputs for R requests x N candidates (see `RankingNetwork.rank`): {name: [R, N]}."""
-        outputs = self.network.outputs(self.network.rank(features, num_candidates), bias=self.reference_bias)
+        # the fusion's user state is per row here too (each request's context repeated per candidate)
+        outputs = self.network.outputs(self.network.rank(features, num_candidates), bias=self.reference_bias,
+                                       features=features)
         return {name: tf.reshape(value, [-1, num_candidates]) for name, value in outputs.items()}
 
     def __call__(self, features):

@@ -6,7 +6,8 @@
   {click: 1, cvr: 1} with ESMM heads gives pCTR * pCVR.
 
 `weights` name served outputs (the heads' tasks and extras such as `cvr`); when empty, every
-task weighs 1.
+task weighs 1. These two are static: the same weights for every user. The `network` fusion
+(models/fusion_network.py) learns per-user weights from the user's state.
 """
 
 from typing import Dict, Mapping, Optional, Sequence
@@ -20,7 +21,10 @@ SMALLEST_PROBABILITY = 1.1754944e-38  # np.finfo(np.float32).tiny
 
 
 class Fusion(keras.layers.Layer):
+    """{output: p} (and, for a fusion that reads them, the user-state `features`) -> score [B, 1]."""
+
     CONTEXT_ARGS = ("outputs", "tasks")
+    TRAINS = False  # trained alongside the network (models/model.py), not a fixed formula
 
     def __init__(self, outputs: Sequence[str], tasks: Sequence[str],
                  weights: Optional[Mapping[str, float]] = None, **kwargs):
@@ -37,6 +41,19 @@ class Fusion(keras.layers.Layer):
             raise ValueError("fusion weights must be positive and name at least one output")
         self.fusion_weights = {str(k): float(v) for k, v in chosen.items()}
 
+    @classmethod
+    def section_inputs(cls, section: Mapping[str, object]) -> Sequence[str]:
+        """The transformed features a fusion of this config `section` reads (none: a static one)."""
+        return []
+
+    @classmethod
+    def validate_section(cls, section: Mapping[str, object], tasks: Sequence[str]) -> None:
+        """Raises ValueError for arguments that cannot build (beyond the weights' checks)."""
+
+    @property
+    def input_features(self) -> Sequence[str]:
+        return []
+
     def get_config(self):
         return {**super().get_config(), "outputs": self.available, "tasks": self.tasks,
                 "weights": dict(self.fusion_weights)}
@@ -44,14 +61,14 @@ class Fusion(keras.layers.Layer):
 
 @FUSIONS.register("weighted")
 class WeightedFusion(Fusion):
-    def call(self, probabilities: Dict[str, tf.Tensor]) -> tf.Tensor:
+    def call(self, probabilities: Dict[str, tf.Tensor], features=None) -> tf.Tensor:
         total = sum(self.fusion_weights.values())
         return tf.add_n([w * probabilities[k] for k, w in self.fusion_weights.items()]) / total
 
 
 @FUSIONS.register("product")
 class ProductFusion(Fusion):
-    def call(self, probabilities: Dict[str, tf.Tensor]) -> tf.Tensor:
+    def call(self, probabilities: Dict[str, tf.Tensor], features=None) -> tf.Tensor:
         # in log space, so that weights are exponents; a sigmoid can underflow to 0, so clip at
         # float32's smallest normal number (any positive probability keeps its rank)
         logs = [w * tf.math.log(tf.maximum(probabilities[k], SMALLEST_PROBABILITY))

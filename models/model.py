@@ -3,6 +3,11 @@
     training (DMT eq. 5):  {task: p} = heads(network logits, y_b),  y_b = NN_B(bias features)
     loss:                  sum_k lambda_k BCE(p_k, label_k)   (ESM² eq. 11 with ESM² heads)
 
+With a trained fusion (`fusion: {type: network}`, models/fusion_network.py) training alternates:
+every batch the main network takes its step on that loss (the fusion's variables left out), and
+every `period` batches the fusion network takes a step of its own optimizer on its own loss, on
+the batch's bias-free predictions (sigmoid(u), eq. 6) with the gradients stopped there.
+
 `build_model(config, vocab_sizes)` composes every architecture (models/presets.yaml) from the
 registered parts; the served network is `model.network` (models/export.py), without the bias
 tower, whose variables all live under the name "bias_tower".
@@ -48,7 +53,60 @@ class RankingModel(keras.Model):
     # tf_keras internals are written for graph mode without autograph (TF's autograph skips the
     # `keras` package but not `tf_keras`); converting them per variable costs ~20 s per trace.
     def train_step(self, data):
-        return no_autograph(super().train_step)(data)
+        step = self._alternating_train_step if self.network.fusion.TRAINS else super().train_step
+        return no_autograph(step)(data)
+
+    def compile(self, *args, **kwargs):
+        super().compile(*args, **kwargs)
+        fusion = self.network.fusion
+        # the fusion network's own optimizer: its steps never touch the main network's state
+        self.fusion_optimizer = keras.optimizers.Adam(fusion.learning_rate) if fusion.TRAINS else None
+
+    def main_variables(self):
+        """The trainable variables but the fusion network's."""
+        fusion = {v.ref() for v in self.network.fusion.trainable_variables}
+        return [v for v in self.trainable_variables if v.ref() not in fusion]
+
+    def _alternating_train_step(self, data):
+        """Keras' train_step for the main network, then the fusion network's (`_fusion_step`)."""
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        logits, y_pred = self._main_step(x, y, sample_weight)
+        stepped, fusion_loss = self._fusion_step(x, y, logits)
+        logs = self.compute_metrics(x, y, y_pred, sample_weight)
+        with tf.control_dependencies([stepped]):
+            logs["fusion_loss"] = tf.identity(fusion_loss)
+        return logs
+
+    def _main_step(self, x, y, sample_weight):
+        """One step of the main network (the fusion network's variables left out):
+        (tower logits, {task: p})."""
+        with tf.GradientTape() as tape:
+            logits = self.network(x, training=True)
+            y_b = self.bias_tower(x, training=True) if self.bias_tower is not None else None
+            outputs = self.network.heads(logits, bias=y_b)
+            y_pred = {task: outputs[task] for task in self.tasks}
+            loss = self.compute_loss(x, y, y_pred, sample_weight)
+        self.optimizer.minimize(loss, self.main_variables(), tape=tape)
+        return logits, y_pred
+
+    def _fusion_step(self, x, y, logits):
+        """The fusion network's loss on the bias-free predictions of `logits` (gradients stopped
+        there), and its optimizer's step when the main optimizer's iterations are a multiple of
+        `period` (after batches k, 2k, ...): (whether it stepped, the loss)."""
+        fusion = self.network.fusion
+        with tf.GradientTape() as tape:  # builds the fusion's variables on the first trace
+            served = self.network.heads({k: tf.stop_gradient(u) for k, u in logits.items()})
+            loss = fusion.loss(served, x, self._task_labels(y))
+        variables = fusion.trainable_variables
+        gradients = tape.gradient(loss, variables)
+        self.fusion_optimizer.build(variables)  # its slots, outside the cond below
+
+        def step():
+            self.fusion_optimizer.apply_gradients(zip(gradients, variables))
+            return tf.constant(True)
+
+        due = tf.equal(self.optimizer.iterations % fusion.period, 0)
+        return tf.cond(due, step, lambda: tf.constant(False)), loss
 
     def test_step(self, data):
         return no_autograph(super().test_step)(data)
@@ -75,7 +133,7 @@ class RankingModel(keras.Model):
     def serving_outputs(self, inputs, bias=None) -> Dict[str, tf.Tensor]:
         """The bias-free network's outputs and "score" (eq. 6), at a constant bias logit `bias`
         (the reference context's, models/calibration.py; None: eq. 6's sigmoid(u))."""
-        return self.network.outputs(self.utility_logits(inputs), bias=bias)
+        return self.network.outputs(self.utility_logits(inputs), bias=bias, features=inputs)
 
     def gate_weights(self, inputs) -> Dict[str, tf.Tensor]:
         """The mixture's gate outputs per gate (MMoE: w^k [B, N] per tower; DMT Figure 3)."""

@@ -6,7 +6,8 @@ score fusion. Everything the served model contains (DMT eq. 6 drops only the bia
     {tower: u} = mixture(x [, scenario] [, fields])  (shared bottom / MMoE / PLE / HMoE / IMMoE / DTN;
                                                       fields: x per field, for interaction experts)
     {output: p} = heads({tower: u}, y_b)            (independent / ESMM / ESM²)
-    score = fusion({output: p})                     (eq. 6 weighted / product)
+    score = fusion({output: p} [, user state])      (eq. 6 weighted / product / network: per-user
+                                                     weights, models/fusion_network.py)
 
 The parts come from the registries (models/registry.py) by the config's nested sections.
 """
@@ -52,6 +53,9 @@ def serving_input_signature(config: ModelConfig) -> Dict[str, tf.TypeSpec]:
         specs.update({P.bucket_feature(name): ids for name in config.bucketized_features})
     if config.uses_scenario:
         specs[F.SCENARIO] = ids
+    # what the fusion reads (the fusion network's user state): user-level dense features and the scenario
+    for name in FUSIONS.get(config.fusion["type"]).section_inputs(config.fusion):
+        specs[name] = ids if name == F.SCENARIO else tf.TensorSpec([None, 1], tf.float32)
     return specs
 
 
@@ -79,7 +83,10 @@ class RankingNetwork(keras.layers.Layer):
         self.heads = HEADS.build(c.heads, tasks=c.tasks, name="heads")
         self.mixture = MIXTURES.build(c.mixture, towers=self.heads.towers,
                                       num_scenarios=known_scenarios(c, self.vocab_sizes), name=c.mixture["type"])
-        self.fusion = FUSIONS.build(c.fusion, outputs=self.heads.outputs, tasks=c.tasks, name="fusion")
+        fusion_context = ({"scenario_vocabulary": int(self.vocab_sizes.get(F.SCENARIO, 0))}
+                          if "scenario_vocabulary" in FUSIONS.get(c.fusion["type"]).CONTEXT_ARGS else {})
+        self.fusion = FUSIONS.build(c.fusion, outputs=self.heads.outputs, tasks=c.tasks, name="fusion",
+                                    **fusion_context)
 
     def _sequence(self, s: str, inputs):
         """One behaviour sequence: (e_i of its elements [B, L, d], age buckets [B, L], mask [B, L])."""
@@ -158,10 +165,15 @@ class RankingNetwork(keras.layers.Layer):
                      for s in self.sequence_names]
         return self._mix(interests, target, inputs, training=False)
 
-    def outputs(self, logits: Mapping[str, tf.Tensor], bias=None) -> Dict[str, tf.Tensor]:
-        """{output: probability} and "score" (the fusion) from tower logits and a bias logit."""
+    def outputs(self, logits: Mapping[str, tf.Tensor], bias=None, features=None) -> Dict[str, tf.Tensor]:
+        """{output: probability} and "score" (the fusion) from tower logits and a bias logit;
+        `features` (the network's inputs): what a fusion reading the user's state needs."""
         outputs = self.heads(dict(logits), bias=bias)
-        outputs[SCORE] = self.fusion(outputs)
+        reads = self.fusion.input_features
+        if reads and features is None:
+            raise ValueError(f"the {self.model_config.fusion['type']} fusion reads {list(reads)}: pass `features`")
+        outputs[SCORE] = (self.fusion(outputs, features={k: features[k] for k in reads}) if reads
+                          else self.fusion(outputs))
         return outputs
 
     def input_signature(self) -> Dict[str, tf.TypeSpec]:

@@ -211,6 +211,7 @@ def _warm_start(model, train, fn_args, tf_transform_output, custom, strategy) ->
     them in the model_run artifact. Returns what fit.json records about it."""
     features = next(iter(train.take(1)))[0]
     model(features, training=False)
+    model.serving_outputs(features)  # builds the fusion network's gate too: its weights are carried over
     carried = warm_start.warm_start(model, fn_args.base_model, tf_transform_output,
                                     P.transform_config(custom)["num_oov_buckets"])
     if D.is_chief(strategy):
@@ -340,7 +341,10 @@ def run_fn(fn_args: tfx.components.FnArgs) -> Optional[keras.Model]:
             # input pipeline and the per-epoch validation on `eval_batches` batches)
             json.dump({"fit_seconds": fit_seconds, "train_steps": steps, "batch_size": settings["batch_size"],
                        "examples_per_second": steps * settings["batch_size"] / fit_seconds,
-                       "warm_started_from": warm_started}, f)
+                       "warm_started_from": warm_started,
+                       # the fusion network's own steps (every `period` batches; models/fusion_network.py)
+                       "fusion_steps": (int(model.fusion_optimizer.iterations.numpy())
+                                        if model.fusion_optimizer is not None else None)}, f)
         # what tomorrow's run warm-starts from, if this model is blessed
         warm_start.save(model, tf_transform_output, fn_args.serving_model_dir,
                         P.transform_config(custom)["num_oov_buckets"])

@@ -31,10 +31,10 @@ from models.fusion import SMALLEST_PROBABILITY
 from pipeline import paths
 
 SUITES_FILE = os.path.join(os.path.dirname(__file__), "ablations.yaml")
-COLUMN_KINDS = ("logged", "cvr", "per_scenario", "fusion")
+COLUMN_KINDS = ("logged", "cvr", "per_scenario", "fusion", "score")
 # Bumped when evaluate_variant adds figures: variants evaluated by an older version are
 # re-scored (not retrained) on the next run.
-EVALUATION_VERSION = 2
+EVALUATION_VERSION = 3  # 3: score_ranking (the score's request-level NDCG@10 / MRR@4 on logged labels)
 # Score fusions measured on every variant with click and order outputs (item 4 of issue 10):
 # product (log-linear) weights, and eq. 6's weighted sums of probabilities.
 FUSION_GRID = ([("product", {F.CLICK: a, F.ORDER: round(1.0 - a, 2)}) for a in (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)]
@@ -162,6 +162,34 @@ def fused_score(scored: pd.DataFrame, kind: str, weights: Dict[str, float]) -> n
     return sum(w * scored[k].to_numpy(np.float64) for k, w in weights.items()) / sum(weights.values())
 
 
+def trained_fusion(fusion: Optional[Dict[str, Any]]) -> bool:
+    """Whether a model section's `fusion` is trained with the network (the fusion network), so
+    that only the served model can compute its score."""
+    from models import fusion_network  # noqa: F401  (registers `network`)
+    from models.registry import FUSIONS
+
+    return fusion is not None and FUSIONS.get(fusion["type"]).TRAINS
+
+
+def scored_with_fusion(scored: pd.DataFrame, fusion: Optional[Dict[str, Any]], tasks: List[str]) -> pd.DataFrame:
+    """`score` as the model section's `fusion` of the served outputs (fused_score, what the static
+    fusion layers serve), or as served for a trained fusion (or none given)."""
+    if fusion is None or trained_fusion(fusion):
+        return scored
+    weights = fusion.get("weights") or {t: 1.0 for t in tasks}
+    return scored.assign(score=fused_score(scored, fusion["type"], weights))  # a product's logarithm: same ranking
+
+
+def score_ranking(scored: pd.DataFrame) -> Dict[str, Dict[str, float]]:
+    """The fused score's request-level ranking of each logged label (click, order): NDCG@10,
+    MRR@4 and Precision@4 over the eval requests with at least one such event."""
+    if "score" not in scored:
+        return {}
+    return {label: metrics.request_metrics(scored[f"label_{label}"].to_numpy(), scored["score"].to_numpy(),
+                                           scored[F.REQUEST_ID].to_numpy())
+            for label in (F.CLICK, F.ORDER) if f"label_{label}" in scored}
+
+
 def fusion_quality(scored: pd.DataFrame) -> Dict[str, Dict[str, float]]:
     """Truth-based ranking quality of each fusion in FUSION_GRID of the variant's outputs."""
     from pipeline import report
@@ -178,16 +206,15 @@ def evaluate_variant(out_dir: str, eval_files: List[str], truth: Optional[pd.Dat
     CVR AUC on clicked impressions, the training-time network's AUC when saved, per-scenario
     AUC/GAUC and, with truth, the truth-based ranking quality of its score and outputs. With
     `fusion` (the model section's), `score` is that fusion of the served outputs (fused_score,
-    what the fusion layers serve), so a fusion changed since training needs no retraining."""
+    what the static fusion layers serve), so a fusion changed since training needs no retraining;
+    a trained fusion's (the fusion network's) `score` is the served one."""
     from models.trainer import LOGGED_MODEL_DIR
     from pipeline import report
     from serving.batch_predict import score_examples
 
     scored = score_examples(os.path.join(out_dir, "serving"), eval_files, SCORED_FEATURES)
     tasks = [t for t in F.LABELS if t in scored and f"label_{t}" in scored]
-    if fusion is not None:
-        weights = fusion.get("weights") or {t: 1.0 for t in tasks}
-        scored["score"] = fused_score(scored, fusion["type"], weights)  # a product's logarithm: same ranking
+    scored = scored_with_fusion(scored, fusion, tasks)
     if truth is not None:
         scored = scored.merge(truth, how="left", on=F.IMPRESSION_ID)
     figures = report.task_figures(scored)
@@ -208,7 +235,7 @@ def evaluate_variant(out_dir: str, eval_files: List[str], truth: Optional[pd.Dat
         for scenario, rows in scored.groupby(F.SCENARIO)}
     ranking = report.ranking_quality(scored, logging_policy=False)
     return {"metrics": figures, "per_scenario": per_scenario, "ranking": ranking, "fusion": fusion_quality(scored),
-            "eval_examples": int(len(scored)), "evaluation_version": EVALUATION_VERSION}
+            "score_ranking": score_ranking(scored), "eval_examples": int(len(scored)), "evaluation_version": EVALUATION_VERSION}
 
 
 def resolved_settings(custom: Dict[str, Any]) -> Dict[str, Any]:
@@ -232,6 +259,10 @@ def _with_legacy_settings(recorded: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _without_fusion(resolved: Dict[str, Any]) -> Dict[str, Any]:
+    """The settings that change the trained weights: a static fusion is not trained (re-scored
+    only), the fusion network is."""
+    if trained_fusion(resolved["model"].get("fusion")):
+        return resolved
     return {**resolved, "model": {k: v for k, v in resolved["model"].items() if k != "fusion"}}
 
 
@@ -403,6 +434,10 @@ def markdown(result: Dict[str, Any]) -> str:
         columns += [(f"purchase NDCG@10 ({fusion_name(kind, weights)})",
                      lambda r, n=fusion_name(kind, weights): r.get("fusion", {}).get(n, {}).get("purchase_ndcg@10"))
                     for kind, weights in FUSION_GRID]
+    if "score" in result["columns"]:
+        columns += [(f"{label} {figure} (score)",
+                     lambda r, lb=label, fg=figure: r.get("score_ranking", {}).get(lb, {}).get(fg))
+                    for label, figure in ((F.ORDER, "ndcg@10"), (F.ORDER, "mrr@4"), (F.CLICK, "mrr@4"))]
     lines = [f"# Ablation `{result['suite']}`", "", result.get("paper", ""), "",
              "| variant | " + " | ".join(h for h, _ in columns) + " | train s |",
              "|---|" + "---:|" * (len(columns) + 1)]
@@ -416,5 +451,7 @@ def markdown(result: Dict[str, Any]) -> str:
               "eval day. Truth columns: click eff. = (expected AUC of the click output against position-free "
               "click labels - 0.5) / (that of the true probabilities - 0.5); NDCG@10 per request with the true "
               "position-free click / purchase probability as gain, ranking by the click output, the order output "
-              "or the fused score.", ""]
+              "or the fused score." + (" order ndcg@10 / mrr@4, click mrr@4 (score): the fused score's NDCG@10 and "
+              "MRR@4 per eval request on the logged orders / clicks (requests with one)."
+              if "score" in result["columns"] else ""), ""]
     return "\n".join(lines)

@@ -257,3 +257,33 @@ def test_a_variant_recorded_before_a_setting_existed_matches_the_setting_that_re
     assert ablate._with_legacy_settings(old) == ablate.resolved_settings(custom)
     changed = ablate.resolved_settings({"model": {"preset": "dmt", "bias_neighbors": "same_category"}})
     assert ablate._with_legacy_settings(old) != changed
+
+
+def test_score_ranking_gives_the_scores_request_level_ndcg_and_mrr_on_orders():
+    # request r1: the order ranked 2nd (MRR 1/2); r2: ranked 1st (1); r3: no order (left out)
+    scored = pd.DataFrame({F.REQUEST_ID: ["r1", "r1", "r1", "r2", "r2", "r3"],
+                           "score": [0.9, 0.5, 0.1, 0.2, 0.8, 0.3],
+                           "label_order": [0, 1, 0, 0, 1, 0], "label_click": [1, 1, 0, 0, 1, 1]})
+    got = ablate.score_ranking(scored)
+    assert got[F.ORDER]["mrr@4"] == pytest.approx((1 / 2 + 1) / 2)
+    assert got[F.ORDER]["ndcg@10"] == pytest.approx((1 / np.log2(3) + 1) / 2)
+    assert got[F.CLICK]["mrr@4"] == pytest.approx(1.0)
+    text = ablate.markdown({"suite": "fusion", "columns": ["score"], "logs": "L", "rows": [
+        {"variant": "a", "metrics": {}, "per_scenario": {}, "ranking": {}, "score_ranking": got}]})
+    assert "order mrr@4 (score)" in text and "| a | 0.8155 | 0.7500 | 1.0000 |" in text
+
+
+def test_a_static_fusion_is_re_scored_but_the_fusion_network_is_served_and_trained():
+    scored = pd.DataFrame({"click": [0.1, 0.4], "order": [0.02, 0.001], "score": [7.0, 8.0]})
+    static = ablate.scored_with_fusion(scored, {"type": "product", "weights": {"click": 1, "order": 1}}, ["click"])
+    np.testing.assert_allclose(static["score"], np.log([0.1 * 0.02, 0.4 * 0.001]))
+    network = ModelConfig.from_dict({"preset": "dmt-fusion"}).fusion
+    assert list(ablate.scored_with_fusion(scored, network, ["click"])["score"]) == [7.0, 8.0]
+    # another static fusion is re-scored on the trained network; the fusion network retrains
+    product = ablate.resolved_settings({"model": {"preset": "dmt"}})
+    weighted = ablate.resolved_settings({"model": {"preset": "dmt", "fusion": {"type": "weighted"}}})
+    fused = ablate.resolved_settings({"model": {"preset": "dmt-fusion"}})
+    assert ablate._without_fusion(product) == ablate._without_fusion(weighted)
+    assert ablate._without_fusion(product) != ablate._without_fusion(fused)
+    slower = ablate.resolved_settings({"model": {"preset": "dmt-fusion", "fusion": {"period": 20}}})
+    assert ablate._without_fusion(slower) != ablate._without_fusion(fused)

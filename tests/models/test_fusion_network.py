@@ -1,0 +1,193 @@
+"""The personalised fusion network (models/fusion_network.py): its gate and score against
+hand-computed values, its in-batch list loss, the alternate training (each part's steps leave
+the other's weights alone; the period honoured), its config and its export into both serving
+signatures."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+from models import features as F
+from models.config import ModelConfig
+from models.export import export_serving_module
+from models.fusion import ProductFusion
+from models.fusion_network import NetworkFusion, UserStateGate, list_loss
+from models.model import build_model, compile_model
+from models.network import SCORE
+from tests.models.batch import VOCAB_SIZES, make_batch, rank_batch, small_config
+
+A, B = "user_clicks_7d", "user_orders_365d"  # two of F.USER_DENSE_FEATURES
+
+
+def _state(a, b, scenario=None):
+    features = {A: tf.constant([[v] for v in a], tf.float32), B: tf.constant([[v] for v in b], tf.float32)}
+    if scenario is not None:
+        features[F.SCENARIO] = tf.constant([[s] for s in scenario], tf.int64)
+    return features
+
+
+def test_untrained_gate_gives_the_initial_weights_and_the_product_fusion():
+    fusion = NetworkFusion([F.CLICK, F.ORDER], [F.CLICK, F.ORDER], weights={F.CLICK: 1.0, F.ORDER: 3.0},
+                           features=[A, B], scenario_vocabulary=3, hidden_units=[4])
+    state = _state([0.5, -2.0], [1.0, 3.0], scenario=[0, 2])
+    np.testing.assert_allclose(fusion.gate(state).numpy(), [[1.0, 3.0], [1.0, 3.0]], rtol=1e-6)
+    p = {F.CLICK: tf.constant([[0.2], [0.05]]), F.ORDER: tf.constant([[0.01], [0.3]])}
+    static = ProductFusion([F.CLICK, F.ORDER], [F.CLICK, F.ORDER], weights={F.CLICK: 1.0, F.ORDER: 3.0})
+    np.testing.assert_allclose(fusion(p, features=state).numpy(), static(p).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(static(p).numpy(), [[0.2 * 0.01 ** 3], [0.05 * 0.3 ** 3]], rtol=1e-5)
+
+
+def test_gate_and_score_against_hand_computed_values():
+    fusion = NetworkFusion([F.CLICK, F.ORDER], [F.CLICK, F.ORDER], features=[A, B], scenario=False, hidden_units=[])
+    state = _state([1.0, 0.0], [0.0, 2.0])
+    fusion.gate(state)
+    # logits z = x @ K + b, K = [[1, -1], [0, 0.5]], b = [0, 0]: row 1 z = [1, -1]; row 2 z = [0, 1]
+    fusion.gate.logits.set_weights([np.array([[1.0, -1.0], [0.0, 0.5]], np.float32), np.zeros(2, np.float32)])
+    w1 = 2 * np.exp([1.0, -1.0]) / np.exp([1.0, -1.0]).sum()  # total 2 (weights 1 and 1)
+    w2 = 2 * np.exp([0.0, 1.0]) / np.exp([0.0, 1.0]).sum()
+    np.testing.assert_allclose(fusion.gate(state).numpy(), [w1, w2], rtol=1e-5)
+    p = {F.CLICK: tf.constant([[0.2], [0.1]]), F.ORDER: tf.constant([[0.02], [0.05]])}
+    expected = [[0.2 ** w1[0] * 0.02 ** w1[1]], [0.1 ** w2[0] * 0.05 ** w2[1]]]
+    np.testing.assert_allclose(fusion(p, features=state).numpy(), expected, rtol=1e-5)
+    # personalised: the order-heavy second user puts the order output first where the first would not
+    assert w2[1] > w2[0] and w1[0] > w1[1]
+
+
+def test_list_loss_against_hand_computed_values():
+    # rows: an order (gain 10), a click (1), nothing (0); two objectives
+    weights = tf.constant([[1.0, 1.0], [2.0, 0.0], [1.0, 1.0]])
+    logs = tf.constant([[-1.0, -2.0], [-0.5, -4.0], [-2.0, -3.0]])
+    gains = tf.constant([10.0, 1.0, 0.0])
+    s = weights.numpy() @ logs.numpy().T
+    ce_order = np.log(np.exp(s[0, [0, 1, 2]]).sum()) - s[0, 0]  # its list: itself and both lower rows
+    ce_click = np.log(np.exp(s[1, [1, 2]]).sum()) - s[1, 1]  # itself and the unclicked row
+    expected = (10 * ce_order + 1 * ce_click) / 11
+    assert float(list_loss(weights, logs, gains)) == pytest.approx(expected, rel=1e-5)
+    assert float(list_loss(weights, logs, tf.constant([1.0, 1.0, 1.0]))) == 0.0  # no lower row: no anchor
+
+
+def _model(period=1, **fusion):
+    """DNN(Base) with the fusion network: no sequences to trace, so fit and export stay fast (the
+    preset with its sequences: tests/models/test_presets.py)."""
+    keras.utils.set_random_seed(0)
+    config = small_config("dnn-base", fusion={"type": "network", "period": period, "learning_rate": 0.05, **fusion})
+    return compile_model(build_model(config, VOCAB_SIZES), keras.optimizers.Adam(1e-2))
+
+
+def _values(variables):
+    return [v.numpy().copy() for v in variables]
+
+
+def _changed(before, variables):
+    return [not np.array_equal(a, v.numpy()) for a, v in zip(before, variables)]
+
+
+def test_fusion_steps_leave_the_main_network_and_main_steps_the_fusion_network_unchanged():
+    model = _model()
+    features, labels = make_batch(16, seed=3)
+    labels = {t: labels[t] for t in model.tasks}
+    model(features)
+    logits = model.network(features, training=False)
+    model._fusion_step(features, labels, logits)  # builds the gate
+    fusion_vars, main_vars = model.network.fusion.trainable_variables, model.main_variables()
+    assert fusion_vars and main_vars and not {v.ref() for v in fusion_vars} & {v.ref() for v in main_vars}
+    # the fusion loss does not reach the main network, even without the step's own stop_gradient
+    with tf.GradientTape() as tape:
+        served = model.network.heads(model.network(features, training=True))
+        loss = model.network.fusion.loss(served, features, labels)
+    assert all(g is None for g in tape.gradient(loss, main_vars))
+
+    main_before, fusion_before = _values(main_vars), _values(fusion_vars)
+    stepped, _ = model._fusion_step(features, labels, logits)  # main iterations 0: due
+    assert bool(stepped) and int(model.fusion_optimizer.iterations) == 2
+    assert not any(_changed(main_before, main_vars))
+    assert any(_changed(fusion_before, fusion_vars))
+
+    main_before, fusion_before = _values(main_vars), _values(fusion_vars)
+    model._main_step(features, labels, None)
+    assert not any(_changed(fusion_before, fusion_vars))
+    assert any(_changed(main_before, main_vars))
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A model fitted on 7 batches with period 3, and per batch whether the gate's weights changed."""
+    model = _model(period=3)
+    batches = [make_batch(32, seed=s) for s in range(7)]
+    dataset = tf.data.Dataset.from_generator(lambda: iter(batches),
+                                             output_signature=tf.data.Dataset.from_tensors(batches[0]).element_spec)
+    changed = []
+
+    class Watch(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            self.before = _values(self.model.network.fusion.trainable_variables)
+
+        def on_train_batch_end(self, batch, logs=None):
+            variables = self.model.network.fusion.trainable_variables
+            changed.append(bool(self.before) and any(_changed(self.before, variables)))
+
+    history = model.fit(dataset, verbose=0, callbacks=[Watch()]).history
+    return model, changed, history
+
+
+def test_alternation_period_is_honoured_in_fit(trained):
+    model, changed, history = trained
+    assert np.isfinite(history["fusion_loss"][0])
+    # the gate's variables exist from the first trace on; it steps after batches 3 and 6 only
+    assert changed[1:] == [False, True, False, False, True, False]
+    assert int(model.fusion_optimizer.iterations) == 2
+
+
+def test_config_round_trip_and_validation():
+    config = ModelConfig.from_dict({"preset": "dmt-fusion"})
+    assert config.fusion["type"] == "network" and config.fusion["period"] == 10
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    assert set(config.fusion["features"]) <= set(F.USER_DENSE_FEATURES)
+    for bad in ({"features": ["item_ctr_7d"]}, {"period": 0}, {"gains": {"cart": 1.0}}, {"weights": {"cvr": 1.0}}):
+        with pytest.raises(ValueError):
+            ModelConfig.from_dict({"preset": "dmt-fusion", "fusion": bad})
+    fusion = NetworkFusion([F.CLICK, F.ORDER], [F.CLICK, F.ORDER], features=[A], period=4, scenario_vocabulary=3,
+                           gains={F.ORDER: 5.0}, name="fusion")
+    again = NetworkFusion.from_config(fusion.get_config())
+    assert again.get_config() == fusion.get_config() and again.period == 4 and again.gains == {F.ORDER: 5.0}
+    gate = UserStateGate.from_config(fusion.gate.get_config())
+    assert gate.get_config() == fusion.gate.get_config() and gate.input_features == [A, F.SCENARIO]
+
+
+def test_export_serves_the_personalised_score_in_both_signatures(trained, tmp_path):
+    model = trained[0]
+    module = export_serving_module(model, reference_bias=0.25)
+    signature = module.input_signature()
+    assert set(model.network.fusion.input_features) <= set(signature)
+    tf.saved_model.save(module, str(tmp_path))
+    loaded = tf.saved_model.load(str(tmp_path))
+
+    requests, num_candidates = 3, 4
+    per_request, per_example = rank_batch(requests, num_candidates)
+    served = loaded.serve({n: per_example[n] for n in signature})
+    ranked = loaded.serve_rank({n: per_request[n] for n in signature}, tf.constant(num_candidates))
+    weights = model.network.fusion.gate(per_example).numpy()
+    expected = np.exp(weights[:, :1] * np.log(served[F.CLICK].numpy()) + weights[:, 1:] * np.log(served[F.ORDER].numpy()))
+    np.testing.assert_allclose(served[SCORE].numpy(), expected, rtol=1e-4)
+    np.testing.assert_allclose(ranked[SCORE].numpy().reshape(-1), expected.reshape(-1), rtol=1e-4)
+    # trained, the weights differ by user state, so the score is not the static product's
+    assert np.ptp(weights[:, 0]) > 1e-4
+    np.testing.assert_allclose(weights.sum(axis=1), 2.0, rtol=1e-5)
+
+
+def test_a_warm_start_carries_the_gate_over(trained):
+    """The Trainer's warm start builds a fresh model as models/trainer.py `_warm_start` does and
+    sets the base model's weights (models/warm_start.py): the gate's are among them."""
+    from models import warm_start
+
+    model = trained[0]
+    features, _ = make_batch(8, seed=9)
+    fresh = _model(period=3)
+    fresh(features, training=False)
+    fresh.serving_outputs(features)
+    warm_start.set_weights(fresh, warm_start.get_weights(model))
+    np.testing.assert_allclose(fresh.network.fusion.gate(features).numpy(),
+                               model.network.fusion.gate(features).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(fresh.serving_outputs(features)[SCORE].numpy(),
+                               model.serving_outputs(features)[SCORE].numpy(), rtol=1e-5)
