@@ -23,16 +23,24 @@ def test_every_preset_is_listed_with_its_paper():
     assert all(summary and paper for _, summary, paper in described)
 
 
-# Presets whose network is another preset's; only their Trainer differs (dtn-trim's train, cut
-# and retrain: tests/models/test_trainer_e2e.py), so the network is tested once.
-SAME_NETWORK = {"dtn-trim": "dtn"}
+# Presets that are another preset's network with one part changed, that part tested on its own:
+# dtn-trim only trains differently (train, cut and retrain: tests/models/test_trainer_e2e.py) and
+# dmt-fusion only fuses differently (the fusion network's alternate training and its export in
+# both signatures: tests/models/test_fusion_network.py), so each network is tested once here.
+SAME_NETWORK = {"dtn-trim": ("dtn", "mixture"), "dmt-fusion": ("dmt", "fusion")}
 
 
-def test_same_network_presets_differ_only_in_training():
-    for name, twin in SAME_NETWORK.items():
+def test_same_network_presets_differ_only_in_one_part():
+    for name, (twin, part) in SAME_NETWORK.items():
         config, other = ModelConfig.from_dict({"preset": name}).to_dict(), ModelConfig.from_dict({"preset": twin}).to_dict()
-        assert config["mixture"].pop("trim_threshold") > 0 and other["mixture"].pop("trim_threshold") == 0
-        assert {**config, "preset": twin} == other
+        assert config[part] != other[part], name
+        if name == "dtn-trim":  # the mixture differs only in its trim threshold
+            assert config[part].pop("trim_threshold") > 0 and other[part].pop("trim_threshold") == 0
+            assert config[part] == other[part]
+        else:
+            assert config[part]["type"] == "network" and other[part]["type"] != "network"
+        config.pop(part), other.pop(part)
+        assert {**config, "preset": twin} == other, name
 
 
 @pytest.mark.parametrize("name", [n for n in presets.names() if n not in SAME_NETWORK])
