@@ -47,7 +47,7 @@ from tensorflow_serving.apis import (get_model_status_pb2, model_service_pb2_grp
                                      prediction_service_pb2_grpc)
 
 from bench.results_io import write_result  # noqa: E402
-from bench.serving_bench import CANDIDATES, free_port, percentiles, pushed_model  # noqa: E402
+from bench.serving_bench import CANDIDATES, free_port, percentiles, pushed_model, run_concurrently  # noqa: E402
 from serving import rank_request, warmup  # noqa: E402
 
 MODEL_NAME = warmup.MODEL_NAME
@@ -229,13 +229,7 @@ def run_load(target: str, valid: Sequence[predict_pb2.PredictRequest], total: in
                     code, version, message = e.code(), None, (e.details() or "")[:300]
                 outcomes[i] = Outcome(kind, code, version, time.perf_counter() - start, message)
 
-    threads = [threading.Thread(target=worker, name=f"load-{n}") for n in range(concurrency)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - start
+    wall = run_concurrently(worker, concurrency, name="load")
     if pusher is not None:
         pusher.join()
     return summarize(outcomes, {k: code for k, (_, code) in bad.items()}, wall, concurrency,

@@ -70,6 +70,17 @@ def pushed_model(model: str, work: str) -> str:
     return newest_version(os.path.join(root, "work", "serving"))
 
 
+def run_concurrently(worker, concurrency: int, name: str = "bench") -> float:
+    """Runs `worker()` on `concurrency` threads at once; returns the wall seconds until all end."""
+    threads = [threading.Thread(target=worker, name=f"{name}-{n}") for n in range(concurrency)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - start
+
+
 def percentiles(seconds: List[float]) -> Dict[str, float]:
     ms = np.asarray(seconds) * 1e3
     return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
@@ -94,13 +105,7 @@ def concurrent(fn: Callable[[], object], concurrency: int, requests_per_worker: 
         with lock:
             latencies.extend(mine)
 
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - start
+    wall = run_concurrently(worker, concurrency)
     return {**percentiles(latencies), "concurrency": concurrency,
             "requests_per_second": len(latencies) / wall}
 
