@@ -15,7 +15,7 @@ export TF_USE_LEGACY_KERAS := 1
 export PYTHONWARNINGS := ignore::FutureWarning
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: setup bench-deps orchestration-deps browser-deps run test test-fast audit bench bench-census bench-ingest bench-scale bench-train bench-serving bench-load bench-peers bench-position-free lock clean
+.PHONY: setup bench-deps orchestration-deps browser-deps run test test-all test-fast audit bench bench-census bench-ingest bench-scale bench-train bench-serving bench-load bench-peers bench-position-free lock clean
 
 setup: $(STAMP)
 
@@ -86,7 +86,13 @@ browser-deps:
 # share one pipeline run onto one worker); TEST_WORKERS=0 runs it in this process. PYTEST_ARGS adds
 # pytest options, e.g. PYTEST_ARGS="--durations=30" or a test path.
 TEST_WORKERS ?= 2
+# `make test`: every test but the longest end-to-end checks (marked `heavy`: the daily retraining
+# runs, distributed training, the Trainer on each architecture, the BeamDagRunner, the ablation and
+# peer suites). `make test-all` adds them; CI (.ci/run) runs `make test-all`.
 test: setup bench-deps orchestration-deps browser-deps
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not heavy" $(PYTEST_ARGS)
+
+test-all: setup bench-deps orchestration-deps browser-deps
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # The unit tests only (skips the end-to-end ones marked `e2e`).

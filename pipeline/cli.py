@@ -135,6 +135,7 @@ def _run_quietly(args, beam_args, config):
     """The pipeline run and its summary: (summary, None), or (None, why the logs were refused)."""
     from components.ingest.contract import ContractError
     from pipeline import local_runner, report
+    from pipeline.data_gate import DataGateError
 
     if args.orchestrator == "beam":
         from pipeline.beam_runner import run_beam as run_pipeline
@@ -144,6 +145,8 @@ def _run_quietly(args, beam_args, config):
         root = run_pipeline(args.logs, args.work, config, beam_args, enable_cache=args.cache)
     except ContractError as e:
         return None, str(e)
+    except DataGateError as e:  # stopped before Transform: the anomalies on the console and in the report
+        return None, report.stopped(args.work, e)
     # The run's artifacts, found in its ML Metadata (a step answered from the cache included).
     return report.summarize(root, args.logs, args.work, metadata=local_runner.metadata_config(config, root)), None
 

@@ -32,7 +32,7 @@ def load_config(path: Optional[str] = None) -> Dict[str, Any]:
         with open(path) as f:
             config = _merge(config, yaml.safe_load(f) or {}, top=True)
     unknown = set(config) - {"ingest", "transform", "model", "baseline", "trainer", "evaluator", "orchestration",
-                             "metadata"}
+                             "metadata", "data_gate"}
     if unknown:
         raise ValueError(f"unknown configuration sections: {sorted(unknown)}")
     return config

@@ -1,6 +1,7 @@
 """The funnel TFX pipeline, built by one function; runners are thin files around it.
 
-Ingest -> StatisticsGen -> ImportSchemaGen -> ExampleValidator -> Transform -> Trainer
+Ingest -> StatisticsGen -> ImportSchemaGen -> ExampleValidator (and the drift and skew
+DistributionValidators) -> DataGate (pipeline/data_gate.py) -> Transform -> Trainer
 (the `model:` architecture, DMT by default) and BaselineTrainer (`baseline:`, DNN(Base)) -> Resolver (latest blessed model) -> Evaluator
 -> Pusher (atomic versions under `serving_dir`).
 """
@@ -11,12 +12,13 @@ from typing import Any, Dict, List, Optional
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 from tfx.dsl.components.base import executor_spec
+from tfx.utils import io_utils
 
 import schemas
 from components.ingest.component import Ingest
 from components.ingest.config import IngestConfig
 from components.pusher import executor as atomic_pusher
-from pipeline import evaluator_metrics
+from pipeline import data_gate, evaluator_metrics
 from pipeline import metadata as metadata_lib
 from models import distribution
 from models import features as F
@@ -154,6 +156,21 @@ def check_model_sections(config: Dict[str, Any]) -> None:
         blessing_thresholds(config["evaluator"], model_tasks(config))
     except ValueError as e:
         raise ValueError(f"`evaluator:` section: {e}") from None
+    check_data_gate(config)
+
+
+def check_data_gate(config: Dict[str, Any]) -> None:
+    """ValueError naming the `data_gate:` section's bad key (pipeline/data_gate.py's check; the
+    features are those of the shipped schema, which a compiled pipeline's image carries too)."""
+    try:
+        data_gate.check(config.get(data_gate.SECTION), io_utils.SchemaReader().read(schemas.path("schema.pbtxt")))
+    except ValueError as e:
+        raise ValueError(f"`{data_gate.SECTION}:` section: {e}") from None
+
+
+def _transform_section(config: Dict[str, Any]) -> Dict[str, Any]:
+    """preprocessing_fn's settings: the `transform:` section but its `statistics` switch."""
+    return {k: v for k, v in config["transform"].items() if k != "statistics"}
 
 
 def create_pipeline(
@@ -189,7 +206,7 @@ def create_pipeline(
     # `transform.statistics: false` skips the step's TFDV statistics of its input and output
     # (StatisticsGen and ExampleValidator still check the ingested examples); the rest of the
     # section is preprocessing_fn's
-    transform_section = {k: v for k, v in config["transform"].items() if k != "statistics"}
+    transform_section = _transform_section(config)
     transform = tfx.components.Transform(
         examples=ingest.outputs["examples"], schema=schema.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN, custom_config={"transform": transform_section},
@@ -201,11 +218,35 @@ def create_pipeline(
                                 metadata_connection_config=metadata, beam_pipeline_args=beam_pipeline_args,
                                 enable_cache=enable_cache)
 
+    # The data gate (pipeline/data_gate.py): Transform waits for it, so a run whose data broke the
+    # schema, drifted or is skewed stops before Transform and training. Not in `data_only`
+    # pipelines: an ablation compares variants on the same examples.
+    gate_steps = data_gate.steps(config.get(data_gate.SECTION), statistics, validator)
+    transform.add_upstream_node(gate_steps[-1])
+    return tfx.dsl.Pipeline(
+        pipeline_name=pipeline_name,
+        pipeline_root=pipeline_root,
+        components=data_steps + gate_steps + model_steps(
+            config, ingest.outputs["examples"], transform.outputs["transformed_examples"],
+            transform.outputs["transform_graph"], schema.outputs["schema"], serving_dir, vertex_training),
+        metadata_connection_config=metadata,
+        beam_pipeline_args=beam_pipeline_args,
+        enable_cache=enable_cache,
+    )
+
+
+def model_steps(config: Dict[str, Any], examples, transformed_examples, transform_graph, schema, serving_dir: str,
+                vertex_training: Optional[Dict[str, Any]] = None) -> list:
+    """The model gate's steps: the Trainers (on the channels `transformed_examples`,
+    `transform_graph` and `schema`), the Resolver of the last blessed model, the Evaluator (on
+    `examples`, the ingested examples' eval split) and the Pusher (into `serving_dir`, only a
+    blessed model)."""
     # The last blessed model is the Evaluator's baseline only when the blessing compares
     # against it (`max_auc_drop` or a change bound set): TFMA evaluates the baseline on the
     # candidate's outputs, so a first run of an architecture with other outputs (e.g. ESM²'s
     # daction) needs `max_auc_drop: null` and no change bounds. With `trainer.warm_start` it is also the Trainer's base model
     # (none on the first run: a cold start).
+    transform_section = _transform_section(config)
     tasks = model_tasks(config)
     compare = compares_with_baseline(config["evaluator"], tasks)
     warm_start = bool(config["trainer"].get("warm_start"))
@@ -225,9 +266,9 @@ def create_pipeline(
                      else tfx.extensions.google_cloud_ai_platform.Trainer)
         return component(
             run_fn=RUN_FN,
-            examples=transform.outputs["transformed_examples"],
-            transform_graph=transform.outputs["transform_graph"],
-            schema=schema.outputs["schema"],
+            examples=transformed_examples,
+            transform_graph=transform_graph,
+            schema=schema,
             base_model=base_model,
             custom_config={"transform": transform_section, "model": config[model_section],
                            "trainer": settings, **(vertex_training or {})})
@@ -238,7 +279,7 @@ def create_pipeline(
     baseline_trainers = ([trainer("baseline").with_id("BaselineTrainer")]
                          if config.get("baseline") is not None else [])
     evaluator = tfx.components.Evaluator(
-        examples=ingest.outputs["examples"],
+        examples=examples,
         model=dmt_trainer.outputs["model"],
         baseline_model=latest_blessed.outputs["model"] if compare else None,
         eval_config=eval_config(tasks, config["evaluator"]))
@@ -248,12 +289,5 @@ def create_pipeline(
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)),
         custom_executor_spec=executor_spec.ExecutorClassSpec(atomic_pusher.Executor))
-    return tfx.dsl.Pipeline(
-        pipeline_name=pipeline_name,
-        pipeline_root=pipeline_root,
-        components=data_steps + [dmt_trainer] + baseline_trainers
-        + ([latest_blessed] if latest_blessed is not None else []) + [evaluator, pusher],
-        metadata_connection_config=metadata,
-        beam_pipeline_args=beam_pipeline_args,
-        enable_cache=enable_cache,
-    )
+    return [dmt_trainer] + baseline_trainers + ([latest_blessed] if latest_blessed is not None else []) + [
+        evaluator, pusher]

@@ -20,10 +20,11 @@ from typing import Callable, Dict, Optional, TextIO
 
 RUNNING, FINISHED, SKIPPED, CACHED = "Component %s is running.", "Component %s is finished.", \
     "Skipping component %s.", "A cached execution %d is used."
+FAILED = "Execution %d failed."  # the launcher's, when a step raises (e.g. the data gate stopping the run)
 
 
 class ComponentProgress(logging.Handler):
-    """Prints `  NAME  STATE  SECONDS` when a component finishes (state: done, cached or
+    """Prints `  NAME  STATE  SECONDS` when a component finishes (state: done, cached, failed or
     skipped), and the messages of the `funnel.progress` logger indented below a `NAME running`
     line of the step they come from."""
 
@@ -44,6 +45,11 @@ class ComponentProgress(logging.Handler):
         print(text, file=self.out or sys.stdout, flush=True)
         self.lines += 1
 
+    def _finished(self, name: str, state: str) -> None:
+        now = self.clock()
+        self._print(f"  {name:<30} {state:<8} {now - self.started.get(name, now):8.1f} s")
+        self.current = None
+
     def emit(self, record: logging.LogRecord) -> None:
         try:
             if record.name == self.progress_logger:
@@ -61,10 +67,9 @@ class ComponentProgress(logging.Handler):
                 self.cached[self.current] = True
             elif record.msg == FINISHED and args:
                 name = str(args[0])
-                now = self.clock()
-                seconds = now - self.started.get(name, now)
-                self._print(f"  {name:<30} {'cached' if self.cached.get(name) else 'done':<8} {seconds:8.1f} s")
-                self.current = None
+                self._finished(name, "cached" if self.cached.get(name) else "done")
+            elif record.msg == FAILED and self.current:
+                self._finished(self.current, "failed")
             elif record.msg == SKIPPED and args:
                 self._print(f"  {str(args[0]):<30} {'skipped':<8}")
         except Exception:  # a console line must never break a run

@@ -327,6 +327,20 @@ def _trained(store) -> bool:
         return False
 
 
+def stopped(work_dir: str, error: Exception) -> str:
+    """A run the data gate stopped (pipeline/data_gate.py's DataGateError): WORK/report.json says
+    so, with the anomalies (an earlier run's figures are not left there to be mistaken for this
+    run's); returns the message for the console, the report's path added."""
+    path = os.path.join(work_dir, "report.json")
+    lines = [line.strip() for line in str(error).splitlines()]
+    with gfile.GFile(path, "w") as f:
+        f.write(json.dumps({"stopped": lines[0], "anomalies": lines[1:]}, indent=2, sort_keys=True))
+    page = os.path.join(work_dir, "report.html")
+    if gfile.exists(page):  # the previous run's page would contradict the report
+        gfile.remove(page)
+    return f"{error}\n  report: {path}"
+
+
 def summarize(root: str, logs_dir: Optional[str] = None, work_dir: Optional[str] = None, metadata=None) -> str:
     """The run's summary, its artifacts found in ML Metadata (`metadata`: a ConnectionConfig;
     default the SQLite file under pipeline root `root`). With `logs_dir` and a trained model,

@@ -48,6 +48,7 @@ def test_peer_inputs_shift_ids_pad_sequences_and_keep_position_only_when_asked(a
 
 
 @pytest.mark.e2e
+@pytest.mark.heavy
 def test_peers_and_funnel_train_on_the_same_examples(e2e_run, tmp_path, monkeypatch):
     from pipeline import ablate
     from pipeline.config import load_config

@@ -16,7 +16,7 @@ from pipeline.config import load_config
 from tests.models.test_trainer_e2e import SMALL
 from tests.ports import free_ports
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.heavy]  # `make test-all` and CI; not `make test`
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS = 3

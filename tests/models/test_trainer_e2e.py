@@ -19,7 +19,7 @@ from pipeline.config import load_config
 from serving import rank_request
 from tests.serving.test_pushed_model_e2e import _rank, _serving_default, eval_requests  # noqa: F401
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.heavy]  # `make test-all` and CI; not `make test`
 
 SMALL = {"embedding_dims": {F.ITEM_ID: 8, F.CATEGORY_ID: 4, F.BRAND_ID: 2, F.SHOP_ID: 2},
          "sequence_encoder": {"num_heads": 2}}

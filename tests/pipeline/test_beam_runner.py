@@ -13,7 +13,7 @@ from pipeline.config import load_config
 from simulation.simulator import simulate
 from simulation.world import SimulationConfig
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.heavy]  # `make test-all` and CI; not `make test`
 
 DATA_STEPS = {"Ingest", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "Transform"}
 

@@ -33,7 +33,7 @@ BEAM = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 CONFIG = {
     "transform": {"statistics": False},
     "baseline": None,  # one Trainer: the test is about the steps, not the comparison
-    "trainer": {"epochs": 2, "batch_size": 128, "eval_batches": 2},
+    "trainer": {"epochs": 1, "batch_size": 128, "eval_batches": 2},
     "model": {"embedding_dims": {F.ITEM_ID: 8, F.CATEGORY_ID: 4, F.BRAND_ID: 2, F.SHOP_ID: 2},
               "sequence_encoder": {"num_heads": 2}},
     "evaluator": {"min_auc": 0.0},  # a tiny world's eval day: no AUC floor
@@ -122,7 +122,7 @@ def _has_files(path: str) -> bool:
 def crashed_and_resumed(tmp_path_factory):
     root = tmp_path_factory.mktemp("crash")
     logs, work = str(root / "logs"), str(root / "work")
-    simulate(logs, SimulationConfig(users=80, days=3, seed=11))
+    simulate(logs, SimulationConfig(users=60, days=3, seed=11))
     config_file = str(root / "config.yaml")
     with open(config_file, "w") as f:
         yaml.safe_dump(CONFIG, f)

@@ -21,7 +21,7 @@ from pipeline.config import load_config
 from simulation.simulator import simulate
 from simulation.world import SimulationConfig
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.heavy]  # `make test-all` and CI; not `make test`
 
 DAY_1, DAY_2 = "2026-10-03", "2026-10-04"  # the world's days: 2026-10-01 .. 2026-10-04
 # one worker in-process: a tiny world does not pay for multi-processing's start-up

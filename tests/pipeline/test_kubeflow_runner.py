@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from components.ingest.executor import WINDOW_FIELDS
-from pipeline import kubeflow_runner
+from pipeline import data_gate, kubeflow_runner
 from pipeline.config import load_config
 from pipeline.orchestration import CompileError, scheduled_pipeline
 from pipeline.pipeline import PREPROCESSING_FN, RUN_FN
@@ -81,6 +81,10 @@ def test_every_component_runs_in_the_configured_image_with_its_arguments(schedul
     for node in ids:
         if node == "latest_blessed_model_resolver":  # a resolver: two KFP tasks, no container
             assert {node + "-model-blessing-resolver", node + "-model-resolver"} <= set(tasks)
+            continue
+        executor = executors[spec["components"][tasks[node]["componentRef"]["name"]]["executorLabel"]]
+        if node == data_gate.PREVIOUS_RESOLVER_ID:  # a resolver: a KFP task without container
+            assert "resolver" in executor and "container" not in executor
             continue
         container = executors[spec["components"][tasks[node]["componentRef"]["name"]]["executorLabel"]]["container"]
         assert container["image"] == "registry.example.com/ranking/funnel:1.2.3", node
