@@ -56,6 +56,7 @@ class LogFile:
     log: str
     path: str
     index: int
+    size: int = -1  # bytes as listed (-1: unknown); small files are parsed in batches
 
 
 def _load_yaml(path: Optional[str]) -> dict:
@@ -126,22 +127,22 @@ def _check_file_format(path: str) -> bool:
     raise ContractError(f"{path}: not JSON Lines (no line in its first 64 KiB is a JSON object)")
 
 
-def _partition_files(log_dir: str, window) -> Tuple[List[str], int]:
+def _partition_files(log_dir: str, window) -> Tuple[List[Tuple[str, int]], int]:
     """The files of the log's daily partitions `dt=YYYY-MM-DD/` (those of the window's days
     when there is one), sorted by day then name, and how many files other days hold; a `dt=`
     directory that is not a date fails."""
     by_day, skipped = [], 0
-    for path in files.match(posixpath.join(log_dir, PARTITION_PREFIX + "*", "*")):
+    for path, size in files.match_sized(posixpath.join(log_dir, PARTITION_PREFIX + "*", "*")):
         directory = posixpath.basename(posixpath.dirname(path))
         try:
             day = partition_day(directory)
         except ValueError:
             raise ContractError(f"{posixpath.dirname(path)}: partition directory is not {PARTITION_PREFIX}YYYY-MM-DD")
         if window is None or window.reads_day(posixpath.basename(log_dir), day):
-            by_day.append((day, path))
+            by_day.append((day, path, size))
         else:
             skipped += 1
-    return [path for _, path in sorted(by_day)], skipped
+    return [(path, size) for _, path, size in sorted(by_day)], skipped
 
 
 def list_log_files(logs_dir: str, logs=INGESTED_LOGS, window=None) -> List[LogFile]:
@@ -154,15 +155,15 @@ def list_log_files(logs_dir: str, logs=INGESTED_LOGS, window=None) -> List[LogFi
         log_dir = posixpath.join(logs_dir, log)
         # the catalog has no days
         partitioned, other_days[log] = ([], 0) if log == "items" else _partition_files(log_dir, window)
-        listed[log] = files.list_files(log_dir) + partitioned
+        listed[log] = files.list_files_sized(log_dir) + partitioned
     if not any(listed.values()):
         raise ContractError(f"{logs_dir}: logs directory does not exist or holds no log files")
-    found: List[Tuple[str, str]] = []
+    found: List[Tuple[str, str, int]] = []
     for log in logs:
         spec = CONTRACT[log]
         log_dir = posixpath.join(logs_dir, log)
         has_records = False
-        for path in listed[log]:
+        for path, size in listed[log]:
             name = posixpath.basename(path)
             if name.startswith("."):
                 continue  # hidden files (e.g. .crc, _SUCCESS markers) are not logs
@@ -171,10 +172,10 @@ def list_log_files(logs_dir: str, logs=INGESTED_LOGS, window=None) -> List[LogFi
                     f"{path}: unsupported file in log '{log}' (expected {', '.join(SUFFIXES)})"
                 )
             has_records = _check_file_format(path) or has_records
-            found.append((log, path))
+            found.append((log, path, size))
         # A daily run's window may hold no record of a log (no order that week) if its other days do.
         if spec.required and not has_records and not other_days[log]:
             raise ContractError(
                 f"{log_dir}: required log '{log}' is missing or holds no records"
             )
-    return [LogFile(log=log, path=path, index=i) for i, (log, path) in enumerate(found)]
+    return [LogFile(log=log, path=path, index=i, size=size) for i, (log, path, size) in enumerate(found)]

@@ -7,7 +7,7 @@ layer, not `tf.io.gfile` (which reads `s3://` and `hdfs://` only with tensorflow
 
 import gzip
 import json
-from typing import Any, List
+from typing import Any, List, Tuple
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -35,12 +35,23 @@ def arrow_source(path: str):
 def list_files(directory: str) -> List[str]:
     """The files directly in `directory`, sorted; none when it does not exist (object stores
     have no directories: a prefix with no object is an empty directory)."""
-    return match(FileSystems.join(directory, "*"))
+    return [path for path, _ in list_files_sized(directory)]
+
+
+def list_files_sized(directory: str) -> List[Tuple[str, int]]:
+    """(path, size in bytes) of the files directly in `directory`, as `list_files`."""
+    return match_sized(FileSystems.join(directory, "*"))
 
 
 def match(pattern: str) -> List[str]:
     """The files matching a glob (`*` stays within one directory level), sorted."""
-    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+    return [path for path, _ in match_sized(pattern)]
+
+
+def match_sized(pattern: str) -> List[Tuple[str, int]]:
+    """(path, size in bytes) of the files matching a glob, sorted by path: the listing's own
+    metadata, no file is opened."""
+    return sorted((m.path, m.size_in_bytes) for m in FileSystems.match([pattern])[0].metadata_list)
 
 
 def read_json(path: str) -> Any:

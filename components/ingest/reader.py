@@ -10,7 +10,7 @@ import codecs
 import collections
 import dataclasses
 import json
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -48,10 +48,19 @@ _MAX_RECORD_CHARS = 2_000
 
 @dataclasses.dataclass
 class ParsedFile:
-    log_file: LogFile
+    """The valid records of one or more files of one log (FILE_COLUMN and ROW_COLUMN say
+    where each row came from), the quarantine records of the others, and the count read."""
+    log_files: List[LogFile]
     rows: pd.DataFrame
     quarantine: List[dict]
     records_read: int
+
+    @property
+    def log(self) -> str:
+        return self.log_files[0].log
+
+    def file_of(self, index: int) -> LogFile:
+        return next(f for f in self.log_files if f.index == index)
 
 
 def quarantine_record(log_file: LogFile, row: int, reason: str, detail: str, record) -> dict:
@@ -349,7 +358,57 @@ def read_log_file(log_file: LogFile) -> ParsedFile:
     frame[FILE_COLUMN] = np.int32(log_file.index)
     frame[ROW_COLUMN] = rows
     frame = _check_rows(log_file, spec, frame, quarantine, value_masks)
-    return ParsedFile(log_file, frame.reset_index(drop=True), quarantine, n)
+    return ParsedFile([log_file], frame.reset_index(drop=True), quarantine, n)
+
+
+def read_log_files(log_files: Sequence[LogFile]) -> ParsedFile:
+    """Parses files of one log into one frame. Several JSON Lines files are first parsed as one
+    (`_read_clean_jsonl`: one Arrow parse and one frame instead of one per file, which is what a
+    log written as thousands of tiny files costs); when any of their records is not clean, each
+    file is read on its own, so every quarantine record names its file, row and reason exactly
+    as `read_log_file` does."""
+    if len(log_files) > 1 and not any(f.path.endswith(".parquet") for f in log_files):
+        parsed = _read_clean_jsonl(log_files)
+        if parsed is not None:
+            return parsed
+    parts = [read_log_file(f) for f in log_files]
+    if len(parts) == 1:
+        return parts[0]
+    return ParsedFile(list(log_files), pd.concat([p.rows for p in parts], ignore_index=True),
+                      [q for p in parts for q in p.quarantine], sum(p.records_read for p in parts))
+
+
+def _read_clean_jsonl(log_files: Sequence[LogFile]) -> Optional[ParsedFile]:
+    """The JSON Lines files as one table when every record in them is valid, else None (also
+    for a file that cannot be read: `read_log_file` then fails naming it). The files' bytes are
+    joined line-aligned (each file's BOM dropped and last line ended, as Arrow reads one file);
+    each file's records are its non-blank lines, as the line-by-line reader counts them, and
+    a table whose row count differs is not trusted."""
+    spec = CONTRACT[log_files[0].log]
+    chunks, counts = [], []
+    try:
+        for log_file in log_files:
+            with files.open_bytes(log_file.path, decompress=True) as f:
+                data = f.read().removeprefix(codecs.BOM_UTF8)
+            counts.append(sum(1 for line in data.split(b"\n") if line.strip()))
+            chunks.append(data if data.endswith(b"\n") or not data else data + b"\n")
+        table = pa_json.read_json(
+            pa.BufferReader(b"".join(chunks)), read_options=pa_json.ReadOptions(block_size=1 << 24),
+            parse_options=pa_json.ParseOptions(explicit_schema=_arrow_schema(spec),
+                                               unexpected_field_behavior="ignore"))
+        table.validate(full=True)  # Arrow's JSON reader does not check strings are UTF-8
+    except (OSError, EOFError, pa.ArrowInvalid, UnicodeDecodeError):
+        return None
+    if table.num_rows != sum(counts) or _value_masks(table, spec):
+        return None
+    frame = table.to_pandas()
+    frame[FILE_COLUMN] = np.repeat(np.array([f.index for f in log_files], dtype=np.int32), counts)
+    frame[ROW_COLUMN] = np.concatenate([np.arange(1, n + 1, dtype=np.int64) for n in counts])
+    rejected: List[dict] = []
+    frame = _check_rows(log_files[0], spec, frame, rejected, {})
+    if rejected:  # named after the first file: thrown away, the files are read one by one
+        return None
+    return ParsedFile(list(log_files), frame.reset_index(drop=True), [], len(frame))
 
 
 def code_items(parsed: ParsedFile, known_items: pd.Index) -> ParsedFile:
@@ -360,15 +419,14 @@ def code_items(parsed: ParsedFile, known_items: pd.Index) -> ParsedFile:
     unknown = frame[ITEM_CODE_COLUMN].to_numpy() < 0
     if not unknown.any():
         return parsed
-    quarantine = parsed.quarantine + quarantine_rows(
-        parsed.log_file, frame, unknown, UNKNOWN_ITEM, detail_column="item_id")
-    return ParsedFile(parsed.log_file, frame[~unknown].reset_index(drop=True), quarantine,
+    quarantine = parsed.quarantine + quarantine_by_file(frame[unknown], parsed.file_of, UNKNOWN_ITEM, "item_id")
+    return ParsedFile(parsed.log_files, frame[~unknown].reset_index(drop=True), quarantine,
                       parsed.records_read)
 
 
 def file_counts(parsed: ParsedFile) -> Dict[str, int]:
     """Per-log counters: records read and quarantined by reason."""
-    log = parsed.log_file.log
+    log = parsed.log
     counts = collections.Counter({f"{log}.read": parsed.records_read})
     for q in parsed.quarantine:
         counts[f"{log}.quarantined.{q['reason']}"] += 1

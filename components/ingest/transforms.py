@@ -55,23 +55,52 @@ def _file_outputs(parsed: reader.ParsedFile):
     yield beam.pvalue.TaggedOutput(COUNTS, reader.file_counts(parsed))
 
 
+# Files under SMALL_FILE_BYTES are parsed together, up to BATCH_FILES files or BATCH_BYTES per
+# batch: one element, one Arrow parse and one frame per batch. A log written as 10,000 files of
+# one record costs 12.9 ms a file parsed alone (measured), and as many elements downstream. Beam
+# has no such batching for whole-file reads (its text sources make an element per line), so it is
+# written here. Larger files stay one element each, so big logs keep their parallelism.
+SMALL_FILE_BYTES = 1 << 20
+BATCH_BYTES = 4 << 20
+BATCH_FILES = 2_000
+
+
+def file_batches(log_files: Sequence[LogFile]) -> List[List[LogFile]]:
+    """The units the events are parsed in, in listing order: a batch of consecutive small files
+    of one log, or one file (large, or of unknown size)."""
+    batched, current, current_bytes = [], [], 0
+    for log_file in log_files:
+        small = 0 <= log_file.size < SMALL_FILE_BYTES
+        if current and (not small or current[0].log != log_file.log or len(current) >= BATCH_FILES
+                        or current_bytes + log_file.size > BATCH_BYTES):
+            batched.append(current)
+            current, current_bytes = [], 0
+        if small:
+            current.append(log_file)
+            current_bytes += log_file.size
+        else:
+            batched.append([log_file])
+    return batched + ([current] if current else [])
+
+
 class _ParseFiles(beam.DoFn):
-    """Parses each events file, counts and drops its records outside a daily run's window,
-    codes its items and quarantines the unknown ones."""
+    """Parses a batch of events files of one log (`file_batches`), counts and drops its records
+    outside a daily run's window, codes its items and quarantines the unknown ones. Yields
+    (log, frame)."""
 
     def __init__(self, window: Optional[DateWindow]):
         self._window = window
 
-    def process(self, log_file: LogFile, catalog):
-        parsed = reader.read_log_file(log_file)
+    def process(self, log_files: List[LogFile], catalog):
+        parsed = reader.read_log_files(log_files)
         if self._window is not None:
-            inside = self._window.keeps(log_file.log, parsed.rows[features.TS].to_numpy())
-            yield beam.pvalue.TaggedOutput(COUNTS, {f"{log_file.log}.{OUT_OF_WINDOW}": int((~inside).sum())})
+            inside = self._window.keeps(parsed.log, parsed.rows[features.TS].to_numpy())
+            yield beam.pvalue.TaggedOutput(COUNTS, {f"{parsed.log}.{OUT_OF_WINDOW}": int((~inside).sum())})
             if not inside.all():
                 parsed = dataclasses.replace(parsed, rows=parsed.rows[inside].reset_index(drop=True))
         parsed = reader.code_items(parsed, catalog.ids)
         yield from _file_outputs(parsed)
-        yield parsed.log_file, parsed.rows
+        yield parsed.log, parsed.rows
 
 
 def _build_catalog(item_files: List[LogFile], paths: Sequence[str]):
@@ -99,17 +128,17 @@ def _empty_frames(log: str) -> pd.DataFrame:
 def _shard_by_user(element, num_shards: int):
     """(shard, (log, packed frame part)) for each user shard of a file's events. The item_id
     stays behind: the example builder reads item codes, and the catalog gives ids back."""
-    log_file, frame = element
+    log, frame = element
     if frame.empty:
         return
     shards = duplicates.stable_shard(frame[features.USER_ID], num_shards)
     for shard, part in frame.groupby(shards, sort=True):
-        yield int(shard), (log_file.log, packing.pack(part, drop=[features.ITEM_ID]))
+        yield int(shard), (log, packing.pack(part, drop=[features.ITEM_ID]))
 
 
 def _item_partials(element):
-    log_file, frame = element
-    return item_stats.partial_counts(log_file.log, frame[reader.ITEM_CODE_COLUMN].to_numpy(), frame[features.TS].to_numpy())
+    log, frame = element
+    return item_stats.partial_counts(log, frame[reader.ITEM_CODE_COLUMN].to_numpy(), frame[features.TS].to_numpy())
 
 
 def _loser_partials(losers: pd.DataFrame):
@@ -193,9 +222,9 @@ class IngestLogs(beam.PTransform):
                    | "BuildCatalog" >> beam.FlatMap(_build_catalog, paths).with_outputs(QUARANTINE, COUNTS, main="catalog"))
         catalog_side = beam.pvalue.AsSingleton(catalog.catalog)
 
-        events = (p | "EventFiles" >> beam.Create(event_files)  # Create spreads them over workers
+        events = (p | "EventFiles" >> beam.Create(file_batches(event_files))  # Create spreads them over workers
                   | "ParseEvents" >> beam.ParDo(_ParseFiles(date_window(self._config)), catalog_side).with_outputs(QUARANTINE, COUNTS, main="rows"))
-        impressions = events.rows | "Impressions" >> beam.Filter(lambda e: e[0].log == "impressions")
+        impressions = events.rows | "Impressions" >> beam.Filter(lambda e: e[0] == "impressions")
 
         losers = (impressions
                   | "ShardIds" >> beam.FlatMap(lambda e, n: duplicates.shard_impression_ids(e[1], n), self._config.num_shards)
