@@ -90,14 +90,14 @@ TEST_WORKERS ?= 2
 # runs, distributed training, the Trainer on each architecture, the BeamDagRunner, the ablation and
 # peer suites). `make test-all` adds them; CI (.ci/run) runs `make test-all`.
 test: setup bench-deps orchestration-deps browser-deps
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not heavy" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder -m "not heavy" $(PYTEST_ARGS)
 
 test-all: setup bench-deps orchestration-deps browser-deps
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 # The unit tests only (skips the end-to-end ones marked `e2e`).
 test-fast: setup orchestration-deps browser-deps
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not e2e" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder -m "not e2e" $(PYTEST_ARGS)
 
 # Known vulnerabilities of every pinned package in both lock files: pip-audit (pinned, run by uv in
 # its own environment, never installed into .venv). It needs the network: PyPI's JSON API (the

@@ -55,7 +55,8 @@ def test_the_suites_own_variants_build_and_train_a_step(suite, variant):
     overrides = {k: v for k, v in section.items() if k != "preset"}
     keras.utils.set_random_seed(0)
     config = small_config(section["preset"], **overrides)
-    model = compile_model(build_model(config, VOCAB_SIZES), keras.optimizers.Adam(1e-2))
+    # eagerly, as in test_presets.py: tracing the training step would be most of the test's time
+    model = compile_model(build_model(config, VOCAB_SIZES), keras.optimizers.Adam(1e-2), run_eagerly=True)
     features, labels = make_batch(8, seed=1)
     labels = {t: labels[t] for t in config.tasks}
     history = model.fit(tf.data.Dataset.from_tensors((features, labels)), verbose=0).history

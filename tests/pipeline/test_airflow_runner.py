@@ -61,13 +61,16 @@ def test_the_dag_module_loads_in_a_dagbag_in_dependency_order_with_its_schedule(
     assert datetime.datetime.fromisoformat(dag["start_date"]) == datetime.datetime(2026, 10, 1, tzinfo=datetime.timezone.utc)
     assert dag["operators"] == ["AirflowComponent"]
     order = dag["order"]
-    chain = ["Ingest", "StatisticsGen", "ExampleValidator"], ["Ingest", "Transform", "Trainer", "Evaluator", "Pusher"]
+    chain = (["Ingest", "StatisticsGen", "ExampleValidator", "DataGate", "Transform"],
+             ["Ingest", "Transform", "Trainer", "Evaluator", "Pusher"])
     for steps in chain:
         assert [order.index(s) for s in steps] == sorted(order.index(s) for s in steps), order
     assert order.index("ImportSchemaGen") < order.index("Transform")
     assert order.index("Transform") < order.index("BaselineTrainer")
     upstream = dag["upstream"]
-    assert upstream["Ingest"] == [] and upstream["Transform"] == ["ImportSchemaGen", "Ingest"]
+    # Transform waits for the data gate (pipeline/data_gate.py), which reads the validators' anomalies
+    assert upstream["Ingest"] == [] and upstream["Transform"] == ["DataGate", "ImportSchemaGen", "Ingest"]
+    assert {"ExampleValidator", "StatisticsGen"} <= set(upstream["DataGate"])
     assert upstream["Trainer"] == ["ImportSchemaGen", "Transform"]
     assert upstream["Evaluator"] == ["Ingest", "Trainer", "latest_blessed_model_resolver"]
     assert upstream["Pusher"] == ["Evaluator", "Trainer"]
