@@ -144,15 +144,33 @@ def wait_for_all_workers(strategy: tf.distribute.Strategy) -> None:
         strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)), axis=None)
 
 
-def shard_input(dataset: tf.data.Dataset, section: Dict[str, Any], strategy: tf.distribute.Strategy):
+def num_workers(strategy: tf.distribute.Strategy) -> int:
+    """The tasks that read training input: the cluster's `chief` and `worker` tasks (1 without one)."""
+    _, _, cluster = _task(strategy)
+    return max(1, len(cluster.get("chief", ())) + len(cluster.get("worker", ())))
+
+
+def auto_shard_policy(section: Dict[str, Any], num_files: Optional[int], workers: int):
+    """The tf.data auto-shard policy of `auto_shard`. `auto` with fewer input files than
+    workers is DATA: TF's AUTO tries FILE first and fails the step ("the dataset only has 1
+    file(s), which is not enough for the required 2 shards") instead of falling back, which
+    is what a small Transform output written as one file per split would hit."""
+    name = section["auto_shard"]
+    if name == "auto" and num_files is not None and num_files < workers:
+        name = "data"
+    return AUTO_SHARD[name]
+
+
+def shard_input(dataset: tf.data.Dataset, section: Dict[str, Any], strategy: tf.distribute.Strategy,
+                num_files: Optional[int] = None):
     """The dataset with the configured auto-shard policy when several workers read it (FILE:
     each worker reads its share of the files, at least one each; DATA: every worker reads
-    everything and keeps its share of the batches; AUTO: FILE where it can, else DATA).
-    Unchanged otherwise."""
+    everything and keeps its share of the batches; AUTO: FILE when there are `num_files` >=
+    workers, else DATA). Unchanged otherwise."""
     if not is_multi_worker(strategy):
         return dataset
     options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = AUTO_SHARD[section["auto_shard"]]
+    options.experimental_distribute.auto_shard_policy = auto_shard_policy(section, num_files, num_workers(strategy))
     return dataset.with_options(options)
 
 
@@ -161,13 +179,13 @@ def is_parameter_server(strategy: tf.distribute.Strategy) -> bool:
 
 
 def training_input(dataset: tf.data.Dataset, make_dataset: Callable[[int], tf.data.Dataset], batch_size: int,
-                   section: Dict[str, Any], strategy: tf.distribute.Strategy):
+                   section: Dict[str, Any], strategy: tf.distribute.Strategy, num_files: Optional[int] = None):
     """What `model.fit` trains on: `dataset` (batches of the global `batch_size`; sharded per
     `shard_input`), or under `parameter_server` a DatasetCreator of `make_dataset(batch)` (one pass
     over the training data): each worker reads its share at the per-replica batch, repeated
     (`steps_per_epoch` ends each epoch; TF's parameter server training guide)."""
     if not is_parameter_server(strategy):
-        return shard_input(dataset, section, strategy)
+        return shard_input(dataset, section, strategy, num_files)
     import tf_keras as keras  # here: the pipeline's definition imports this module, not Keras
 
     def per_worker(context: tf.distribute.InputContext) -> tf.data.Dataset:

@@ -293,8 +293,12 @@ def run_fn(fn_args: tfx.components.FnArgs) -> Optional[keras.Model]:
                         batch_size, shuffle=True, seed=settings["seed"], weights=config.example_weights)
 
     train = train_batches(settings["batch_size"])
+    # how many files each split has: multi-worker input sharding by file needs one per worker
+    train_files, eval_files = (sum(len(tf.io.gfile.glob(p)) for p in patterns)
+                               for patterns in (fn_args.train_files, fn_args.eval_files))
     if dtn_trim.trims(config.mixture):  # DTN-trim: train the full DTN, cut its unused modules, retrain
-        model.fit(D.training_input(train, train_batches, settings["batch_size"], distribution, strategy),
+        model.fit(D.training_input(train, train_batches, settings["batch_size"], distribution, strategy,
+                                   train_files),
                   epochs=settings["epochs"], steps_per_epoch=settings.get("steps_per_epoch"),
                   callbacks=[TrainingProgress(f"{config.preset or 'model'} (before trimming)", settings["epochs"])],
                   verbose=0)
@@ -312,13 +316,14 @@ def run_fn(fn_args: tfx.components.FnArgs) -> Optional[keras.Model]:
         callbacks.append(keras.callbacks.LearningRateScheduler(lambda epoch, _: rates[min(epoch, len(rates) - 1)]))
     # parameter_server: no validation during fit (the coordinator would need a dataset per worker)
     validation = (None if D.is_parameter_server(strategy)
-                  else D.shard_input(evaluation.take(settings["eval_batches"]), distribution, strategy))
+                  else D.shard_input(evaluation.take(settings["eval_batches"]), distribution, strategy, eval_files))
     warm_started = None
     if settings["warm_start"] and fn_args.base_model:  # no blessed model yet: a cold start
         with strategy.scope():
             warm_started = _warm_start(model, train, fn_args, tf_transform_output, custom, strategy)
     started = time.perf_counter()
-    model.fit(D.training_input(train, train_batches, settings["batch_size"], distribution, strategy),
+    model.fit(D.training_input(train, train_batches, settings["batch_size"], distribution, strategy,
+                               train_files),
               epochs=settings["epochs"], steps_per_epoch=settings.get("steps_per_epoch"),
               validation_data=validation, callbacks=callbacks, verbose=0)
     fit_seconds = time.perf_counter() - started

@@ -32,6 +32,18 @@ def test_the_section_defaults_to_no_strategy_and_names_a_bad_key():
         distribution.settings({"distribution": {"strategy": "parameter_server"}})
 
 
+def test_auto_sharding_reads_whole_data_when_there_are_fewer_files_than_workers():
+    """TF's AUTO would fail a multi-worker step on a split written as one file (a small
+    Transform output); `auto` then shards by data. An explicit policy is kept."""
+    policy = tf.data.experimental.AutoShardPolicy
+    auto = distribution.settings({"distribution": {"strategy": "multi_worker_mirrored"}})
+    assert distribution.auto_shard_policy(auto, num_files=1, workers=2) == policy.DATA
+    assert distribution.auto_shard_policy(auto, num_files=2, workers=2) == policy.AUTO
+    assert distribution.auto_shard_policy(auto, num_files=None, workers=2) == policy.AUTO
+    by_file = {**auto, "auto_shard": "file"}
+    assert distribution.auto_shard_policy(by_file, num_files=1, workers=2) == policy.FILE
+
+
 def test_create_pipeline_rejects_an_unknown_strategy_before_anything_runs(tmp_path):
     config = load_config()
     config["trainer"]["distribution"] = {"strategy": "horovod"}
