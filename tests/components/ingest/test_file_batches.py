@@ -17,7 +17,6 @@ from components.ingest.runner import run_ingest
 from components.ingest.transforms import BATCH_BYTES, BATCH_FILES, SMALL_FILE_BYTES, file_batches
 from tests.components.ingest import bad_corpus as corpus
 from tests.components.ingest.logs import ITEMS, T0, event
-from tests.components.ingest.test_bad_corpus import memory_tmp_path  # noqa: F401 (a fixture)
 from tests.components.ingest.test_bad_input import IN_PROCESS
 
 
@@ -110,7 +109,7 @@ def test_unknown_items_of_a_batch_are_quarantined_naming_their_own_files(tmp_pat
     assert len(coded.rows) == 1 and coded.records_read == 3
 
 
-def test_ten_thousand_tiny_files_are_ingested_and_every_record_counted(memory_tmp_path):  # noqa: F811
+def test_ten_thousand_tiny_files_are_ingested_and_every_record_counted(memory_tmp_path):
     logs = corpus.write_case(str(memory_tmp_path / "logs"), corpus.CASES["ten_thousand_tiny_files"])
     base_clicks = sum(1 for line in corpus.base_logs()["clicks"].split(b"\n") if line.strip())
     started = time.monotonic()
