@@ -11,6 +11,10 @@ REQUEST_ID = "request_id"
 USER_ID = "user_id"
 SCENARIO = "scenario"
 TS = "ts"
+# In the transformed examples only: a 63-bit fingerprint of (user_id, request_id), the request an
+# example belongs to (request ids may repeat across users). Not a model input: the fusion
+# network's per-request loss groups by it (models/fusion_network.py).
+REQUEST_KEY = "request_key"
 DEFAULT_SCENARIO = "default"
 
 # --- Target item.

@@ -16,14 +16,15 @@ Training (models/model.py `RankingModel.train_step`): the main network trains as
 `period` batches the gate takes one step of its own optimizer on `list_loss`, with the predictions
 and features stop-gradiented, and the main steps leave the gate's variables out.
 
-`list_loss`, and why not per request: the Transform's examples carry no request id (only the
-impression id, the user id and the scenario: models/preprocessing.py) and the Trainer shuffles, so
-a batch of 512 holds next to no two impressions of one request. The loss keeps what matters at
-serving: a request is ranked under one user's weights. Each row i with a positive gain g_i
-(order-weighted: `gains`, an order 10, a click 1) is an anchor; its list is itself and every batch
-row j with a lower gain, all scored under the anchor's weights, s_ij = sum_k w_k(u_i) log p_k(j),
-so the other rows stand in for the request's other candidates; the loss is the gain-weighted
-softmax cross-entropy of the anchor in its list (a listwise softmax loss with graded gains).
+`list_loss` is a listwise softmax loss with graded gains, per request: each example with a positive
+gain g_i (order-weighted: `gains`, an order 10, a click 1) is an anchor; its list is itself and the
+other candidates of its request (`request_key`, models/preprocessing.py) with a lower gain, all
+scored under the request's user weights, s_ij = sum_k w_k(u_i) log p_k(j); the loss is the
+gain-weighted softmax cross-entropy of the anchor in its list. An anchor with no lower-gain candidate
+of its request in the batch is left out. So that a batch holds whole requests, the Trainer reads the
+train split in request-grouped blocks when the fusion network trains (models/trainer.py
+`_dataset`): the gate learns to rank within a request, which is all a request's weights can change.
+(An earlier in-batch version compared rows of different users and lost to the static product.)
 """
 
 from typing import Dict, Mapping, Optional, Sequence
@@ -95,13 +96,16 @@ def log_probabilities(probabilities: Mapping[str, tf.Tensor], objectives: Sequen
                       for k in objectives], axis=-1)
 
 
-def list_loss(weights: tf.Tensor, logs: tf.Tensor, gains: tf.Tensor) -> tf.Tensor:
-    """The in-batch listwise softmax loss of the module docstring.
+def list_loss(weights: tf.Tensor, logs: tf.Tensor, gains: tf.Tensor, requests: tf.Tensor) -> tf.Tensor:
+    """The per-request listwise softmax loss of the module docstring.
 
-    weights [B, K] (the anchors' w(u_i)), logs [B, K] (log p_k(j)), gains [B]; rows with gain 0
-    anchor nothing, an anchor with no lower-gain row in the batch is left out; 0 without anchors."""
+    weights [B, K] (the anchors' w(u_i)), logs [B, K] (log p_k(j)), gains [B], requests [B] (any
+    dtype: equal values are one request); rows with gain 0 anchor nothing, an anchor with no
+    lower-gain row of its request in the batch is left out; 0 without anchors. Written by hand:
+    TF-Ranking's softmax loss takes padded [R, N] lists, not a batch of rows tagged by request."""
     scores = tf.matmul(weights, logs, transpose_b=True)  # s_ij = sum_k w_k(u_i) log p_k(j)  [B, B]
-    lower = gains[None, :] < gains[:, None]  # j's gain below anchor i's
+    same_request = tf.equal(requests[None, :], requests[:, None])
+    lower = tf.logical_and(gains[None, :] < gains[:, None], same_request)  # j of i's request, gain below i's
     in_list = tf.logical_or(lower, tf.eye(tf.shape(gains)[0], dtype=tf.bool))
     masked = tf.where(in_list, scores, tf.fill(tf.shape(scores), tf.constant(-np.inf, scores.dtype)))
     cross_entropy = tf.reduce_logsumexp(masked, axis=1) - tf.linalg.diag_part(scores)
@@ -177,13 +181,18 @@ class NetworkFusion(Fusion):
     def loss(self, probabilities: Mapping[str, tf.Tensor], features: Mapping[str, tf.Tensor],
              labels: Mapping[str, tf.Tensor]) -> tf.Tensor:
         """`list_loss` of the batch, with nothing flowing back into the predictions or features."""
+        if F.REQUEST_KEY not in features:
+            raise ValueError(f"the fusion network's per-request loss needs `{F.REQUEST_KEY}` in the transformed "
+                             "examples (models/preprocessing.py), which a Transform output cached by an earlier "
+                             "version lacks: re-run Transform")
+        requests = tf.reshape(features[F.REQUEST_KEY], [-1])
         features = {k: tf.stop_gradient(features[k]) for k in self.input_features}
         logs = tf.stop_gradient(log_probabilities(probabilities, self.objectives))
         gain = tf.zeros_like(tf.reshape(tf.cast(labels[self.tasks[0]], tf.float32), [-1]))
         for label, g in self.gains.items():
             positive = tf.reshape(tf.cast(labels[label], tf.float32), [-1]) > 0
             gain = tf.where(positive, tf.maximum(gain, g), gain)
-        return list_loss(self.gate(features), logs, gain)
+        return list_loss(self.gate(features), logs, gain, requests)
 
     def get_config(self):
         return {**super().get_config(), "features": list(self.features), "scenario": self.scenario,

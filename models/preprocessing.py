@@ -9,7 +9,8 @@
   rates, prices, durations), plus quantile buckets (`tft.bucketize`) of the configured ones;
 - bias features: position and page clipped to the DMT paper's maxima (400, 100),
   neighbour categories through the category vocabulary;
-- labels pass through as float32, impression_id as is (for joins, not a model input).
+- labels pass through as float32, impression_id as is (for joins, not a model input), and
+  request_key, a fingerprint of (user_id, request_id) (for per-request losses, not a model input).
 """
 
 from typing import Any, Dict, Optional
@@ -56,6 +57,13 @@ def age_bucket(age):
     return tf.minimum(tf.cast(tf.math.floor(log2), tf.int64), AGE_BUCKETS - 1)
 
 
+def request_key(user_id, request_id):
+    """int64 fingerprint of (user_id, request_id): a request belongs to one user, but ids may
+    repeat across users. 63 bits: two requests of one batch collide with odds ~B^2 / 2^64."""
+    joined = tf.strings.join([user_id, request_id], separator="\x1f")
+    return tf.strings.to_hash_bucket_fast(joined, 2 ** 63 - 1)
+
+
 def preprocessing_fn(inputs: Dict[str, Any], custom_config: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     config = transform_config(custom_config)
     outputs: Dict[str, Any] = {}
@@ -93,4 +101,5 @@ def preprocessing_fn(inputs: Dict[str, Any], custom_config: Optional[Dict[str, A
             outputs[label] = tf.cast(inputs[label], tf.float32)
     # Passed through (not a model input) so transformed rows can be joined back to impressions.
     outputs[F.IMPRESSION_ID] = inputs[F.IMPRESSION_ID]
+    outputs[F.REQUEST_KEY] = request_key(inputs[F.USER_ID], inputs[F.REQUEST_ID])
     return outputs

@@ -86,18 +86,33 @@ def vocab_sizes(tf_transform_output: tft.TFTransformOutput, custom_config) -> Di
             for name in P.ID_VOCABULARIES}
 
 
+# Request-grouped reading (`by_request`, for the fusion network's per-request loss): the ingest
+# writes a request's impressions next to each other and Transform keeps the order within its
+# shards, so the files are read one at a time in order, in blocks of REQUEST_BLOCK examples; the
+# blocks are shuffled in a buffer of REQUEST_BLOCK_BUFFER (64k examples, a few hundred users' days)
+# and regrouped into batches. A request cut by a block's edge only loses lists from the loss; a
+# split in another order trains all the same, with fewer lists.
+REQUEST_BLOCK = 64
+REQUEST_BLOCK_BUFFER = 1024
+
+
 def _dataset(file_pattern, data_accessor, tf_transform_output, tasks, batch_size: int, shuffle: bool, seed: int,
-             weights: Optional[Dict[str, float]] = None):
-    """(features, labels) batches, or (features, labels, example weights) with `weights`."""
-    dataset = data_accessor.tf_dataset_factory(
-        file_pattern,
-        tfxio.TensorFlowDatasetOptions(batch_size=batch_size, shuffle=shuffle, shuffle_seed=seed, num_epochs=1),
-        tf_transform_output.transformed_metadata.schema)
+             weights: Optional[Dict[str, float]] = None, by_request: bool = False):
+    """(features, labels) batches, or (features, labels, example weights) with `weights`;
+    `by_request`: features keep `request_key`, and shuffled batches hold whole requests (above)."""
+    grouped = by_request and shuffle
+    options = (tfxio.TensorFlowDatasetOptions(batch_size=REQUEST_BLOCK, shuffle=False, num_epochs=1,
+                                              reader_num_threads=1)
+               if grouped else
+               tfxio.TensorFlowDatasetOptions(batch_size=batch_size, shuffle=shuffle, shuffle_seed=seed, num_epochs=1))
+    dataset = data_accessor.tf_dataset_factory(file_pattern, options, tf_transform_output.transformed_metadata.schema)
+    if grouped:
+        dataset = dataset.shuffle(REQUEST_BLOCK_BUFFER, seed=seed).unbatch().batch(batch_size)
 
     def split(features):
         labels = {task: features.pop(task) for task in tasks}
         weight = example_weight({**features, **labels}, weights) if weights else None
-        for name in F.LABELS + (F.IMPRESSION_ID,):
+        for name in F.LABELS + (F.IMPRESSION_ID,) + (() if by_request else (F.REQUEST_KEY,)):
             features.pop(name, None)
         return (features, labels) if weight is None else (features, labels, weight)
 
@@ -290,7 +305,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> Optional[keras.Model]:
 
     def train_batches(batch_size: int) -> tf.data.Dataset:
         return _dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output, config.tasks,
-                        batch_size, shuffle=True, seed=settings["seed"], weights=config.example_weights)
+                        batch_size, shuffle=True, seed=settings["seed"], weights=config.example_weights,
+                        by_request=model.network.fusion.TRAINS)
 
     train = train_batches(settings["batch_size"])
     # how many files each split has: multi-worker input sharding by file needs one per worker

@@ -1,5 +1,5 @@
 """The personalised fusion network (models/fusion_network.py): its gate and score against
-hand-computed values, its in-batch list loss, the alternate training (each part's steps leave
+hand-computed values, its per-request list loss, the alternate training (each part's steps leave
 the other's weights alone; the period honoured), its config and its export into both serving
 signatures."""
 
@@ -55,16 +55,32 @@ def test_gate_and_score_against_hand_computed_values():
 
 
 def test_list_loss_against_hand_computed_values():
-    # rows: an order (gain 10), a click (1), nothing (0); two objectives
-    weights = tf.constant([[1.0, 1.0], [2.0, 0.0], [1.0, 1.0]])
-    logs = tf.constant([[-1.0, -2.0], [-0.5, -4.0], [-2.0, -3.0]])
-    gains = tf.constant([10.0, 1.0, 0.0])
+    # request 7: an order (gain 10), a click (1), nothing (0); request 9: a click and nothing
+    weights = tf.constant([[1.0, 1.0], [2.0, 0.0], [1.0, 1.0], [0.5, 1.5], [1.0, 1.0]])
+    logs = tf.constant([[-1.0, -2.0], [-0.5, -4.0], [-2.0, -3.0], [-1.5, -1.0], [-0.1, -0.2]])
+    gains = tf.constant([10.0, 1.0, 0.0, 1.0, 0.0])
+    requests = tf.constant([7, 7, 7, 9, 9], tf.int64)
     s = weights.numpy() @ logs.numpy().T
-    ce_order = np.log(np.exp(s[0, [0, 1, 2]]).sum()) - s[0, 0]  # its list: itself and both lower rows
-    ce_click = np.log(np.exp(s[1, [1, 2]]).sum()) - s[1, 1]  # itself and the unclicked row
-    expected = (10 * ce_order + 1 * ce_click) / 11
-    assert float(list_loss(weights, logs, gains)) == pytest.approx(expected, rel=1e-5)
-    assert float(list_loss(weights, logs, tf.constant([1.0, 1.0, 1.0]))) == 0.0  # no lower row: no anchor
+    ce_order = np.log(np.exp(s[0, [0, 1, 2]]).sum()) - s[0, 0]  # its list: itself and its request's lower rows
+    ce_click = np.log(np.exp(s[1, [1, 2]]).sum()) - s[1, 1]  # itself and the unclicked row of its request
+    ce_other = np.log(np.exp(s[3, [3, 4]]).sum()) - s[3, 3]  # request 9's click: not request 7's rows
+    expected = (10 * ce_order + 1 * ce_click + 1 * ce_other) / 12
+    assert float(list_loss(weights, logs, gains, requests)) == pytest.approx(expected, rel=1e-5)
+    # without a lower row in its request an example anchors nothing, whatever the rest of the batch
+    assert float(list_loss(weights, logs, tf.constant([1.0, 1.0, 1.0, 0.0, 0.0]),
+                           tf.constant([1, 1, 1, 2, 2]))) == 0.0
+    alone = tf.constant([1, 2, 3, 4, 5], tf.int64)  # every row its own request: no lists at all
+    assert float(list_loss(weights, logs, gains, alone)) == 0.0
+
+
+def test_the_loss_needs_the_request_key():
+    fusion = NetworkFusion([F.CLICK, F.ORDER], [F.CLICK, F.ORDER], features=[A, B], scenario=False)
+    p = {F.CLICK: tf.constant([[0.2], [0.1]]), F.ORDER: tf.constant([[0.02], [0.05]])}
+    labels = {F.CLICK: tf.constant([[1.0], [0.0]]), F.ORDER: tf.constant([[0.0], [0.0]])}
+    with pytest.raises(ValueError, match="request_key"):
+        fusion.loss(p, _state([1.0, 0.0], [0.0, 2.0]), labels)
+    state = {**_state([1.0, 0.0], [0.0, 2.0]), F.REQUEST_KEY: tf.constant([[5], [5]], tf.int64)}
+    assert float(fusion.loss(p, state, labels)) > 0.0
 
 
 def _model(period=1, **fusion):
@@ -73,6 +89,14 @@ def _model(period=1, **fusion):
     keras.utils.set_random_seed(0)
     config = small_config("dnn-base", fusion={"type": "network", "period": period, "learning_rate": 0.05, **fusion})
     return compile_model(build_model(config, VOCAB_SIZES), keras.optimizers.Adam(1e-2))
+
+
+def _with_requests(batch, size=4):
+    """(features with `request_key`: consecutive rows, `size` to a request, as the Trainer's
+    request-grouped batches have them, labels)."""
+    features, labels = batch
+    n = int(features[F.ITEM_ID].shape[0])
+    return {**features, F.REQUEST_KEY: tf.constant((np.arange(n) // size)[:, None], tf.int64)}, labels
 
 
 def _values(variables):
@@ -85,7 +109,7 @@ def _changed(before, variables):
 
 def test_fusion_steps_leave_the_main_network_and_main_steps_the_fusion_network_unchanged():
     model = _model()
-    features, labels = make_batch(16, seed=3)
+    features, labels = _with_requests(make_batch(16, seed=3), size=8)
     labels = {t: labels[t] for t in model.tasks}
     model(features)
     logits = model.network(features, training=False)
@@ -114,7 +138,7 @@ def test_fusion_steps_leave_the_main_network_and_main_steps_the_fusion_network_u
 def trained():
     """A model fitted on 7 batches with period 3, and per batch whether the gate's weights changed."""
     model = _model(period=3)
-    batches = [make_batch(32, seed=s) for s in range(7)]
+    batches = [_with_requests(make_batch(32, seed=s)) for s in range(7)]
     dataset = tf.data.Dataset.from_generator(lambda: iter(batches),
                                              output_signature=tf.data.Dataset.from_tensors(batches[0]).element_spec)
     changed = []
