@@ -111,7 +111,7 @@ audit: $(UV)
 
 bench: bench-ingest bench-train bench-serving bench-load bench-peers
 
-# DeepCTR's MMOE, PLE, ESMM, DIN and BST beside funnel's dmt and dnn-base on the same ingested
+# DeepCTR's MMOE, PLE, ESMM, DIN, BST, DCNMix and EDCN beside funnel's dmt and dnn-base on the same ingested
 # default-world examples (1 epoch, batch 512); simulates the world into $(WORK)/logs if absent.
 bench-peers: bench-deps
 	test -d $(WORK)/logs || $(VENV)/bin/funnel simulate --out $(WORK)/logs
@@ -134,9 +134,10 @@ bench-ingest: setup
 bench-scale: setup
 	$(PY) -m bench.scale_bench --work $(WORK)/bench-scale --out bench/results/scale.json
 
-# Census-Income (KDD), the MMoE / DTN papers' public benchmark: funnel's shared-bottom, MMoE and PLE
-# layers, test AUC per task over 5 seeds beside the DTN paper's Table 3 (reads ../shared/data).
-bench-census: setup
+# Census-Income (KDD), the MMoE / DTN papers' public benchmark: funnel's shared-bottom, MMoE, PLE and DTN
+# layers and DeepCTR's DCN-M and EDCN, test AUC per task over 5 seeds beside the DTN paper's Table 3
+# (reads ../shared/data).
+bench-census: bench-deps
 	$(PY) -m bench.census_bench --out bench/results/census.json
 
 # DMT training throughput and the achieved fraction of the machine's matmul FLOP/s.

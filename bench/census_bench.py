@@ -14,11 +14,21 @@ test on this one, so the figures are comparable in kind, not to the digit. Each 
 with early stopping on the validation split's mean AUC, for each of SEEDS, and reports the
 test AUC per task (mean and standard deviation over the seeds) beside the DTN paper's Table 3.
 
+Peers (`--variants` names starting "deepctr", bench-only: `make bench-deps`): DeepCTR's feature-crossing
+DCN-M (`DCNMix`) and EDCN, single-task CTR models, so one network per task, trained side by side
+in one Keras model on the same inputs, split and early stopping. EDCN takes categorical inputs
+only (DeepCTR builds its inputs from the deep part's columns, which may not be dense): it reads the
+numeric attributes as 10 quantile buckets each, fitted on the train split.
+
     python -m bench.census_bench --out bench/results/census.json [--seeds 0,1,2,3,4]
 """
 
 import argparse
+import contextlib
 import gzip
+import io
+import shlex
+import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
@@ -64,6 +74,8 @@ VARIANTS = {
                              {"type": "memonet", "codebook_size": 5000, "codebook_dim": 4, "hashes": 2,
                               "id_fields": ["c1", "c4", "c8", "c9", "c12", "c15", "c19", "c22"]}]},
 }
+# DeepCTR's models (bench.peers_bench's peers on the default world): name -> DeepCTR model
+PEERS = {"deepctr DCN-M": "DCNMix", "deepctr EDCN": "EDCN"}
 # DTN paper, Table 3 (AUC, Census task 1 / task 2), on the UCI train / test splits.
 PUBLISHED = {"shared-bottom": (0.9361, 0.9915), "mmoe": (0.9410, 0.9926), "ple": (0.9521, 0.9945),
              "dtn": (0.9560, 0.9952)}
@@ -106,6 +118,8 @@ class Encoder:
         self.vocabularies = {c: {v: i + 1 for i, v in enumerate(sorted(train[c].unique()))} for c in self.categorical}
         numeric = self._numeric(train)
         self.mean, self.std = numeric.mean(axis=0), numeric.std(axis=0) + 1e-6
+        # deciles per numeric attribute, for models without dense inputs (EDCN)
+        self.boundaries = [np.unique(np.quantile(column, np.linspace(0.1, 0.9, 9))) for column in numeric.T]
 
     @staticmethod
     def _numeric(frame: pd.DataFrame) -> np.ndarray:
@@ -135,6 +149,41 @@ def build(encoder: Encoder, mixture: dict) -> keras.Model:
     return keras.Model(inputs, outputs)
 
 
+def build_peer(encoder: Encoder, model: str) -> keras.Model:
+    """One DeepCTR `model` per task on the encoded attributes -> a probability per task."""
+    from deepctr import models
+    from deepctr.feature_column import DenseFeat, SparseFeat
+
+    sparse = [SparseFeat(c, len(encoder.vocabularies[c]) + 1, EMBEDDING_DIM, dtype="int64")
+              for c in encoder.categorical]
+    buckets = [SparseFeat(bucket_name(n), len(b) + 1, EMBEDDING_DIM, dtype="int64")
+               for n, b in zip(NUMERIC.values(), encoder.boundaries)]
+    columns = sparse + [DenseFeat("numeric", len(NUMERIC))]
+    inputs = {c.name: keras.Input((1,), dtype=tf.int64, name=c.name) for c in sparse + buckets}
+    inputs["numeric"] = keras.Input((len(NUMERIC),), name="numeric")
+    outputs = {}
+    for task in TASKS:
+        with contextlib.redirect_stdout(io.StringIO()):  # EDCN prints its layers while it builds
+            network = (models.DCNMix(columns, columns, seed=1024) if model == "DCNMix"
+                       else models.EDCN(sparse + buckets, sparse + buckets, seed=1024))
+        outputs[task] = keras.layers.Activation("linear", name=task)(network(inputs))
+    return keras.Model(inputs, outputs)
+
+
+def bucket_name(numeric: str) -> str:
+    return f"{numeric}_bucket"
+
+
+def peer_inputs(encoder: Encoder, frame: pd.DataFrame) -> Dict[str, np.ndarray]:
+    """DeepCTR's inputs: [N, 1] per categorical attribute and per numeric attribute's bucket,
+    and the standardised numeric attributes together."""
+    found = encoder.inputs(frame)
+    numeric = encoder._numeric(frame)
+    for i, name in enumerate(NUMERIC.values()):
+        found[bucket_name(name)] = np.searchsorted(encoder.boundaries[i], numeric[:, i], side="right")
+    return {name: value.reshape(-1, 1) if name != "numeric" else value for name, value in found.items()}
+
+
 class _BestOnValidation(keras.callbacks.Callback):
     """Keeps the weights of the epoch with the best mean validation AUC (early stopping)."""
 
@@ -159,11 +208,16 @@ def evaluate(model: keras.Model, inputs, labels: pd.DataFrame) -> Dict[str, floa
 
 def train_variant(parts: Dict[str, pd.DataFrame], mixture: dict, seed: int, epochs: int, batch_size: int,
                   patience: int = 3) -> dict:
-    """One training of one mixture: test AUC per task at the best validation epoch."""
+    """One training of one mixture (or a peer: `{"peer": DeepCTR model}`): test AUC per task at
+    the best validation epoch."""
     keras.utils.set_random_seed(seed)
     encoder = Encoder(parts["train"])
-    inputs = {name: encoder.inputs(frame) for name, frame in parts.items()}
-    model = build(encoder, mixture)
+    if "peer" in mixture:
+        inputs = {name: peer_inputs(encoder, frame) for name, frame in parts.items()}
+        model = build_peer(encoder, mixture["peer"])
+    else:
+        inputs = {name: encoder.inputs(frame) for name, frame in parts.items()}
+        model = build(encoder, mixture)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss={t: "binary_crossentropy" for t in TASKS})
     best = _BestOnValidation(inputs["validation"], parts["validation"], patience)
     start = time.perf_counter()
@@ -177,7 +231,7 @@ def train_variant(parts: Dict[str, pd.DataFrame], mixture: dict, seed: int, epoc
 def run_benchmark(path: str = DATA, seeds: Sequence[int] = SEEDS, epochs: int = 10, batch_size: int = 512,
                   variants: Optional[Dict[str, dict]] = None, rows: Optional[int] = None, log=print) -> dict:
     parts = split(load(path, rows))
-    variants = variants or VARIANTS
+    variants = variants or {**VARIANTS, **{name: {"peer": model} for name, model in PEERS.items()}}
     result = {"data": {"path": path, "rows": sum(len(p) for p in parts.values()),
                        "split": {name: len(p) for name, p in parts.items()}, "split_seed": SPLIT_SEED,
                        "positive_rate": {t: float(pd.concat(parts.values())[t].mean()) for t in TASKS}},
@@ -221,15 +275,17 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--out", default="bench/results/census.json")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, of: " + ", ".join(VARIANTS))
+    known = {**VARIANTS, **{name: {"peer": model} for name, model in PEERS.items()}}
+    parser.add_argument("--variants", default=",".join(known), help="comma-separated, of: " + ", ".join(known))
     args = parser.parse_args(argv)
     names = [v for v in args.variants.split(",") if v]
-    unknown = sorted(set(names) - set(VARIANTS))
+    unknown = sorted(set(names) - set(known))
     if unknown:
-        parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+        parser.error(f"unknown variants {unknown}; known: {', '.join(known)}")
     result = run_benchmark(args.data, [int(s) for s in args.seeds.split(",")], args.epochs,
-                           variants={v: VARIANTS[v] for v in names})
-    result["command"] = "make bench-census"
+                           variants={v: known[v] for v in names})
+    given = argv if argv is not None else sys.argv[1:]
+    result["command"] = "python -m bench.census_bench " + " ".join(shlex.quote(a) for a in given)
     write_result(result, args.out, table(result))
 
 

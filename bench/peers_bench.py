@@ -5,11 +5,13 @@
 1. The examples: funnel's own data steps (Ingest .. Transform, `pipeline.ablate.prepare_data`,
    cached per logs directory), so every model reads the same transformed train and eval days.
 2. The peers (pip `deepctr`, a bench-only extra; DeepCTR's default settings): MMOE, PLE and ESMM
-   (click and order together; ESMM's outputs are pCTR and pCTCVR) and DIN and BST (one task
-   each, trained once per task), on the same features: the four target ids, a user-id embedding,
+   (click and order together; ESMM's outputs are pCTR and pCTCVR), DIN and BST, and the
+   feature-crossing DCNMix (DCN-M, Wang et al. 2021) and EDCN (Chen et al. 2021) (one task each,
+   trained once per task), on the same features: the four target ids, a user-id embedding,
    the scenario, the bucketised and z-scored dense features, and the behaviour sequences
    (item and category ids; mean-pooled, except DIN's and BST's click sequence, which they
-   attend over), each with and without position and page.
+   attend over; EDCN takes categorical inputs only, so of the dense features it reads the
+   bucketised ones), each with and without position and page.
 3. funnel's networks: the presets of `--presets` trained by `pipeline.ablate` (the Trainer's
    run_fn; the served network, and for DMT its training-time network with the bias tower).
 4. A peer's figures are kept in WORK/peers/ per examples, settings and DeepCTR version (as
@@ -22,9 +24,11 @@
 """
 
 import argparse
+import contextlib
 import datetime
 import glob
 import hashlib
+import io
 import json
 import os
 import sys
@@ -44,7 +48,7 @@ from models import metrics  # noqa: E402
 from models import preprocessing as P  # noqa: E402
 from models.trainer import FIT_FILE  # noqa: E402
 
-PEERS = ("MMOE", "PLE", "ESMM", "DIN", "BST")
+PEERS = ("MMOE", "PLE", "ESMM", "DIN", "BST", "DCNMix", "EDCN")
 MULTI_TASK = ("MMOE", "PLE", "ESMM")
 TASKS = (F.CLICK, F.ORDER)
 ID_FEATURES = F.ITEM_ID_FEATURES + (F.USER_ID, F.SCENARIO)
@@ -110,6 +114,14 @@ def build_peer(name: str, columns, task: Optional[str]):
         return models.PLE(columns, task_names=list(TASKS))
     if name == "ESMM":
         return models.ESMM(columns, task_names=list(TASKS))  # click = pCTR, order = pCTCVR
+    if name == "DCNMix":
+        return models.DCNMix(columns, columns)
+    if name == "EDCN":  # categorical inputs only (DeepCTR builds them from the deep part: no DenseFeat)
+        from deepctr.feature_column import DenseFeat
+
+        categorical = [c for c in columns if not isinstance(c, DenseFeat)]
+        with contextlib.redirect_stdout(io.StringIO()):  # EDCN prints its layers while it builds
+            return models.EDCN(categorical, categorical)
     history = list(SEQUENCE_FIELDS)
     return models.DIN(columns, history) if name == "DIN" else models.BST(columns, history)
 

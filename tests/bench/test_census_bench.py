@@ -4,6 +4,7 @@ short training of funnel's MMoE on a subset."""
 import numpy as np
 import pandas as pd
 import pytest
+import tf_keras
 
 from bench import census_bench as cb
 
@@ -68,3 +69,30 @@ def test_dtn_reads_the_fields_and_crosses_chosen_attributes(frame):
     predictions = model(encoder.inputs(frame.iloc[:50]))
     assert all(np.ravel(predictions[t]).shape == (50,) and np.isfinite(predictions[t]).all() for t in cb.TASKS)
     assert any("memonet" in v.name and "codebook" in v.name for v in model.trainable_variables)
+
+
+@pytest.mark.parametrize("peer", list(cb.PEERS))
+def test_deepctr_peers_are_one_independent_network_per_task(frame, peer):
+    parts = cb.split(frame.iloc[:3000])
+    encoder = cb.Encoder(parts["train"])
+    model = cb.build_peer(encoder, cb.PEERS[peer])
+    networks = [layer for layer in model.layers if isinstance(layer, tf_keras.Model)]
+    assert len(networks) == 2  # one per task, sharing no weight
+    assert not {v.ref() for v in networks[0].weights} & {v.ref() for v in networks[1].weights}
+    inputs = cb.peer_inputs(encoder, parts["test"])
+    assert inputs["c1"].shape == (len(parts["test"]), 1) and inputs["age_bucket"].max() <= len(encoder.boundaries[0])
+    predictions = model.predict(inputs, verbose=0)
+    assert set(predictions) == set(cb.TASKS)
+    assert all(((p > 0) & (p < 1)).all() and p.shape == (len(parts["test"]), 1) for p in predictions.values())
+
+
+@pytest.mark.heavy  # ~100 s, most of it tracing DeepCTR's graphs: `make test-all` and CI
+def test_the_bench_trains_and_tables_a_peer():
+    """The whole bench path of a peer (early stopping, table) on a few rows; the figures:
+    bench/results/census.md."""
+    peer = "deepctr DCN-M"
+    result = cb.run_benchmark(rows=3000, seeds=[0], epochs=1, variants={peer: {"peer": cb.PEERS[peer]}},
+                              log=lambda message: None)
+    variant = result["variants"][peer]
+    assert all(0 < variant["auc"][t]["mean"] <= 1 for t in cb.TASKS)
+    assert variant["published"] is None and f"| {peer} |" in cb.table(result)

@@ -47,6 +47,19 @@ def test_peer_inputs_shift_ids_pad_sequences_and_keep_position_only_when_asked(a
     np.testing.assert_array_equal(with_bias[F.POSITION].numpy(), [[1], [12], [40]])
 
 
+@pytest.mark.parametrize("name", ["DCNMix", "EDCN"])
+def test_the_feature_crossing_peers_score_funnels_inputs(name):
+    vocab_sizes = {n: 50 for n in pb.ID_FEATURES}
+    columns = pb.feature_columns(vocab_sizes, 10, ["item_price"], with_bias=True, attend=False)
+    model = pb.build_peer(name, columns, F.CLICK)
+    inputs = pb.to_peer_inputs(_features(), ["item_price"], with_bias=True, attend=False)
+    read = {i.name.split(":")[0] for i in model.inputs}
+    # EDCN takes no dense input (DeepCTR: support_dense=False); DCN-M reads every feature
+    assert (F.DENSE_FEATURES[0] in read) == (name == "DCNMix") and F.POSITION in read and "click_seq_item_id" in read
+    p = model({k: v for k, v in inputs.items() if k in read}).numpy()
+    assert p.shape == (3, 1) and ((p > 0) & (p < 1)).all()
+
+
 @pytest.mark.e2e
 @pytest.mark.heavy
 def test_peers_and_funnel_train_on_the_same_examples(e2e_run, tmp_path, monkeypatch):
