@@ -24,9 +24,7 @@ numeric attributes as 10 quantile buckets each, fitted on the train split.
 """
 
 import argparse
-import contextlib
 import gzip
-import io
 import shlex
 import sys
 import time
@@ -37,6 +35,7 @@ import pandas as pd
 import tensorflow as tf
 import tf_keras as keras
 
+from bench.deepctr_crossing import crossing_network
 from bench.results_io import write_result
 from models import metrics
 from models.experts.base import FIELDS, IDS
@@ -76,6 +75,8 @@ VARIANTS = {
 }
 # DeepCTR's models (bench.peers_bench's peers on the default world): name -> DeepCTR model
 PEERS = {"deepctr DCN-M": "DCNMix", "deepctr EDCN": "EDCN"}
+# every `--variants` name: funnel's mixtures and the peers
+ALL_VARIANTS = {**VARIANTS, **{name: {"peer": model} for name, model in PEERS.items()}}
 # DTN paper, Table 3 (AUC, Census task 1 / task 2), on the UCI train / test splits.
 PUBLISHED = {"shared-bottom": (0.9361, 0.9915), "mmoe": (0.9410, 0.9926), "ple": (0.9521, 0.9945),
              "dtn": (0.9560, 0.9952)}
@@ -151,7 +152,6 @@ def build(encoder: Encoder, mixture: dict) -> keras.Model:
 
 def build_peer(encoder: Encoder, model: str) -> keras.Model:
     """One DeepCTR `model` per task on the encoded attributes -> a probability per task."""
-    from deepctr import models
     from deepctr.feature_column import DenseFeat, SparseFeat
 
     sparse = [SparseFeat(c, len(encoder.vocabularies[c]) + 1, EMBEDDING_DIM, dtype="int64")
@@ -162,10 +162,8 @@ def build_peer(encoder: Encoder, model: str) -> keras.Model:
     inputs = {c.name: keras.Input((1,), dtype=tf.int64, name=c.name) for c in sparse + buckets}
     inputs["numeric"] = keras.Input((len(NUMERIC),), name="numeric")
     outputs = {}
-    for task in TASKS:
-        with contextlib.redirect_stdout(io.StringIO()):  # EDCN prints its layers while it builds
-            network = (models.DCNMix(columns, columns, seed=1024) if model == "DCNMix"
-                       else models.EDCN(sparse + buckets, sparse + buckets, seed=1024))
+    for task in TASKS:  # EDCN reads the numeric attributes' buckets (it takes no dense input)
+        network = crossing_network(model, columns if model == "DCNMix" else sparse + buckets)
         outputs[task] = keras.layers.Activation("linear", name=task)(network(inputs))
     return keras.Model(inputs, outputs)
 
@@ -231,7 +229,7 @@ def train_variant(parts: Dict[str, pd.DataFrame], mixture: dict, seed: int, epoc
 def run_benchmark(path: str = DATA, seeds: Sequence[int] = SEEDS, epochs: int = 10, batch_size: int = 512,
                   variants: Optional[Dict[str, dict]] = None, rows: Optional[int] = None, log=print) -> dict:
     parts = split(load(path, rows))
-    variants = variants or {**VARIANTS, **{name: {"peer": model} for name, model in PEERS.items()}}
+    variants = variants or ALL_VARIANTS
     result = {"data": {"path": path, "rows": sum(len(p) for p in parts.values()),
                        "split": {name: len(p) for name, p in parts.items()}, "split_seed": SPLIT_SEED,
                        "positive_rate": {t: float(pd.concat(parts.values())[t].mean()) for t in TASKS}},
@@ -275,15 +273,15 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--out", default="bench/results/census.json")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     parser.add_argument("--epochs", type=int, default=10)
-    known = {**VARIANTS, **{name: {"peer": model} for name, model in PEERS.items()}}
-    parser.add_argument("--variants", default=",".join(known), help="comma-separated, of: " + ", ".join(known))
+    parser.add_argument("--variants", default=",".join(ALL_VARIANTS),
+                        help="comma-separated, of: " + ", ".join(ALL_VARIANTS))
     args = parser.parse_args(argv)
     names = [v for v in args.variants.split(",") if v]
-    unknown = sorted(set(names) - set(known))
+    unknown = sorted(set(names) - set(ALL_VARIANTS))
     if unknown:
-        parser.error(f"unknown variants {unknown}; known: {', '.join(known)}")
+        parser.error(f"unknown variants {unknown}; known: {', '.join(ALL_VARIANTS)}")
     result = run_benchmark(args.data, [int(s) for s in args.seeds.split(",")], args.epochs,
-                           variants={v: known[v] for v in names})
+                           variants={v: ALL_VARIANTS[v] for v in names})
     given = argv if argv is not None else sys.argv[1:]
     result["command"] = "python -m bench.census_bench " + " ".join(shlex.quote(a) for a in given)
     write_result(result, args.out, table(result))

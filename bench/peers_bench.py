@@ -24,11 +24,9 @@
 """
 
 import argparse
-import contextlib
 import datetime
 import glob
 import hashlib
-import io
 import json
 import os
 import sys
@@ -42,6 +40,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from bench.deepctr_crossing import crossing_network  # noqa: E402
 from bench.results_io import write_result  # noqa: E402
 from models import features as F  # noqa: E402
 from models import metrics  # noqa: E402
@@ -114,14 +113,8 @@ def build_peer(name: str, columns, task: Optional[str]):
         return models.PLE(columns, task_names=list(TASKS))
     if name == "ESMM":
         return models.ESMM(columns, task_names=list(TASKS))  # click = pCTR, order = pCTCVR
-    if name == "DCNMix":
-        return models.DCNMix(columns, columns)
-    if name == "EDCN":  # categorical inputs only (DeepCTR builds them from the deep part: no DenseFeat)
-        from deepctr.feature_column import DenseFeat
-
-        categorical = [c for c in columns if not isinstance(c, DenseFeat)]
-        with contextlib.redirect_stdout(io.StringIO()):  # EDCN prints its layers while it builds
-            return models.EDCN(categorical, categorical)
+    if name in ("DCNMix", "EDCN"):
+        return crossing_network(name, columns)
     history = list(SEQUENCE_FIELDS)
     return models.DIN(columns, history) if name == "DIN" else models.BST(columns, history)
 

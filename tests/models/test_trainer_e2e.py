@@ -2,7 +2,6 @@
 Transform output: the exported SavedModel (Transform inside, no bias tower) serves the
 heads' outputs on `serving_default` and `rank` alike."""
 
-import collections
 import glob
 import json
 import os
@@ -17,6 +16,7 @@ from tfx_bsl.public import tfxio
 from models import features as F
 from models import trainer
 from models.mixtures import dtn_trim
+from tests.models.test_trainer_input import request_grouping
 from pipeline.config import load_config
 from serving import rank_request
 from tests.serving.test_pushed_model_e2e import _rank, _serving_default, eval_requests  # noqa: F401
@@ -113,19 +113,11 @@ def test_the_fusion_network_trains_per_request_on_the_pipeline_examples(e2e_run,
     files = [os.path.join(transformed, "Split-train", "*")]
     batches = [features[F.REQUEST_KEY].numpy().ravel() for features, _ in trainer._dataset(
         files, accessor, tft_output, [F.CLICK, F.ORDER], 256, shuffle=True, seed=0, by_request=True)]
-    in_batch, sizes = collections.Counter(), collections.Counter()
-    for b, keys in enumerate(batches):
-        for key in keys.tolist():
-            in_batch[key, b] += 1
-            sizes[key] += 1
-    several = [k for k, n in sizes.items() if n > 1]
-    whole = sum(in_batch[k, b] == sizes[k] for k, b in in_batch if sizes[k] > 1) / len(several)
-    # what the loss sees: the same-request pairs (anchor, lower-gain candidate) that share a batch
-    pairs = sum(n * (n - 1) for n in in_batch.values()) / sum(n * (n - 1) for n in sizes.values())
-    print(f"{len(several)} requests of several candidates: {whole:.3f} whole in one batch of 256, "
+    several, whole, pairs = request_grouping(batches)
+    print(f"{several} requests of several candidates: {whole:.3f} whole in one batch of 256, "
           f"{pairs:.3f} of their pairs in one batch")
     # a block's edge cuts requests (~19 candidates on the default world: 0.70 whole, 0.84 of the pairs)
-    assert len(several) > 100 and whole > 0.6 and pairs > 0.75
+    assert several > 100 and whole > 0.6 and pairs > 0.75
 
     section = {"preset": "dnn-base", "fusion": {"type": "network", "period": 2}}
     serving_dir, run_dir = _train(e2e_run, tmp_path, section)

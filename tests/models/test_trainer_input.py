@@ -75,15 +75,23 @@ def _impressions(features):
     return [i.decode() for i in features[F.IMPRESSION_ID].numpy().ravel()] if F.IMPRESSION_ID in features else None
 
 
-def _whole_request_fraction(batches, request_of):
-    """Of the requests with several candidates, the fraction whose candidates all share one batch."""
-    batches_of = collections.defaultdict(set)
-    for b, (features, _) in enumerate(batches):
-        for key in features[F.REQUEST_KEY].numpy().ravel():
-            batches_of[int(key)].add(b)
-    sizes = collections.Counter(request_of.values())
-    several = [r for r, n in sizes.items() if n > 1]
-    return sum(len(batches_of[r]) == 1 for r in several) / len(several)
+def request_grouping(key_batches):
+    """Of the requests with several candidates in batches of request keys: (how many, the
+    fraction whose candidates all share one batch, the fraction of their same-request pairs
+    that share a batch)."""
+    in_batch, sizes = collections.Counter(), collections.Counter()
+    for b, keys in enumerate(key_batches):
+        for key in np.ravel(keys).tolist():
+            in_batch[key, b] += 1
+            sizes[key] += 1
+    several = [k for k, n in sizes.items() if n > 1]
+    whole = sum(in_batch[k, b] == sizes[k] for k, b in in_batch if sizes[k] > 1) / len(several)
+    pairs = sum(n * (n - 1) for n in in_batch.values()) / sum(n * (n - 1) for n in sizes.values())
+    return len(several), whole, pairs
+
+
+def _whole_request_fraction(batches):
+    return request_grouping([features[F.REQUEST_KEY].numpy() for features, _ in batches])[1]
 
 
 def test_request_grouped_batches_keep_requests_whole_and_read_every_example_once(split, monkeypatch):
@@ -96,7 +104,7 @@ def test_request_grouped_batches_keep_requests_whole_and_read_every_example_once
     assert all(F.IMPRESSION_ID not in f and F.CLICK not in f for f, _ in grouped)  # ids and labels popped
     assert all(set(labels) == {F.CLICK, F.ORDER} for _, labels in grouped)
     # only a block's or a batch's edge cuts a request; an example-level shuffle scatters them
-    assert _whole_request_fraction(grouped, request_of) >= 0.75
+    assert _whole_request_fraction(grouped) >= 0.75
     shuffled = _batches(pattern, by_request=False)
     assert all(F.REQUEST_KEY not in f for f, _ in shuffled)
     # the blocks are shuffled: not the files' order
@@ -122,7 +130,7 @@ def test_an_example_level_shuffle_would_scatter_the_requests(split):
     for features in raw:
         keyed.append((features, None))
     assert sum(1 for _ in dataset) == len(keyed)
-    assert _whole_request_fraction(keyed, request_of) < 0.3
+    assert _whole_request_fraction(keyed) < 0.3
 
 
 def test_request_key_tells_requests_of_different_users_apart():
