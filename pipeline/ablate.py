@@ -28,7 +28,7 @@ from models import features as F
 from models import metrics
 from models import preprocessing as P
 from models.fusion import SMALLEST_PROBABILITY
-from pipeline import paths
+from pipeline import code_version, paths
 
 SUITES_FILE = os.path.join(os.path.dirname(__file__), "ablations.yaml")
 COLUMN_KINDS = ("logged", "cvr", "per_scenario", "fusion", "score")
@@ -68,16 +68,19 @@ def _key(*parts) -> str:
 # --- data: the pipeline's own steps, once.
 
 def data_key(logs_dir: str, config: Dict[str, Any]) -> str:
-    """The data steps' cache key: the logs directory and the `ingest:` and `transform:` sections
+    """The data steps' cache key: the logs directory, the `ingest:` and `transform:` sections
     with their defaults filled in, so that a section spelled out and one left to its defaults
-    (the CLI fills in the ingest defaults, a library caller may not) share the ingested data."""
+    (the CLI fills in the ingest defaults, a library caller may not) share the ingested data,
+    and the fingerprint of the Ingest's and Transform's code (pipeline/code_version.py): data
+    made by other code is made again, in a directory of its own."""
     from components.ingest.config import IngestConfig
     from components.ingest.executor import config_to_json
 
     # as the Ingest step sees it: a daily run's settings only when it is one (keys unchanged otherwise)
     ingest = json.loads(config_to_json(IngestConfig(**config["ingest"]).resolve_end_date()))
     transform = P.transform_config({"transform": config["transform"]})
-    return _key(paths.absolute(logs_dir), ingest, transform)
+    code = code_version.source_fingerprint(code_version.INGEST_CODE, code_version.TRANSFORM_CODE)
+    return _key(paths.absolute(logs_dir), ingest, transform, code)
 
 
 def prepare_data(logs_dir: str, work_dir: str, config: Dict[str, Any],

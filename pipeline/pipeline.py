@@ -18,7 +18,7 @@ import schemas
 from components.ingest.component import Ingest
 from components.ingest.config import IngestConfig
 from components.pusher import executor as atomic_pusher
-from pipeline import data_gate, evaluator_metrics
+from pipeline import code_version, data_gate, evaluator_metrics
 from pipeline import metadata as metadata_lib
 from models import distribution
 from models import features as F
@@ -26,6 +26,7 @@ from models import preprocessing as P
 from models.config import ModelConfig
 
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
+CODE_KEY = "code_fingerprint"  # in the Transform's and Trainers' custom_config with the cache
 RUN_FN = "models.trainer.run_fn"
 # Slices of the evaluation: overall, per scenario, per page (the position bucket).
 SLICES = ([], [F.SCENARIO], [F.PAGE])
@@ -190,7 +191,9 @@ def create_pipeline(
     """The pipeline. `enable_cache`: steps whose inputs and settings are unchanged since an
     earlier run on the same metadata reuse its outputs (TFX caching; the Ingest step is keyed
     by the logs directory's path and its settings, a daily run's dates included, and by the
-    contents only through `input_fingerprint` (components/ingest/runner.py) when given).
+    contents only through `input_fingerprint` (components/ingest/runner.py) when given; the
+    Ingest, Transform and Trainers also by a fingerprint of the funnel code they run,
+    pipeline/code_version.py, so an edited step runs again).
     `data_only`: the data steps only, up to Transform (what `funnel ablate` trains its
     variants on). ML Metadata: the `metadata:` section (pipeline/metadata.py); `metadata_path`
     is where the runner keeps a SQLite store when the section names no file.
@@ -198,7 +201,10 @@ def create_pipeline(
     (`tfx.extensions.google_cloud_ai_platform.Trainer`, whose custom_config carries these keys:
     pipeline/kubeflow_runner.py's `vertex_training`) instead of training in their own step."""
     distribution.settings(config["trainer"])  # a bad `trainer.distribution` fails here, not after Transform
-    ingest = Ingest(logs_dir=logs_dir, config=IngestConfig(**config["ingest"]), input_fingerprint=input_fingerprint)
+    # Without the cache the properties, and so the compiled specs, stay free of code fingerprints.
+    code = code_version.source_fingerprint if enable_cache else (lambda *modules: None)
+    ingest = Ingest(logs_dir=logs_dir, config=IngestConfig(**config["ingest"]), input_fingerprint=input_fingerprint,
+                    code_fingerprint=code(code_version.INGEST_CODE))
     statistics = tfx.components.StatisticsGen(examples=ingest.outputs["examples"])
     schema = tfx.components.ImportSchemaGen(schema_file=schema_path or schemas.path("schema.pbtxt"))
     validator = tfx.components.ExampleValidator(
@@ -209,7 +215,8 @@ def create_pipeline(
     transform_section = _transform_section(config)
     transform = tfx.components.Transform(
         examples=ingest.outputs["examples"], schema=schema.outputs["schema"],
-        preprocessing_fn=PREPROCESSING_FN, custom_config={"transform": transform_section},
+        preprocessing_fn=PREPROCESSING_FN, custom_config=with_code({"transform": transform_section},
+                                                                  code(code_version.TRANSFORM_CODE)),
         disable_statistics=not config["transform"].get("statistics", True))
     data_steps = [ingest, statistics, schema, validator, transform]
     metadata = metadata_lib.connection_config(config.get("metadata"), metadata_path)
@@ -228,19 +235,26 @@ def create_pipeline(
         pipeline_root=pipeline_root,
         components=data_steps + gate_steps + model_steps(
             config, ingest.outputs["examples"], transform.outputs["transformed_examples"],
-            transform.outputs["transform_graph"], schema.outputs["schema"], serving_dir, vertex_training),
+            transform.outputs["transform_graph"], schema.outputs["schema"], serving_dir, vertex_training,
+            code(code_version.TRAINER_CODE)),
         metadata_connection_config=metadata,
         beam_pipeline_args=beam_pipeline_args,
         enable_cache=enable_cache,
     )
 
 
+def with_code(custom_config: Dict[str, Any], fingerprint: Optional[str]) -> Dict[str, Any]:
+    """`custom_config` with the step's code fingerprint under CODE_KEY (a cache key part, read by
+    nothing), or unchanged without one."""
+    return custom_config if fingerprint is None else {**custom_config, CODE_KEY: fingerprint}
+
+
 def model_steps(config: Dict[str, Any], examples, transformed_examples, transform_graph, schema, serving_dir: str,
-                vertex_training: Optional[Dict[str, Any]] = None) -> list:
+                vertex_training: Optional[Dict[str, Any]] = None, code_fingerprint: Optional[str] = None) -> list:
     """The model gate's steps: the Trainers (on the channels `transformed_examples`,
     `transform_graph` and `schema`), the Resolver of the last blessed model, the Evaluator (on
     `examples`, the ingested examples' eval split) and the Pusher (into `serving_dir`, only a
-    blessed model)."""
+    blessed model). `code_fingerprint`: the Trainers' code's, for the cache (see `with_code`)."""
     # The last blessed model is the Evaluator's baseline only when the blessing compares
     # against it (`max_auc_drop` or a change bound set): TFMA evaluates the baseline on the
     # candidate's outputs, so a first run of an architecture with other outputs (e.g. ESM²'s
@@ -270,8 +284,8 @@ def model_steps(config: Dict[str, Any], examples, transformed_examples, transfor
             transform_graph=transform_graph,
             schema=schema,
             base_model=base_model,
-            custom_config={"transform": transform_section, "model": config[model_section],
-                           "trainer": settings, **(vertex_training or {})})
+            custom_config=with_code({"transform": transform_section, "model": config[model_section],
+                                     "trainer": settings, **(vertex_training or {})}, code_fingerprint))
 
     # The blessed model is the `model:` architecture's: the baseline (DNN(Base)) starts cold.
     dmt_trainer = trainer("model", latest_blessed.outputs["model"] if warm_start else None)

@@ -21,11 +21,13 @@ class Ingest(base_beam_component.BaseBeamComponent):
     SPEC_CLASS = IngestSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
-    def __init__(self, logs_dir: str, config: Optional[IngestConfig] = None, input_fingerprint: Optional[str] = None):
+    def __init__(self, logs_dir: str, config: Optional[IngestConfig] = None, input_fingerprint: Optional[str] = None,
+                 code_fingerprint: Optional[str] = None):
         super().__init__(spec=IngestSpec(
             logs_dir=logs_dir,
             config_json=executor.config_to_json(config or IngestConfig()),
             input_fingerprint=input_fingerprint,
+            code_fingerprint=code_fingerprint,
             examples=types.Channel(type=standard_artifacts.Examples),
             ingest_report=types.Channel(type=IngestReport),
         ))

@@ -20,6 +20,9 @@ class IngestSpec(ComponentSpec):
         # A digest of the input files (runner.input_fingerprint), part of the cache key; set by
         # `funnel run --cache`, where the files can be listed when the pipeline is built.
         "input_fingerprint": ExecutionParameter(type=str, optional=True),
+        # A digest of the ingest's own code (pipeline/code_version.py), part of the cache key; set
+        # when the pipeline runs with the cache.
+        "code_fingerprint": ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {}
     OUTPUTS = {

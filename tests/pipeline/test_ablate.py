@@ -16,7 +16,7 @@ from models import features as F
 from models import preprocessing as P
 from models.config import ModelConfig
 from models.model import build_model, compile_model
-from pipeline import ablate
+from pipeline import ablate, code_version
 from pipeline.config import load_config
 from pipeline.pipeline import create_pipeline
 from tests.models.batch import VOCAB_SIZES, make_batch, small_config
@@ -244,6 +244,20 @@ def test_the_data_key_fills_in_defaults_and_follows_the_logs_and_data_settings(t
     assert ablate.data_key("logs", config) != ablate.data_key("other", config)
     assert ablate.data_key("logs", config) != ablate.data_key(
         "logs", {**config, "transform": {**config["transform"], "num_buckets": 5}})
+
+
+def test_the_data_key_follows_the_ingest_and_transform_code(monkeypatch):
+    config = load_config()
+    before = ablate.data_key("logs", config)
+    seen = []
+
+    def fingerprint(*modules):
+        seen.append(modules)
+        return "edited"
+
+    monkeypatch.setattr(ablate.code_version, "source_fingerprint", fingerprint)
+    assert ablate.data_key("logs", config) != before
+    assert seen == [(code_version.INGEST_CODE, code_version.TRANSFORM_CODE)]
 
 
 def test_a_variant_recorded_before_a_setting_existed_matches_the_setting_that_reproduces_it():

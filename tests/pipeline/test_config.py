@@ -1,10 +1,13 @@
 """The pipeline configuration: user files over pipeline/config.yaml, presets, and the pipeline
 built from it."""
 
+import json
+
 import pytest
 
+from pipeline import code_version
 from pipeline.config import load_config
-from pipeline.pipeline import check_model_sections, create_pipeline, model_tasks
+from pipeline.pipeline import CODE_KEY, check_model_sections, create_pipeline, model_tasks
 
 
 def test_defaults_name_the_presets():
@@ -43,6 +46,16 @@ def test_create_pipeline_caches_only_when_asked(tmp_path, cache):
     assert pipeline.enable_cache is cache
     trainers = [c for c in pipeline.components if c.id in ("Trainer", "BaselineTrainer")]
     assert len(trainers) == 2
+    # With the cache each funnel step is keyed by its code too (pipeline/code_version.py);
+    # without it the properties, and the compiled specs, carry no fingerprint.
+    steps = {c.id: c for c in pipeline.components}
+    expected = {"Ingest": code_version.INGEST_CODE, "Transform": code_version.TRANSFORM_CODE,
+                "Trainer": code_version.TRAINER_CODE, "BaselineTrainer": code_version.TRAINER_CODE}
+    for step, module in expected.items():
+        properties = steps[step].exec_properties
+        found = (properties.get("code_fingerprint") if step == "Ingest"
+                 else json.loads(properties["custom_config"]).get(CODE_KEY))
+        assert found == (code_version.source_fingerprint(module) if cache else None), step
 
 
 def test_baseline_null_leaves_the_baseline_trainer_out(tmp_path):
