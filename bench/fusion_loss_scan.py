@@ -29,19 +29,19 @@ import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from models import features as F  # noqa: E402
-from models.fusion_network import list_loss  # noqa: E402
+from models.fusion_network import label_gains, list_loss_terms  # noqa: E402
+from models.preprocessing import request_key  # noqa: E402
 
 CLICK_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
 GAINS = ((1.0, 10.0), (1.0, 30.0), (1.0, 100.0), (0.0, 1.0))  # (click, order); (0, 1): orders only
 WEIGHT_SUM = 2.0
-CHUNK_ROWS = 4096  # list_loss builds a [B, B] matrix: whole requests, a few thousand rows at a time
+CHUNK_ROWS = 4096  # list_loss_terms builds a [B, B] matrix: whole requests, a few thousand rows at a time
 
 
 def row_gains(scored: pd.DataFrame, gains: Tuple[float, float]) -> np.ndarray:
-    """The largest gain of each row's positive labels, as NetworkFusion.loss gives it."""
-    click, order = gains
-    gain = np.where(scored["label_click"].to_numpy() > 0, click, 0.0)
-    return np.where(scored["label_order"].to_numpy() > 0, np.maximum(gain, order), gain)
+    """Each row's gain, by the fusion network's own rule (`label_gains`)."""
+    labels = {task: scored[f"label_{task}"].to_numpy() for task in (F.CLICK, F.ORDER)}
+    return label_gains(labels, dict(zip((F.CLICK, F.ORDER), gains))).numpy()
 
 
 def request_chunks(requests: np.ndarray, rows: int = CHUNK_ROWS) -> List[np.ndarray]:
@@ -59,29 +59,24 @@ def request_chunks(requests: np.ndarray, rows: int = CHUNK_ROWS) -> List[np.ndar
     return chunks
 
 
-def anchor_weight(gains: np.ndarray, requests: np.ndarray) -> float:
-    """Sum of the gains of the rows list_loss anchors: a positive gain above its request's least."""
-    least = pd.Series(gains).groupby(requests).transform("min").to_numpy()
-    return float(gains[(gains > 0) & (gains > least)].sum())
-
-
 def scan_loss(scored: pd.DataFrame, click_weights: Sequence[float] = CLICK_WEIGHTS,
               gains_list: Sequence[Tuple[float, float]] = GAINS) -> Dict[str, List[float]]:
     """{"click=c order=o": [the anchor-weighted mean list_loss at each click weight]}."""
     logs = np.log(np.maximum(scored[[F.CLICK, F.ORDER]].to_numpy(np.float32), np.finfo(np.float32).tiny))
-    requests = pd.factorize(scored[F.USER_ID].astype(str) + "\x1f" + scored[F.REQUEST_ID].astype(str))[0]
+    # a request is (user_id, request_id), keyed by the Transform's rule (models/preprocessing.py)
+    requests = request_key(tf.constant(scored[F.USER_ID].astype(str).to_numpy()),
+                           tf.constant(scored[F.REQUEST_ID].astype(str).to_numpy())).numpy()
     chunks = request_chunks(requests)
     result = {}
     for gains in gains_list:
-        g = row_gains(scored, gains).astype(np.float32)
-        weights = [anchor_weight(g[c], requests[c]) for c in chunks]
+        g = row_gains(scored, gains)
         losses = []
         for a in click_weights:
             w = tf.constant([[WEIGHT_SUM * a, WEIGHT_SUM * (1.0 - a)]], tf.float32)
-            total = sum(float(list_loss(tf.tile(w, [len(c), 1]), tf.constant(logs[c]), tf.constant(g[c]),
-                                        tf.constant(requests[c]))) * weight
-                        for c, weight in zip(chunks, weights) if weight > 0)
-            losses.append(total / max(sum(weights), 1e-12))
+            terms = [list_loss_terms(tf.tile(w, [len(c), 1]), tf.constant(logs[c]), tf.constant(g[c]),
+                                     tf.constant(requests[c])) for c in chunks]
+            weighted, weight = (sum(float(t[i]) for t in terms) for i in (0, 1))
+            losses.append(weighted / weight if weight > 0 else 0.0)
         result[f"click={gains[0]:g} order={gains[1]:g}"] = losses
     return result
 

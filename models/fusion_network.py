@@ -27,7 +27,7 @@ train split in request-grouped blocks when the fusion network trains (models/tra
 (An earlier in-batch version compared rows of different users and lost to the static product.)
 """
 
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -96,13 +96,11 @@ def log_probabilities(probabilities: Mapping[str, tf.Tensor], objectives: Sequen
                       for k in objectives], axis=-1)
 
 
-def list_loss(weights: tf.Tensor, logs: tf.Tensor, gains: tf.Tensor, requests: tf.Tensor) -> tf.Tensor:
-    """The per-request listwise softmax loss of the module docstring.
-
-    weights [B, K] (the anchors' w(u_i)), logs [B, K] (log p_k(j)), gains [B], requests [B] (any
-    dtype: equal values are one request); rows with gain 0 anchor nothing, an anchor with no
-    lower-gain row of its request in the batch is left out; 0 without anchors. Written by hand:
-    TF-Ranking's softmax loss takes padded [R, N] lists, not a batch of rows tagged by request."""
+def list_loss_terms(weights: tf.Tensor, logs: tf.Tensor, gains: tf.Tensor,
+                    requests: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+    """`list_loss`'s numerator and denominator: the anchors' gain-weighted cross-entropies summed,
+    and their gains summed. A loss over several batches is the ratio of their sums
+    (bench/fusion_loss_scan.py)."""
     scores = tf.matmul(weights, logs, transpose_b=True)  # s_ij = sum_k w_k(u_i) log p_k(j)  [B, B]
     same_request = tf.equal(requests[None, :], requests[:, None])
     lower = tf.logical_and(gains[None, :] < gains[:, None], same_request)  # j of i's request, gain below i's
@@ -110,7 +108,27 @@ def list_loss(weights: tf.Tensor, logs: tf.Tensor, gains: tf.Tensor, requests: t
     masked = tf.where(in_list, scores, tf.fill(tf.shape(scores), tf.constant(-np.inf, scores.dtype)))
     cross_entropy = tf.reduce_logsumexp(masked, axis=1) - tf.linalg.diag_part(scores)
     anchor_weight = tf.where(tf.logical_and(gains > 0, tf.reduce_any(lower, axis=1)), gains, tf.zeros_like(gains))
-    return tf.math.divide_no_nan(tf.reduce_sum(anchor_weight * cross_entropy), tf.reduce_sum(anchor_weight))
+    return tf.reduce_sum(anchor_weight * cross_entropy), tf.reduce_sum(anchor_weight)
+
+
+def list_loss(weights: tf.Tensor, logs: tf.Tensor, gains: tf.Tensor, requests: tf.Tensor) -> tf.Tensor:
+    """The per-request listwise softmax loss of the module docstring.
+
+    weights [B, K] (the anchors' w(u_i)), logs [B, K] (log p_k(j)), gains [B], requests [B] (any
+    dtype: equal values are one request); rows with gain 0 anchor nothing, an anchor with no
+    lower-gain row of its request in the batch is left out; 0 without anchors. Written by hand:
+    TF-Ranking's softmax loss takes padded [R, N] lists, not a batch of rows tagged by request."""
+    return tf.math.divide_no_nan(*list_loss_terms(weights, logs, gains, requests))
+
+
+def label_gains(labels: Mapping[str, tf.Tensor], gains: Mapping[str, float]) -> tf.Tensor:
+    """[B] each row's gain in `list_loss`: the largest gain of its positive labels, 0 without one."""
+    gain = None
+    for label, g in gains.items():
+        positive = tf.reshape(tf.cast(labels[label], tf.float32), [-1]) > 0
+        gain = tf.zeros(tf.shape(positive), tf.float32) if gain is None else gain
+        gain = tf.where(positive, tf.maximum(gain, g), gain)
+    return gain
 
 
 @FUSIONS.register("network")
@@ -188,11 +206,7 @@ class NetworkFusion(Fusion):
         requests = tf.reshape(features[F.REQUEST_KEY], [-1])
         features = {k: tf.stop_gradient(features[k]) for k in self.input_features}
         logs = tf.stop_gradient(log_probabilities(probabilities, self.objectives))
-        gain = tf.zeros_like(tf.reshape(tf.cast(labels[self.tasks[0]], tf.float32), [-1]))
-        for label, g in self.gains.items():
-            positive = tf.reshape(tf.cast(labels[label], tf.float32), [-1]) > 0
-            gain = tf.where(positive, tf.maximum(gain, g), gain)
-        return list_loss(self.gate(features), logs, gain, requests)
+        return list_loss(self.gate(features), logs, label_gains(labels, self.gains), requests)
 
     def get_config(self):
         return {**super().get_config(), "features": list(self.features), "scenario": self.scenario,

@@ -51,21 +51,21 @@ def _parse(path: str) -> ast.AST:
         return ast.parse(f.read(), filename=path)
 
 
-def imported_names(name: str, path: str) -> Set[str]:
+def _with_parents(dotted: str) -> Set[str]:
+    """a.b.c -> a, a.b, a.b.c: importing a module runs its packages first."""
+    parts = dotted.split(".")
+    return {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+
+
+def imported_names(name: str, path: str, tree: Optional[ast.AST] = None) -> Set[str]:
     """Every module name the file's import statements could load: `import a.b` -> a, a.b;
     `from a.b import c` -> a, a.b, a.b.c (c may be a module or a name in a.b); relative imports
-    resolved against the module's package."""
-    tree = _parse(path)
+    resolved against the module's package. `tree`: the file, already parsed."""
     names: Set[str] = set()
-
-    def add_with_parents(dotted: str) -> None:
-        parts = dotted.split(".")
-        names.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
-
-    for node in ast.walk(tree):
+    for node in ast.walk(tree or _parse(path)):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                add_with_parents(alias.name)
+                names |= _with_parents(alias.name)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 package = _package_of(name, path).split(".")
@@ -74,14 +74,13 @@ def imported_names(name: str, path: str) -> Set[str]:
             else:
                 base = node.module or ""
             if base:
-                add_with_parents(base)
+                names |= _with_parents(base)
                 names.update(f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
     return names
 
 
-def _strings(path: str) -> Set[str]:
-    return {node.value for node in ast.walk(_parse(path))
-            if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+def _strings(tree: ast.AST) -> Set[str]:
+    return {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)}
 
 
 def source_files(modules: Iterable[str], root: str = PROJECT_ROOT) -> List[str]:
@@ -91,6 +90,7 @@ def source_files(modules: Iterable[str], root: str = PROJECT_ROOT) -> List[str]:
     pending = list(modules)
     seen: Set[str] = set()
     files: Set[str] = set()
+    named: Set[str] = set()  # the string constants of those files
     while pending:
         name = pending.pop()
         if name in seen:
@@ -100,10 +100,9 @@ def source_files(modules: Iterable[str], root: str = PROJECT_ROOT) -> List[str]:
         if path is None:
             continue
         files.add(path)
-        parts = name.split(".")
-        parents = {".".join(parts[:i]) for i in range(1, len(parts))}  # run by importing the module
-        pending.extend((imported_names(name, path) | parents) - seen)
-    named = set().union(*(_strings(f) for f in files)) if files else set()
+        tree = _parse(path)
+        named |= _strings(tree)
+        pending.extend((imported_names(name, path, tree) | _with_parents(name)) - seen)
     data = {os.path.join(directory, f) for directory in {os.path.dirname(p) for p in files}
             for f in os.listdir(directory) if f.endswith(DATA_EXTENSIONS) and f in named}
     return sorted(os.path.relpath(f, root) for f in files | data)

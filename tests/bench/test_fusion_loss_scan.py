@@ -1,9 +1,11 @@
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
 
 from bench import fusion_loss_scan as scan
 from models import features as F
+from models.fusion_network import list_loss_terms
 
 
 def _requests(rows_per_request, count):
@@ -27,9 +29,14 @@ def test_row_gains_and_anchor_weight_follow_the_fusion_loss():
     scored = pd.DataFrame({"label_click": [1, 1, 0, 1, 0], "label_order": [1, 0, 0, 0, 0]})
     gains = scan.row_gains(scored, (1.0, 10.0))
     assert gains.tolist() == [10.0, 1.0, 0.0, 1.0, 0.0]
-    # request 0: rows 0-2 (anchors 10 and 1); request 1: rows 3-4 (anchor 1); request 2: none below
-    assert scan.anchor_weight(gains, np.array([0, 0, 0, 1, 1])) == 12.0
-    assert scan.anchor_weight(np.array([1.0, 1.0]), np.array([0, 0])) == 0.0
+    # the anchors' weight the scan sums over chunks: request 0: rows 0-2 (anchors 10 and 1);
+    # request 1: rows 3-4 (anchor 1); two rows of equal gain: no anchor
+    def anchor_weight(gains, requests):
+        zeros = tf.zeros([len(gains), 2])
+        return float(list_loss_terms(zeros, zeros, tf.constant(gains, tf.float32), tf.constant(requests))[1])
+
+    assert anchor_weight(gains, np.array([0, 0, 0, 1, 1])) == 12.0
+    assert anchor_weight(np.array([1.0, 1.0]), np.array([0, 0])) == 0.0
 
 
 def test_the_scan_prefers_the_output_that_ranks_the_labels():
