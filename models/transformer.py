@@ -16,9 +16,12 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models import preprocessing as P
+from models.layer_norm import LayerNormalization
 from models.registry import SEQUENCE_ENCODERS
 
 
+# The epsilon DMT has been trained with (chosen as Keras' fused-kernel threshold when the blocks
+# used Keras' own layer)
 LAYER_NORM_EPSILON = 1.001e-5
 
 
@@ -189,10 +192,9 @@ class AttentionBlock(keras.layers.Layer):
         # FFN(x) = ReLU(x W_1 + b_1) W_2 + b_2   (eq. 2)
         self.ffn_inner = keras.layers.Dense(self.ffn_dim or 4 * dim, activation="relu", name="ffn_1")
         self.ffn_outer = keras.layers.Dense(dim, name="ffn_2")
-        # epsilon >= 1.001e-5 lets Keras run the fused (one-kernel) layer norm; smaller ones take
-        # its unfused path, ~10 % of DMT's training step (profile of bench.train_bench's step)
-        self.attention_norm = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name="attention_norm")
-        self.ffn_norm = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name="ffn_norm")
+        # models.layer_norm: Keras' layer with a closed-form gradient (why: see that module)
+        self.attention_norm = LayerNormalization(epsilon=LAYER_NORM_EPSILON, name="attention_norm")
+        self.ffn_norm = LayerNormalization(epsilon=LAYER_NORM_EPSILON, name="ffn_norm")
         residual_rate = self.dropout if self.residual_dropout else 0.0
         self.attention_dropout = keras.layers.Dropout(residual_rate)
         self.ffn_dropout = keras.layers.Dropout(residual_rate)

@@ -10,7 +10,7 @@ Models by Instance-Guided Mask", DLP-KDD 2021; one of DTN's feature-interaction 
 `serial`: the first block on the embedding, each next one on the previous block's output;
 `parallel`: every block on the embedding, their outputs concatenated; either way a ReLU MLP
 (`units`, then `output_units`) follows, as in the paper's prediction / feed-forward layers.
-Every block's mask is computed from V_emb. Keras has the pieces (Dense, LayerNormalization);
+Every block's mask is computed from V_emb. Keras has the pieces (Dense, LayerNormalization, here with models.layer_norm's gradient);
 the block is written here.
 """
 
@@ -20,6 +20,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models.experts.base import FIELDS, Expert, fields_of
+from models.layer_norm import LayerNormalization
 from models.mlp import MLP
 from models.registry import EXPERTS
 
@@ -34,7 +35,7 @@ class MaskBlock(keras.layers.Layer):
         self.units, self.mask_hidden = int(units), int(mask_hidden)
         self.aggregation = keras.layers.Dense(self.mask_hidden, activation="relu", name="mask_aggregation")  # W_d1
         self.hidden = keras.layers.Dense(self.units, use_bias=False, name="hidden")  # W_i (LN supplies the shift)
-        self.norm = keras.layers.LayerNormalization(name="hidden_norm")  # LN_HID
+        self.norm = LayerNormalization(name="hidden_norm")  # LN_HID
 
     def build(self, input_shape):
         # W_d2 projects the mask back to the width of the vector it multiplies
@@ -75,7 +76,7 @@ class MaskNet(Expert):
         widths = [int(shape[-1]) for shape in input_shape[FIELDS]]
         if min(widths) < 2:
             raise ValueError(f"masknet: every field needs width >= 2 for its layer norm, got {widths}")
-        self.field_norms = [keras.layers.LayerNormalization(name=f"field_norm_{i}") for i in range(len(widths))]
+        self.field_norms = [LayerNormalization(name=f"field_norm_{i}") for i in range(len(widths))]
         super().build(input_shape)
 
     def embedding_norm(self, fields):
