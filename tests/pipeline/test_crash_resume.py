@@ -27,7 +27,7 @@ from serving.server import list_versions
 from simulation.simulator import simulate
 from simulation.world import SimulationConfig
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.heavy]  # ~10 min (three runs): `make test-all` and CI; not `make test`
 
 BEAM = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 CONFIG = {
