@@ -3,7 +3,9 @@ and `funnel score`.
 
 `FunnelClient` uses the official stubs. Every attempt has a deadline (`timeout` seconds).
 UNAVAILABLE (server down, restarting, not reachable yet) is retried `retries` times with
-exponential backoff (backoff, 2*backoff, ...). DEADLINE_EXCEEDED is retried only for the
+exponential backoff (backoff, 2*backoff, ...), and so is CANCELLED from the server: what a call
+that races a server's shutdown gets (TF Serving's and `funnel serve`'s), without having run;
+every call here is free of side effects, so a repeat is safe. DEADLINE_EXCEEDED is retried only for the
 status and metadata calls: a timed-out Predict may still be running, and repeating it
 would add load exactly when the server is slow. Other codes are not retried. Failures raise
 a `ServingError` subclass carrying the gRPC code and the server's message.
@@ -170,7 +172,7 @@ class FunnelClient:
         return f"model {self.model_name}" + (f" label {self.version_label}" if self.version_label else "")
 
     def _call(self, method, request, what: str, idempotent: bool):
-        retriable = {grpc.StatusCode.UNAVAILABLE}
+        retriable = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
         if idempotent:
             retriable.add(grpc.StatusCode.DEADLINE_EXCEEDED)
         for attempt in range(self.retries + 1):

@@ -15,7 +15,7 @@ from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
 from pipeline import cli
 from serving.client import (FunnelClient, InvalidRequestError, ModelNotFoundError, RequestTooLargeError,
-                            ServerUnavailableError, ServingTimeoutError)
+                            ServerUnavailableError, ServingError, ServingTimeoutError)
 from serving.server import serve
 from tests.serving.conftest import EXAMPLES, RANK_INPUTS, make_base_path, make_example
 
@@ -86,19 +86,20 @@ def test_a_request_above_the_servers_limit(tmp_path, saved_models):
 
 
 class _Flaky(prediction_service_pb2_grpc.PredictionServiceServicer):
-    """Answers UNAVAILABLE `failures` times, then forwards to the real server."""
+    """Answers `code` (UNAVAILABLE) `failures` times, then forwards to the real server."""
 
-    def __init__(self, target, failures, delay=0.0):
+    def __init__(self, target, failures, delay=0.0, code=grpc.StatusCode.UNAVAILABLE):
         self.calls = 0
         self.failures = failures
         self.delay = delay
+        self.code = code
         self._stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(target))
 
     def Predict(self, request, context):
         self.calls += 1
         time.sleep(self.delay)
         if self.calls <= self.failures:
-            context.abort(grpc.StatusCode.UNAVAILABLE, "warming up")
+            context.abort(self.code, "warming up")
         return self._stub.Predict(request)
 
 
@@ -113,8 +114,12 @@ def _start(servicer, port=0, model_servicer=None):
     return server, f"127.0.0.1:{port}"
 
 
-def test_retries_unavailable_then_succeeds_or_gives_up(model_server, reference):
-    flaky = _Flaky(model_server.target, failures=2)
+@pytest.mark.parametrize("code,error,message", [
+    (grpc.StatusCode.UNAVAILABLE, ServerUnavailableError, "after 2 attempt.*warming up"),
+    # what a call that raced a server's shutdown gets: it did not run
+    (grpc.StatusCode.CANCELLED, ServingError, "CANCELLED: warming up")])
+def test_retries_unavailable_or_cancelled_then_succeeds_or_gives_up(model_server, reference, code, error, message):
+    flaky = _Flaky(model_server.target, failures=2, code=code)
     server, target = _start(flaky)
     try:
         got = FunnelClient(target, retries=3, backoff=0.01).predict_examples(EXAMPLES)
@@ -122,9 +127,9 @@ def test_retries_unavailable_then_succeeds_or_gives_up(model_server, reference):
         assert flaky.calls == 3
 
         flaky.calls = 0
-        with pytest.raises(ServerUnavailableError, match="after 2 attempt.*warming up"):
+        with pytest.raises(error, match=message) as raised:
             FunnelClient(target, retries=1, backoff=0.01).predict_examples(EXAMPLES)
-        assert flaky.calls == 2
+        assert raised.value.code == code and flaky.calls == 2
     finally:
         server.stop(None)
 
