@@ -15,12 +15,19 @@ from there, per filesystem:
   (`max_num_load_retries`, a minute apart by default), by which time the directory is whole;
   a poll that sees saved_model.pb sees every variable and asset beside it.
 
+A push killed part way (an OOM kill, a lost node) leaves its staging directory behind and, on an
+object store, perhaps a version directory without saved_model.pb, which TF Serving can never
+load. The next push removes both once they are STALE_STAGING_SECONDS old (versions are the Unix
+second a push started; a push takes seconds to minutes, so a younger one may still be running).
+
 Before the rename, the staged copy gets its TF Serving warmup records
 (`assets.extra/tf_serving_warmup_requests`, see `serving.warmup`), and every warmup request
 is run on it: a model that cannot answer them is never pushed.
 """
 
+import logging
 import os
+import re
 import time
 from typing import Any, Dict, List, Tuple
 
@@ -38,6 +45,9 @@ from serving import warmup
 ATOMIC_RENAME_SCHEMES = ("", "file", "hdfs")
 # What TF Serving loads a version from: published last on object stores.
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+STAGING_PREFIX = ".tmp-"
+# A killed push's leftovers are removed by a later push once they are this old (see the docstring).
+STALE_STAGING_SECONDS = 3600
 
 
 def _relative_files(directory: str) -> List[str]:
@@ -73,6 +83,29 @@ def publish(staging: str, final: str) -> None:
         pass  # on an object store a "directory" goes with its last object
 
 
+def remove_stale_staging(base: str, now: float, max_age: float = STALE_STAGING_SECONDS) -> List[str]:
+    """Removes the staging directories under `base` of pushes started more than `max_age`
+    seconds before `now`, with their version directory if it never got a saved_model.pb (a
+    push killed while publishing to an object store). Returns the paths removed."""
+    removed = []
+    for name in fileio.listdir(base):
+        match = re.fullmatch(re.escape(STAGING_PREFIX) + r"(\d+)", name.rstrip("/"))
+        if not match or int(match.group(1)) >= now - max_age:
+            continue
+        version = os.path.join(base, match.group(1))
+        partial = fileio.exists(version) and not any(
+            fileio.exists(os.path.join(version, f)) for f in SAVED_MODEL_FILES)
+        for path in [os.path.join(base, name.rstrip("/"))] + ([version] if partial else []):
+            try:
+                fileio.rmtree(path)
+            except filesystem.NotFoundError:
+                pass  # another push removed it first
+            removed.append(path)
+    if removed:
+        logging.getLogger(__name__).warning("removed what killed pushes left: %s", ", ".join(removed))
+    return removed
+
+
 class Executor(tfx_pusher.Executor):
     def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
@@ -84,11 +117,12 @@ class Executor(tfx_pusher.Executor):
         proto_utils.json_to_proto(exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination)
         base = destination.filesystem.base_directory
         fileio.makedirs(base)
+        remove_stale_staging(base, time.time())
         # Versions are Unix seconds; never reuse one (two pushes within a second).
         version = int(time.time())
         while fileio.exists(os.path.join(base, str(version))):
             version += 1
-        staging = os.path.join(base, f".tmp-{version}")
+        staging = os.path.join(base, f"{STAGING_PREFIX}{version}")
         final = os.path.join(base, str(version))
         if fileio.exists(staging):
             fileio.rmtree(staging)

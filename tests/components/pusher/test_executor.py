@@ -4,6 +4,7 @@ finds a version's saved_model.pb without all of its variables and assets; on a l
 version appears by one rename."""
 
 import os
+import time
 
 import pytest
 import tensorflow as tf
@@ -94,3 +95,44 @@ def test_a_local_version_appears_by_one_rename(tmp_path, monkeypatch):
     assert renames == [(os.path.join(str(tmp_path / "serving"), ".tmp-" + os.path.basename(final)), final)]
     assert os.listdir(tmp_path / "serving") == [os.path.basename(final)]
     assert os.path.exists(os.path.join(final, "variables", "variables.index"))
+
+
+def _leftovers(base: str, now: int) -> dict:
+    """What killed pushes leave under `base`, and a push still running: name -> its files."""
+    layout = {
+        f".tmp-{now - 7200}": ["saved_model.pb", "variables/variables.index"],  # killed while staging
+        f".tmp-{now - 5400}": ["saved_model.pb"],  # killed while publishing to an object store:
+        f"{now - 5400}": ["variables/variables.index"],  # its version never got a saved_model.pb
+        f".tmp-{now - 4000}": ["variables/variables.index"],  # killed after publishing, before cleanup
+        f"{now - 4000}": ["saved_model.pb", "variables/variables.index"],  # a whole version: kept
+        f".tmp-{now - 60}": ["variables/variables.index"],  # a push started a minute ago: kept
+        ".tmp-notaversion": ["x"],  # not a staging name funnel writes: kept
+    }
+    for name, files in layout.items():
+        for path in files:
+            fileio.makedirs(os.path.dirname(os.path.join(base, name, path)))
+            with fileio.open(os.path.join(base, name, path), "wb") as f:
+                f.write(b"x")
+    return layout
+
+
+@pytest.mark.parametrize("scheme", ["local", "ram"])
+def test_a_push_removes_what_killed_pushes_left(tmp_path, scheme):
+    base = str(tmp_path / "serving") if scheme == "local" else "ram://stale-test/serving"
+    now = int(time.time())
+    try:
+        _leftovers(base, now)
+        if scheme == "local":
+            pushed = _push(str(tmp_path / "model"), base)
+            kept = {os.path.basename(pushed.get_string_custom_property("pushed_destination"))}
+        else:  # the executor's own step, on an object store's listing (directories end in "/")
+            assert sorted(pusher.remove_stale_staging(base, now)) == sorted(
+                os.path.join(base, n) for n in (f".tmp-{now - 7200}", f".tmp-{now - 5400}", f"{now - 5400}",
+                                                f".tmp-{now - 4000}"))
+            kept = set()
+        names = {n.rstrip("/") for n in fileio.listdir(base)}
+        assert names == kept | {f"{now - 4000}", f".tmp-{now - 60}", ".tmp-notaversion"}
+        assert fileio.exists(os.path.join(base, f"{now - 4000}", "saved_model.pb"))
+    finally:
+        if scheme == "ram":
+            ramfs.remove_tree("ram://stale-test")
