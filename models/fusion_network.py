@@ -123,10 +123,9 @@ def list_loss(weights: tf.Tensor, logs: tf.Tensor, gains: tf.Tensor, requests: t
 
 def label_gains(labels: Mapping[str, tf.Tensor], gains: Mapping[str, float]) -> tf.Tensor:
     """[B] each row's gain in `list_loss`: the largest gain of its positive labels, 0 without one."""
-    gain = None
-    for label, g in gains.items():
-        positive = tf.reshape(tf.cast(labels[label], tf.float32), [-1]) > 0
-        gain = tf.zeros(tf.shape(positive), tf.float32) if gain is None else gain
+    positives = [(tf.reshape(tf.cast(labels[label], tf.float32), [-1]) > 0, g) for label, g in gains.items()]
+    gain = tf.zeros(tf.shape(positives[0][0]), tf.float32)
+    for positive, g in positives:
         gain = tf.where(positive, tf.maximum(gain, g), gain)
     return gain
 

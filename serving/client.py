@@ -5,9 +5,9 @@ and `funnel score`.
 UNAVAILABLE (server down, restarting, not reachable yet) is retried `retries` times with
 exponential backoff (backoff, 2*backoff, ...), and so is CANCELLED from the server: what a call
 that races a server's shutdown gets (TF Serving's and `funnel serve`'s), without having run;
-every call here is free of side effects, so a repeat is safe. DEADLINE_EXCEEDED is retried only for the
-status and metadata calls: a timed-out Predict may still be running, and repeating it
-would add load exactly when the server is slow. Other codes are not retried. Failures raise
+every call here is free of side effects, so a repeat is safe. DEADLINE_EXCEEDED is retried
+only for the status and metadata calls: a timed-out Predict may still be running, and
+repeating it would add load exactly when the server is slow. Other codes are not retried. Failures raise
 a `ServingError` subclass carrying the gRPC code and the server's message.
 
 Every call asks for the newest version unless the client was made with `version` (one

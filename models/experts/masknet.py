@@ -10,8 +10,8 @@ Models by Instance-Guided Mask", DLP-KDD 2021; one of DTN's feature-interaction 
 `serial`: the first block on the embedding, each next one on the previous block's output;
 `parallel`: every block on the embedding, their outputs concatenated; either way a ReLU MLP
 (`units`, then `output_units`) follows, as in the paper's prediction / feed-forward layers.
-Every block's mask is computed from V_emb. Keras has the pieces (Dense, LayerNormalization, here with models.layer_norm's gradient);
-the block is written here.
+Every block's mask is computed from V_emb. Keras has the pieces (Dense, LayerNormalization,
+here with models.layer_norm's gradient); the block is written here.
 """
 
 from typing import Sequence
