@@ -17,6 +17,7 @@ from tfx.utils import io_utils
 import schemas
 from components.ingest.component import Ingest
 from components.ingest.config import IngestConfig
+from components import schema_import
 from components.pusher import executor as atomic_pusher
 from pipeline import code_version, data_gate, evaluator_metrics
 from pipeline import metadata as metadata_lib
@@ -193,7 +194,8 @@ def create_pipeline(
     by the logs directory's path and its settings, a daily run's dates included, and by the
     contents only through `input_fingerprint` (components/ingest/runner.py) when given; the
     Ingest, Transform and Trainers also by a fingerprint of the funnel code they run,
-    pipeline/code_version.py, so an edited step runs again).
+    pipeline/code_version.py, so an edited step runs again, and ImportSchemaGen by the schema
+    file's content, components/schema_import.py).
     `data_only`: the data steps only, up to Transform (what `funnel ablate` trains its
     variants on). ML Metadata: the `metadata:` section (pipeline/metadata.py); `metadata_path`
     is where the runner keeps a SQLite store when the section names no file.
@@ -206,7 +208,10 @@ def create_pipeline(
     ingest = Ingest(logs_dir=logs_dir, config=IngestConfig(**config["ingest"]), input_fingerprint=input_fingerprint,
                     code_fingerprint=code(code_version.INGEST_CODE))
     statistics = tfx.components.StatisticsGen(examples=ingest.outputs["examples"])
-    schema = tfx.components.ImportSchemaGen(schema_file=schema_path or schemas.path("schema.pbtxt"))
+    schema_file = schema_path or schemas.path("schema.pbtxt")
+    # with the cache, keyed by the schema's content too: an edited schema is imported again
+    schema = schema_import.ImportSchemaGen(
+        schema_file, content_fingerprint=schema_import.content_fingerprint(schema_file) if enable_cache else None)
     validator = tfx.components.ExampleValidator(
         statistics=statistics.outputs["statistics"], schema=schema.outputs["schema"])
     # `transform.statistics: false` skips the step's TFDV statistics of its input and output

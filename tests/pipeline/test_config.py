@@ -5,6 +5,8 @@ import json
 
 import pytest
 
+import schemas
+from components import schema_import
 from pipeline import code_version
 from pipeline.config import load_config
 from pipeline.pipeline import CODE_KEY, check_model_sections, create_pipeline, model_tasks
@@ -56,6 +58,9 @@ def test_create_pipeline_caches_only_when_asked(tmp_path, cache):
         found = (properties.get("code_fingerprint") if step == "Ingest"
                  else json.loads(properties["custom_config"]).get(CODE_KEY))
         assert found == (code_version.source_fingerprint(module) if cache else None), step
+    # and the imported schema by its content (components/schema_import.py)
+    assert steps["ImportSchemaGen"].exec_properties.get(schema_import.CONTENT_FINGERPRINT_KEY) == (
+        schema_import.content_fingerprint(schemas.path("schema.pbtxt")) if cache else None)
 
 
 def test_baseline_null_leaves_the_baseline_trainer_out(tmp_path):
