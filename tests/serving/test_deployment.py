@@ -242,7 +242,10 @@ def test_compose_runs_the_gpu_image_with_the_config_files(compose, models_config
 
 
 def test_compose_ports_gpu_and_healthcheck(compose):
-    assert sorted(compose["ports"]) == sorted([f"{GRPC_PORT}:{GRPC_PORT}", f"{REST_PORT}:{REST_PORT}"])
+    # plaintext, unauthenticated: published on the host's loopback unless FUNNEL_BIND_ADDRESS says otherwise
+    assert all(port.startswith("${FUNNEL_BIND_ADDRESS:-127.0.0.1}:") for port in compose["ports"])
+    assert sorted(_env_default(port) for port in compose["ports"]) == sorted(
+        [f"127.0.0.1:{GRPC_PORT}:{GRPC_PORT}", f"127.0.0.1:{REST_PORT}:{REST_PORT}"])
     (device,) = compose["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"] and device["count"] == 1
     test = compose["healthcheck"]["test"]
