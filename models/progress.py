@@ -12,7 +12,9 @@ PROGRESS_LOGGER = "funnel.progress"
 
 class TrainingProgress(keras.callbacks.Callback):
     """Logs `NAME: epoch E/N, step S` at most every `every_seconds` within an epoch, and a line
-    per finished epoch with its loss, the validation AUC of each task and its seconds."""
+    per finished epoch with its loss, the validation AUC of each task and its seconds. `steps`:
+    the training steps run so far. (The optimizer's `iterations` is one more after an epoch over
+    a dataset of unknown size: tf_keras counts the call that found the data exhausted.)"""
 
     def __init__(self, name: str, epochs: int, every_seconds: float = 120.0):
         super().__init__()
@@ -21,15 +23,23 @@ class TrainingProgress(keras.callbacks.Callback):
         self.logger = logging.getLogger(PROGRESS_LOGGER)
         self.epoch = 0
         self.epoch_started = self.last_report = 0.0
+        self.finished_steps = self.epoch_steps = 0  # in the epochs done; in the current one
 
     def get_config(self):
         return {"name": self.name, "epochs": self.epochs, "every_seconds": self.every_seconds}
+
+    @property
+    def steps(self) -> int:
+        return self.finished_steps + self.epoch_steps
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
         self.epoch_started = self.last_report = time.monotonic()
 
     def on_train_batch_end(self, batch, logs=None):
+        # `batch` is the epoch's last step run, also when a call runs several
+        # (`steps_per_execution`, parameter-server training)
+        self.epoch_steps = batch + 1
         now = time.monotonic()
         if now - self.last_report >= self.every_seconds:
             self.last_report = now
@@ -37,6 +47,7 @@ class TrainingProgress(keras.callbacks.Callback):
                              batch + 1, now - self.epoch_started)
 
     def on_epoch_end(self, epoch, logs=None):
+        self.finished_steps, self.epoch_steps = self.steps, 0
         logs = logs or {}
         aucs = ", ".join(f"{k[len('val_'):-len('auc')].rstrip('_')} AUC {float(v):.4f}".lstrip()
                          for k, v in sorted(logs.items()) if k.startswith("val_") and k.endswith("auc"))

@@ -195,6 +195,7 @@ ATTENTION_FILE = "attention.json"  # in model_run: the decoders' attention (mode
 GATE_SUMMARY_BATCHES = 20
 TRIM_FILE = "trim.json"  # in model_run: DTN-trim's mean gate weights and the modules it cut
 TRIM_BATCHES = 50  # train batches DTN-trim averages the gate weights over
+TRIMMED_LOGS = "trimmed"  # under model_run's logs: the retrained (trimmed) DTN's training curves
 
 
 class LoggedBehaviourModule(_ExamplesModule):
@@ -261,23 +262,26 @@ def _summarise_network(model, evaluation: tf.data.Dataset, tf_transform_output, 
             logging.getLogger(__name__).warning("%s summary failed", name, exc_info=True)
 
 
-def _trimmed(model, config: ModelConfig, train: tf.data.Dataset, model_run_dir: str, chief: bool) -> ModelConfig:
+def _trimmed(model, config: ModelConfig, train: tf.data.Dataset, model_run_dir: str,
+             chief: bool) -> Optional[ModelConfig]:
     """The config of the trimmed DTN: the modules whose mean gate weight over TRIM_BATCHES
     train batches is under `trim_threshold` in every gate (models/mixtures/dtn_trim.py) are
-    left out. The decision goes to TRIM_FILE in model_run."""
+    left out; None when no module is, and the trained DTN is kept. The decision goes to
+    TRIM_FILE in model_run."""
     weights = gate_summary.mean_gate_weights(model, train.take(TRIM_BATCHES), [])
     mixture = config.mixture
     members = model.network.mixture.gate_members
     names = dtn_trim.modules_to_trim({g: weights[g][gate_summary.OVERALL] for g in members}, members,
                                      mixture["trim_threshold"])
-    logging.getLogger(__name__).info("DTN-trim: cutting %s", names)
+    logging.getLogger(__name__).info("DTN-trim: cutting %s", names or "nothing; the trained DTN is kept")
     if chief:
         tf.io.gfile.makedirs(model_run_dir)
         with tf.io.gfile.GFile(os.path.join(model_run_dir, TRIM_FILE), "w") as f:
             json.dump({"threshold": mixture["trim_threshold"], "batches": TRIM_BATCHES, "trimmed": names,
+                       "retrained": bool(names),
                        "mean_gate_weights": {g: dict(zip(members[g], weights[g][gate_summary.OVERALL]))
                                              for g in members}}, f, indent=1)
-    return dataclasses.replace(config, mixture=dtn_trim.trimmed_mixture(mixture, names))
+    return dataclasses.replace(config, mixture=dtn_trim.trimmed_mixture(mixture, names)) if names else None
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> Optional[keras.Model]:
@@ -312,39 +316,47 @@ def run_fn(fn_args: tfx.components.FnArgs) -> Optional[keras.Model]:
     # how many files each split has: multi-worker input sharding by file needs one per worker
     train_files, eval_files = (sum(len(tf.io.gfile.glob(p)) for p in patterns)
                                for patterns in (fn_args.train_files, fn_args.eval_files))
-    if dtn_trim.trims(config.mixture):  # DTN-trim: train the full DTN, cut its unused modules, retrain
-        model.fit(D.training_input(train, train_batches, settings["batch_size"], distribution, strategy,
-                                   train_files),
-                  epochs=settings["epochs"], steps_per_epoch=settings.get("steps_per_epoch"),
-                  callbacks=[TrainingProgress(f"{config.preset or 'model'} (before trimming)", settings["epochs"])],
-                  verbose=0)
-        config = _trimmed(model, config, train, fn_args.model_run_dir, D.is_chief(strategy))
-        keras.utils.set_random_seed(settings["seed"])
-        model = built(config)
     evaluation = _dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, config.tasks,
                           settings["batch_size"], shuffle=False, seed=settings["seed"])
-    # Losses and per-task AUC go to the model_run artifact for TensorBoard, every
-    # `summary_steps` steps and per epoch (Keras writes from the chief only).
-    callbacks = [keras.callbacks.TensorBoard(log_dir=os.path.join(fn_args.model_run_dir, "logs"),
-                                             update_freq=int(settings["summary_steps"]))]
-    callbacks.append(TrainingProgress(config.preset or "model", settings["epochs"]))
-    if len(set(rates)) > 1:
-        callbacks.append(keras.callbacks.LearningRateScheduler(lambda epoch, _: rates[min(epoch, len(rates) - 1)]))
     # parameter_server: no validation during fit (the coordinator would need a dataset per worker)
     validation = (None if D.is_parameter_server(strategy)
                   else D.shard_input(evaluation.take(settings["eval_batches"]), distribution, strategy, eval_files))
-    warm_started = None
-    if settings["warm_start"] and fn_args.base_model:  # no blessed model yet: a cold start
-        with strategy.scope():
-            warm_started = _warm_start(model, train, fn_args, tf_transform_output, custom, strategy)
-    started = time.perf_counter()
-    model.fit(D.training_input(train, train_batches, settings["batch_size"], distribution, strategy,
-                               train_files),
-              epochs=settings["epochs"], steps_per_epoch=settings.get("steps_per_epoch"),
-              validation_data=validation, callbacks=callbacks, verbose=0)
-    fit_seconds = time.perf_counter() - started
-    # the optimizer counts the steps (a per-batch callback would sync every training step)
-    steps = int(model.optimizer.iterations.numpy())
+    logs = os.path.join(fn_args.model_run_dir, "logs")
+
+    def fit(model, label: str, log_dir: str) -> Dict[str, Any]:
+        """Warm-starts (when asked and there is a blessed model) and trains `model`; returns what
+        fit.json records of it. Losses and per-task AUC go to `log_dir` for TensorBoard, every
+        `summary_steps` steps and per epoch (Keras writes from the chief only)."""
+        progress = TrainingProgress(label, settings["epochs"])
+        callbacks = [keras.callbacks.TensorBoard(log_dir=log_dir, update_freq=int(settings["summary_steps"])),
+                     progress]
+        if len(set(rates)) > 1:
+            callbacks.append(keras.callbacks.LearningRateScheduler(
+                lambda epoch, _: rates[min(epoch, len(rates) - 1)]))
+        warm_started = None
+        if settings["warm_start"] and fn_args.base_model:  # no blessed model yet: a cold start
+            with strategy.scope():
+                warm_started = _warm_start(model, train, fn_args, tf_transform_output, custom, strategy)
+        started = time.perf_counter()
+        model.fit(D.training_input(train, train_batches, settings["batch_size"], distribution, strategy,
+                                   train_files),
+                  epochs=settings["epochs"], steps_per_epoch=settings.get("steps_per_epoch"),
+                  validation_data=validation, callbacks=callbacks, verbose=0)
+        return {"fit_seconds": time.perf_counter() - started, "train_steps": progress.steps,
+                "warm_started_from": warm_started}
+
+    name = config.preset or "model"
+    if not dtn_trim.trims(config.mixture):
+        fitted = fit(model, name, logs)
+    else:  # DTN-trim: train the full DTN, cut its unused modules, retrain (when it cut any)
+        fitted = fit(model, f"{name} (before trimming)", logs)
+        trimmed = _trimmed(model, config, train, fn_args.model_run_dir, D.is_chief(strategy))
+        if trimmed is not None:  # the retrained network's curves: a TensorBoard run of their own
+            config = trimmed
+            keras.utils.set_random_seed(settings["seed"])
+            model = built(config)
+            fitted = fit(model, f"{name} (trimmed)", os.path.join(logs, TRIMMED_LOGS))
+    fit_seconds, steps = fitted["fit_seconds"], fitted["train_steps"]
     bias = reference_bias(model, train.map(lambda *batch: batch[:2]), config.calibration)
     # Every worker exports (saving may need all of them); only the chief where it belongs.
     export(model, tf_transform_output, D.write_path(fn_args.serving_model_dir, strategy), bias)
@@ -362,7 +374,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> Optional[keras.Model]:
             # input pipeline and the per-epoch validation on `eval_batches` batches)
             json.dump({"fit_seconds": fit_seconds, "train_steps": steps, "batch_size": settings["batch_size"],
                        "examples_per_second": steps * settings["batch_size"] / fit_seconds,
-                       "warm_started_from": warm_started,
+                       "warm_started_from": fitted["warm_started_from"],
                        # the fusion network's own steps (every `period` batches; models/fusion_network.py)
                        "fusion_steps": (int(model.fusion_optimizer.iterations.numpy())
                                         if model.fusion_optimizer is not None else None)}, f)

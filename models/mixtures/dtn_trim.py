@@ -1,6 +1,8 @@
 """DTN-trim (Bi et al., "Deep Multiple Task-specific Feature Interactions Network for
 Multi-Task Recommendation", section "Feature interaction selection"): the feature-interaction
-modules (FIMs) a trained DTN's gates hardly use are cut out, and the trimmed DTN is retrained.
+modules (FIMs) a trained DTN's gates hardly use are cut out, and the trimmed DTN is retrained
+(models/trainer.py; when no module is cut, the trained DTN is kept: retraining the same
+architecture would only cost a second training).
 
 A FIM is read by several gates (its task's own gate and the other tasks' `others` gates; a
 shared FIM by every task's `others` gate). It is cut when its mean weight on the train split is

@@ -25,6 +25,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.heavy]  # `make test-all` and CI; not
 
 SMALL = {"embedding_dims": {F.ITEM_ID: 8, F.CATEGORY_ID: 4, F.BRAND_ID: 2, F.SHOP_ID: 2},
          "sequence_encoder": {"num_heads": 2}}
+# a small DTN of two modules per task and two shared ones (4-wide gates)
+TRIM_SMALL = {"interaction_units": 8, "tower_units": [4],
+              "interactions": [{"type": "mlp"}, {"type": "masknet", "block_units": 4, "mask_hidden": 8}]}
 
 
 def _dataset_factory(file_pattern, options, schema):
@@ -58,26 +61,30 @@ def _check_trim(serving_dir, run_dir, threshold):
     members = {gate: list(w) for gate, w in weights.items()}
     assert trim["trimmed"] == dtn_trim.modules_to_trim({g: list(w.values()) for g, w in weights.items()},
                                                        members, threshold)
-    # the shared modules get about 1/4 of each 4-wide `others` gate: under 0.4
-    assert trim["trimmed"] and len(members) == 4
+    assert len(members) == 4
     with open(os.path.join(serving_dir, "saved_model.pb"), "rb") as f:
         graph = f.read()
+    assert trim["retrained"] == bool(trim["trimmed"])
     every = {n for names in members.values() for n in names}
     for name in every:
         assert (name.encode() in graph) == (name not in trim["trimmed"]), name
+    # the full DTN's curves in `logs`, a retrained one's in a TensorBoard run of its own
+    trained = ["logs"] + ([os.path.join("logs", trainer.TRIMMED_LOGS)] if trim["retrained"] else [])
+    for logs in trained:
+        assert len(glob.glob(os.path.join(run_dir, logs, "train", "events.out.tfevents.*"))) == 1, logs
+    assert os.path.exists(os.path.join(run_dir, "logs", trainer.TRIMMED_LOGS)) == trim["retrained"]
+    return trim
 
 
 @pytest.mark.parametrize("section,outputs", [
     ({"preset": "hmoe"}, {"click", "order", "score"}),
     ({"preset": "esm2", "mixture": {"type": "ple", "levels": 1}}, {"click", "daction", "order", "cvr", "score"}),
     # DTN-trim: trains, cuts the modules under a threshold above an even share, retrains
-    ({"preset": "dtn-trim", "mixture": {"interaction_units": 8, "tower_units": [4], "trim_threshold": 0.4,
-                                        "interactions": [{"type": "mlp"}, {"type": "masknet", "block_units": 4,
-                                                                           "mask_hidden": 8}]}},
+    ({"preset": "dtn-trim", "mixture": {**TRIM_SMALL, "trim_threshold": 0.4}},
      {"click", "order", "score"}),
 ])
 def test_run_fn_exports_each_architecture(e2e_run, eval_requests, tmp_path, section, outputs):  # noqa: F811
-    # DTN-trim trains twice: 30 steps each are enough to check the cut and the export
+    # DTN-trim trains twice: at most 30 steps each (the split has about 20 batches of 256)
     serving_dir, run_dir = _train(e2e_run, tmp_path, section,
                                   {"steps_per_epoch": 30} if section["preset"] == "dtn-trim" else None)
     with open(os.path.join(serving_dir, "saved_model.pb"), "rb") as f:
@@ -87,7 +94,9 @@ def test_run_fn_exports_each_architecture(e2e_run, eval_requests, tmp_path, sect
     assert calibration["preset"] == section["preset"] and calibration["reference_bias_logit"] is not None
     assert os.path.isdir(os.path.join(run_dir, trainer.LOGGED_MODEL_DIR))
     if section["preset"] == "dtn-trim":
-        _check_trim(serving_dir, run_dir, section["mixture"]["trim_threshold"])
+        trim = _check_trim(serving_dir, run_dir, section["mixture"]["trim_threshold"])
+        # the shared modules get about 1/4 of each 4-wide `others` gate: under 0.4
+        assert trim["trimmed"]
     loaded = tf.saved_model.load(serving_dir)
     assert set(loaded.signatures) == {"serving_default", "rank", "transform_features"}
     compared = 0
@@ -100,6 +109,16 @@ def test_run_fn_exports_each_architecture(e2e_run, eval_requests, tmp_path, sect
             np.testing.assert_allclose(value.reshape(-1), expected[name].reshape(-1), atol=1e-5, rtol=0)
         compared += len(examples)
     assert compared > 20
+
+
+def test_dtn_trim_that_cuts_nothing_serves_the_dtn_it_trained(e2e_run, tmp_path):
+    section = {"preset": "dtn-trim", "mixture": {**TRIM_SMALL, "trim_threshold": 1e-6}}
+    serving_dir, run_dir = _train(e2e_run, tmp_path, section, {"steps_per_epoch": 10})
+    trim = _check_trim(serving_dir, run_dir, section["mixture"]["trim_threshold"])
+    assert trim["trimmed"] == [] and not trim["retrained"]
+    # one training (its curves only, `_check_trim`), and fit.json times the training it serves
+    with open(os.path.join(run_dir, trainer.FIT_FILE)) as f:
+        assert json.load(f)["train_steps"] == 10
 
 
 def test_the_fusion_network_trains_per_request_on_the_pipeline_examples(e2e_run, eval_requests, tmp_path):  # noqa: F811
@@ -123,9 +142,8 @@ def test_the_fusion_network_trains_per_request_on_the_pipeline_examples(e2e_run,
     serving_dir, run_dir = _train(e2e_run, tmp_path, section)
     with open(os.path.join(run_dir, trainer.FIT_FILE)) as f:
         fit = json.load(f)
-    # a gate step after every second batch; `train_steps` (the optimizer's iterations) ends one past
-    # the batches: tf_keras counts the end-of-data call of a dataset of unknown size
-    assert fit["fusion_steps"] == (fit["train_steps"] - 1) // 2 and fit["fusion_steps"] > 0
+    # a gate step after every second batch
+    assert fit["fusion_steps"] == fit["train_steps"] // 2 and fit["fusion_steps"] > 0
     loaded = tf.saved_model.load(serving_dir)
     assert set(loaded.signatures) == {"serving_default", "rank", "transform_features"}
     # the trained gate's per-user weights, not the untrained product click x order (weights 1 and 1)

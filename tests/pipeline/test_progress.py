@@ -7,6 +7,7 @@ import sys
 import warnings
 
 import numpy as np
+import tensorflow as tf
 import tf_keras as keras
 
 from models.progress import PROGRESS_LOGGER, TrainingProgress
@@ -91,3 +92,17 @@ def test_training_progress_reports_steps_and_each_epoch(caplog):
     assert any(m.startswith("tiny: epoch 1/2, step 4, ") for m in messages)
     done = [m for m in messages if " done: " in m]
     assert len(done) == 2 and done[1].startswith("tiny: epoch 2/2 done: loss ") and ", validation AUC " in done[1]
+
+
+def test_training_progress_counts_the_steps_run_on_data_of_unknown_size():
+    x = np.random.default_rng(0).normal(size=(40, 3)).astype("float32")
+    # a filter hides the dataset's size from tf_keras, as the Trainer's TFRecord input does
+    data = tf.data.Dataset.from_tensor_slices((x, x[:, :1])).batch(8).filter(lambda *_: True)
+    model = keras.Sequential([keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    progress = TrainingProgress("tiny", 2)
+    model.fit(data, epochs=2, verbose=0, callbacks=[progress])
+    assert progress.steps == 10  # 5 batches, twice
+    # what fit.json counted before: the optimizer's iterations count the call that found the
+    # first epoch's data exhausted
+    assert int(model.optimizer.iterations.numpy()) == 11
