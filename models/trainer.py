@@ -323,10 +323,10 @@ def run_fn(fn_args: tfx.components.FnArgs) -> Optional[keras.Model]:
                   else D.shard_input(evaluation.take(settings["eval_batches"]), distribution, strategy, eval_files))
     logs = os.path.join(fn_args.model_run_dir, "logs")
 
-    def fit(model, label: str, log_dir: str) -> Dict[str, Any]:
-        """Warm-starts (when asked and there is a blessed model) and trains `model`; returns what
-        fit.json records of it. Losses and per-task AUC go to `log_dir` for TensorBoard, every
-        `summary_steps` steps and per epoch (Keras writes from the chief only)."""
+    def fit(network, label: str, log_dir: str) -> Dict[str, Any]:
+        """Warm-starts (when asked and there is a blessed model) and trains `network`; returns
+        what fit.json records of the training. Losses and per-task AUC go to `log_dir` for
+        TensorBoard, every `summary_steps` steps and per epoch (Keras writes from the chief only)."""
         progress = TrainingProgress(label, settings["epochs"])
         callbacks = [keras.callbacks.TensorBoard(log_dir=log_dir, update_freq=int(settings["summary_steps"])),
                      progress]
@@ -336,27 +336,25 @@ def run_fn(fn_args: tfx.components.FnArgs) -> Optional[keras.Model]:
         warm_started = None
         if settings["warm_start"] and fn_args.base_model:  # no blessed model yet: a cold start
             with strategy.scope():
-                warm_started = _warm_start(model, train, fn_args, tf_transform_output, custom, strategy)
+                warm_started = _warm_start(network, train, fn_args, tf_transform_output, custom, strategy)
         started = time.perf_counter()
-        model.fit(D.training_input(train, train_batches, settings["batch_size"], distribution, strategy,
-                                   train_files),
-                  epochs=settings["epochs"], steps_per_epoch=settings.get("steps_per_epoch"),
-                  validation_data=validation, callbacks=callbacks, verbose=0)
+        network.fit(D.training_input(train, train_batches, settings["batch_size"], distribution, strategy,
+                                     train_files),
+                    epochs=settings["epochs"], steps_per_epoch=settings.get("steps_per_epoch"),
+                    validation_data=validation, callbacks=callbacks, verbose=0)
         return {"fit_seconds": time.perf_counter() - started, "train_steps": progress.steps,
                 "warm_started_from": warm_started}
 
     name = config.preset or "model"
-    if not dtn_trim.trims(config.mixture):
-        fitted = fit(model, name, logs)
-    else:  # DTN-trim: train the full DTN, cut its unused modules, retrain (when it cut any)
-        fitted = fit(model, f"{name} (before trimming)", logs)
+    trims = dtn_trim.trims(config.mixture)
+    fitted = fit(model, f"{name} (before trimming)" if trims else name, logs)
+    if trims:  # DTN-trim: the full DTN trained, cut its unused modules, retrain (when it cut any)
         trimmed = _trimmed(model, config, train, fn_args.model_run_dir, D.is_chief(strategy))
         if trimmed is not None:  # the retrained network's curves: a TensorBoard run of their own
             config = trimmed
             keras.utils.set_random_seed(settings["seed"])
             model = built(config)
             fitted = fit(model, f"{name} (trimmed)", os.path.join(logs, TRIMMED_LOGS))
-    fit_seconds, steps = fitted["fit_seconds"], fitted["train_steps"]
     bias = reference_bias(model, train.map(lambda *batch: batch[:2]), config.calibration)
     # Every worker exports (saving may need all of them); only the chief where it belongs.
     export(model, tf_transform_output, D.write_path(fn_args.serving_model_dir, strategy), bias)
@@ -372,9 +370,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> Optional[keras.Model]:
         with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, FIT_FILE), "w") as f:
             # training speed as logged: steps x batch size over the wall time of `fit` (with the
             # input pipeline and the per-epoch validation on `eval_batches` batches)
-            json.dump({"fit_seconds": fit_seconds, "train_steps": steps, "batch_size": settings["batch_size"],
-                       "examples_per_second": steps * settings["batch_size"] / fit_seconds,
-                       "warm_started_from": fitted["warm_started_from"],
+            examples = fitted["train_steps"] * settings["batch_size"]
+            json.dump({**fitted, "batch_size": settings["batch_size"],
+                       "examples_per_second": examples / fitted["fit_seconds"],
                        # the fusion network's own steps (every `period` batches; models/fusion_network.py)
                        "fusion_steps": (int(model.fusion_optimizer.iterations.numpy())
                                         if model.fusion_optimizer is not None else None)}, f)

@@ -15,9 +15,9 @@ from tfx.dsl.components.base import executor_spec
 from tfx.utils import io_utils
 
 import schemas
+from components import schema_import
 from components.ingest.component import Ingest
 from components.ingest.config import IngestConfig
-from components import schema_import
 from components.pusher import executor as atomic_pusher
 from pipeline import code_version, data_gate, evaluator_metrics
 from pipeline import metadata as metadata_lib
