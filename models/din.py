@@ -4,7 +4,9 @@ Click-Through Rate Prediction", KDD 2018, section 4.3, eq. 3):
     v_U(A) = sum_j a(e_j, v_A) e_j,   a(e_j, v_A) = MLP([e_j, v_A, e_j - v_A, e_j * v_A])
 
 the local activation unit's weights are not normalised by a softmax (DIN keeps the intensity
-of the user's interest). Padded elements get weight 0. The attention MLP is DIN's 80-40 with
+of the user's interest), unless `normalize` (DeepCTR's `weight_normalization`, which its BST
+uses to pool the transformer's output: a softmax over the real elements). Padded elements get
+weight 0. The attention MLP is DIN's 80-40 with
 ReLU (the paper's PReLU/Dice is an activation detail left out). Recency and positions are not
 used (DIN has neither).
 """
@@ -25,21 +27,30 @@ class DINAttention(keras.layers.Layer):
 
     CONTEXT_ARGS = ("max_length",)
 
-    def __init__(self, max_length: int, attention_units: Sequence[int] = (80, 40), **kwargs):
+    def __init__(self, max_length: int, attention_units: Sequence[int] = (80, 40), normalize: bool = False,
+                 **kwargs):
         super().__init__(**kwargs)
         self.max_length = int(max_length)
         self.attention_units = [int(u) for u in attention_units]
+        self.normalize = bool(normalize)
         self.activation_unit = mlp(self.attention_units, "activation_unit", output_units=1)
 
-    def _pool(self, sequence, mask, targets):
-        """sequence [B, L, d], targets [B, T, d] -> [B, T, d]."""
+    def activation_weights(self, sequence, mask, targets):
+        """The activation weights [B, T, L] of targets [B, T, d] over sequence [B, L, d]: 0 at
+        padding; with `normalize`, a softmax over the real elements (all 0 in an empty row)."""
         length = tf.shape(sequence)[1]
         t = tf.shape(targets)[1]
         e = tf.repeat(sequence[:, tf.newaxis, :, :], t, axis=1)                  # [B, T, L, d]
         v = tf.repeat(targets[:, :, tf.newaxis, :], length, axis=2)             # [B, T, L, d]
         a = self.activation_unit(tf.concat([e, v, e - v, e * v], axis=-1))[..., 0]  # [B, T, L]
-        a = tf.where(mask[:, tf.newaxis, :], a, tf.zeros_like(a))
-        return tf.einsum("btl,bld->btd", a, sequence)
+        real = tf.broadcast_to(mask[:, tf.newaxis, :], tf.shape(a))
+        if self.normalize:
+            a = tf.nn.softmax(tf.where(real, a, tf.fill(tf.shape(a), a.dtype.min)), axis=-1)
+        return tf.where(real, a, tf.zeros_like(a))
+
+    def _pool(self, sequence, mask, targets):
+        """sequence [B, L, d], targets [B, T, d] -> [B, T, d]."""
+        return tf.einsum("btl,bld->btd", self.activation_weights(sequence, mask, targets), sequence)
 
     def call(self, sequence, ages, mask, target, training=None):
         del ages, training
@@ -51,4 +62,4 @@ class DINAttention(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "max_length": self.max_length,
-                "attention_units": list(self.attention_units)}
+                "attention_units": list(self.attention_units), "normalize": self.normalize}

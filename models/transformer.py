@@ -16,6 +16,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models import preprocessing as P
+from models.din import DINAttention
 from models.layer_norm import LayerNormalization
 from models.registry import SEQUENCE_ENCODERS
 
@@ -23,6 +24,9 @@ from models.registry import SEQUENCE_ENCODERS
 # The epsilon DMT has been trained with (chosen as Keras' fused-kernel threshold when the blocks
 # used Keras' own layer)
 LAYER_NORM_EPSILON = 1.001e-5
+# What turns the encoded sequence into one interest vector per target: DMT's target-attention
+# decoder, or DIN's activation unit normalised by a softmax (DeepCTR's BST)
+POOLINGS = ("decoder", "din")
 
 
 def _zero_padding(x: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
@@ -281,6 +285,9 @@ class DeepInterestTransformer(keras.layers.Layer):
 
     e_i + position (+ recency) -> dropout -> encoder blocks -> target-attention decoder.
     DMT (4.2.1) uses one instance per sequence type (separate parameters).
+    `pooling: din` replaces the decoder by DIN's activation unit, softmax-normalised over the
+    encoder's outputs (models/din.py), the pooling DeepCTR's BST puts after its transformer;
+    `attention_units` are its MLP's widths.
     call(sequence [B, L, d], ages [B, L], mask [B, L], target [B, d]) -> [B, d].
     `ffn_dim` None is 4 * d (the authors' d_ff = 320 for d = 80). `residual_dropout`: see AttentionBlock.
     """
@@ -290,8 +297,11 @@ class DeepInterestTransformer(keras.layers.Layer):
     def __init__(self, max_length: int, num_heads: int = 4, ffn_dim: Optional[int] = None,
                  dropout: float = 0.1, encoder_blocks: int = 1, decoder_blocks: int = 1,
                  positional: str = "learned", recency: bool = True,
-                 num_age_buckets: int = P.AGE_BUCKETS, residual_dropout: bool = True, **kwargs):
+                 num_age_buckets: int = P.AGE_BUCKETS, residual_dropout: bool = True,
+                 pooling: str = "decoder", attention_units=(80, 40), **kwargs):
         super().__init__(**kwargs)
+        if pooling not in POOLINGS:
+            raise ValueError(f"transformer pooling must be one of {POOLINGS}, got {pooling!r}")
         self.max_length = int(max_length)
         self.num_heads = int(num_heads)
         self.ffn_dim = int(ffn_dim) if ffn_dim else None
@@ -302,12 +312,17 @@ class DeepInterestTransformer(keras.layers.Layer):
         self.recency = bool(recency)
         self.num_age_buckets = int(num_age_buckets)
         self.residual_dropout = bool(residual_dropout)
+        self.pooling = pooling
+        self.attention_units = [int(u) for u in attention_units]
         self.position = PositionalEmbedding(max_length, positional, recency, num_age_buckets, name="position")
         self.input_dropout = keras.layers.Dropout(dropout)
         self.encoder = [EncoderBlock(num_heads, ffn_dim, dropout, residual_dropout, name=f"encoder_{i}")
                         for i in range(self.encoder_blocks)]
-        self.decoder = TargetAttentionDecoder(num_heads, ffn_dim, dropout, decoder_blocks, residual_dropout,
-                                              name="decoder")
+        if pooling == "din":
+            self.decoder = DINAttention(max_length, self.attention_units, normalize=True, name="din_pooling")
+        else:
+            self.decoder = TargetAttentionDecoder(num_heads, ffn_dim, dropout, decoder_blocks, residual_dropout,
+                                                  name="decoder")
 
     def encode(self, sequence, ages, mask, training=None):
         """The encoder half: [B, L, d] -> memory [B, L, d] (zero at padding when there is an
@@ -320,6 +335,10 @@ class DeepInterestTransformer(keras.layers.Layer):
 
     def call(self, sequence, ages, mask, target, training=None, return_attention_scores=False):
         memory = self.encode(sequence, ages, mask, training=training)
+        if self.pooling == "din":
+            weights = self.decoder.activation_weights(memory, mask, target[:, tf.newaxis, :])  # [B, 1, L]
+            interest = tf.einsum("btl,bld->bd", weights, memory)
+            return (interest, weights) if return_attention_scores else interest
         return self.decoder(target, memory, mask, training=training,
                             return_attention_scores=return_attention_scores)
 
@@ -327,6 +346,8 @@ class DeepInterestTransformer(keras.layers.Layer):
         """One sequence per row, T targets per row: sequence [B, L, d], targets [B, T, d] ->
         [B, T, d]. The encoder runs once per row, not once per target."""
         memory = self.encode(sequence, ages, mask, training=training)
+        if self.pooling == "din":
+            return self.decoder.call_shared(memory, ages, mask, targets)
         return self.decoder.decode(targets, memory, mask, training=training)[0]
 
     def get_config(self):
@@ -334,4 +355,5 @@ class DeepInterestTransformer(keras.layers.Layer):
                 "ffn_dim": self.ffn_dim, "dropout": self.dropout,
                 "encoder_blocks": self.encoder_blocks, "decoder_blocks": self.decoder_blocks,
                 "positional": self.positional, "recency": self.recency,
-                "num_age_buckets": self.num_age_buckets, "residual_dropout": self.residual_dropout}
+                "num_age_buckets": self.num_age_buckets, "residual_dropout": self.residual_dropout,
+                "pooling": self.pooling, "attention_units": list(self.attention_units)}

@@ -257,6 +257,8 @@ def test_get_config_round_trips():
     _roundtrip(MLP([4], 0.1, 2), x[:, 0])
     _roundtrip(MMoE(["click", "order"], num_experts=2, expert_units=[4], gate_units=[3], tower_units=[2]), x[:, 0])
     _roundtrip(DINAttention(L, [6, 3]), x, ages, mask, target)
+    _roundtrip(DINAttention(L, [6, 3], normalize=True), x, ages, mask, target)
+    _roundtrip(DeepInterestTransformer(L, H, 16, 0.1, pooling="din", attention_units=[6]), x, ages, mask, target)
     _roundtrip(BiasTower("neighboring", [4], 2, VOCAB_SIZES[F.CATEGORY_ID]), features)
     _roundtrip(BiasTower("all", [4], 2, VOCAB_SIZES[F.CATEGORY_ID], neighbors="same_category"), features)
 
@@ -272,3 +274,36 @@ def test_din_attention_pools_real_elements_and_shares_targets():
     shared = layer.call_shared(x, ages, mask, targets).numpy()
     np.testing.assert_allclose(shared[:, 0], out, atol=1e-6)
     np.testing.assert_allclose(shared[:, 1], layer(x, ages, mask, target * 2.0), atol=1e-6)
+
+
+def test_normalized_din_attention_is_a_softmax_over_real_elements():
+    x, ages, mask = _seq()
+    target = tf.constant(np.random.default_rng(2).normal(size=(B, D)), tf.float32)
+    weights = DINAttention(L, [6, 3], normalize=True).activation_weights(x, mask, target[:, tf.newaxis, :])
+    weights = weights.numpy()[:, 0, :]
+    real = mask.numpy()
+    assert (weights[~real] == 0).all() and (weights[real] > 0).all()
+    np.testing.assert_allclose(weights.sum(axis=1), real.any(axis=1).astype(np.float32), atol=1e-6)  # empty row: 0
+
+
+@pytest.mark.parametrize("encoder_blocks", [0, 1])
+def test_transformer_with_din_pooling_ignores_padding_and_shares_targets(encoder_blocks):
+    x, ages, mask = _seq()
+    target = tf.constant(np.random.default_rng(2).normal(size=(B, D)), tf.float32)
+    layer = DeepInterestTransformer(L, H, 16, 0.0, encoder_blocks=encoder_blocks, pooling="din")
+    out, weights = layer(x, ages, mask, target, return_attention_scores=True)
+    assert out.shape == (B, D) and (out.numpy()[0] == 0).all()  # empty row
+    assert weights.shape == (B, 1, L)
+    np.testing.assert_allclose(weights.numpy().sum(axis=-1)[:, 0], mask.numpy().any(axis=1), atol=1e-6)
+    scrambled = layer(_scramble_padding(x, mask), _scramble_padding(ages, mask), mask, target)
+    np.testing.assert_allclose(scrambled, out, atol=1e-6)
+    targets = tf.stack([target, target * 2.0], axis=1)
+    shared = layer.call_shared(x, ages, mask, targets).numpy()
+    np.testing.assert_allclose(shared[:, 0], out, atol=1e-5)
+    np.testing.assert_allclose(shared[:, 1], layer(x, ages, mask, target * 2.0), atol=1e-5)
+    assert not any("decoder" in w.name for w in layer.weights)  # the decoder is replaced, not kept
+
+
+def test_transformer_rejects_an_unknown_pooling():
+    with pytest.raises(ValueError, match="pooling"):
+        DeepInterestTransformer(L, H, 16, pooling="mean")

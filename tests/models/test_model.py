@@ -172,6 +172,7 @@ def test_model_and_network_get_config(model):
     {"sequence_encoder": {"positional": "learned"}, "bias_features": "position_page", "sequences": {"click": 4}},
     {"sequence_encoder": {"positional": "learned", "encoder_blocks": 0, "decoder_blocks": 2},
      "bias_features": "neighboring", "use_dense_features": False, "use_target_embedding": False},
+    {"sequence_encoder": {"pooling": "din", "attention_units": [8]}, "bias_features": "all"},
 ])
 def test_options_build(overrides):
     m = build_dmt(small_config(**overrides), VOCAB_SIZES)
@@ -221,10 +222,22 @@ def test_dnn_base_has_the_same_api():
 @pytest.mark.parametrize("builder", [build_dmt, build_dnn_base])
 def test_rank_shares_the_encoder_and_equals_per_example_scoring(model, builder):
     m = model if builder is build_dmt else builder(model.model_config, VOCAB_SIZES)
+    if builder is build_dnn_base:
+        m(rank_batch(6, 4)[1])
+    _assert_rank_equals_per_example(m, with_sequences=builder is build_dmt)
+
+
+def test_din_pooling_serves_through_rank():
+    m = build_dmt(small_config(sequence_encoder={"pooling": "din"}), VOCAB_SIZES)
+    m(make_batch()[0])
+    assert any("_interest_transformer/activation_unit/" in v.name for v in m.network.variables)
+    assert not any("/decoder/" in v.name for v in m.network.variables)
+    _assert_rank_equals_per_example(m, with_sequences=True)
+
+
+def _assert_rank_equals_per_example(m, with_sequences):
     requests, num_candidates = 6, 4  # make_batch's rows include empty and over-long sequences
     per_request, per_example = rank_batch(requests, num_candidates)
-    if builder is build_dnn_base:
-        m(per_example)
     module = export_serving_module(m)
     ranked = _numpy(module.serve_rank({n: per_request[n] for n in module.input_signature()},
                                       tf.constant(num_candidates)))
@@ -235,7 +248,7 @@ def test_rank_shares_the_encoder_and_equals_per_example_scoring(model, builder):
         np.testing.assert_allclose(value.reshape(-1), expected[name].reshape(-1), atol=1e-5, rtol=0)
     # the candidates of one request differ, and so do the contexts of different requests
     assert np.ptp(ranked[SCORE], axis=1).min() > 0
-    if builder is build_dmt:
+    if with_sequences:
         assert not np.allclose(ranked[SCORE][0], ranked[SCORE][3])
 
 

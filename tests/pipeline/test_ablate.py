@@ -46,7 +46,8 @@ def test_every_variant_is_a_valid_architecture(suite, variant):
 # in tests/models/test_presets.py); the others differ from these only in a value.
 BUILT = [("dmt-positional", "none"), ("dmt-positional", "sincos+recency"), ("dmt-behaviours", "click"),
          ("dmt-behaviours", "single-task click"), ("dmt-behaviours", "single-task order"),
-         ("dmt-bias", "none"), ("dmt-bias", "position_page"), ("baselines", "dmt-no-encoder")]
+         ("dmt-bias", "none"), ("dmt-bias", "position_page"), ("baselines", "dmt-no-encoder"),
+         ("click-network", "din pooling")]
 
 
 @pytest.mark.parametrize("suite,variant", BUILT)
