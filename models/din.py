@@ -35,30 +35,28 @@ class DINAttention(keras.layers.Layer):
         self.normalize = bool(normalize)
         self.activation_unit = mlp(self.attention_units, "activation_unit", output_units=1)
 
-    def activation_weights(self, sequence, mask, targets):
-        """The activation weights [B, T, L] of targets [B, T, d] over sequence [B, L, d]: 0 at
-        padding; with `normalize`, a softmax over the real elements (all 0 in an empty row)."""
+    def pool(self, sequence, mask, targets):
+        """sequence [B, L, d], targets [B, T, d] -> (pooled [B, T, d], activation weights
+        [B, T, L]: 0 at padding; with `normalize`, a softmax over the real elements, all 0 in an
+        empty row)."""
         length = tf.shape(sequence)[1]
         t = tf.shape(targets)[1]
         e = tf.repeat(sequence[:, tf.newaxis, :, :], t, axis=1)                  # [B, T, L, d]
         v = tf.repeat(targets[:, :, tf.newaxis, :], length, axis=2)             # [B, T, L, d]
         a = self.activation_unit(tf.concat([e, v, e - v, e * v], axis=-1))[..., 0]  # [B, T, L]
-        real = tf.broadcast_to(mask[:, tf.newaxis, :], tf.shape(a))
+        real = mask[:, tf.newaxis, :]
         if self.normalize:
-            a = tf.nn.softmax(tf.where(real, a, tf.fill(tf.shape(a), a.dtype.min)), axis=-1)
-        return tf.where(real, a, tf.zeros_like(a))
-
-    def _pool(self, sequence, mask, targets):
-        """sequence [B, L, d], targets [B, T, d] -> [B, T, d]."""
-        return tf.einsum("btl,bld->btd", self.activation_weights(sequence, mask, targets), sequence)
+            a = tf.nn.softmax(tf.where(real, a, a.dtype.min), axis=-1)
+        a = tf.where(real, a, 0.0)
+        return tf.einsum("btl,bld->btd", a, sequence), a
 
     def call(self, sequence, ages, mask, target, training=None):
         del ages, training
-        return self._pool(sequence, mask, target[:, tf.newaxis, :])[:, 0, :]
+        return self.pool(sequence, mask, target[:, tf.newaxis, :])[0][:, 0, :]
 
     def call_shared(self, sequence, ages, mask, targets, training=None):
         del ages, training
-        return self._pool(sequence, mask, targets)
+        return self.pool(sequence, mask, targets)[0]
 
     def get_config(self):
         return {**super().get_config(), "max_length": self.max_length,

@@ -319,7 +319,7 @@ class DeepInterestTransformer(keras.layers.Layer):
         self.encoder = [EncoderBlock(num_heads, ffn_dim, dropout, residual_dropout, name=f"encoder_{i}")
                         for i in range(self.encoder_blocks)]
         if pooling == "din":
-            self.decoder = DINAttention(max_length, self.attention_units, normalize=True, name="din_pooling")
+            self.din_pooling = DINAttention(max_length, self.attention_units, normalize=True, name="din_pooling")
         else:
             self.decoder = TargetAttentionDecoder(num_heads, ffn_dim, dropout, decoder_blocks, residual_dropout,
                                                   name="decoder")
@@ -336,9 +336,8 @@ class DeepInterestTransformer(keras.layers.Layer):
     def call(self, sequence, ages, mask, target, training=None, return_attention_scores=False):
         memory = self.encode(sequence, ages, mask, training=training)
         if self.pooling == "din":
-            weights = self.decoder.activation_weights(memory, mask, target[:, tf.newaxis, :])  # [B, 1, L]
-            interest = tf.einsum("btl,bld->bd", weights, memory)
-            return (interest, weights) if return_attention_scores else interest
+            interest, weights = self.din_pooling.pool(memory, mask, target[:, tf.newaxis, :])  # weights [B, 1, L]
+            return (interest[:, 0, :], weights) if return_attention_scores else interest[:, 0, :]
         return self.decoder(target, memory, mask, training=training,
                             return_attention_scores=return_attention_scores)
 
@@ -347,7 +346,7 @@ class DeepInterestTransformer(keras.layers.Layer):
         [B, T, d]. The encoder runs once per row, not once per target."""
         memory = self.encode(sequence, ages, mask, training=training)
         if self.pooling == "din":
-            return self.decoder.call_shared(memory, ages, mask, targets)
+            return self.din_pooling.pool(memory, mask, targets)[0]
         return self.decoder.decode(targets, memory, mask, training=training)[0]
 
     def get_config(self):

@@ -279,7 +279,7 @@ def test_din_attention_pools_real_elements_and_shares_targets():
 def test_normalized_din_attention_is_a_softmax_over_real_elements():
     x, ages, mask = _seq()
     target = tf.constant(np.random.default_rng(2).normal(size=(B, D)), tf.float32)
-    weights = DINAttention(L, [6, 3], normalize=True).activation_weights(x, mask, target[:, tf.newaxis, :])
+    _, weights = DINAttention(L, [6, 3], normalize=True).pool(x, mask, target[:, tf.newaxis, :])
     weights = weights.numpy()[:, 0, :]
     real = mask.numpy()
     assert (weights[~real] == 0).all() and (weights[real] > 0).all()
