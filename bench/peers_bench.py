@@ -16,7 +16,8 @@
    run_fn; the served network, and for DMT its training-time network with the bias tower).
 4. A peer's figures are kept in WORK/peers/ per examples, settings and DeepCTR version (as
    `funnel ablate` keeps its variants), so a second run retrains only what changed.
-5. Every model: 1 epoch (the `trainer:` settings: batch 512, Adam 1e-3, seed 0), scored on the eval
+5. Every model: the `trainer:` settings (default: batch 512, Adam, 2 epochs at 1e-3 then 1e-4 as
+   funnel's Trainer, the train examples reshuffled each epoch, seed 0), scored on the eval
    day: per task the logged AUC and GAUC, and with `truth` in the logs the truth-based ranking
    metrics of the report (click output: expected AUC against position-free click labels, its
    efficiency, NDCG@10 with the true click probability as gain; order output: NDCG@10 with the
@@ -45,7 +46,7 @@ from bench.results_io import write_result  # noqa: E402
 from models import features as F  # noqa: E402
 from models import metrics  # noqa: E402
 from models import preprocessing as P  # noqa: E402
-from models.trainer import FIT_FILE  # noqa: E402
+from models.trainer import FIT_FILE, learning_rates  # noqa: E402
 
 PEERS = ("MMOE", "PLE", "ESMM", "DIN", "BST", "DCNMix", "EDCN")
 MULTI_TASK = ("MMOE", "PLE", "ESMM")
@@ -137,13 +138,13 @@ class _Data:
         files = self.files[split]
         records = tf.data.TFRecordDataset(files, compression_type="GZIP" if files[0].endswith(".gz") else "")
         if shuffle:
-            records = records.shuffle(50_000, seed=seed, reshuffle_each_iteration=False)
+            records = records.shuffle(50_000, seed=seed, reshuffle_each_iteration=True)  # a new order each epoch
         return records.batch(batch_size).map(lambda x: tf.io.parse_example(x, self.spec),
                                              num_parallel_calls=tf.data.AUTOTUNE)
 
 
 # Bumped when what a cached peer result means changes (features, metrics, training).
-PEER_RESULTS_VERSION = 1
+PEER_RESULTS_VERSION = 2  # 2: the trainer's epochs and per-epoch rates; reshuffled each epoch
 
 
 def peer_cache_path(work_dir: str, data_key: str, name: str, with_bias: bool, task: Optional[str],
@@ -171,8 +172,8 @@ def train_peer(name: str, data: _Data, settings: Dict[str, Any], bucketized: Lis
     columns = feature_columns(data.vocab_sizes, num_buckets, bucketized, with_bias, attend)
     model = build_peer(name, columns, task)
     tasks = [task] if task else list(TASKS)
-    model.compile(keras.optimizers.Adam(float(settings["learning_rate"])),
-                  loss=["binary_crossentropy"] * len(tasks))
+    rates = learning_rates(settings)  # funnel's schedule: one rate per epoch, as its Trainer
+    model.compile(keras.optimizers.Adam(rates[0]), loss=["binary_crossentropy"] * len(tasks))
 
     def pair(features):
         labels = tuple(tf.reshape(features[t], [-1, 1]) for t in tasks)
@@ -180,7 +181,8 @@ def train_peer(name: str, data: _Data, settings: Dict[str, Any], bucketized: Lis
 
     train = data.dataset(F.TRAIN_SPLIT, settings["batch_size"], True, settings["seed"]).map(pair).prefetch(2)
     started = time.perf_counter()
-    model.fit(train, epochs=1, verbose=0)
+    model.fit(train, epochs=len(rates), verbose=0,
+              callbacks=[keras.callbacks.LearningRateScheduler(lambda epoch, rate: rates[epoch])])
     seconds = time.perf_counter() - started
     steps = int(model.optimizer.iterations.numpy())  # no per-batch callback: it would sync every step
     ids, outputs = [], {t: [] for t in tasks}
@@ -192,6 +194,7 @@ def train_peer(name: str, data: _Data, settings: Dict[str, Any], bucketized: Lis
         ids.append(np.reshape(features[F.IMPRESSION_ID].numpy(), [-1]).astype(str))
     frame = pd.DataFrame({F.IMPRESSION_ID: np.concatenate(ids), **{t: np.concatenate(v) for t, v in outputs.items()}})
     return {"scores": frame, "fit_seconds": seconds, "train_steps": steps,
+            "final_learning_rate": float(keras.backend.get_value(model.optimizer.learning_rate)),
             "examples_per_second": steps * settings["batch_size"] / seconds}
 
 

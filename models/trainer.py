@@ -39,8 +39,8 @@ from models.progress import TrainingProgress
 
 DEFAULT_TRAINER_CONFIG = {
     "batch_size": 512,
-    "epochs": 1,
-    "learning_rate": 1e-3,
+    "epochs": 2,
+    "learning_rate": [1e-3, 1e-4],  # per epoch (pipeline/config.yaml says why)
     "eval_batches": 200,
     "seed": 0,
     "warm_start": False,

@@ -60,6 +60,27 @@ def test_the_feature_crossing_peers_score_funnels_inputs(name):
     assert p.shape == (3, 1) and ((p > 0) & (p < 1)).all()
 
 
+class _TinyData:
+    """Stands in for the transformed examples: the same three rows as every batch of both splits."""
+    vocab_sizes = {name: 50 for name in pb.ID_FEATURES}
+
+    def dataset(self, split, batch_size, shuffle, seed):
+        features = _features()
+        features.update({F.CLICK: tf.constant([[1], [0], [0]], tf.int64), F.ORDER: tf.constant([[0], [0], [1]], tf.int64),
+                         F.IMPRESSION_ID: tf.constant([[b"a"], [b"b"], [b"c"]])})
+        return tf.data.Dataset.from_tensors(features).repeat(2)  # two batches per epoch
+
+
+@pytest.mark.parametrize("name", ["ESMM", "DIN"])
+def test_a_peer_trains_with_funnels_epochs_and_per_epoch_rates(name):
+    settings = {"batch_size": 3, "epochs": 3, "learning_rate": [0.01, 0.002], "seed": 0}
+    trained = pb.train_peer(name, _TinyData(), settings, ["item_price"], 10, with_bias=False,
+                            task=None if name == "ESMM" else F.CLICK)
+    assert trained["train_steps"] == 3 * 2  # every epoch, not one
+    assert trained["final_learning_rate"] == pytest.approx(0.002)  # the list's last rate repeats
+    assert list(trained["scores"][F.IMPRESSION_ID]) == ["a", "b", "c"] * 2
+
+
 @pytest.mark.e2e
 @pytest.mark.heavy
 def test_peers_and_funnel_train_on_the_same_examples(e2e_run, tmp_path, monkeypatch):
