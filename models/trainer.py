@@ -343,6 +343,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> Optional[keras.Model]:
                     epochs=settings["epochs"], steps_per_epoch=settings.get("steps_per_epoch"),
                     validation_data=validation, callbacks=callbacks, verbose=0)
         return {"fit_seconds": time.perf_counter() - started, "train_steps": progress.steps,
+                "final_learning_rate": float(keras.backend.get_value(network.optimizer.learning_rate)),
                 "warm_started_from": warm_started}
 
     name = config.preset or "model"

@@ -47,7 +47,7 @@ def _write_spec(root, distribution_section, path) -> str:
     spec = {"transformed": glob.glob(os.path.join(root, "Transform", "transformed_examples", "*"))[0],
             "transform_graph": glob.glob(os.path.join(root, "Transform", "transform_graph", "*"))[0],
             "custom_config": {"transform": config["transform"], "model": {"preset": "dmt", **SMALL},
-                              "trainer": {**config["trainer"], "batch_size": 64, "eval_batches": 1,
+                              "trainer": {**config["trainer"], "batch_size": 64, "eval_batches": 1, "epochs": 1,
                                           "steps_per_epoch": STEPS, "distribution": distribution_section}}}
     with open(path, "w") as f:
         json.dump(spec, f)
