@@ -91,7 +91,7 @@ def test_peers_and_funnel_train_on_the_same_examples(e2e_run, tmp_path, monkeypa
     data = ablate.data_artifacts(os.path.join(pipeline_root, "metadata.sqlite"))
     monkeypatch.setattr(ablate, "prepare_data", lambda *args, **kwargs: {"key": "e2e", **data})
     config = load_config()
-    config["trainer"].update(batch_size=256)
+    config["trainer"].update(batch_size=256, epochs=1, learning_rate=0.001)
     result = pb.run_benchmark(str(root / "logs"), str(tmp_path), peers=("ESMM", "DIN"), presets=("dnn-base",),
                               config=config, log=lambda message: None)
     names = [row["model"] for row in result["rows"]]

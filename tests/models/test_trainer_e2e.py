@@ -47,6 +47,7 @@ def _train(e2e_run, tmp_path, model_section, trainer_overrides=None):
                                                   record_batch_factory=None, data_view_decode_fn=None),
         custom_config={"transform": config["transform"], "model": {**model_section, **SMALL},
                        "trainer": {**config["trainer"], "batch_size": 256, "eval_batches": 2,
+                                   "epochs": 1, "learning_rate": 0.001,
                                    **(trainer_overrides or {})}})
     trainer.run_fn(fn_args)
     return str(tmp_path / "serving"), str(tmp_path / "run")

@@ -160,7 +160,7 @@ def test_a_suite_trains_each_variant_once_on_the_pipeline_examples(e2e_run, tmp_
         "variants": {"dnn": {}, "dmt-small": {"preset": "dmt", "mixture": {"expert_units": [16], "tower_units": [8]},
                                                "sequence_encoder": {"ffn_dim": 16}}}}}, sort_keys=False))
     config = load_config()
-    config["trainer"].update(batch_size=256)
+    config["trainer"].update(batch_size=256, epochs=1, learning_rate=0.001)
     work = tmp_path / "work"
     lines = []
     result = ablate.run_suite("tiny", str(root / "logs"), str(work), config, log=lines.append,

@@ -35,7 +35,7 @@ def _config(end_date: str) -> dict:
     if end_date == DAY_2:
         config["evaluator"]["max_auc_drop"] = -1.0  # bless only an AUC gain of 1: never
     config["ingest"].update(end_date=end_date, train_days=2)
-    config["trainer"].update(batch_size=256, eval_batches=2, warm_start=True)
+    config["trainer"].update(batch_size=256, eval_batches=2, warm_start=True, epochs=1, learning_rate=0.001)
     config["model"].update(SMALL)
     config["transform"]["statistics"] = False  # StatisticsGen still runs; not Transform's own
     config["baseline"] = None  # no DNN(Base) Trainer: a daily schedule needs no RelaImpr each day

@@ -129,7 +129,7 @@ def test_a_model_trained_on_shuffled_labels_is_not_blessed_and_not_pushed(e2e_ru
              "graph": imported("Transform", "transform_graph", types.TransformGraph),
              "schema": imported("ImportSchemaGen", "schema", types.Schema)}
     config = load_config()
-    config["trainer"].update(batch_size=256, eval_batches=2)
+    config["trainer"].update(batch_size=256, eval_batches=2, epochs=1, learning_rate=0.001)
     config["model"].update(SMALL)
     config["baseline"] = None
     config["evaluator"]["min_auc"] = 0.0  # as the shared run: the comparison with the last blessed model gates
