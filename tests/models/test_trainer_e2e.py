@@ -115,14 +115,14 @@ def test_run_fn_exports_each_architecture(e2e_run, eval_requests, tmp_path, sect
 def test_dtn_trim_that_cuts_nothing_serves_the_dtn_it_trained(e2e_run, tmp_path):
     section = {"preset": "dtn-trim", "mixture": {**TRIM_SMALL, "trim_threshold": 1e-6}}
     serving_dir, run_dir = _train(e2e_run, tmp_path, section,
-                                  {"steps_per_epoch": 10, "epochs": 2, "learning_rate": [0.001, 0.0001]})
+                                  {"steps_per_epoch": 5, "epochs": 2, "learning_rate": [0.001, 0.0001]})
     trim = _check_trim(serving_dir, run_dir, section["mixture"]["trim_threshold"])
     assert trim["trimmed"] == [] and not trim["retrained"]
     # one training (its curves only, `_check_trim`), and fit.json times the training it serves:
     # both epochs, the second at its own rate
     with open(os.path.join(run_dir, trainer.FIT_FILE)) as f:
         fit = json.load(f)
-    assert fit["train_steps"] == 2 * 10 and fit["final_learning_rate"] == pytest.approx(0.0001)
+    assert fit["train_steps"] == 2 * 5 and fit["final_learning_rate"] == pytest.approx(0.0001)
 
 
 def test_the_fusion_network_trains_per_request_on_the_pipeline_examples(e2e_run, eval_requests, tmp_path):  # noqa: F811
