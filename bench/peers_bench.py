@@ -46,7 +46,7 @@ from bench.results_io import write_result  # noqa: E402
 from models import features as F  # noqa: E402
 from models import metrics  # noqa: E402
 from models import preprocessing as P  # noqa: E402
-from models.trainer import FIT_FILE, learning_rates  # noqa: E402
+from models.trainer import FIT_FILE, learning_rates, rate_schedule  # noqa: E402
 
 PEERS = ("MMOE", "PLE", "ESMM", "DIN", "BST", "DCNMix", "EDCN")
 MULTI_TASK = ("MMOE", "PLE", "ESMM")
@@ -181,8 +181,7 @@ def train_peer(name: str, data: _Data, settings: Dict[str, Any], bucketized: Lis
 
     train = data.dataset(F.TRAIN_SPLIT, settings["batch_size"], True, settings["seed"]).map(pair).prefetch(2)
     started = time.perf_counter()
-    model.fit(train, epochs=len(rates), verbose=0,
-              callbacks=[keras.callbacks.LearningRateScheduler(lambda epoch, rate: rates[epoch])])
+    model.fit(train, epochs=len(rates), verbose=0, callbacks=rate_schedule(rates))
     seconds = time.perf_counter() - started
     steps = int(model.optimizer.iterations.numpy())  # no per-batch callback: it would sync every step
     ids, outputs = [], {t: [] for t in tasks}

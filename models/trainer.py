@@ -65,6 +65,13 @@ def learning_rates(settings: Dict[str, Any]):
     return [float(rates[min(e, len(rates) - 1)]) for e in range(int(settings["epochs"]))]
 
 
+def rate_schedule(rates) -> list:
+    """The callbacks that give each epoch its rate of `learning_rates` (none for a constant rate)."""
+    if len(set(rates)) == 1:
+        return []
+    return [keras.callbacks.LearningRateScheduler(lambda epoch, _: rates[epoch])]
+
+
 def example_weight(labels: Dict[str, tf.Tensor], weights: Dict[str, float]) -> tf.Tensor:
     """Per example: the largest weight among its positive labels in `weights`, else 1 (the
     authors' class weights: an ordered example weighs 400, a clicked one 15, the rest 1)."""
@@ -330,9 +337,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> Optional[keras.Model]:
         progress = TrainingProgress(label, settings["epochs"])
         callbacks = [keras.callbacks.TensorBoard(log_dir=log_dir, update_freq=int(settings["summary_steps"])),
                      progress]
-        if len(set(rates)) > 1:
-            callbacks.append(keras.callbacks.LearningRateScheduler(
-                lambda epoch, _: rates[min(epoch, len(rates) - 1)]))
+        callbacks += rate_schedule(rates)
         warm_started = None
         if settings["warm_start"] and fn_args.base_model:  # no blessed model yet: a cold start
             with strategy.scope():
