@@ -14,6 +14,13 @@ Bias features (Table 5):
 - "all" (not in the paper, which compares them one at a time): the three concatenated, for
   logs where examination depends on position and page as well as on the neighbours.
 The embeddings feed an MLP with ReLU and a linear unit giving one bias logit per example.
+
+`output_dropout` p (observation dropout; not in DMT: Zhang et al., "Towards Disentangling
+Relevance and Bias in Unbiased Learning to Rank", KDD 2023): in training, each example's bias
+logit is zeroed with probability p (kept ones are not rescaled: a kept logit means what it
+means at evaluation), so on those examples the network alone has to explain the label. When
+the logging policy placed items by relevance, a tower reading position can otherwise take part
+of the relevance as "bias", which serving drops with the tower.
 Used in training only (eq. 5); serving (eq. 6) drops it, so every variable lives under the
 name "bias_tower" and nothing outside this layer references them.
 """
@@ -35,13 +42,15 @@ class BiasTower(keras.layers.Layer):
     def __init__(self, bias_features: str = "neighboring", units=(64, 32), embedding_dim: int = 8,
                  category_vocab_size: int = 0, num_neighbors: int = F.NUM_NEIGHBORS,
                  max_position: int = F.MAX_POSITION, max_page: int = F.MAX_PAGE,
-                 dropout: float = 0.0, neighbors: str = "categories", **kwargs):
+                 dropout: float = 0.0, neighbors: str = "categories", output_dropout: float = 0.0, **kwargs):
         kwargs["name"] = BIAS_TOWER_NAME
         super().__init__(**kwargs)
         if bias_features not in BIAS_FEATURE_OPTIONS:
             raise ValueError(f"bias_features must be one of {BIAS_FEATURE_OPTIONS}, got {bias_features!r}")
         if neighbors not in BIAS_NEIGHBOR_INPUTS:
             raise ValueError(f"neighbors must be one of {BIAS_NEIGHBOR_INPUTS}, got {neighbors!r}")
+        if not 0.0 <= float(output_dropout) < 1.0:
+            raise ValueError(f"output_dropout must be in [0, 1), got {output_dropout!r}")
         if "neighbors" in BIAS_PARTS[bias_features] and neighbors == "categories" and category_vocab_size <= 0:
             raise ValueError("neighboring bias needs category_vocab_size")
         self.bias_features = bias_features
@@ -53,6 +62,7 @@ class BiasTower(keras.layers.Layer):
         self.max_page = int(max_page)
         self.dropout = float(dropout)
         self.neighbors = neighbors
+        self.output_dropout = float(output_dropout)
         sizes = {"position": (self.max_position + 1, "position_embedding"), "page": (self.max_page + 1, "page_embedding"),
                  # its own category table, not the item embedding's (4.4)
                  "neighbors": ((self.category_vocab_size, "category_embedding") if neighbors == "categories"
@@ -89,7 +99,12 @@ class BiasTower(keras.layers.Layer):
         y = self._bias_embedding(inputs)
         for layer in self.hidden:
             y = layer(y, training=training)
-        return self.logit(y)
+        y = self.logit(y)
+        if training and self.output_dropout:
+            # Hand-written: keras' Dropout rescales what it keeps by 1 / (1 - p); a logit must not be.
+            kept = tf.random.uniform(tf.shape(y)) >= self.output_dropout
+            y = y * tf.cast(kept, y.dtype)
+        return y
 
     def get_config(self):
         config = super().get_config()
@@ -97,4 +112,5 @@ class BiasTower(keras.layers.Layer):
         return {**config, "bias_features": self.bias_features, "units": list(self.units),
                 "embedding_dim": self.embedding_dim, "category_vocab_size": self.category_vocab_size,
                 "num_neighbors": self.num_neighbors, "max_position": self.max_position,
-                "max_page": self.max_page, "dropout": self.dropout, "neighbors": self.neighbors}
+                "max_page": self.max_page, "dropout": self.dropout, "neighbors": self.neighbors,
+                "output_dropout": self.output_dropout}

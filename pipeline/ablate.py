@@ -254,7 +254,7 @@ def resolved_settings(custom: Dict[str, Any]) -> Dict[str, Any]:
 
 # Model settings added after variants may have been recorded, each with the value that trains
 # what the code trained before it existed: a recorded variant lacking one was trained with it.
-LEGACY_MODEL_SETTINGS = {"bias_neighbors": "categories", "cross_layers": 0}
+LEGACY_MODEL_SETTINGS = {"bias_neighbors": "categories", "cross_layers": 0, "bias_output_dropout": 0.0}
 
 
 def _with_legacy_settings(recorded: Dict[str, Any]) -> Dict[str, Any]:

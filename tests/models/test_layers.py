@@ -198,6 +198,24 @@ def test_bias_tower(kind, reads):
         assert np.allclose(tower(changed), y) == (name not in reads), name
 
 
+def test_observation_dropout_zeroes_whole_bias_logits_in_training_only():
+    features, _ = make_batch(batch_size=400)
+    tower = BiasTower("all", [8, 4], 4, VOCAB_SIZES[F.CATEGORY_ID], output_dropout=0.5)
+    tower(features)
+    tower.logit.bias.assign([1.0])  # no logit of exactly 0 (dead ReLUs and a zero bias give some)
+    full = tower(features, training=False).numpy()
+    assert (full != 0).all()
+    np.testing.assert_array_equal(tower(features).numpy(), full)  # evaluation: every logit
+    tf.random.set_seed(0)
+    dropped = tower(features, training=True).numpy()
+    zeroed = dropped == 0
+    assert 0.4 < zeroed.mean() < 0.6  # about half of the examples
+    np.testing.assert_allclose(dropped[~zeroed], full[~zeroed], rtol=1e-6)  # the kept ones not rescaled
+    assert tower.get_config()["output_dropout"] == 0.5
+    with pytest.raises(ValueError, match="output_dropout must be in"):
+        BiasTower("all", [4], 2, 10, output_dropout=1.0)
+
+
 def test_same_category_bias_reads_only_which_neighbours_share_the_target_category():
     features, _ = make_batch()
     tower = BiasTower("neighboring", [8, 4], 4, neighbors="same_category")
