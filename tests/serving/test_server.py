@@ -397,14 +397,15 @@ def test_a_request_in_flight_finishes_on_its_version_while_that_version_is_unloa
     with serve(base, port=0, poll_seconds=0.05) as server, grpc.insecure_channel(server.target) as channel:
         assert server.wait_until_available(30) == 1
         predict = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        in_flight = predict.Predict.future(request({"milliseconds": np.int64(2000)}, signature="sleep"), timeout=30)
+        # long enough to outlast loading two versions on a loaded 2-core machine (2 s did not, once)
+        in_flight = predict.Predict.future(request({"milliseconds": np.int64(8000)}, signature="sleep"), timeout=30)
         time.sleep(0.2)
         for version in (2, 3):
             _push(base, slow_model, version)
         _wait_for(lambda: server.versions == [2, 3])
         assert not in_flight.done() and server.manager.states()[1][0] == END  # unloaded meanwhile
         response = in_flight.result()
-        assert response.model_spec.version.value == 1 and tf.make_ndarray(response.outputs["slept"]) == 2000
+        assert response.model_spec.version.value == 1 and tf.make_ndarray(response.outputs["slept"]) == 8000
         quick = predict.Predict(request({"milliseconds": np.int64(0)}, signature="sleep"), timeout=10)
         assert quick.model_spec.version.value == 3
 
