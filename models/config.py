@@ -130,10 +130,8 @@ class ModelConfig:
     # --- bias deep neural network (4.4, eq. 4), training only
     # Table 5's best, the categories of the target and its neighbours. Position and page (`all`)
     # also explain logged clicks, but the logging policy placed items by relevance, so a tower
-    # reading them takes part of the relevance with it and serving drops it: on the default world
-    # (2 epochs, seed 0) `all` ranks within a request worse (click NDCG@10 against the truth 0.882
-    # against 0.895, purchase NDCG@10 0.833 against 0.842) for a better click ranking across
-    # requests (efficiency 0.813 against 0.787); README "the bias tower's position inputs".
+    # reading them takes part of the relevance with it and serving drops it; measured in
+    # bench/results/ablations/served-bias.md (README "The bias tower's inputs").
     bias_features: str = "neighboring"
     bias_units: List[int] = field(default_factory=lambda: [64, 32])
     bias_embedding_dim: int = 8
