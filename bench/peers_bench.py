@@ -306,7 +306,21 @@ def markdown(result: Dict[str, Any]) -> str:
     def f(x):
         return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.4f}"
 
-    lines = ["| model | click AUC | order AUC | click GAUC | click eff. (truth) | click NDCG@10 (truth) | "
+    # Self-describing: `make bench-peers` writes this file over the committed one.
+    settings = result.get("settings", {})
+    lines = ["# funnel beside DeepCTR on the same ingested examples", "",
+             "Made by:", "", "```", result.get("command", "python -m bench.peers_bench"), "```", "",
+             f"Logs `{result.get('logs', '?')}`; every model trained with batch {settings.get('batch_size')}, "
+             f"{settings.get('epochs')} epoch(s), learning rate {settings.get('learning_rate')}, seed "
+             f"{settings.get('seed')}; {result.get('eval_examples', 0):,} eval examples; "
+             f"{result.get('wall_seconds', 0.0):,.0f} s wall; {result.get('date', '')}.", "",
+             "AUC/GAUC: logged labels of the eval day. Truth columns: the simulator's position-free "
+             "probabilities (click eff. = (expected AUC against position-free click labels - 0.5) / (that of "
+             "the true probabilities - 0.5); NDCG@10 per request with the true click / purchase probability "
+             "as gain). \"+position\": the peer also reads position and page and is scored at the logged ones; "
+             "funnel's training-time network keeps its bias tower and is scored at the logged positions. "
+             "examples/s: steps x batch / fit seconds (one number per trained model).", "",
+             "| model | click AUC | order AUC | click GAUC | click eff. (truth) | click NDCG@10 (truth) | "
              "purchase NDCG@10 (order output) | purchase NDCG@10 (score) | train examples/s |",
              "|---|" + "---:|" * 8]
     for row in result["rows"]:

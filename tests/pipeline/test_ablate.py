@@ -70,6 +70,28 @@ def test_variant_section_merges_over_the_suite_base_unless_it_names_a_preset():
     assert ablate.variant_section({"base": "dmt"}, {"preset": "esmm"}) == {"preset": "esmm"}
 
 
+def test_a_network_spelled_two_ways_has_one_variant_directory(tmp_path):
+    from pipeline.config import load_config
+
+    config = load_config()
+    data = {"key": "d"}
+
+    def directory(model, trainer=None):
+        return ablate.variant_dir(str(tmp_path), data, {"transform": config["transform"], "model": model,
+                                                        "trainer": trainer or config["trainer"]})
+
+    dmt = directory({"preset": "dmt"})
+    # a suite's {} over the dmt base, and the default spelled out, are the same network
+    assert directory(ablate.variant_section({"base": "dmt"}, {})) == dmt
+    assert directory({"preset": "dmt", "bias_features": "neighboring"}) == dmt
+    assert directory({"preset": "dmt"}, {**config["trainer"], "summary_steps": 7}) == dmt
+    # what changes the trained network changes the directory
+    assert directory({"preset": "dmt", "bias_features": "all"}) != dmt
+    assert directory({"preset": "dmt"}, {**config["trainer"], "seed": 1}) != dmt
+    assert ablate.variant_dir(str(tmp_path), {"key": "other data"}, {"transform": config["transform"],
+                              "model": {"preset": "dmt"}, "trainer": config["trainer"]}) != dmt
+
+
 def test_unknown_suite_columns_are_refused(tmp_path):
     path = tmp_path / "suites.yaml"
     path.write_text(yaml.safe_dump({"s": {"columns": ["speed"], "variants": {"a": {}}}}))
