@@ -272,7 +272,7 @@ def _without_fusion(resolved: Dict[str, Any]) -> Dict[str, Any]:
 def variant_dir(work_dir: str, data: Dict[str, str], custom: Dict[str, Any]) -> str:
     """The variant's directory, keyed by the data and by what its sections resolve to (presets
     expanded, defaults filled in), not by how they are spelled: `{preset: dmt}`, a suite's `{}`
-    over the dmt base and `{preset: dmt, bias_features: neighboring}` are one network, trained
+    over the dmt base and `{preset: dmt, bias_features: all}` are one network, trained
     once per work directory by every suite and bench.peers_bench that lists it."""
     return os.path.join(os.path.abspath(work_dir), "ablations", "variants",
                         _key(data["key"], resolved_settings(custom)))

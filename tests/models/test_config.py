@@ -16,7 +16,7 @@ def test_defaults_are_the_papers():
     assert c.tasks == ["click", "order"]
     assert c.loss_weights == {"click": 1.0, "order": 1.0}
     assert c.fusion == {"type": "product", "weights": None}  # p_click * p_order, chosen by measurement
-    assert c.bias_features == "neighboring" and c.bias_units == [64, 32]
+    assert c.bias_features == "all" and c.bias_output_dropout == 0.8 and c.bias_units == [64, 32]
     assert c.use_dense_features and c.bucket_embedding_dim == 8
 
 

@@ -83,10 +83,10 @@ def test_a_network_spelled_two_ways_has_one_variant_directory(tmp_path):
     dmt = directory({"preset": "dmt"})
     # a suite's {} over the dmt base, and the default spelled out, are the same network
     assert directory(ablate.variant_section({"base": "dmt"}, {})) == dmt
-    assert directory({"preset": "dmt", "bias_features": "neighboring"}) == dmt
+    assert directory({"preset": "dmt", "bias_features": "all", "bias_output_dropout": 0.8}) == dmt
     assert directory({"preset": "dmt"}, {**config["trainer"], "summary_steps": 7}) == dmt
     # what changes the trained network changes the directory
-    assert directory({"preset": "dmt", "bias_features": "all"}) != dmt
+    assert directory({"preset": "dmt", "bias_features": "neighboring"}) != dmt
     assert directory({"preset": "dmt"}, {**config["trainer"], "seed": 1}) != dmt
     assert ablate.variant_dir(str(tmp_path), {"key": "other data"}, {"transform": config["transform"],
                               "model": {"preset": "dmt"}, "trainer": config["trainer"]}) != dmt
@@ -284,7 +284,8 @@ def test_the_data_key_follows_the_ingest_and_transform_code(monkeypatch):
 
 
 def test_a_variant_recorded_before_a_setting_existed_matches_the_setting_that_reproduces_it():
-    custom = {"model": {"preset": "dmt", "bias_neighbors": "categories"}}
+    # a network whose settings are those its code trained before each setting existed
+    custom = {"model": {"preset": "dmt", **ablate.LEGACY_MODEL_SETTINGS}}
     resolved = ablate.resolved_settings(custom)
     for key, legacy in ablate.LEGACY_MODEL_SETTINGS.items():
         old = json.loads(json.dumps(resolved))
@@ -294,7 +295,7 @@ def test_a_variant_recorded_before_a_setting_existed_matches_the_setting_that_re
     for key in ablate.LEGACY_MODEL_SETTINGS:
         del old["model"][key]
     assert ablate._with_legacy_settings(old) == ablate.resolved_settings(custom)
-    changed = ablate.resolved_settings({"model": {"preset": "dmt", "bias_neighbors": "same_category"}})
+    changed = ablate.resolved_settings({"model": {**custom["model"], "bias_neighbors": "same_category"}})
     assert ablate._with_legacy_settings(old) != changed
 
 

@@ -126,7 +126,7 @@ def test_report_table(run, summary):
     logged_row = "dmt" + report.LOGGED_SUFFIX
     assert result["rows"] == {"model": "dmt", "baseline": "dnn-base", "logged": logged_row}
     # the served probabilities are the network's at the reference context (for the default
-    # neighbouring tower: no same-category neighbour), its bias logit folded in
+    # tower: position 1, page 1, no same-category neighbour), its bias logit folded in
     assert result["calibration"]["calibration"]["type"] == "reference"
     reference_bias_logit = result["calibration"]["reference_bias_logit"]
     assert math.isfinite(reference_bias_logit) and reference_bias_logit != 0
