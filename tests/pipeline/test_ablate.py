@@ -3,6 +3,7 @@ reuses its variants on the e2e pipeline's examples."""
 
 import glob
 import json
+import logging
 import os
 
 import numpy as np
@@ -120,6 +121,39 @@ def _fake_figures(seed, click_efficiency):
             "per_scenario": {"NL": {"click": {"auc": 0.7, "gauc": 0.6 + seed / 100}}},
             "ranking": {"click": {"click_efficiency": click_efficiency}}, "fusion": {},
             "eval_examples": 10, "evaluation_version": ablate.EVALUATION_VERSION, "train_seconds": 2.0}
+
+
+def test_a_child_process_returns_its_result_and_raises_its_errors():
+    assert ablate.in_child_process(os.getpid) != os.getpid()
+    with pytest.raises(ValueError, match="invalid literal"):
+        ablate.in_child_process(int, "not a number")
+
+
+def test_a_child_processs_progress_lines_are_logged_here(caplog):
+    """The training's progress (the `funnel.progress` logger) reaches this process's handlers:
+    `funnel ablate`'s console shows it as it did when variants trained in process."""
+    with caplog.at_level(logging.INFO, logger="funnel.progress"):
+        ablate.in_child_process(logging.getLogger("funnel.progress").info, "dmt: epoch 1/2 done")
+    assert [r.getMessage() for r in caplog.records if r.name == "funnel.progress"] == ["dmt: epoch 1/2 done"]
+
+
+def test_each_variant_is_trained_and_scored_in_a_child_process(tmp_path, monkeypatch):
+    """One process per training (memory does not pile up over a suite); a variant trained
+    before is reused without one."""
+    calls = []
+
+    def child(fn, *args):
+        calls.append(fn)
+        return {"metrics": {F.CLICK: {"auc": 0.7}}, "train_seconds": 1.0,
+                "evaluation_version": ablate.EVALUATION_VERSION}
+
+    monkeypatch.setattr(ablate, "in_child_process", child)
+    config = load_config()
+    custom = {"transform": config["transform"], "model": {"preset": "dnn-base"}, "trainer": config["trainer"]}
+    for _ in range(2):
+        figures = ablate.variant_figures({"key": "k"}, custom, str(tmp_path), [], None, say=lambda m: None)
+        assert figures["metrics"][F.CLICK]["auc"] == 0.7
+    assert calls == [ablate.train_and_evaluate]
 
 
 def test_with_seeds_each_variant_trains_once_per_seed_and_reports_mean_and_spread(tmp_path, monkeypatch):
