@@ -341,9 +341,17 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="bench/results/peers.json")
     parser.add_argument("--peers", nargs="+", default=list(PEERS), choices=list(PEERS))
     parser.add_argument("--presets", nargs="+", default=["dmt", "dnn-base"])
+    parser.add_argument("--seed", type=int, default=None,
+                        help="every model's training seed (default: pipeline/config.yaml's trainer seed, 0); "
+                             "one run per seed, each cached in --work like the rest")
     args = parser.parse_args(argv)
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
-    result = run_benchmark(args.logs, args.work, args.peers, args.presets, log=log)
+    from pipeline.config import load_config
+
+    config = load_config()
+    if args.seed is not None:
+        config["trainer"]["seed"] = args.seed
+    result = run_benchmark(args.logs, args.work, args.peers, args.presets, config=config, log=log)
     result["command"] = "python -m bench.peers_bench " + " ".join(argv if argv is not None else sys.argv[1:])
     write_result(result, args.out, markdown(result))
     return 0

@@ -132,3 +132,19 @@ def test_the_table_says_what_made_it():
     assert result["command"] in table and "30,422 eval examples" in table and "2,401 s wall" in table
     assert "batch 512, 2 epoch(s), learning rate [0.001, 0.0001], seed 0" in table
     assert "| deepctr BST | 0.7007 | 0.8723 | - | 0.7797 | - | - | - | 2939 / 3010 |" in table
+
+
+def test_seed_sets_every_models_training_seed(tmp_path, monkeypatch):
+    seen = {}
+
+    def run(logs, work, peers, presets, config=None, log=print):
+        seen["seed"] = config["trainer"]["seed"]
+        return {"rows": [], "settings": {k: config["trainer"][k] for k in ("batch_size", "epochs", "learning_rate", "seed")}}
+
+    monkeypatch.setattr(pb, "run_benchmark", run)
+    out = tmp_path / "peers.json"
+    pb.main(["--logs", "L", "--work", "W", "--out", str(out), "--seed", "2"])
+    assert seen["seed"] == 2 and json.loads(out.read_text())["settings"]["seed"] == 2
+    assert "--seed 2" in json.loads(out.read_text())["command"] and "seed 2" in (tmp_path / "peers.md").read_text()
+    pb.main(["--logs", "L", "--work", "W", "--out", str(out)])
+    assert seen["seed"] == 0  # pipeline/config.yaml's
