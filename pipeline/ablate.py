@@ -135,18 +135,29 @@ def in_child_process(fn, *args):
     `funnel ablate`), and its `funnel` loggers' records (the training's progress lines) are
     handled by this process's loggers, as if logged here (the logging cookbook's queue pattern).
     Spawn, not fork: a forked child of a process that has started TensorFlow's thread pools can
-    deadlock.
+    deadlock. Spawn's rule applies: the child imports the parent's main module, so a script that
+    calls this (through `variant_figures`, `run_suite`, ...) keeps its work under
+    `if __name__ == "__main__":`, as funnel's CLI and benches do. An unguarded one would run
+    again in the child and wait there on the variant's lock; `variant_figures` refuses to run in
+    a child instead, so the child dies with that message and this raises BrokenProcessPool.
     """
     context = multiprocessing.get_context("spawn")
     records = context.Queue()
     listener = logging.handlers.QueueListener(records, _HandledHere())
     listener.start()
+    os.environ[_CHILD_FLAG] = "1"  # inherited by the child at its start, removed here below
     try:
         with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_log_to,
                                                     initargs=(records,)) as pool:
-            return pool.submit(fn, *args).result()
+            future = pool.submit(fn, *args)
+            os.environ.pop(_CHILD_FLAG, None)
+            return future.result()
     finally:
+        os.environ.pop(_CHILD_FLAG, None)
         listener.stop()
+
+
+_CHILD_FLAG = "FUNNEL_ABLATE_CHILD"
 
 
 class _HandledHere(logging.Handler):
@@ -344,6 +355,10 @@ def variant_figures(data: Dict[str, str], custom: Dict[str, Any], work_dir: str,
     """The variant's figures: trained and evaluated once per data, section and settings. Reused
     while what they resolve to is unchanged (a preset edited since retrains), re-scored when
     evaluated by an older EVALUATION_VERSION."""
+    if os.environ.get(_CHILD_FLAG):
+        raise RuntimeError("variant_figures called in a variant's own child process: the calling script "
+                           "ran again there (multiprocessing's spawn imports the main module); put its "
+                           "work under `if __name__ == \"__main__\":`")
     out_dir = variant_dir(work_dir, data, custom)
     os.makedirs(out_dir, exist_ok=True)
     # One process at a time per variant (two suites, or a suite and bench.peers_bench, sharing

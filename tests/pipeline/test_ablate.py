@@ -5,6 +5,8 @@ import glob
 import json
 import logging
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -25,6 +27,7 @@ from tests.models.batch import VOCAB_SIZES, make_batch, small_config
 SUITES = ablate.load_suites()
 # the issue's suites (DMT Tables 3-5, ESM², HMoE, mixtures, baselines)
 REQUIRED = {"fusion", "dmt-positional", "dmt-behaviours", "dmt-bias", "esm2", "hmoe", "mixtures", "baselines", "dtn"}
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VARIANTS = [(suite, name) for suite in SUITES for name in SUITES[suite]["variants"]]
 
 
@@ -135,6 +138,22 @@ def test_a_child_processs_progress_lines_are_logged_here(caplog):
     with caplog.at_level(logging.INFO, logger="funnel.progress"):
         ablate.in_child_process(logging.getLogger("funnel.progress").info, "dmt: epoch 1/2 done")
     assert [r.getMessage() for r in caplog.records if r.name == "funnel.progress"] == ["dmt: epoch 1/2 done"]
+
+
+def test_an_unguarded_script_fails_with_the_reason_instead_of_waiting(tmp_path):
+    """A script without `if __name__ == "__main__":` runs again in the variant's child (spawn
+    imports the main module): the child refuses, and the script fails with the reason."""
+    config = load_config()
+    custom = {"transform": config["transform"], "model": {"preset": "dnn-base"}, "trainer": config["trainer"]}
+    script = tmp_path / "unguarded.py"
+    script.write_text("import json, sys\n"
+                      f"sys.path.insert(0, {ROOT!r})\n"
+                      "from pipeline import ablate\n"
+                      f"ablate.variant_figures({{'key': 'k'}}, json.loads({json.dumps(custom)!r}), {str(tmp_path)!r}, [], None)\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": ROOT})
+    assert done.returncode != 0
+    assert "put its work under `if __name__" in done.stderr and "BrokenProcessPool" in done.stderr
 
 
 def test_each_variant_is_trained_and_scored_in_a_child_process(tmp_path, monkeypatch):
