@@ -96,7 +96,7 @@ test-all: setup bench-deps orchestration-deps browser-deps
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 # The unit tests only (skips the end-to-end ones marked `e2e`).
-test-fast: setup orchestration-deps browser-deps
+test-fast: setup bench-deps orchestration-deps browser-deps
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder -m "not e2e" $(PYTEST_ARGS)
 
 # Known vulnerabilities of every pinned package in both lock files: pip-audit (pinned, run by uv in
