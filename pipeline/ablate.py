@@ -13,14 +13,10 @@ one: `funnel ablate` trains on this machine, caches in files it locks with fcntl
 and keeps the data steps' SQLite ML Metadata there, so its file operations stay local.
 """
 
-import concurrent.futures
 import fcntl
 import glob
 import hashlib
 import json
-import logging
-import logging.handlers
-import multiprocessing
 import os
 import time
 from typing import Any, Dict, List, Optional
@@ -34,6 +30,7 @@ from models import metrics
 from models import preprocessing as P
 from models.fusion import SMALLEST_PROBABILITY
 from pipeline import code_version, paths
+from pipeline.child_process import in_a_child, in_child_process
 
 SUITES_FILE = os.path.join(os.path.dirname(__file__), "ablations.yaml")
 COLUMN_KINDS = ("logged", "cvr", "per_scenario", "fusion", "score")
@@ -120,60 +117,7 @@ def data_artifacts(metadata_path: str) -> Dict[str, str]:
             "transform_graph": metadata.latest_output(store, "Transform", "transform_graph").uri}
 
 
-# --- one variant: the Trainer's run_fn, in a child process.
-
-def in_child_process(fn, *args):
-    """fn(*args) in a fresh Python process (multiprocessing's spawn start method); returns its
-    result. An exception in the child is raised here (its traceback attached), a child that
-    dies (e.g. killed for memory) raises BrokenProcessPool: neither goes unnoticed.
-
-    Why a process per variant: TensorFlow keeps what each training and SavedModel load traced
-    for the life of the process (functions registered in the eager context are not released
-    by keras.backend.clear_session()), so training variant after variant in one process grew it
-    to 14.8 GB after 15 DMT trainings (`--seeds 0,1,2` over 5 variants), into swap. The child
-    inherits the environment and file descriptors (stderr, redirected to the library log by
-    `funnel ablate`), and its `funnel` loggers' records (the training's progress lines) are
-    handled by this process's loggers, as if logged here (the logging cookbook's queue pattern).
-    Spawn, not fork: a forked child of a process that has started TensorFlow's thread pools can
-    deadlock. Spawn's rule applies: the child imports the parent's main module, so a script that
-    calls this (through `variant_figures`, `run_suite`, ...) keeps its work under
-    `if __name__ == "__main__":`, as funnel's CLI and benches do. An unguarded one would run
-    again in the child and wait there on the variant's lock; `variant_figures` refuses to run in
-    a child instead, so the child dies with that message and this raises BrokenProcessPool.
-    """
-    context = multiprocessing.get_context("spawn")
-    records = context.Queue()
-    listener = logging.handlers.QueueListener(records, _HandledHere())
-    listener.start()
-    os.environ[_CHILD_FLAG] = "1"  # inherited by the child at its start, removed here below
-    try:
-        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_log_to,
-                                                    initargs=(records,)) as pool:
-            future = pool.submit(fn, *args)
-            os.environ.pop(_CHILD_FLAG, None)
-            return future.result()
-    finally:
-        os.environ.pop(_CHILD_FLAG, None)
-        listener.stop()
-
-
-_CHILD_FLAG = "FUNNEL_ABLATE_CHILD"
-
-
-class _HandledHere(logging.Handler):
-    """A child's record, handled by this process's logger of the same name."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        logging.getLogger(record.name).handle(record)
-
-
-def _log_to(records) -> None:
-    """In the child: the `funnel` loggers' records (INFO and up) go to the parent's queue."""
-    logger = logging.getLogger("funnel")
-    logger.addHandler(logging.handlers.QueueHandler(records))
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-
+# --- one variant: the Trainer's run_fn, in a child process (pipeline/child_process.py).
 
 def train_and_evaluate(data: Dict[str, str], custom: Dict[str, Any], out_dir: str, eval_files: List[str],
                        truth: Optional[pd.DataFrame], fusion: Optional[Dict[str, Any]]) -> Dict[str, Any]:
@@ -355,7 +299,7 @@ def variant_figures(data: Dict[str, str], custom: Dict[str, Any], work_dir: str,
     """The variant's figures: trained and evaluated once per data, section and settings. Reused
     while what they resolve to is unchanged (a preset edited since retrains), re-scored when
     evaluated by an older EVALUATION_VERSION."""
-    if os.environ.get(_CHILD_FLAG):
+    if in_a_child():
         raise RuntimeError("variant_figures called in a variant's own child process: the calling script "
                            "ran again there (multiprocessing's spawn imports the main module); put its "
                            "work under `if __name__ == \"__main__\":`")

@@ -3,7 +3,6 @@ reuses its variants on the e2e pipeline's examples."""
 
 import glob
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -124,20 +123,6 @@ def _fake_figures(seed, click_efficiency):
             "per_scenario": {"NL": {"click": {"auc": 0.7, "gauc": 0.6 + seed / 100}}},
             "ranking": {"click": {"click_efficiency": click_efficiency}}, "fusion": {},
             "eval_examples": 10, "evaluation_version": ablate.EVALUATION_VERSION, "train_seconds": 2.0}
-
-
-def test_a_child_process_returns_its_result_and_raises_its_errors():
-    assert ablate.in_child_process(os.getpid) != os.getpid()
-    with pytest.raises(ValueError, match="invalid literal"):
-        ablate.in_child_process(int, "not a number")
-
-
-def test_a_child_processs_progress_lines_are_logged_here(caplog):
-    """The training's progress (the `funnel.progress` logger) reaches this process's handlers:
-    `funnel ablate`'s console shows it as it did when variants trained in process."""
-    with caplog.at_level(logging.INFO, logger="funnel.progress"):
-        ablate.in_child_process(logging.getLogger("funnel.progress").info, "dmt: epoch 1/2 done")
-    assert [r.getMessage() for r in caplog.records if r.name == "funnel.progress"] == ["dmt: epoch 1/2 done"]
 
 
 def test_an_unguarded_script_fails_with_the_reason_instead_of_waiting(tmp_path):

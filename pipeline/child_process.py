@@ -1,0 +1,64 @@
+"""One call in a fresh child process, for `funnel ablate`'s variants (pipeline/ablate.py):
+results and errors come back, the child's progress lines are logged in the parent."""
+
+import concurrent.futures
+import logging
+import logging.handlers
+import multiprocessing
+import os
+
+
+def in_child_process(fn, *args):
+    """fn(*args) in a fresh Python process (multiprocessing's spawn start method); returns its
+    result. An exception in the child is raised here (its traceback attached), a child that
+    dies (e.g. killed for memory) raises BrokenProcessPool: neither goes unnoticed.
+
+    Why a process per variant: TensorFlow keeps what each training and SavedModel load traced
+    for the life of the process (functions registered in the eager context are not released
+    by keras.backend.clear_session()), so training variant after variant in one process grew it
+    to 14.8 GB after 15 DMT trainings (`--seeds 0,1,2` over 5 variants), into swap. The child
+    inherits the environment and file descriptors (stderr, redirected to the library log by
+    `funnel ablate`), and its `funnel` loggers' records (the training's progress lines) are
+    handled by this process's loggers, as if logged here (the logging cookbook's queue pattern).
+    Spawn, not fork: a forked child of a process that has started TensorFlow's thread pools can
+    deadlock. Spawn's rule applies: the child imports the parent's main module, so a script that
+    calls this (through `variant_figures`, `run_suite`, ...) keeps its work under
+    `if __name__ == "__main__":`, as funnel's CLI and benches do. An unguarded one would run
+    again in the child and wait there on the variant's lock; `variant_figures` refuses to run in
+    a child instead, so the child dies with that message and this raises BrokenProcessPool.
+    """
+    context = multiprocessing.get_context("spawn")
+    records = context.Queue()
+    listener = logging.handlers.QueueListener(records, _HandledHere())
+    listener.start()
+    os.environ[_CHILD_FLAG] = "1"  # inherited by the child at its start
+    try:
+        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_log_to,
+                                                    initargs=(records,)) as pool:
+            return pool.submit(fn, *args).result()
+    finally:
+        os.environ.pop(_CHILD_FLAG, None)
+        listener.stop()
+
+
+_CHILD_FLAG = "FUNNEL_ABLATE_CHILD"
+
+
+def in_a_child() -> bool:
+    """Whether this process is one `in_child_process` started."""
+    return bool(os.environ.get(_CHILD_FLAG))
+
+
+class _HandledHere(logging.Handler):
+    """A child's record, handled by this process's logger of the same name."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logging.getLogger(record.name).handle(record)
+
+
+def _log_to(records) -> None:
+    """In the child: the `funnel` loggers' records (INFO and up) go to the parent's queue."""
+    logger = logging.getLogger("funnel")
+    logger.addHandler(logging.handlers.QueueHandler(records))
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
