@@ -6,6 +6,8 @@ import logging
 import logging.handlers
 import multiprocessing
 import os
+import threading
+import time
 
 
 def in_child_process(fn, *args):
@@ -26,6 +28,8 @@ def in_child_process(fn, *args):
     `if __name__ == "__main__":`, as funnel's CLI and benches do. An unguarded one would run
     again in the child and wait there on the variant's lock; `variant_figures` refuses to run in
     a child instead, so the child dies with that message and this raises BrokenProcessPool.
+    A child whose parent is gone (`funnel ablate` killed, not interrupted) exits within a second
+    or so instead of training on unseen, holding a core and gigabytes (`_exit_when_orphaned`).
     """
     context = multiprocessing.get_context("spawn")
     records = context.Queue()
@@ -33,8 +37,8 @@ def in_child_process(fn, *args):
     listener.start()
     os.environ[_CHILD_FLAG] = "1"  # inherited by the child at its start
     try:
-        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_log_to,
-                                                    initargs=(records,)) as pool:
+        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_start_child,
+                                                    initargs=(records, os.getpid())) as pool:
             return pool.submit(fn, *args).result()
     finally:
         os.environ.pop(_CHILD_FLAG, None)
@@ -56,9 +60,27 @@ class _HandledHere(logging.Handler):
         logging.getLogger(record.name).handle(record)
 
 
-def _log_to(records) -> None:
-    """In the child: the `funnel` loggers' records (INFO and up) go to the parent's queue."""
+def _start_child(records, parent_pid: int) -> None:
+    """In the child, before the call: the `funnel` loggers' records (INFO and up) go to the
+    parent's queue, and a watcher ends the child when the parent dies."""
+    threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), name="funnel-parent-watch",
+                     daemon=True).start()
     logger = logging.getLogger("funnel")
     logger.addHandler(logging.handlers.QueueHandler(records))
     logger.setLevel(logging.INFO)
     logger.propagate = False
+
+
+ORPHANED_EXIT_CODE = 70
+
+
+def _exit_when_orphaned(parent_pid: int, every_seconds: float = 1.0) -> None:
+    """Ends this process once its parent is gone. A killed parent (SIGKILL, or SIGTERM, which
+    Python does not turn into an exception) leaves a ProcessPoolExecutor worker waiting on its
+    call and the worker runs its training to the end (seen: a DMT variant training on for
+    minutes beside the next run). On the parent's death the child is re-parented, so its parent
+    id changes; multiprocessing offers no such watch for pool workers, hence this thread."""
+    while True:
+        time.sleep(every_seconds)
+        if os.getppid() != parent_pid:
+            os._exit(ORPHANED_EXIT_CODE)  # no cleanup to wait for: the parent that wanted the result is gone

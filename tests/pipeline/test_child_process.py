@@ -2,10 +2,16 @@
 
 import logging
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
 from pipeline import child_process
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_a_child_process_returns_its_result_and_raises_its_errors():
@@ -20,3 +26,48 @@ def test_a_child_processs_progress_lines_are_logged_here(caplog):
     with caplog.at_level(logging.INFO, logger="funnel.progress"):
         child_process.in_child_process(logging.getLogger("funnel.progress").info, "dmt: epoch 1/2 done")
     assert [r.getMessage() for r in caplog.records if r.name == "funnel.progress"] == ["dmt: epoch 1/2 done"]
+
+
+def _state(pid: int) -> str:
+    """The process's state letter from /proc (Z: exited, not yet reaped), "" once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads process states from /proc (Linux)")
+def test_a_child_whose_parent_is_killed_exits_instead_of_running_on(tmp_path):
+    """`funnel ablate` killed mid-variant must not leave the variant's training running."""
+    child_pid_file = tmp_path / "child.pid"
+    script = tmp_path / "parent.py"
+    script.write_text("import os, sys, time\n"
+                      f"sys.path.insert(0, {ROOT!r})\n"
+                      "from pipeline import child_process\n"
+                      "def record_pid_and_wait(path):\n"
+                      "    with open(path + '.tmp', 'w') as f:\n"
+                      "        f.write(str(os.getpid()))\n"
+                      "    os.rename(path + '.tmp', path)\n"
+                      "    time.sleep(300)\n"
+                      "if __name__ == '__main__':\n"
+                      f"    child_process.in_child_process(record_pid_and_wait, {str(child_pid_file)!r})\n")
+    parent = subprocess.Popen([sys.executable, str(script)], env={**os.environ, "PYTHONPATH": ROOT})
+    child = None
+    try:
+        deadline = time.monotonic() + 120
+        while not child_pid_file.exists():
+            assert time.monotonic() < deadline and parent.poll() is None, "the child never started"
+            time.sleep(0.2)
+        child = int(child_pid_file.read_text())
+        assert _state(child) not in ("", "Z")
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 30
+        while _state(child) not in ("", "Z") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _state(child) in ("", "Z"), "the child ran on after its parent was killed"
+    finally:
+        parent.kill()
+        if child is not None and _state(child) not in ("", "Z"):
+            os.kill(child, signal.SIGKILL)
