@@ -6,6 +6,8 @@ import logging
 import logging.handlers
 import multiprocessing
 import os
+import pickle
+import tempfile
 import threading
 import time
 
@@ -30,6 +32,11 @@ def in_child_process(fn, *args):
     a child instead, so the child dies with that message and this raises BrokenProcessPool.
     A child whose parent is gone (`funnel ablate` killed, not interrupted) exits within a second
     or so instead of training on unseen, holding a core and gigabytes (`_exit_when_orphaned`).
+    The call (fn and args) reaches the child as a file, not through the executor's call queue:
+    on Python 3.10 a worker that dies before reading a call bigger than the pipe's buffer (a
+    variant's arguments carry the eval day's truth) leaves the queue's feeder thread blocked on
+    the write, the executor's shutdown joins that thread, and the parent hangs instead of
+    raising BrokenProcessPool (CPython gh-94777, fixed in later versions).
     """
     context = multiprocessing.get_context("spawn")
     records = context.Queue()
@@ -37,9 +44,13 @@ def in_child_process(fn, *args):
     listener.start()
     os.environ[_CHILD_FLAG] = "1"  # inherited by the child at its start
     try:
-        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_start_child,
-                                                    initargs=(records, os.getpid())) as pool:
-            return pool.submit(fn, *args).result()
+        with tempfile.TemporaryDirectory(prefix="funnel-child-") as scratch:
+            call = os.path.join(scratch, "call.pickle")
+            with open(call, "wb") as f:
+                pickle.dump((fn, args), f)
+            with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_start_child,
+                                                        initargs=(records, os.getpid())) as pool:
+                return pool.submit(_call_from_file, call).result()
     finally:
         os.environ.pop(_CHILD_FLAG, None)
         listener.stop()
@@ -58,6 +69,13 @@ class _HandledHere(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         logging.getLogger(record.name).handle(record)
+
+
+def _call_from_file(path: str):
+    """In the child: the call `in_child_process` wrote to `path`, made."""
+    with open(path, "rb") as f:
+        fn, args = pickle.load(f)
+    return fn(*args)
 
 
 def _start_child(records, parent_pid: int) -> None:

@@ -71,3 +71,24 @@ def test_a_child_whose_parent_is_killed_exits_instead_of_running_on(tmp_path):
         parent.kill()
         if child is not None and _state(child) not in ("", "Z"):
             os.kill(child, signal.SIGKILL)
+
+
+def test_a_child_that_dies_before_a_large_call_is_read_fails_the_parent(tmp_path):
+    """A call bigger than a pipe's buffer (a variant's arguments carry the eval day's truth), and
+    a child that dies as it starts (here: spawn re-runs an unguarded script, which exits in the
+    child): the parent raises BrokenProcessPool. Through the executor's call queue it hung on
+    Python 3.10 (CPython gh-94777)."""
+    script = tmp_path / "dies_at_start.py"
+    script.write_text("import sys\n"
+                      f"sys.path.insert(0, {ROOT!r})\n"
+                      "from pipeline import child_process\n"
+                      "if child_process.in_a_child():\n"
+                      "    sys.exit('the child exits as it starts')\n"
+                      "print(child_process.in_child_process(len, 'x' * 1_000_000))\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": ROOT})
+    assert done.returncode != 0 and "BrokenProcessPool" in done.stderr, done.stderr[-2000:]
+
+
+def test_a_large_call_reaches_the_child():
+    assert child_process.in_child_process(len, "x" * 1_000_000) == 1_000_000
