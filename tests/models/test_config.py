@@ -18,6 +18,8 @@ def test_defaults_are_the_papers():
     assert c.fusion == {"type": "product", "weights": None}  # p_click * p_order, chosen by measurement
     assert c.bias_features == "all" and c.bias_output_dropout == 0.8 and c.bias_units == [64, 32]
     assert c.use_dense_features and c.bucket_embedding_dim == 8
+    assert c.use_scenario and c.uses_scenario  # measured: scenario-seeds
+    assert not ModelConfig.from_dict({"preset": "dmt-paper"}).use_scenario
 
 
 def test_from_dict_overrides_and_shorthands():
