@@ -30,6 +30,8 @@ ALLOWED: Dict[str, Dict[str, str]] = {
     "pipeline/airflow_runner.py": {name: "the DAG module and its configuration, for Airflow's local dags folder"
                                    for name in ("open", "os.makedirs", "os.path.abspath")},
     "pipeline/abtest.py": {"tempfile.TemporaryDirectory": "the process's scratch directory for the examples it scores"},
+    "pipeline/child_process.py": {name: "the call handed to a child process, in the parent's private scratch directory"
+                                  for name in ("tempfile.TemporaryDirectory", "open")},
     "pipeline/cli.py": {"os.path.abspath": "the CLI's own log file",
                         "tempfile.TemporaryDirectory": "`funnel importance`'s local scratch for the ingested eval day",
                         "os.path.exists": "`funnel importance` checks a local SavedModel path before importing TF"},

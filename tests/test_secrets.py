@@ -150,6 +150,10 @@ ALLOWED_UNSAFE = {
     # The ingest's shuffle packing: parts pickled by the ingest's own DoFn and unpickled after
     # the GroupByKey of the same pipeline; never read from files, logs or requests (README, "Exposure").
     ("components/ingest/packing.py", "pickle.loads"),
+    # A variant's call (function and arguments), pickled by the parent into its own private
+    # temporary directory and unpickled by the child it spawned, as multiprocessing itself would
+    # over a pipe (pipeline/child_process.py says why a file); never a file anyone else writes.
+    ("pipeline/child_process.py", "pickle.load"),
 }
 
 
