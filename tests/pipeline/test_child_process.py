@@ -12,6 +12,13 @@ import pytest
 from pipeline import child_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ENV = {**os.environ, "PYTHONPATH": ROOT}  # the scripts' and their children's imports find funnel
+
+
+def _python(script, body: str):
+    """The command running a script that imports child_process, then does `body`."""
+    script.write_text("from pipeline import child_process\n" + body)
+    return [sys.executable, str(script)]
 
 
 def test_a_child_process_returns_its_result_and_raises_its_errors():
@@ -41,18 +48,16 @@ def _state(pid: int) -> str:
 def test_a_child_whose_parent_is_killed_exits_instead_of_running_on(tmp_path):
     """`funnel ablate` killed mid-variant must not leave the variant's training running."""
     child_pid_file = tmp_path / "child.pid"
-    script = tmp_path / "parent.py"
-    script.write_text("import os, sys, time\n"
-                      f"sys.path.insert(0, {ROOT!r})\n"
-                      "from pipeline import child_process\n"
-                      "def record_pid_and_wait(path):\n"
-                      "    with open(path + '.tmp', 'w') as f:\n"
-                      "        f.write(str(os.getpid()))\n"
-                      "    os.rename(path + '.tmp', path)\n"
-                      "    time.sleep(300)\n"
-                      "if __name__ == '__main__':\n"
-                      f"    child_process.in_child_process(record_pid_and_wait, {str(child_pid_file)!r})\n")
-    parent = subprocess.Popen([sys.executable, str(script)], env={**os.environ, "PYTHONPATH": ROOT})
+    parent = subprocess.Popen(_python(tmp_path / "parent.py",
+                                      "import os, time\n"
+                                      "def record_pid_and_wait(path):\n"
+                                      "    with open(path + '.tmp', 'w') as f:\n"
+                                      "        f.write(str(os.getpid()))\n"
+                                      "    os.rename(path + '.tmp', path)\n"
+                                      "    time.sleep(300)\n"
+                                      "if __name__ == '__main__':\n"
+                                      f"    child_process.in_child_process(record_pid_and_wait, {str(child_pid_file)!r})\n"),
+                              env=ENV)
     child = None
     try:
         deadline = time.monotonic() + 120
@@ -78,15 +83,12 @@ def test_a_child_that_dies_before_a_large_call_is_read_fails_the_parent(tmp_path
     a child that dies as it starts (here: spawn re-runs an unguarded script, which exits in the
     child): the parent raises BrokenProcessPool. Through the executor's call queue it hung on
     Python 3.10 (CPython gh-94777)."""
-    script = tmp_path / "dies_at_start.py"
-    script.write_text("import sys\n"
-                      f"sys.path.insert(0, {ROOT!r})\n"
-                      "from pipeline import child_process\n"
-                      "if child_process.in_a_child():\n"
-                      "    sys.exit('the child exits as it starts')\n"
-                      "print(child_process.in_child_process(len, 'x' * 1_000_000))\n")
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": ROOT})
+    done = subprocess.run(_python(tmp_path / "dies_at_start.py",
+                                  "import sys\n"
+                                  "if child_process.in_a_child():\n"
+                                  "    sys.exit('the child exits as it starts')\n"
+                                  "print(child_process.in_child_process(len, 'x' * 1_000_000))\n"),
+                          capture_output=True, text=True, timeout=120, env=ENV)
     assert done.returncode != 0 and "BrokenProcessPool" in done.stderr, done.stderr[-2000:]
 
 
