@@ -159,20 +159,22 @@ def graph_flops(graph: tf.Graph) -> Dict[str, Any]:
 
 def analytical_forward_flops(config: ModelConfig) -> Optional[int]:
     """2 x multiply-adds of every matmul / einsum of one example's forward pass (no elementwise),
-    for the transformer (or no) sequence encoders and the MMoE or shared-bottom mixtures with
+    for the transformer (or no) sequence encoders and the MMoE, PLE or shared-bottom mixtures with
     independent heads; None for other compositions (no cross-check).
 
     Deep Interest Transformer (per sequence, L its max length, d width, f FFN width):
       encoder block: Q, K, V, O projections 8 L d^2, QK^T and AV 4 L^2 d, FFN 4 L d f;
       decoder block (one query): Q, O 4 d^2, K, V 4 L d^2, QK^T and AV 4 L d, FFN 4 d f.
-    MMoE: experts, gates (per task) and towers (per task); shared bottom: bottom and towers;
-    bias tower.
+    MMoE: experts, gates (per task) and towers (per task); PLE (Tang et al. 2020, eq. 2-5): per
+    level, every task's and the shared experts, each task's gate and, below the last level, the
+    shared gate (level 1 reads x, later levels the experts' width), then the towers; shared
+    bottom: bottom and towers; bias tower.
     """
     def mlp(sizes: Sequence[int]) -> int:
         return sum(2 * a * b for a, b in zip(sizes[:-1], sizes[1:]))
 
     mixture, encoder = config.mixture, config.sequence_encoder
-    if (mixture["type"] not in ("mmoe", "shared_bottom") or config.heads["type"] != "independent"
+    if (mixture["type"] not in ("mmoe", "ple", "shared_bottom") or config.heads["type"] != "independent"
             or (config.sequences and encoder["type"] != "transformer")):
         return None
     d, f = config.d_model, config.ffn_units
@@ -195,6 +197,16 @@ def analytical_forward_flops(config: ModelConfig) -> Optional[int]:
         total += mixture["num_experts"] * mlp([x] + list(mixture["expert_units"]))
         total += towers * (mlp([x] + list(mixture["gate_units"]) + [mixture["num_experts"]])
                            + mlp([mixture["expert_units"][-1]] + list(mixture["tower_units"]) + [1]))
+    elif mixture["type"] == "ple":
+        units, gate_units = list(mixture["expert_units"]), list(mixture["gate_units"])
+        per_task, shared, levels = mixture["task_experts"], mixture["shared_experts"], mixture["levels"]
+        for level in range(levels):
+            width = x if level == 0 else units[-1]
+            total += (towers * per_task + shared) * mlp([width] + units)
+            total += towers * mlp([width] + gate_units + [per_task + shared])
+            if level < levels - 1:
+                total += mlp([width] + gate_units + [towers * per_task + shared])
+        total += towers * mlp([units[-1]] + list(mixture["tower_units"]) + [1])
     else:
         total += mlp([x] + list(mixture["bottom_units"]))
         total += towers * mlp([mixture["bottom_units"][-1]] + list(mixture["tower_units"]) + [1])

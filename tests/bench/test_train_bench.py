@@ -94,9 +94,23 @@ def test_flops_grow_with_click_sequence_length():
             == pytest.approx(long_analytical - short_analytical, rel=1e-9))
 
 
+@pytest.mark.parametrize("levels,task_experts,shared_experts", [(2, 1, 1), (3, 2, 1), (1, 0, 2)])
+def test_ple_matmuls_are_its_analytical_count(levels, task_experts, shared_experts):
+    """PLE's cross-check: every level's experts and gates (the shared gate below the last level)
+    and the towers, counted from the graph, are the formula's."""
+    mixture = {"type": "ple", "levels": levels, "task_experts": task_experts, "shared_experts": shared_experts,
+               "expert_units": [24, 12], "gate_units": [8], "tower_units": [6]}
+    model = tb.build("ple", tb.DEFAULT_VOCAB_SIZES, {**small_config("ple").to_dict(), "mixture": mixture})
+    batch, _ = tb.make_batch(model.model_config, tb.DEFAULT_VOCAB_SIZES, 4, full_length=True)
+    counted = tb.count_flops(model, batch)
+    assert counted["analytical_matmul_forward_flops_per_example"] is not None
+    assert counted["matmul_forward_flops_per_example"] == pytest.approx(
+        counted["analytical_matmul_forward_flops_per_example"], rel=1e-9)
+
+
 def test_training_flops_are_counted_from_the_graph_for_any_architecture():
-    """PLE has no analytical formula: its training step is still counted, with its gradients."""
-    model = tb.build("ple", tb.DEFAULT_VOCAB_SIZES, small_config("ple").to_dict())
+    """HMoE has no analytical formula: its training step is still counted, with its gradients."""
+    model = tb.build("hmoe", tb.DEFAULT_VOCAB_SIZES, small_config("hmoe").to_dict())
     features, labels = tb.make_batch(model.model_config, tb.DEFAULT_VOCAB_SIZES, 32)
     counted = tb.count_flops(model, features, labels)
     assert counted["analytical_matmul_forward_flops_per_example"] is None
