@@ -193,12 +193,12 @@ def analytical_forward_flops(config: ModelConfig) -> Optional[int]:
     use_target = config.use_target_embedding or not config.sequences
     x = len(config.sequences) * d + (d if use_target else 0) + context
     towers = len(config.tasks)
+    units = list(mixture["bottom_units" if mixture["type"] == "shared_bottom" else "expert_units"])
     if mixture["type"] == "mmoe":
-        total += mixture["num_experts"] * mlp([x] + list(mixture["expert_units"]))
-        total += towers * (mlp([x] + list(mixture["gate_units"]) + [mixture["num_experts"]])
-                           + mlp([mixture["expert_units"][-1]] + list(mixture["tower_units"]) + [1]))
+        total += mixture["num_experts"] * mlp([x] + units)
+        total += towers * mlp([x] + list(mixture["gate_units"]) + [mixture["num_experts"]])
     elif mixture["type"] == "ple":
-        units, gate_units = list(mixture["expert_units"]), list(mixture["gate_units"])
+        gate_units = list(mixture["gate_units"])
         per_task, shared, levels = mixture["task_experts"], mixture["shared_experts"], mixture["levels"]
         for level in range(levels):
             width = x if level == 0 else units[-1]
@@ -206,10 +206,10 @@ def analytical_forward_flops(config: ModelConfig) -> Optional[int]:
             total += towers * mlp([width] + gate_units + [per_task + shared])
             if level < levels - 1:
                 total += mlp([width] + gate_units + [towers * per_task + shared])
-        total += towers * mlp([units[-1]] + list(mixture["tower_units"]) + [1])
     else:
-        total += mlp([x] + list(mixture["bottom_units"]))
-        total += towers * mlp([mixture["bottom_units"][-1]] + list(mixture["tower_units"]) + [1])
+        total += mlp([x] + units)
+    # every mixture's towers read its last hidden width (the experts' or the shared bottom's)
+    total += towers * mlp([units[-1]] + list(mixture["tower_units"]) + [1])
     if config.bias_features != "none":  # the neighbours' part embeds the item's and K neighbours' categories
         width = sum((F.NUM_NEIGHBORS + 1 if part == "neighbors" else 1) * config.bias_embedding_dim
                     for part in BIAS_PARTS[config.bias_features])
