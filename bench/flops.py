@@ -157,24 +157,27 @@ def graph_flops(graph: tf.Graph) -> Dict[str, Any]:
             "op_types_without_flop_statistics": unregistered}
 
 
-def analytical_forward_flops(config: ModelConfig) -> Optional[int]:
+def analytical_forward_flops(config: ModelConfig, num_scenarios: int = 1) -> Optional[int]:
     """2 x multiply-adds of every matmul / einsum of one example's forward pass (no elementwise),
-    for the transformer (or no) sequence encoders and the MMoE, PLE or shared-bottom mixtures with
-    independent heads; None for other compositions (no cross-check).
+    for the transformer (or no) sequence encoders and the MMoE, PLE, IMMoE, HMoE or shared-bottom
+    mixtures with independent heads; None for other compositions (no cross-check).
+    `num_scenarios`: the known scenarios (IMMoE / HMoE have a tower per task and scenario).
 
     Deep Interest Transformer (per sequence, L its max length, d width, f FFN width):
       encoder block: Q, K, V, O projections 8 L d^2, QK^T and AV 4 L^2 d, FFN 4 L d f;
       decoder block (one query): Q, O 4 d^2, K, V 4 L d^2, QK^T and AV 4 L d, FFN 4 d f.
     MMoE: experts, gates (per task) and towers (per task); PLE (Tang et al. 2020, eq. 2-5): per
     level, every task's and the shared experts, each task's gate and, below the last level, the
-    shared gate (level 1 reads x, later levels the experts' width), then the towers; shared
-    bottom: bottom and towers; bias tower.
+    shared gate (level 1 reads x, later levels the experts' width), then the towers; IMMoE /
+    HMoE (Li et al. 2020, eq. 4-5, 7): MMoE's experts and per-task gates, a tower per task and
+    scenario (every example runs all T, then reads its own or mixes them) and, for HMoE, a
+    scenario gate per task; shared bottom: bottom and towers; bias tower.
     """
     def mlp(sizes: Sequence[int]) -> int:
         return sum(2 * a * b for a, b in zip(sizes[:-1], sizes[1:]))
 
     mixture, encoder = config.mixture, config.sequence_encoder
-    if (mixture["type"] not in ("mmoe", "ple", "shared_bottom") or config.heads["type"] != "independent"
+    if (mixture["type"] not in ("mmoe", "ple", "immoe", "hmoe", "shared_bottom") or config.heads["type"] != "independent"
             or (config.sequences and encoder["type"] != "transformer")):
         return None
     d, f = config.d_model, config.ffn_units
@@ -194,9 +197,14 @@ def analytical_forward_flops(config: ModelConfig) -> Optional[int]:
     x = len(config.sequences) * d + (d if use_target else 0) + context
     towers = len(config.tasks)
     units = list(mixture["bottom_units" if mixture["type"] == "shared_bottom" else "expert_units"])
-    if mixture["type"] == "mmoe":
+    tower_count = towers
+    if mixture["type"] in ("mmoe", "immoe", "hmoe"):
         total += mixture["num_experts"] * mlp([x] + units)
         total += towers * mlp([x] + list(mixture["gate_units"]) + [mixture["num_experts"]])
+        if mixture["type"] != "mmoe":
+            tower_count = towers * num_scenarios
+        if mixture["type"] == "hmoe":
+            total += towers * mlp([x] + list(mixture["scenario_gate_units"]) + [num_scenarios])
     elif mixture["type"] == "ple":
         gate_units = list(mixture["gate_units"])
         per_task, shared, levels = mixture["task_experts"], mixture["shared_experts"], mixture["levels"]
@@ -209,7 +217,7 @@ def analytical_forward_flops(config: ModelConfig) -> Optional[int]:
     else:
         total += mlp([x] + units)
     # every mixture's towers read its last hidden width (the experts' or the shared bottom's)
-    total += towers * mlp([units[-1]] + list(mixture["tower_units"]) + [1])
+    total += tower_count * mlp([units[-1]] + list(mixture["tower_units"]) + [1])
     if config.bias_features != "none":  # the neighbours' part embeds the item's and K neighbours' categories
         width = sum((F.NUM_NEIGHBORS + 1 if part == "neighbors" else 1) * config.bias_embedding_dim
                     for part in BIAS_PARTS[config.bias_features])
@@ -226,7 +234,7 @@ def count_flops(model, features: Mapping[str, Any], labels: Optional[Mapping[str
     counted = graph_flops(forward_graph(model, features))
     matmul = sum(v for k, v in counted["by_op_type"].items() if k in MATMUL_OPS)
     forward = (counted["profiler"] - counted["batch_matmul_over_count"] + counted["einsum"]) / batch_size
-    analytical = analytical_forward_flops(model.model_config)
+    analytical = analytical_forward_flops(model.model_config, model.network.mixture.num_scenarios)
     result = {
         "forward_flops_per_example": forward,
         "training_flops_per_example": TRAINING_FLOPS_MULTIPLIER * forward,

@@ -84,7 +84,8 @@ def test_flops_grow_with_click_sequence_length():
         overrides = {**SMALL, "sequences": {**SMALL["sequences"], F.SEQUENCE_CLICK: click_length}}
         model = tb.build("dmt", tb.DEFAULT_VOCAB_SIZES, overrides)
         batch, _ = tb.make_batch(model.model_config, tb.DEFAULT_VOCAB_SIZES, 4, full_length=True)
-        return tb.count_flops(model, batch), tb.analytical_forward_flops(model.model_config)
+        return (tb.count_flops(model, batch),
+                tb.analytical_forward_flops(model.model_config, model.network.mixture.num_scenarios))
 
     (short, short_analytical), (long, long_analytical) = forward(6), forward(12)
     assert long["forward_flops_per_example"] > short["forward_flops_per_example"]
@@ -108,9 +109,26 @@ def test_ple_matmuls_are_its_analytical_count(levels, task_experts, shared_exper
         counted["analytical_matmul_forward_flops_per_example"], rel=1e-9)
 
 
+@pytest.mark.parametrize("mixture", [
+    {"type": "immoe", "num_experts": 3, "expert_units": [24, 12], "gate_units": [8], "tower_units": [6, 4]},
+    {"type": "hmoe", "num_experts": 2, "expert_units": [16], "gate_units": [], "scenario_gate_units": [8],
+     "tower_units": [6]},
+    {"type": "mmoe", "num_experts": 3, "expert_units": [16], "gate_units": [5], "tower_units": [6]}])
+def test_scenario_mixtures_matmuls_are_their_analytical_count(mixture):
+    """IMMoE / HMoE's cross-check: experts, per-task gates, a tower per task and known scenario
+    (and HMoE's scenario gates), counted from the graph, are the formula's; MMoE for contrast."""
+    vocab_sizes = {**tb.DEFAULT_VOCAB_SIZES, F.SCENARIO: 4}  # 3 known scenarios, 1 OOV bucket
+    model = tb.build(mixture["type"], vocab_sizes, {**small_config().to_dict(), "mixture": mixture})
+    assert model.network.mixture.num_scenarios == 3
+    batch, _ = tb.make_batch(model.model_config, vocab_sizes, 4, full_length=True)
+    counted = tb.count_flops(model, batch)
+    assert counted["matmul_forward_flops_per_example"] == pytest.approx(
+        counted["analytical_matmul_forward_flops_per_example"], rel=1e-9)
+
+
 def test_training_flops_are_counted_from_the_graph_for_any_architecture():
-    """HMoE has no analytical formula: its training step is still counted, with its gradients."""
-    model = tb.build("hmoe", tb.DEFAULT_VOCAB_SIZES, small_config("hmoe").to_dict())
+    """DIN has no analytical formula: its training step is still counted, with its gradients."""
+    model = tb.build("din", tb.DEFAULT_VOCAB_SIZES, small_config("din").to_dict())
     features, labels = tb.make_batch(model.model_config, tb.DEFAULT_VOCAB_SIZES, 32)
     counted = tb.count_flops(model, features, labels)
     assert counted["analytical_matmul_forward_flops_per_example"] is None

@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from models import features as F
 from models import preprocessing as P
-from models.config import ModelConfig
+from models.config import DEFAULT_MIXTURE, ModelConfig
 from models.presets import preset_section
 from models.registry import MIXTURES
 
@@ -37,7 +37,7 @@ def _shrink(section):
 def small_config(preset: str = None, **overrides) -> ModelConfig:
     """A small, fast config (d = 16) of `preset` (default: the model defaults, i.e. dmt)."""
     section = preset_section(preset) if preset else {}
-    mixture = section.get("mixture", {"type": "mmoe"})
+    mixture = section.get("mixture", dict(DEFAULT_MIXTURE))
     section["mixture"] = _shrink({**MIXTURES.defaults(mixture["type"]), **mixture})
     encoder = section.get("sequence_encoder", {"type": "transformer"})
     section["sequence_encoder"] = ({**encoder, "num_heads": 2, "dropout": 0.0}

@@ -7,12 +7,13 @@ from models.config import ModelConfig
 def test_defaults_are_the_papers():
     c = ModelConfig.from_dict({})
     e, m = c.sequence_encoder, c.mixture
-    assert e["type"] == "transformer" and m["type"] == "mmoe" and c.heads == {"type": "independent"}
+    assert e["type"] == "transformer" and m["type"] == "immoe" and c.heads == {"type": "independent"}
     assert c.d_model == 80 and c.ffn_units == 320 and e["num_heads"] == 4
     assert (e["encoder_blocks"], e["decoder_blocks"], e["dropout"]) == (1, 1, 0.1)
     assert e["positional"] == "learned" and e["recency"]
     assert c.sequences == {"click": 50, "cart": 10, "order": 10}
-    assert (m["num_experts"], m["expert_units"], m["gate_units"], m["tower_units"]) == (4, [256, 128], [], [64])
+    # IMMoE (HMoE 3.2) at the HMoE paper's sizes (4.1), measured ahead of DMT's MMoE (eq. 3)
+    assert (m["num_experts"], m["expert_units"], m["gate_units"], m["tower_units"]) == (5, [128], [64], [64, 32])
     assert c.tasks == ["click", "order"]
     assert c.loss_weights == {"click": 1.0, "order": 1.0}
     assert c.fusion == {"type": "product", "weights": None}  # p_click * p_order, chosen by measurement

@@ -145,11 +145,11 @@ def test_saved_model_round_trip_without_bias_tower(model, tmp_path):
     tf.saved_model.save(wrapper, path, signatures={"serving_default": wrapper.serve_examples})
     with open(f"{path}/saved_model.pb", "rb") as f:  # object graph, variable names, functions
         saved = f.read()
-    assert b"mmoe" in saved and b"bias_tower" not in saved
+    assert b"immoe" in saved and b"bias_tower" not in saved
     loaded = tf.saved_model.load(path)
     restored = loaded.serving.network.variables
     assert len(restored) == len(module.variables)
-    assert all("bias_tower" not in v.name for v in restored) and any("mmoe" in v.name for v in restored)
+    assert all("bias_tower" not in v.name for v in restored) and any("immoe" in v.name for v in restored)
     expected = _numpy(model.serving_outputs(features))
     got = _numpy(loaded.signatures["serving_default"](_serialize(features, list(specs))))
     assert set(got) == set(expected)

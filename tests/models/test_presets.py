@@ -91,7 +91,8 @@ def test_preset_overrides_merge_or_replace():
     c = ModelConfig.from_dict({"preset": "dnn-base", "tasks": ["click"]})
     assert c.sequences == {} and c.bias_features == "none" and c.tasks == ["click"]
     assert ModelConfig.from_dict({"preset": "dmt"}).mixture == ModelConfig.from_dict({}).mixture
-    assert ModelConfig.from_dict({"preset": "mmoe"}).mixture == ModelConfig.from_dict({}).mixture
+    assert ModelConfig.from_dict({"preset": "immoe"}).mixture == ModelConfig.from_dict({}).mixture
+    assert ModelConfig.from_dict({"preset": "mmoe"}).mixture["type"] == "mmoe"
     paper = ModelConfig.from_dict({"preset": "dmt-paper"})
     assert paper.trainer == {"batch_size": 2048, "epochs": 2, "learning_rate": [0.001, 0.0001]}
     assert paper.mixture["expert_units"] == [512, 256, 128] and paper.example_weights == {"click": 15, "order": 400}

@@ -49,8 +49,8 @@ def test_pushed_model_has_signatures_and_no_bias_tower_variables(run):
     root, _ = run
     version = root / "work" / "serving" / os.listdir(root / "work" / "serving")[0]
     loaded = tf.saved_model.load(str(version))
-    names = [v.name for v in loaded.serving.network.variables]  # layer-scoped names, e.g. network/mmoe/...
-    assert any("mmoe" in n for n in names) and not [n for n in names if "bias_tower" in n]
+    names = [v.name for v in loaded.serving.network.variables]  # layer-scoped names, e.g. network/immoe/...
+    assert any("immoe" in n for n in names) and not [n for n in names if "bias_tower" in n]
     assert set(loaded.signatures) == {"serving_default", "rank", "transform_features"}
     assert list(loaded.signatures["serving_default"].structured_input_signature[1]) == ["examples"]
 

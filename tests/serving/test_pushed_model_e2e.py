@@ -54,7 +54,7 @@ def test_saved_model_cli_lists_the_signatures_and_no_bias_tower(pushed_model):
     assert "bias_tower" not in shown
     # The checkpoint keys are object paths; the variables' layer names live in the SavedModel.
     names = [v.name for v in tf.saved_model.load(pushed_model).serving.network.variables]
-    assert any("mmoe" in n for n in names) and any("interest_transformer" in n for n in names)
+    assert any("immoe" in n for n in names) and any("interest_transformer" in n for n in names)
     assert not [n for n in names if "bias_tower" in n]
     with open(os.path.join(pushed_model, "saved_model.pb"), "rb") as f:
         assert b"bias_tower" not in f.read()
