@@ -17,6 +17,7 @@ from tensorflow.python.profiler.option_builder import ProfileOptionBuilder
 
 from models import features as F
 from models.config import BIAS_PARTS, ModelConfig
+from models.registry import MIXTURES
 
 MATMUL_OPS = ("MatMul", "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3", "Einsum")
 TRAINING_FLOPS_MULTIPLIER = 3
@@ -177,7 +178,8 @@ def analytical_forward_flops(config: ModelConfig, num_scenarios: int = 1) -> Opt
         return sum(2 * a * b for a, b in zip(sizes[:-1], sizes[1:]))
 
     mixture, encoder = config.mixture, config.sequence_encoder
-    if (mixture["type"] not in ("mmoe", "ple", "immoe", "hmoe", "shared_bottom") or config.heads["type"] != "independent"
+    if (mixture["type"] not in ("mmoe", "ple", "immoe", "hmoe", "shared_bottom")
+            or config.heads["type"] != "independent"
             or (config.sequences and encoder["type"] != "transformer")):
         return None
     d, f = config.d_model, config.ffn_units
@@ -197,12 +199,9 @@ def analytical_forward_flops(config: ModelConfig, num_scenarios: int = 1) -> Opt
     x = len(config.sequences) * d + (d if use_target else 0) + context
     towers = len(config.tasks)
     units = list(mixture["bottom_units" if mixture["type"] == "shared_bottom" else "expert_units"])
-    tower_count = towers
     if mixture["type"] in ("mmoe", "immoe", "hmoe"):
         total += mixture["num_experts"] * mlp([x] + units)
         total += towers * mlp([x] + list(mixture["gate_units"]) + [mixture["num_experts"]])
-        if mixture["type"] != "mmoe":
-            tower_count = towers * num_scenarios
         if mixture["type"] == "hmoe":
             total += towers * mlp([x] + list(mixture["scenario_gate_units"]) + [num_scenarios])
     elif mixture["type"] == "ple":
@@ -216,8 +215,10 @@ def analytical_forward_flops(config: ModelConfig, num_scenarios: int = 1) -> Opt
                 total += mlp([width] + gate_units + [towers * per_task + shared])
     else:
         total += mlp([x] + units)
-    # every mixture's towers read its last hidden width (the experts' or the shared bottom's)
-    total += tower_count * mlp([units[-1]] + list(mixture["tower_units"]) + [1])
+    # every mixture's towers read its last hidden width (the experts' or the shared bottom's);
+    # the scenario-aware ones (IMMoE, HMoE) have a tower per task and known scenario
+    towers_per_task = num_scenarios if MIXTURES.get(mixture["type"]).uses_scenario else 1
+    total += towers * towers_per_task * mlp([units[-1]] + list(mixture["tower_units"]) + [1])
     if config.bias_features != "none":  # the neighbours' part embeds the item's and K neighbours' categories
         width = sum((F.NUM_NEIGHBORS + 1 if part == "neighbors" else 1) * config.bias_embedding_dim
                     for part in BIAS_PARTS[config.bias_features])

@@ -132,7 +132,7 @@ class ModelConfig:
     # the Transform's OOV buckets: the known scenarios are the vocabulary minus these
     num_oov_buckets: int = P.DEFAULT_TRANSFORM_CONFIG["num_oov_buckets"]
     # --- mixture (DMT 4.3), heads, score fusion (eq. 6)
-    # IMMoE, measured (issue 10; the docstring above, README "The mixture")
+    # IMMoE, measured (issue 10; the docstring above, README "Ablations", `mixture-seeds`)
     mixture: Dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_MIXTURE))
     heads: Dict[str, Any] = field(default_factory=lambda: {"type": "independent"})
     # The product p_click * p_order (each task weight 1): chosen by measurement (issue 10): on the
