@@ -296,7 +296,7 @@ class DeepInterestTransformer(keras.layers.Layer):
 
     def __init__(self, max_length: int, num_heads: int = 4, ffn_dim: Optional[int] = None,
                  dropout: float = 0.1, encoder_blocks: int = 1, decoder_blocks: int = 1,
-                 positional: str = "learned", recency: bool = True,
+                 positional: str = "none", recency: bool = True,
                  num_age_buckets: int = P.AGE_BUCKETS, residual_dropout: bool = True,
                  pooling: str = "decoder", attention_units=(80, 40), **kwargs):
         super().__init__(**kwargs)
