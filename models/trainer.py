@@ -32,7 +32,7 @@ from models import rank_inputs
 from models import warm_start
 from models.calibration import reference_bias
 from models.config import ModelConfig
-from models.export import export_serving_module
+from models import export as E
 from models.mixtures import dtn_trim
 from models.model import build_model, compile_model
 from models.progress import TrainingProgress
@@ -192,8 +192,8 @@ class ExportModule(_ExamplesModule):
 
 def export(model, tf_transform_output: tft.TFTransformOutput, path: str,
            reference_bias: Optional[float] = None) -> None:
-    module = ExportModule(tf_transform_output, export_serving_module(model, reference_bias))
-    tf.saved_model.save(module, path, signatures=module.signatures())
+    module = ExportModule(tf_transform_output, E.export_serving_module(model, reference_bias))
+    E.save(module, path, module.signatures())
 
 
 LOGGED_MODEL_DIR = "logged_model"
@@ -222,7 +222,7 @@ class LoggedBehaviourModule(_ExamplesModule):
 
 def export_logged_model(model, tf_transform_output: tft.TFTransformOutput, path: str) -> None:
     module = LoggedBehaviourModule(tf_transform_output, model)
-    tf.saved_model.save(module, path, signatures={"serving_default": module.serve_examples.get_concrete_function()})
+    E.save(module, path, {"serving_default": module.serve_examples.get_concrete_function()})
 
 
 CALIBRATION_FILE = "calibration.json"

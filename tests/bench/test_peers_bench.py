@@ -83,11 +83,11 @@ def test_a_peer_trains_with_funnels_epochs_and_per_epoch_rates(name):
 
 @pytest.mark.e2e
 @pytest.mark.heavy
-def test_peers_and_funnel_train_on_the_same_examples(e2e_run, tmp_path, monkeypatch):
+def test_peers_and_funnel_train_on_the_same_examples(e2e_examples, tmp_path, monkeypatch):
     from pipeline import ablate
     from pipeline.config import load_config
 
-    root, pipeline_root = e2e_run
+    root, pipeline_root = e2e_examples
     data = ablate.data_artifacts(os.path.join(pipeline_root, "metadata.sqlite"))
     monkeypatch.setattr(ablate, "prepare_data", lambda *args, **kwargs: {"key": "e2e", **data})
     config = load_config()

@@ -42,7 +42,7 @@ def _tail(out):
 
 
 def _write_spec(root, distribution_section, path) -> str:
-    """The worker scripts' spec: the e2e pipeline's Transform output, a small DMT, STEPS steps."""
+    """The worker scripts' spec: the e2e world's Transform output, a small DMT, STEPS steps."""
     config = load_config()
     spec = {"transformed": glob.glob(os.path.join(root, "Transform", "transformed_examples", "*"))[0],
             "transform_graph": glob.glob(os.path.join(root, "Transform", "transform_graph", "*"))[0],
@@ -54,8 +54,8 @@ def _write_spec(root, distribution_section, path) -> str:
     return path
 
 
-def test_two_workers_train_identical_weights_and_only_the_chief_exports(e2e_run, tmp_path):
-    _, root = e2e_run
+def test_two_workers_train_identical_weights_and_only_the_chief_exports(e2e_examples, tmp_path):
+    _, root = e2e_examples
     spec_path = _write_spec(root, {"strategy": "multi_worker_mirrored"}, str(tmp_path / "spec.json"))
     chief, worker = str(tmp_path / "worker0"), str(tmp_path / "worker1")
     processes = _start_workers(spec_path, [chief, worker])
@@ -84,14 +84,14 @@ def test_two_workers_train_identical_weights_and_only_the_chief_exports(e2e_run,
     assert sorted(left) == ["log.txt", "weights.npz"], left
 
 
-def test_parameter_server_trains_the_dmt_and_the_coordinator_exports_it(e2e_run, tmp_path):
+def test_parameter_server_trains_the_dmt_and_the_coordinator_exports_it(e2e_examples, tmp_path):
     """`strategy: parameter_server` end to end: the coordinator (chief) runs `run_fn` against a
     worker and two ps tasks (in its process, tests/models/parameter_server_training.py): the
     variables live on the ps tasks, the worker runs `steps_per_epoch` steps, and the
     coordinator exports a model that serves."""
     import tensorflow as tf
 
-    _, root = e2e_run
+    _, root = e2e_examples
     spec_path = _write_spec(root, {"strategy": "parameter_server", "min_shard_bytes": 1024},
                             str(tmp_path / "spec.json"))
     out = str(tmp_path / "coordinator")

@@ -1,5 +1,5 @@
-"""The Trainer module (`run_fn`) for architectures beyond the default, on the e2e pipeline's
-Transform output: the exported SavedModel (Transform inside, no bias tower) serves the
+"""The Trainer module (`run_fn`) for architectures beyond the default, on the e2e world's
+Transform output (`e2e_examples`): the exported SavedModel (Transform inside, no bias tower) serves the
 heads' outputs on `serving_default` and `rank` alike."""
 
 import glob
@@ -19,7 +19,7 @@ from models.mixtures import dtn_trim
 from tests.models.test_trainer_input import request_grouping
 from pipeline.config import load_config
 from serving import rank_request
-from tests.serving.test_pushed_model_e2e import _rank, _serving_default, eval_requests  # noqa: F401
+from tests.serving.test_pushed_model_e2e import _rank, _serving_default, requests_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.heavy]  # `make test-all` and CI; not `make test`
 
@@ -30,12 +30,17 @@ TRIM_SMALL = {"interaction_units": 8, "tower_units": [4],
               "interactions": [{"type": "mlp"}, {"type": "masknet", "block_units": 4, "mask_hidden": 8}]}
 
 
+@pytest.fixture(scope="module")
+def eval_requests(e2e_examples):
+    return requests_of(e2e_examples[1])
+
+
 def _dataset_factory(file_pattern, options, schema):
     return tfxio.TFExampleRecord(file_pattern=file_pattern, schema=schema).TensorFlowDataset(options)
 
 
-def _train(e2e_run, tmp_path, model_section, trainer_overrides=None):
-    _, root = e2e_run
+def _train(e2e_examples, tmp_path, model_section, trainer_overrides=None):
+    _, root = e2e_examples
     transformed = glob.glob(os.path.join(root, "Transform", "transformed_examples", "*"))[0]
     config = load_config()
     fn_args = tfx.components.FnArgs(
@@ -84,9 +89,9 @@ def _check_trim(serving_dir, run_dir, threshold):
     ({"preset": "dtn-trim", "mixture": {**TRIM_SMALL, "trim_threshold": 0.4}},
      {"click", "order", "score"}),
 ])
-def test_run_fn_exports_each_architecture(e2e_run, eval_requests, tmp_path, section, outputs):  # noqa: F811
+def test_run_fn_exports_each_architecture(e2e_examples, eval_requests, tmp_path, section, outputs):
     # DTN-trim trains twice: at most 30 steps each (the split has about 20 batches of 256)
-    serving_dir, run_dir = _train(e2e_run, tmp_path, section,
+    serving_dir, run_dir = _train(e2e_examples, tmp_path, section,
                                   {"steps_per_epoch": 30} if section["preset"] == "dtn-trim" else None)
     with open(os.path.join(serving_dir, "saved_model.pb"), "rb") as f:
         assert b"bias_tower" not in f.read()
@@ -112,9 +117,9 @@ def test_run_fn_exports_each_architecture(e2e_run, eval_requests, tmp_path, sect
     assert compared > 20
 
 
-def test_dtn_trim_that_cuts_nothing_serves_the_dtn_it_trained(e2e_run, tmp_path):
+def test_dtn_trim_that_cuts_nothing_serves_the_dtn_it_trained(e2e_examples, tmp_path):
     section = {"preset": "dtn-trim", "mixture": {**TRIM_SMALL, "trim_threshold": 1e-6}}
-    serving_dir, run_dir = _train(e2e_run, tmp_path, section,
+    serving_dir, run_dir = _train(e2e_examples, tmp_path, section,
                                   {"steps_per_epoch": 5, "epochs": 2, "learning_rate": [0.001, 0.0001]})
     trim = _check_trim(serving_dir, run_dir, section["mixture"]["trim_threshold"])
     assert trim["trimmed"] == [] and not trim["retrained"]
@@ -125,10 +130,10 @@ def test_dtn_trim_that_cuts_nothing_serves_the_dtn_it_trained(e2e_run, tmp_path)
     assert fit["train_steps"] == 2 * 5 and fit["final_learning_rate"] == pytest.approx(0.0001)
 
 
-def test_the_fusion_network_trains_per_request_on_the_pipeline_examples(e2e_run, eval_requests, tmp_path):  # noqa: F811
+def test_the_fusion_network_trains_per_request_on_the_pipeline_examples(e2e_examples, eval_requests, tmp_path):
     """The Transform's request key and the Trainer's request-grouped batches on real examples: most
     requests reach the fusion network's loss whole, and the gate trains and is exported."""
-    _, root = e2e_run
+    _, root = e2e_examples
     transformed = glob.glob(os.path.join(root, "Transform", "transformed_examples", "*"))[0]
     tft_output = tft.TFTransformOutput(glob.glob(os.path.join(root, "Transform", "transform_graph", "*"))[0])
     accessor = tfx.components.DataAccessor(tf_dataset_factory=_dataset_factory, record_batch_factory=None,
@@ -143,7 +148,7 @@ def test_the_fusion_network_trains_per_request_on_the_pipeline_examples(e2e_run,
     assert several > 100 and whole > 0.6 and pairs > 0.75
 
     section = {"preset": "dnn-base", "fusion": {"type": "network", "period": 2}}
-    serving_dir, run_dir = _train(e2e_run, tmp_path, section)
+    serving_dir, run_dir = _train(e2e_examples, tmp_path, section)
     with open(os.path.join(run_dir, trainer.FIT_FILE)) as f:
         fit = json.load(f)
     # a gate step after every second batch

@@ -207,10 +207,10 @@ def test_seeds_are_refused_for_a_variant_that_fixes_its_own_seed(tmp_path, monke
 
 @pytest.mark.e2e
 @pytest.mark.heavy
-def test_a_suite_trains_each_variant_once_on_the_pipeline_examples(e2e_run, tmp_path, monkeypatch):
-    """Two variants on the examples of the shared e2e run (its Ingest and Transform found in its
-    ML Metadata, as `funnel ablate` finds its own); a second run reuses both."""
-    root, pipeline_root = e2e_run
+def test_a_suite_trains_each_variant_once_on_the_pipeline_examples(e2e_examples, tmp_path, monkeypatch):
+    """Two variants on the examples of the e2e world's data-only run (its Ingest and Transform
+    found in its ML Metadata, as `funnel ablate` finds its own); a second run reuses both."""
+    root, pipeline_root = e2e_examples
     data = ablate.data_artifacts(os.path.join(pipeline_root, "metadata.sqlite"))
     assert os.sep + "Transform" + os.sep in data["transform_graph"]
     monkeypatch.setattr(ablate, "prepare_data", lambda *args, **kwargs: {"key": "e2e", **data})

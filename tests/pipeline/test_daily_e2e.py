@@ -20,6 +20,7 @@ from pipeline import local_runner, report
 from pipeline.config import load_config
 from simulation.simulator import simulate
 from simulation.world import SimulationConfig
+from tests.saved_models import saved_variables
 
 pytestmark = [pytest.mark.e2e, pytest.mark.heavy]  # `make test-all` and CI; not `make test`
 
@@ -128,7 +129,7 @@ def test_the_first_runs_final_weights_are_the_pushed_models(two_days):
     final = warm_start.read_npz(os.path.join(first_model.uri, warm_start.WARM_START_DIR, warm_start.WEIGHTS_FILE))
     versions = sorted(v for v in os.listdir(root / "work" / "serving") if v.isdigit())
     pushed = tf.saved_model.load(str(root / "work" / "serving" / versions[0]))
-    for variable in pushed.serving.network.variables:
+    for variable in saved_variables(pushed.serving.network):
         value = variable.numpy()
         assert any(a.shape == value.shape and np.array_equal(a, value) for a in final), variable.name
 

@@ -11,6 +11,7 @@ import tensorflow_model_analysis as tfma
 from models import metrics
 from pipeline import report
 from serving.batch_predict import predict
+from tests.saved_models import saved_variables
 
 pytestmark = pytest.mark.e2e
 
@@ -49,7 +50,7 @@ def test_pushed_model_has_signatures_and_no_bias_tower_variables(run):
     root, _ = run
     version = root / "work" / "serving" / os.listdir(root / "work" / "serving")[0]
     loaded = tf.saved_model.load(str(version))
-    names = [v.name for v in loaded.serving.network.variables]  # layer-scoped names, e.g. network/immoe/...
+    names = [v.name for v in saved_variables(loaded.serving.network)]  # layer-scoped names, e.g. network/immoe/...
     assert any("immoe" in n for n in names) and not [n for n in names if "bias_tower" in n]
     assert set(loaded.signatures) == {"serving_default", "rank", "transform_features"}
     assert list(loaded.signatures["serving_default"].structured_input_signature[1]) == ["examples"]

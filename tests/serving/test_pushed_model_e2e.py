@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from models import features as F
 from serving import rank_request, warmup
+from tests.saved_models import saved_variables
 
 pytestmark = pytest.mark.e2e
 
@@ -24,8 +25,11 @@ def loaded(pushed_model):
 
 @pytest.fixture(scope="module")
 def eval_requests(e2e_run):
-    """Serialized eval examples grouped by request id (in file order)."""
-    _, pipeline_root = e2e_run
+    return requests_of(e2e_run[1])
+
+
+def requests_of(pipeline_root: str) -> list:
+    """The run's serialized eval examples grouped by request id (in file order)."""
     files = sorted(glob.glob(os.path.join(pipeline_root, "Ingest", "examples", "*", "Split-eval", "*")))
     groups = collections.OrderedDict()
     for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
@@ -53,7 +57,7 @@ def test_saved_model_cli_lists_the_signatures_and_no_bias_tower(pushed_model):
     assert "inputs['examples']" in shown and "inputs['click_sequence_item_id']" in shown
     assert "bias_tower" not in shown
     # The checkpoint keys are object paths; the variables' layer names live in the SavedModel.
-    names = [v.name for v in tf.saved_model.load(pushed_model).serving.network.variables]
+    names = [v.name for v in saved_variables(tf.saved_model.load(pushed_model).serving.network)]
     assert any("immoe" in n for n in names) and any("interest_transformer" in n for n in names)
     assert not [n for n in names if "bias_tower" in n]
     with open(os.path.join(pushed_model, "saved_model.pb"), "rb") as f:
