@@ -91,7 +91,11 @@ class FunnelRun:
         return time.monotonic() - self.started
 
     def finish(self) -> float:
-        self.process.wait(timeout=TIMEOUT)
+        try:
+            self.process.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:  # not left running beside the rest of the suite
+            self.kill()
+            raise AssertionError(f"funnel run did not finish within {TIMEOUT} s:\n{self.console}")
         self._reader.join(timeout=10)
         assert self.process.returncode == 0, self.console
         return time.monotonic() - self.started
