@@ -51,8 +51,8 @@ def work_dir_pipeline(logs_dir: str, work_dir: str, config: Optional[Dict[str, A
 
 
 def run_local(logs_dir: str, work_dir: str, config: Optional[Dict[str, Any]] = None,
-              beam_args: Optional[List[str]] = None, enable_cache: bool = False) -> str:
+              beam_args: Optional[List[str]] = None, enable_cache: bool = False, data_only: bool = False) -> str:
     """Runs the pipeline under `work_dir` (see `work_dir_pipeline`). Returns the pipeline root."""
-    pipeline, root = work_dir_pipeline(logs_dir, work_dir, config, beam_args, enable_cache)
+    pipeline, root = work_dir_pipeline(logs_dir, work_dir, config, beam_args, enable_cache, data_only)
     tfx.orchestration.LocalDagRunner().run(pipeline)
     return root

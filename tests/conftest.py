@@ -46,15 +46,12 @@ def e2e_examples(tmp_path_factory):
     distributed training, the ablation and peer suites). A fixture of its own, so those tests
     form a group of their own, run on the other xdist worker beside the shared run's group:
     behind it, on one worker, the two took over an hour in a row. (root, pipeline root)."""
-    from tfx import v1 as tfx
-
     from pipeline import local_runner
 
     root = tmp_path_factory.mktemp("e2e_examples")
     config = _tiny_world(root)
-    pipeline, pipeline_root = local_runner.work_dir_pipeline(str(root / "logs"), str(root / "work"), config,
-                                                             IN_PROCESS_BEAM, data_only=True)
-    tfx.orchestration.LocalDagRunner().run(pipeline)
+    pipeline_root = local_runner.run_local(str(root / "logs"), str(root / "work"), config, IN_PROCESS_BEAM,
+                                           data_only=True)
     return root, pipeline_root
 
 
@@ -78,21 +75,23 @@ def pytest_collection_modifyitems(config, items):
     data-only run (`e2e_examples`) in another, and the rest by module, so a module's fixture
     (e.g. an ingest run) is not built on both workers."""
     for item in items:
-        shared = [name for name in SHARED_RUNS if name in getattr(item, "fixturenames", ())]
-        group = shared[0] if shared else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+        item.add_marker(pytest.mark.xdist_group(_shared_run(item) or item.nodeid.split("::")[0]))
     # The longest groups first (with --no-loadscope-reorder, as the Makefile runs it, xdist hands
     # groups out in this order, one to each worker in turn, more as a worker runs low): the two
-    # shared runs' groups (`make test-all`: ~45 min each on this machine) start at once on
-    # different workers, then the other end-to-end groups (the crash test ~15 min, the daily
-    # runs ~18 min), and the short tests fill in around them, instead of a long group starting
-    # last and running alone.
+    # shared runs' groups (`make test-all` on this machine: the data-only run's ~64 min, the
+    # shared run's ~35 min) start at once on different workers, then the other end-to-end groups
+    # (the crash test ~10 min, the daily runs ~17 min), and the short tests fill in around them,
+    # instead of a long group starting last and running alone.
     items.sort(key=_start_order)
 
 
+def _shared_run(item):
+    """The shared run (of SHARED_RUNS) the test uses, or None."""
+    return next((name for name in SHARED_RUNS if name in getattr(item, "fixturenames", ())), None)
+
+
 def _start_order(item) -> int:
-    fixtures = getattr(item, "fixturenames", ())
-    if any(name in fixtures for name in SHARED_RUNS):
+    if _shared_run(item) is not None:
         return 0
     if item.get_closest_marker("e2e") is not None:
         return 1

@@ -5,10 +5,5 @@ import tensorflow as tf
 
 
 def saved_variables(loaded) -> list:
-    """Every variable `loaded` reaches, at any depth, each once, in the object graph's order."""
-    variables, seen = [], set()
-    for trackable in tf.train.TrackableView(loaded).descendants():
-        if isinstance(trackable, tf.Variable) and id(trackable) not in seen:
-            seen.add(id(trackable))
-            variables.append(trackable)
-    return variables
+    """Every variable `loaded` reaches, at any depth (each once: the view visits every object once)."""
+    return [t for t in tf.train.TrackableView(loaded).descendants() if isinstance(t, tf.Variable)]

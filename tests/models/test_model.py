@@ -6,8 +6,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models import features as F
-from models import export
-from models.export import export_serving_module
+from models.export import export_serving_module, save
 from models.model import RankingModel, build_model, compile_model
 from models.network import SCORE, RankingNetwork
 from tests.models.batch import SEQUENCE_LENGTHS, VOCAB_SIZES, make_batch, rank_batch, small_config
@@ -144,7 +143,7 @@ def test_saved_model_round_trip_without_bias_tower(model, tmp_path):
 
     wrapper = Wrapper(module)
     path = str(tmp_path / "serving")
-    export.save(wrapper, path, {"serving_default": wrapper.serve_examples})
+    save(wrapper, path, {"serving_default": wrapper.serve_examples})
     with open(f"{path}/saved_model.pb", "rb") as f:  # object graph, variable names, functions
         saved = f.read()
     assert b"immoe" in saved and b"bias_tower" not in saved

@@ -1,6 +1,6 @@
 """The Trainer module (`run_fn`) for architectures beyond the default, on the e2e world's
-Transform output (`e2e_examples`): the exported SavedModel (Transform inside, no bias tower) serves the
-heads' outputs on `serving_default` and `rank` alike."""
+Transform output (`e2e_examples`): the exported SavedModel (Transform inside, no bias tower)
+serves the heads' outputs on `serving_default` and `rank` alike."""
 
 import glob
 import json
