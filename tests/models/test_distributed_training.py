@@ -1,6 +1,6 @@
 """Multi-worker training (`trainer.distribution`, models/distribution.py): two worker processes on
-loopback ports train the Trainer's `run_fn` (DMT, small embeddings) on the e2e pipeline's
-Transform output; the all-reduce keeps their weights identical and only the chief exports."""
+loopback ports train the Trainer's `run_fn` (a small DMT) on the e2e pipeline's Transform output;
+the all-reduce keeps their weights identical and only the chief exports."""
 
 import glob
 import json
@@ -13,7 +13,7 @@ import pytest
 
 from models import distribution
 from pipeline.config import load_config
-from tests.models.test_trainer_e2e import SMALL
+from tests.models.test_trainer_e2e import NO_SEQUENCES, SMALL
 from tests.ports import free_ports
 
 pytestmark = [pytest.mark.e2e, pytest.mark.heavy]  # `make test-all` and CI; not `make test`
@@ -41,12 +41,13 @@ def _tail(out):
         return f.read()[-3000:]
 
 
-def _write_spec(root, distribution_section, path) -> str:
-    """The worker scripts' spec: the e2e world's Transform output, a small DMT, STEPS steps."""
+def _write_spec(root, distribution_section, path, model=None) -> str:
+    """The worker scripts' spec: the e2e world's Transform output, a small DMT (`model`
+    overriding it), STEPS steps."""
     config = load_config()
     spec = {"transformed": glob.glob(os.path.join(root, "Transform", "transformed_examples", "*"))[0],
             "transform_graph": glob.glob(os.path.join(root, "Transform", "transform_graph", "*"))[0],
-            "custom_config": {"transform": config["transform"], "model": {"preset": "dmt", **SMALL},
+            "custom_config": {"transform": config["transform"], "model": {"preset": "dmt", **SMALL, **(model or {})},
                               "trainer": {**config["trainer"], "batch_size": 64, "eval_batches": 1, "epochs": 1,
                                           "steps_per_epoch": STEPS, "distribution": distribution_section}}}
     with open(path, "w") as f:
@@ -56,7 +57,10 @@ def _write_spec(root, distribution_section, path) -> str:
 
 def test_two_workers_train_identical_weights_and_only_the_chief_exports(e2e_examples, tmp_path):
     _, root = e2e_examples
-    spec_path = _write_spec(root, {"strategy": "multi_worker_mirrored"}, str(tmp_path / "spec.json"))
+    # without sequences (test_trainer_e2e.NO_SEQUENCES): the all-reduce is the subject here; the
+    # parameter-server test below keeps them, for the sharded recency and item tables
+    spec_path = _write_spec(root, {"strategy": "multi_worker_mirrored"}, str(tmp_path / "spec.json"),
+                            NO_SEQUENCES)
     chief, worker = str(tmp_path / "worker0"), str(tmp_path / "worker1")
     processes = _start_workers(spec_path, [chief, worker])
     try:

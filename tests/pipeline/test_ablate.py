@@ -22,6 +22,7 @@ from pipeline import ablate, code_version
 from pipeline.config import load_config
 from pipeline.pipeline import create_pipeline
 from tests.models.batch import VOCAB_SIZES, make_batch, small_config
+from tests.models.test_trainer_e2e import NO_SEQUENCES
 
 SUITES = ablate.load_suites()
 # the suites (DMT Tables 3-5, ESM², HMoE, mixtures, baselines)
@@ -218,7 +219,7 @@ def test_a_suite_trains_each_variant_once_on_the_pipeline_examples(e2e_examples,
     suites.write_text(yaml.safe_dump({"tiny": {
         "base": "dnn-base", "columns": ["cvr", "per_scenario"],
         "variants": {"dnn": {}, "dmt-small": {"preset": "dmt", "mixture": {"expert_units": [16], "tower_units": [8]},
-                                               "sequence_encoder": {"ffn_dim": 16}}}}}, sort_keys=False))
+                                               **NO_SEQUENCES}}}}, sort_keys=False))
     config = load_config()
     config["trainer"].update(batch_size=256, epochs=1, learning_rate=0.001)
     work = tmp_path / "work"

@@ -20,6 +20,7 @@ from pipeline import local_runner, report
 from pipeline.config import load_config
 from simulation.simulator import simulate
 from simulation.world import SimulationConfig
+from tests.models.test_trainer_e2e import NO_SEQUENCES
 from tests.saved_models import saved_variables
 
 pytestmark = [pytest.mark.e2e, pytest.mark.heavy]  # `make test-all` and CI; not `make test`
@@ -27,8 +28,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.heavy]  # `make test-all` and CI; not
 DAY_1, DAY_2 = "2026-10-03", "2026-10-04"  # the world's days: 2026-10-01 .. 2026-10-04
 # one worker in-process: a tiny world does not pay for multi-processing's start-up
 BEAM = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
-SMALL = {"embedding_dims": {F.ITEM_ID: 8, F.CATEGORY_ID: 4, F.BRAND_ID: 2, F.SHOP_ID: 2},
-         "sequence_encoder": {"num_heads": 2}}
+# a small DMT without sequences (tests/models/test_trainer_e2e.py says why)
+SMALL = {"embedding_dims": {F.ITEM_ID: 8, F.CATEGORY_ID: 4, F.BRAND_ID: 2, F.SHOP_ID: 2}, **NO_SEQUENCES}
 
 
 def _config(end_date: str) -> dict:
