@@ -78,9 +78,9 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(pytest.mark.xdist_group(_shared_run(item) or item.nodeid.split("::")[0]))
     # The longest groups first (with --no-loadscope-reorder, as the Makefile runs it, xdist hands
     # groups out in this order, one to each worker in turn, more as a worker runs low): the two
-    # shared runs' groups (`make test-all` on this machine: the data-only run's ~64 min, the
-    # shared run's ~35 min) start at once on different workers, then the other end-to-end groups
-    # (the crash test ~10 min, the daily runs ~17 min), and the short tests fill in around them,
+    # shared runs' groups (`make test-all` on this machine: the data-only run's ~46 min, the
+    # shared run's ~27 min) start at once on different workers, then the other end-to-end groups
+    # (the crash test ~6 min, the daily runs ~15 min), and the short tests fill in around them,
     # instead of a long group starting last and running alone.
     items.sort(key=_start_order)
 

@@ -11,6 +11,15 @@ from models.registry import MIXTURES
 
 # scenario: 2 known values and 1 OOV bucket (NUM_OOV_BUCKETS), so make_batch draws unknown ones too
 NUM_OOV_BUCKETS = 1
+# Model overrides for the end-to-end tests that train through the Trainer on the tiny world.
+E2E_SMALL = {"embedding_dims": {F.ITEM_ID: 8, F.CATEGORY_ID: 4, F.BRAND_ID: 2, F.SHOP_ID: 2},
+             "sequence_encoder": {"num_heads": 2}}
+# The sequence encoders are most of a DMT's tracing and export time (a profile of `run_fn` here:
+# 56 of the 65 s spent tracing the network's forward pass). The heavy tests whose subject is
+# not the encoders (the heads and DTN-trim through `run_fn`, multi-worker training, daily warm
+# starts, the ablation suite) train without sequences; the shared run (`e2e_run`) trains and
+# serves the full DMT, and the parameter-server test shards its sequence tables.
+NO_SEQUENCES = {"sequences": {}}
 VOCAB_SIZES = {F.ITEM_ID: 40, F.CATEGORY_ID: 12, F.BRAND_ID: 15, F.SHOP_ID: 14, F.USER_ID: 20, F.SCENARIO: 3}
 SEQUENCE_LENGTHS = {F.SEQUENCE_CLICK: 6, F.SEQUENCE_CART: 3, F.SEQUENCE_ORDER: 3}
 LABEL_NAMES = (F.CLICK, F.CART, F.WISH, F.ORDER, F.DACTION)

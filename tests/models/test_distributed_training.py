@@ -13,7 +13,7 @@ import pytest
 
 from models import distribution
 from pipeline.config import load_config
-from tests.models.test_trainer_e2e import NO_SEQUENCES, SMALL
+from tests.models.batch import E2E_SMALL, NO_SEQUENCES
 from tests.ports import free_ports
 
 pytestmark = [pytest.mark.e2e, pytest.mark.heavy]  # `make test-all` and CI; not `make test`
@@ -47,7 +47,8 @@ def _write_spec(root, distribution_section, path, model=None) -> str:
     config = load_config()
     spec = {"transformed": glob.glob(os.path.join(root, "Transform", "transformed_examples", "*"))[0],
             "transform_graph": glob.glob(os.path.join(root, "Transform", "transform_graph", "*"))[0],
-            "custom_config": {"transform": config["transform"], "model": {"preset": "dmt", **SMALL, **(model or {})},
+            "custom_config": {"transform": config["transform"],
+                              "model": {"preset": "dmt", **E2E_SMALL, **(model or {})},
                               "trainer": {**config["trainer"], "batch_size": 64, "eval_batches": 1, "epochs": 1,
                                           "steps_per_epoch": STEPS, "distribution": distribution_section}}}
     with open(path, "w") as f:
@@ -57,7 +58,7 @@ def _write_spec(root, distribution_section, path, model=None) -> str:
 
 def test_two_workers_train_identical_weights_and_only_the_chief_exports(e2e_examples, tmp_path):
     _, root = e2e_examples
-    # without sequences (test_trainer_e2e.NO_SEQUENCES): the all-reduce is the subject here; the
+    # without sequences (tests/models/batch.py NO_SEQUENCES): the all-reduce is the subject here; the
     # parameter-server test below keeps them, for the sharded recency and item tables
     spec_path = _write_spec(root, {"strategy": "multi_worker_mirrored"}, str(tmp_path / "spec.json"),
                             NO_SEQUENCES)

@@ -16,6 +16,7 @@ from tfx_bsl.public import tfxio
 from models import features as F
 from models import trainer
 from models.mixtures import dtn_trim
+from tests.models.batch import E2E_SMALL, NO_SEQUENCES
 from tests.models.test_trainer_input import request_grouping
 from pipeline.config import load_config
 from serving import rank_request
@@ -23,14 +24,6 @@ from tests.serving.test_pushed_model_e2e import _rank, _serving_default, request
 
 pytestmark = [pytest.mark.e2e, pytest.mark.heavy]  # `make test-all` and CI; not `make test`
 
-SMALL = {"embedding_dims": {F.ITEM_ID: 8, F.CATEGORY_ID: 4, F.BRAND_ID: 2, F.SHOP_ID: 2},
-         "sequence_encoder": {"num_heads": 2}}
-# The sequence encoders are most of a DMT's tracing and export time (a profile of `run_fn` here:
-# 56 of the 65 s spent tracing the network's forward pass). The heavy tests whose subject is
-# not the encoders (the heads and DTN-trim here, multi-worker training, daily warm starts, the
-# ablation suite) train without sequences; the shared run (`e2e_run`) trains and serves the
-# full DMT, and the parameter-server test shards its sequence tables.
-NO_SEQUENCES = {"sequences": {}}
 # a small DTN of two modules per task and two shared ones (4-wide gates)
 TRIM_SMALL = {"interaction_units": 8, "tower_units": [4],
               "interactions": [{"type": "mlp"}, {"type": "masknet", "block_units": 4, "mask_hidden": 8}]}
@@ -56,7 +49,8 @@ def _train(e2e_examples, tmp_path, model_section, trainer_overrides=None):
         serving_model_dir=str(tmp_path / "serving"), model_run_dir=str(tmp_path / "run"),
         data_accessor=tfx.components.DataAccessor(tf_dataset_factory=_dataset_factory,
                                                   record_batch_factory=None, data_view_decode_fn=None),
-        custom_config={"transform": config["transform"], "model": {**model_section, **SMALL, **NO_SEQUENCES},
+        custom_config={"transform": config["transform"],
+                       "model": {**model_section, **E2E_SMALL, **NO_SEQUENCES},
                        "trainer": {**config["trainer"], "batch_size": 256, "eval_batches": 2,
                                    "epochs": 1, "learning_rate": 0.001,
                                    **(trainer_overrides or {})}})

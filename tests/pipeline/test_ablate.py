@@ -21,8 +21,7 @@ from models.model import build_model, compile_model
 from pipeline import ablate, code_version
 from pipeline.config import load_config
 from pipeline.pipeline import create_pipeline
-from tests.models.batch import VOCAB_SIZES, make_batch, small_config
-from tests.models.test_trainer_e2e import NO_SEQUENCES
+from tests.models.batch import NO_SEQUENCES, VOCAB_SIZES, make_batch, small_config
 
 SUITES = ablate.load_suites()
 # the suites (DMT Tables 3-5, ESM², HMoE, mixtures, baselines)

@@ -14,13 +14,12 @@ import tensorflow as tf
 import tensorflow_model_analysis as tfma
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from models import features as F
 from models import warm_start
 from pipeline import local_runner, report
 from pipeline.config import load_config
 from simulation.simulator import simulate
 from simulation.world import SimulationConfig
-from tests.models.test_trainer_e2e import NO_SEQUENCES
+from tests.models.batch import E2E_SMALL, NO_SEQUENCES
 from tests.saved_models import saved_variables
 
 pytestmark = [pytest.mark.e2e, pytest.mark.heavy]  # `make test-all` and CI; not `make test`
@@ -28,8 +27,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.heavy]  # `make test-all` and CI; not
 DAY_1, DAY_2 = "2026-10-03", "2026-10-04"  # the world's days: 2026-10-01 .. 2026-10-04
 # one worker in-process: a tiny world does not pay for multi-processing's start-up
 BEAM = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
-# a small DMT without sequences (tests/models/test_trainer_e2e.py says why)
-SMALL = {"embedding_dims": {F.ITEM_ID: 8, F.CATEGORY_ID: 4, F.BRAND_ID: 2, F.SHOP_ID: 2}, **NO_SEQUENCES}
 
 
 def _config(end_date: str) -> dict:
@@ -38,7 +35,7 @@ def _config(end_date: str) -> dict:
         config["evaluator"]["max_auc_drop"] = -1.0  # bless only an AUC gain of 1: never
     config["ingest"].update(end_date=end_date, train_days=2)
     config["trainer"].update(batch_size=256, eval_batches=2, warm_start=True, epochs=1, learning_rate=0.001)
-    config["model"].update(SMALL)
+    config["model"].update({**E2E_SMALL, **NO_SEQUENCES})  # a small DMT without sequences
     config["transform"]["statistics"] = False  # StatisticsGen still runs; not Transform's own
     config["baseline"] = None  # no DNN(Base) Trainer: a daily schedule needs no RelaImpr each day
     config["evaluator"]["min_auc"] = 0.0  # a tiny world's eval day: gate on the comparison only

@@ -25,12 +25,11 @@ from pipeline import cli, data_gate, local_runner, report
 from pipeline import metadata as metadata_lib
 from pipeline.config import load_config
 from pipeline.pipeline import model_steps
+from tests.models.batch import E2E_SMALL
 
 pytestmark = pytest.mark.e2e
 
 BEAM = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
-SMALL = {"embedding_dims": {F.ITEM_ID: 8, F.CATEGORY_ID: 4, F.BRAND_ID: 2, F.SHOP_ID: 2},
-         "sequence_encoder": {"num_heads": 2}}
 
 
 def _work_copy(e2e_run, tmp_path):
@@ -130,7 +129,7 @@ def test_a_model_trained_on_shuffled_labels_is_not_blessed_and_not_pushed(e2e_ru
              "schema": imported("ImportSchemaGen", "schema", types.Schema)}
     config = load_config()
     config["trainer"].update(batch_size=256, eval_batches=2, epochs=1, learning_rate=0.001)
-    config["model"].update(SMALL)
+    config["model"].update(E2E_SMALL)
     config["baseline"] = None
     config["evaluator"]["min_auc"] = 0.0  # as the shared run: the comparison with the last blessed model gates
     nodes = model_steps(config, steps["examples"].outputs["result"], steps["shuffled"].outputs["result"],
