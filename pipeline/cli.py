@@ -155,7 +155,8 @@ def _run(args, beam_args) -> int:
     from pipeline import progress
 
     try:
-        config = _run_config(args)
+        with progress.held_warnings():  # TFX's import-time warnings go to the run's log
+            config = _run_config(args)
     except ValueError as e:
         print(f"funnel run: {e}", file=sys.stderr)
         return 2
@@ -210,8 +211,11 @@ def _seed_list(text: str):
 def _ablate(args, beam_args) -> int:
     import dataclasses
 
-    from components.ingest.contract import ContractError
-    from pipeline import ablate, progress
+    from pipeline import progress
+
+    with progress.held_warnings():  # TFX's and Beam's import-time warnings go to ablate.log
+        from components.ingest.contract import ContractError
+        from pipeline import ablate
     from pipeline.config import load_config
 
     config = load_config(args.config)
@@ -303,7 +307,10 @@ def _importance_quietly(args, beam_args, steps, scratch):
 
 
 def _importance(args, beam_args) -> int:
-    from pipeline import importance, progress
+    from pipeline import progress
+
+    with progress.held_warnings():  # the libraries' import-time warnings go to the run's log
+        from pipeline import importance
 
     try:  # the arguments are checked before anything runs
         if args.repeats < 1:

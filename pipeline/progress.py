@@ -16,11 +16,15 @@ import logging
 import os
 import sys
 import time
-from typing import Callable, Dict, Optional, TextIO
+import warnings
+from typing import Callable, Dict, List, Optional, TextIO
 
 RUNNING, FINISHED, SKIPPED, CACHED = "Component %s is running.", "Component %s is finished.", \
     "Skipping component %s.", "A cached execution %d is used."
 FAILED = "Execution %d failed."  # the launcher's, when a step raises (e.g. the data gate stopping the run)
+
+# Warnings held by `held_warnings` until the next `quiet_run` writes them to its log file.
+_HELD: List[warnings.WarningMessage] = []
 
 
 class ComponentProgress(logging.Handler):
@@ -77,11 +81,28 @@ class ComponentProgress(logging.Handler):
 
 
 @contextlib.contextmanager
+def held_warnings():
+    """Warnings raised in the block are not shown now; the next `quiet_run` writes them to its log
+    file. For what a command imports before its run starts, to check its arguments: importing
+    TFX and Beam warns a dozen times (google-api-core on Python 3.10, which TFX 1.16 needs), and
+    the console should start with funnel's own line. A command that stops before `quiet_run`
+    (its arguments refused) prints its error and drops them. File descriptor 2 is left alone
+    (TensorFlow's C++ runtime may still log at import): a library crashing at import must stay
+    on the console."""
+    with warnings.catch_warnings(record=True) as caught:  # the filters in force still apply
+        try:
+            yield
+        finally:
+            _HELD.extend(caught)
+
+
+@contextlib.contextmanager
 def quiet_run(log_path: str, verbose: bool = False):
     """Within the block: Python logging (absl, TFX, Beam, TensorFlow) and warnings go to
     `log_path`, and so does anything written to file descriptor 2 (subprocesses inherit it);
     the console shows funnel's prints and a ComponentProgress line per component. With
-    `verbose`, library messages stay on the console as well. Yields the ComponentProgress."""
+    `verbose`, library messages stay on the console as well. Warnings held by
+    `held_warnings` are written first. Yields the ComponentProgress."""
     os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
     root = logging.getLogger()
     library_loggers = [logging.getLogger(name) for name in ("tensorflow", "apache_beam", "absl")]
@@ -111,6 +132,9 @@ def quiet_run(log_path: str, verbose: bool = False):
         # absl logger to --verbosity's default, WARNING, which would silence those lines: pinned.
         absl_logger.setLevel = lambda level: None
         logging.captureWarnings(True)
+        while _HELD:
+            held = _HELD.pop(0)
+            warnings.showwarning(held.message, held.category, held.filename, held.lineno)
         try:
             yield progress
         except BaseException:

@@ -68,6 +68,22 @@ def test_library_messages_and_subprocess_stderr_go_to_the_file_not_the_console(t
     assert capfd.readouterr().err == "after\n"
 
 
+def test_warnings_held_before_a_run_go_to_its_log_file_not_the_console(tmp_path, capfd):
+    path = tmp_path / "run.log"
+    with warnings.catch_warnings():  # as a run shows them (pytest records warnings otherwise)
+        warnings.simplefilter("always")
+        with progress.held_warnings():  # e.g. importing TFX before the run, to check a config
+            warnings.warn("an import-time FutureWarning", FutureWarning)
+        assert "import-time" not in "".join(capfd.readouterr())
+        with progress.quiet_run(str(path)):
+            pass
+        with progress.quiet_run(str(tmp_path / "next.log")):
+            pass
+    assert path.read_text().count("FutureWarning: an import-time") == 1  # written once, then released
+    assert "import-time" not in (tmp_path / "next.log").read_text()
+    assert "import-time" not in "".join(capfd.readouterr())
+
+
 def test_a_failure_inside_a_quiet_run_is_logged_and_raised(tmp_path):
     path = tmp_path / "run.log"
     try:
