@@ -208,6 +208,26 @@ def test_fit_lowers_the_loss(builder):
         assert not any("bias_tower" in v.name for v in m.network.variables)
 
 
+def test_built_for_training_fit_traces_its_step_once_and_trains_the_same():
+    """What the Trainer does before `fit`: without it the first step creates the optimizer's slots
+    and the metric trackers, and a tf.function creating variables is traced twice."""
+    results = {}
+    for prebuilt in (False, True):
+        keras.utils.set_random_seed(0)
+        m = compile_model(build_dnn_base(small_config(), VOCAB_SIZES), keras.optimizers.Adam(1e-2))
+        features, labels = make_batch(16, seed=4)
+        if prebuilt:
+            m.build_for_training(features, labels)
+            assert m.optimizer.variables() and not any(metric.result() for metric in m.metrics)
+        history = m.fit(_toy_dataset(), epochs=2, verbose=0).history
+        results[prebuilt] = (m.train_function.experimental_get_tracing_count(), history["loss"],
+                             [v.numpy() for v in m.trainable_variables])
+    assert results[False][0] == 2 and results[True][0] == 1
+    np.testing.assert_allclose(results[True][1], results[False][1], rtol=1e-6)
+    for prebuilt, plain in zip(results[True][2], results[False][2]):
+        np.testing.assert_allclose(prebuilt, plain, rtol=1e-5, atol=1e-7)
+
+
 def test_dnn_base_has_the_same_api():
     m = build_model(small_config("dnn-base"), VOCAB_SIZES)
     features, _ = make_batch()
