@@ -345,7 +345,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> Optional[keras.Model]:
         started = time.perf_counter()
         if not D.is_parameter_server(strategy):  # there the coordinator traces per worker
             with strategy.scope():  # one unshuffled batch: the training order stays as it was
-                network.build_for_training(*next(iter(evaluation.take(1)))[:2])
+                network.build_for_training(*next(iter(evaluation.take(1))))
         network.fit(D.training_input(train, train_batches, settings["batch_size"], distribution, strategy,
                                      train_files),
                     epochs=settings["epochs"], steps_per_epoch=settings.get("steps_per_epoch"),

@@ -13,71 +13,12 @@ import sys
 import tempfile
 from typing import List, Optional
 
+from pipeline.cli_arguments import add_ingest_arguments, add_score_arguments, add_serve_arguments
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before anything imports TensorFlow
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 RUN_LOG = "funnel-run.log"  # under the work directory: what the libraries said during `funnel run`
-
-
-def _add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--logs", required=True, help="logs directory (see README: the raw-log contract)")
-    parser.add_argument("--config", help="YAML configuration (see pipeline/config.yaml); for ingest, its `ingest:` section")
-    parser.add_argument("--eval-days", type=int, help="last N UTC days are the eval split (default 1)")
-    parser.add_argument("--num-shards", type=int, help="user shards of the join (default 16)")
-    parser.add_argument("--max-quarantine-fraction", type=float, help="fail above this fraction (default 0.01)")
-    parser.add_argument("--click-attribution", choices=["request_id", "time_window"],
-                        help="how clicks label impressions (default request_id)")
-    parser.add_argument("--end-date", metavar="YYYY-MM-DD|yesterday",
-                        help="a daily run: evaluate on this UTC day (the last eval_days ending on it), "
-                             "train on the --train-days before; later logs are not read")
-    parser.add_argument("--train-days", type=int, metavar="N", help="with --end-date: days of training examples")
-
-
-def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    # Defined here, not in serving/, so that building the parser does not import TensorFlow.
-    parser.add_argument("--model-base-path", required=True, help="directory of <integer version>/ SavedModels")
-    parser.add_argument("--model-name", default="funnel", help="model name clients ask for (default funnel)")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default 127.0.0.1, loopback only; 0.0.0.0 = every interface)")
-    parser.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500; 0 = any free port)")
-    parser.add_argument("--poll-seconds", type=float, default=2.0,
-                        help="seconds between scans of the base path for new versions (default 2; 0 = once)")
-    parser.add_argument("--workers", type=int, default=8, help="request threads (default 8)")
-    parser.add_argument("--max-message-bytes", type=int, default=64 << 20,
-                        help="largest request/response; larger ones get RESOURCE_EXHAUSTED (default 64 MiB)")
-    parser.add_argument("--max-candidates", type=int, default=10_000,
-                        help="most candidates one Predict may score (tf.Examples, or `rank` item_ids); more get "
-                             "INVALID_ARGUMENT (default 10000; 0 = no cap)")
-    parser.add_argument("--tls-cert", metavar="PEM", help="TLS: the server's certificate chain (with --tls-key)")
-    parser.add_argument("--tls-key", metavar="PEM", help="TLS: the server's private key")
-    parser.add_argument("--tls-client-ca", metavar="PEM",
-                        help="TLS: require client certificates signed by this CA (mutual TLS)")
-    parser.add_argument("--num-versions", type=int, default=2,
-                        help="newest versions kept loaded (default 2: labels canary = newest, stable = the one "
-                             "before, as serving/models.config)")
-    parser.add_argument("--grace-seconds", type=float, default=5.0,
-                        help="on SIGTERM/SIGINT, seconds in-flight requests get to finish (default 5)")
-
-
-def _add_score_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--target", required=True, help="HOST:PORT of TF Serving's (or `funnel serve`'s) gRPC API")
-    parser.add_argument("--model", required=True, help="model name")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--examples", help="TFRecord file of serialized tf.Example (gzip if it ends in .gz)")
-    source.add_argument("--request", help='JSON {"signature_name": ..., "inputs": {name: nested list}}')
-    parser.add_argument("--signature", help="signature (default: the request's signature_name, else serving_default)")
-    version = parser.add_mutually_exclusive_group()
-    version.add_argument("--version", type=int, help="model version to ask for (default: the newest served)")
-    version.add_argument("--version-label", metavar="LABEL",
-                         help="version label to ask for, e.g. canary or stable (serving/models.config)")
-    parser.add_argument("--timeout", type=float, default=30.0, help="deadline of each call in seconds (default 30)")
-    parser.add_argument("--batch-size", type=int, default=256, help="examples per Predict call (default 256)")
-    parser.add_argument("--out", help="output file (default: stdout)")
-    parser.add_argument("--tls", action="store_true",
-                        help="connect with TLS, trusting the system's CAs (implied by the --tls-* files)")
-    parser.add_argument("--tls-ca", metavar="PEM", help="TLS: the CA that signed the server's certificate")
-    parser.add_argument("--tls-cert", metavar="PEM", help="TLS: this client's certificate chain (mutual TLS)")
-    parser.add_argument("--tls-key", metavar="PEM", help="TLS: this client's private key (with --tls-cert)")
 
 
 def _ingest_config(args):
@@ -394,12 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.set_defaults(handler=_simulate)
 
     ingest = commands.add_parser("ingest", help="logs -> train/eval tf.Example TFRecords (Beam)")
-    _add_ingest_arguments(ingest)
+    add_ingest_arguments(ingest)
     ingest.add_argument("--out", required=True, help="output directory")
     ingest.set_defaults(handler=_ingest)
 
     run = commands.add_parser("run", help="run the TFX pipeline on a logs directory (LocalDagRunner)")
-    _add_ingest_arguments(run)
+    add_ingest_arguments(run)
     run.add_argument("--work", required=True, help="working directory (pipeline root, metadata, report)")
     run.add_argument("--cache", action="store_true",
                      help="reuse the outputs of steps unchanged since an earlier run in this work directory "
@@ -422,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.set_defaults(handler=_compile)
 
     ablate = commands.add_parser("ablate", help="train each variant of an ablation suite on the same examples")
-    _add_ingest_arguments(ablate)
+    add_ingest_arguments(ablate)
     ablate.add_argument("--suite", required=True,
                         help="suite name (pipeline/ablations.yaml), several separated by commas, or all")
     ablate.add_argument("--work", required=True,
@@ -435,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.set_defaults(handler=_ablate)
 
     predict = commands.add_parser("predict", help="score a logs directory's impressions with a pushed model")
-    _add_ingest_arguments(predict)
+    add_ingest_arguments(predict)
     predict.add_argument("--model", required=True, help="a SavedModel directory (a pushed version)")
     predict.add_argument("--out", required=True, help="output file: .jsonl, .jsonl.gz or .parquet")
     predict.add_argument("--days", type=int, help="score only the last N UTC days (default: all)")
@@ -443,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     abtest = commands.add_parser(
         "abtest", help="simulated online A/B test of two models on a simulated world's last day (DMT Table 6)")
-    _add_ingest_arguments(abtest)
+    add_ingest_arguments(abtest)
     abtest.add_argument("--model", action="append", required=True, metavar="SAVED_MODEL",
                         help="a served SavedModel (a pushed version); give it twice: arm A, then arm B")
     abtest.add_argument("--out", help="also write the result as JSON to this file")
@@ -456,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     importance = commands.add_parser(
         "importance", help="permutation feature importance per task on the eval day (DTN eq. 2)")
-    _add_ingest_arguments(importance)
+    add_ingest_arguments(importance)
     importance.add_argument("--model", required=True, help="a SavedModel directory (a pushed version)")
     importance.add_argument("--out", default="importance",
                             help="output directory: importance.json, .md, .png and logs/ (default ./importance)")
@@ -480,11 +421,11 @@ def build_parser() -> argparse.ArgumentParser:
     board.set_defaults(handler=_board)
 
     serve = commands.add_parser("serve", help="development gRPC model server, protocol-identical to TF Serving")
-    _add_serve_arguments(serve)
+    add_serve_arguments(serve)
     serve.set_defaults(handler=_serve)
 
     score = commands.add_parser("score", help="score tf.Examples or a JSON request against a TF Serving endpoint")
-    _add_score_arguments(score)
+    add_score_arguments(score)
     score.set_defaults(handler=_score)
 
     listing = commands.add_parser("presets", help="list the model presets (architectures) with one line each")
