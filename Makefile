@@ -117,8 +117,9 @@ audit: $(UV)
 
 bench: bench-ingest bench-train bench-serving bench-load bench-peers
 
-# DeepCTR's MMOE, PLE, ESMM, DIN, BST, DCNMix and EDCN beside funnel's dmt and dnn-base on the same ingested
-# default-world examples (1 epoch, batch 512); simulates the world into $(WORK)/logs if absent.
+# DeepCTR's MMOE, PLE, ESMM, DIN, BST, DCNMix and EDCN beside funnel's dmt and dnn-base on the same
+# ingested default-world examples (the trainer's settings: 2 epochs, batch 512); simulates the world
+# into $(WORK)/logs if absent. Library messages go to $(WORK)/peers/peers.log.
 bench-peers: bench-deps
 	test -d $(WORK)/logs || $(VENV)/bin/funnel simulate --out $(WORK)/logs
 	$(PY) -m bench.peers_bench --logs $(WORK)/logs --work $(WORK) --out bench/results/peers.json

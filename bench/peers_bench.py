@@ -277,10 +277,12 @@ def run_benchmark(logs_dir: str, work_dir: str, peers=PEERS, presets=("dmt", "dn
         custom = {"transform": config["transform"], "model": {"preset": preset}, "trainer": config["trainer"]}
         out_dir = ablate.variant_dir(work_dir, data_uris, custom)  # shared with `funnel ablate`
         eval_files = sorted(glob.glob(os.path.join(data_uris["examples"], f"Split-{F.EVAL_SPLIT}", "*")))
-        ablate.variant_figures(data_uris, custom, work_dir, eval_files, truth, say=lambda message: None)
+        say = lambda message: log(f"[peers] funnel {preset}: {message}")  # noqa: E731
+        log(f"[peers] funnel {preset}: training (or reusing) the variant in {out_dir}")
+        ablate.variant_figures(data_uris, custom, work_dir, eval_files, truth, say=say)
         if not os.path.exists(os.path.join(out_dir, "run", FIT_FILE)):  # trained before speeds were recorded
             os.remove(os.path.join(out_dir, "figures.json"))
-            ablate.variant_figures(data_uris, custom, work_dir, eval_files, truth, say=lambda message: None)
+            ablate.variant_figures(data_uris, custom, work_dir, eval_files, truth, say=say)
         with open(os.path.join(out_dir, "run", FIT_FILE)) as f:
             fit = json.load(f)
         networks = [("served", os.path.join(out_dir, "serving"))]
@@ -345,13 +347,22 @@ def main(argv=None) -> int:
                         help="every model's training seed (default: pipeline/config.yaml's trainer seed, 0); "
                              "one run per seed, each cached in --work like the rest")
     args = parser.parse_args(argv)
-    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
-    from pipeline.config import load_config
+    from pipeline import progress
+
+    with progress.held_warnings():  # TFX's and Beam's import-time warnings go to the bench's log
+        from pipeline import ablate  # noqa: F401  (imported here so that its warnings are held)
+        from pipeline.config import load_config
 
     config = load_config()
     if args.seed is not None:
         config["trainer"]["seed"] = args.seed
-    result = run_benchmark(args.logs, args.work, args.peers, args.presets, config=config, log=log)
+    # As `funnel ablate`: the console shows the bench's lines and a line per data step; library
+    # messages (Beam's workers, TF Transform, DeepCTR's Keras) go to the log file.
+    library_log = os.path.join(args.work, "peers", "peers.log")
+    print(f"peers bench: library messages go to {library_log}", flush=True)
+    with progress.quiet_run(library_log):
+        result = run_benchmark(args.logs, args.work, args.peers, args.presets, config=config,
+                               log=lambda message: print(message, flush=True))
     result["command"] = "python -m bench.peers_bench " + " ".join(argv if argv is not None else sys.argv[1:])
     write_result(result, args.out, markdown(result))
     return 0

@@ -1,6 +1,7 @@
 """bench.peers_bench: DeepCTR's inputs from funnel's transformed features, and a tiny run."""
 
 import json
+import logging
 import os
 
 import numpy as np
@@ -142,9 +143,27 @@ def test_seed_sets_every_models_training_seed(tmp_path, monkeypatch):
         return {"rows": [], "settings": {k: config["trainer"][k] for k in ("batch_size", "epochs", "learning_rate", "seed")}}
 
     monkeypatch.setattr(pb, "run_benchmark", run)
-    out = tmp_path / "peers.json"
-    pb.main(["--logs", "L", "--work", "W", "--out", str(out), "--seed", "2"])
+    out, work = tmp_path / "peers.json", str(tmp_path / "work")
+    pb.main(["--logs", "L", "--work", work, "--out", str(out), "--seed", "2"])
     assert seen["seed"] == 2 and json.loads(out.read_text())["settings"]["seed"] == 2
     assert "--seed 2" in json.loads(out.read_text())["command"] and "seed 2" in (tmp_path / "peers.md").read_text()
-    pb.main(["--logs", "L", "--work", "W", "--out", str(out)])
+    pb.main(["--logs", "L", "--work", work, "--out", str(out)])
     assert seen["seed"] == 0  # pipeline/config.yaml's
+
+
+def test_the_console_shows_the_benchs_lines_and_the_log_file_the_libraries(tmp_path, monkeypatch, capfd):
+    def run(logs, work, peers, presets, config=None, log=print):
+        log("[peers] deepctr ESMM: 30000 examples/s, click AUC 0.7000")
+        logging.getLogger("absl").warning("Tables initialized inside a tf.function")  # TF Transform's
+        os.write(2, b"I0000 cuda_dnn.cc: Unable to register cuDNN factory\n")  # a C++ runtime's line
+        return {"rows": [], "settings": {k: config["trainer"][k] for k in ("batch_size", "epochs", "learning_rate", "seed")}}
+
+    monkeypatch.setattr(pb, "run_benchmark", run)
+    work = tmp_path / "work"
+    pb.main(["--logs", "L", "--work", str(work), "--out", str(tmp_path / "peers.json")])
+    shown = capfd.readouterr()
+    console = shown.out + shown.err
+    assert "[peers] deepctr ESMM: 30000 examples/s" in console and str(work / "peers" / "peers.log") in console
+    assert "Tables initialized" not in console and "cuDNN" not in console
+    logged = (work / "peers" / "peers.log").read_text()
+    assert "Tables initialized inside a tf.function" in logged and "Unable to register cuDNN factory" in logged
