@@ -16,7 +16,11 @@ from typing import List, Optional
 from pipeline.cli_arguments import add_ingest_arguments, add_score_arguments, add_serve_arguments
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before anything imports TensorFlow
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# 3, as the Makefile's: TF 2.16 logs three C++ ERROR lines at import on every machine (its CUDA
+# plugins' factories registered twice, "Unable to register cuFFT factory"), before any run's log
+# file exists to take them. TensorFlow's errors that matter reach Python as exceptions, which
+# funnel reports; set TF_CPP_MIN_LOG_LEVEL=0 to see the C++ runtime's messages in the log file.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 RUN_LOG = "funnel-run.log"  # under the work directory: what the libraries said during `funnel run`
 

@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -54,6 +56,19 @@ def test_ablate_refuses_an_unknown_suite_or_suites_file_before_running(tmp_path,
     assert cli.main(base + ["--suite", "x", "--suites", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml" in capsys.readouterr().err
     assert not (tmp_path / "work").exists()
+
+
+def test_a_command_that_imports_tensorflow_prints_only_its_own_lines(tmp_path):
+    """Run as a user runs it (no TF_CPP_MIN_LOG_LEVEL of theirs): TensorFlow's import-time C++
+    lines and TFX's import-time warnings do not reach the console before funnel's own line."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "PYTHONWARNINGS")}
+    env["PYTHONPATH"] = os.getcwd()
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "ablate", "--suite", "nope", "--logs",
+                           str(tmp_path / "logs"), "--work", str(tmp_path / "work")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == "" and done.stderr.startswith("funnel ablate: unknown suite(s) nope;"), done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
 
 
 @pytest.mark.parametrize("seeds", ["0,x", "1,1", ""])
