@@ -300,6 +300,8 @@ def run_benchmark(logs_dir: str, work_dir: str, peers=PEERS, presets=("dmt", "dn
             log(f"[peers] {row['model']}: " + ", ".join(f"{t} AUC {row['metrics'][t]['auc']:.4f}" for t in outputs))
     return {"rows": rows, "settings": {k: settings[k] for k in ("batch_size", "epochs", "learning_rate", "seed")},
             "logs": os.path.abspath(logs_dir), "eval_examples": int(len(ids)),
+            # a logged AUC rests on its positives: the default world's eval day has ~66 orders
+            "eval_positives": {t: int(ids[f"label_{t}"].sum()) for t in TASKS},
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "wall_seconds": time.perf_counter() - started}
 
@@ -314,7 +316,9 @@ def markdown(result: Dict[str, Any]) -> str:
              "Made by:", "", "```", result.get("command", "python -m bench.peers_bench"), "```", "",
              f"Logs `{result.get('logs', '?')}`; every model trained with batch {settings.get('batch_size')}, "
              f"{settings.get('epochs')} epoch(s), learning rate {settings.get('learning_rate')}, seed "
-             f"{settings.get('seed')}; {result.get('eval_examples', 0):,} eval examples; "
+             f"{settings.get('seed')}; {result.get('eval_examples', 0):,} eval examples"
+             + (" (" + ", ".join(f"{n:,} {t}s" for t, n in result["eval_positives"].items()) + ")"
+                if result.get("eval_positives") else "") + "; "
              f"{result.get('wall_seconds', 0.0):,.0f} s wall; {result.get('date', '')}.", "",
              "AUC/GAUC: logged labels of the eval day. Truth columns: the simulator's position-free "
              "probabilities (click eff. = (expected AUC against position-free click labels - 0.5) / (that of "

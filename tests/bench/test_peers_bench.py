@@ -107,6 +107,7 @@ def test_peers_and_funnel_train_on_the_same_examples(e2e_examples, tmp_path, mon
     # DIN is single-task: one model (and one speed) per task
     assert set(result["rows"][2]["examples_per_second"]) == {F.CLICK, F.ORDER}
     assert "score" in result["rows"][-1] and result["eval_examples"] > 0
+    assert 0 <= result["eval_positives"][F.ORDER] <= result["eval_positives"][F.CLICK] < result["eval_examples"]
     result["command"] = "python -m bench.peers_bench --peers ESMM DIN"
     table = pb.markdown(result)
     assert all(f"| {name} |" in table for name in names)
@@ -125,12 +126,14 @@ def test_peers_and_funnel_train_on_the_same_examples(e2e_examples, tmp_path, mon
 def test_the_table_says_what_made_it():
     result = {"command": "python -m bench.peers_bench --logs L --work W --peers BST", "logs": "/logs",
               "settings": {"batch_size": 512, "epochs": 2, "learning_rate": [0.001, 0.0001], "seed": 0},
-              "eval_examples": 30422, "wall_seconds": 2401.2, "date": "2026-12-02T23:00:00+00:00",
+              "eval_examples": 30422, "eval_positives": {F.CLICK: 1469, F.ORDER: 66}, "wall_seconds": 2401.2,
+              "date": "2026-12-02T23:00:00+00:00",
               "rows": [{"model": "deepctr BST", "metrics": {F.CLICK: {"auc": 0.7007, "click_efficiency": 0.7797},
                                                              F.ORDER: {"auc": 0.8723}},
                         "examples_per_second": {F.CLICK: 2939.4, F.ORDER: 3010.0}}]}
     table = pb.markdown(result)
-    assert result["command"] in table and "30,422 eval examples" in table and "2,401 s wall" in table
+    assert result["command"] in table and "30,422 eval examples (1,469 clicks, 66 orders)" in table
+    assert "2,401 s wall" in table
     assert "batch 512, 2 epoch(s), learning rate [0.001, 0.0001], seed 0" in table
     assert "| deepctr BST | 0.7007 | 0.8723 | - | 0.7797 | - | - | - | 2939 / 3010 |" in table
 
