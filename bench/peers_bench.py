@@ -312,13 +312,13 @@ def markdown(result: Dict[str, Any]) -> str:
 
     # Self-describing: `make bench-peers` writes this file over the committed one.
     settings = result.get("settings", {})
+    positives = ", ".join(f"{n:,} {task}s" for task, n in result.get("eval_positives", {}).items())
     lines = ["# funnel beside DeepCTR on the same ingested examples", "",
              "Made by:", "", "```", result.get("command", "python -m bench.peers_bench"), "```", "",
              f"Logs `{result.get('logs', '?')}`; every model trained with batch {settings.get('batch_size')}, "
              f"{settings.get('epochs')} epoch(s), learning rate {settings.get('learning_rate')}, seed "
              f"{settings.get('seed')}; {result.get('eval_examples', 0):,} eval examples"
-             + (" (" + ", ".join(f"{n:,} {t}s" for t, n in result["eval_positives"].items()) + ")"
-                if result.get("eval_positives") else "") + "; "
+             f"{f' ({positives})' if positives else ''}; "
              f"{result.get('wall_seconds', 0.0):,.0f} s wall; {result.get('date', '')}.", "",
              "AUC/GAUC: logged labels of the eval day. Truth columns: the simulator's position-free "
              "probabilities (click eff. = (expected AUC against position-free click labels - 0.5) / (that of "
