@@ -145,11 +145,11 @@ bench-scale: setup
 # layers and DeepCTR's DCN-M and EDCN, test AUC per task over 5 seeds beside the DTN paper's Table 3
 # (reads ../shared/data).
 bench-census: bench-deps
-	$(PY) -m bench.census_bench --out bench/results/census.json
+	$(PY) -m bench.census_bench --out bench/results/census.json --log $(WORK)/bench/census.log
 
 # DMT training throughput and the achieved fraction of the machine's matmul FLOP/s.
 bench-train: setup
-	$(PY) -m bench.train_bench --out bench/results/train.json
+	$(PY) -m bench.train_bench --out bench/results/train.json --log $(WORK)/bench/train.log
 
 # Per-request ranking latency (one user, 200 candidates) in-process and through `funnel serve`,
 # on the newest model `make run` pushed to $(WORK)/serving (trains a small one if there is none).

@@ -32,15 +32,19 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
-import tensorflow as tf
-import tf_keras as keras
 
-from bench.deepctr_crossing import crossing_network
-from bench.results_io import write_result
-from models import metrics
-from models.experts.base import FIELDS, IDS
-from models.registry import MIXTURES
-import models.mixtures  # noqa: F401  (registers the mixtures)
+from bench.results_io import quiet_bench, write_result
+from pipeline import progress
+
+with progress.held_warnings():  # import-time warnings (google-api-core's, via TensorFlow) go to the log
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from bench.deepctr_crossing import crossing_network
+    from models import metrics
+    from models.experts.base import FIELDS, IDS
+    from models.registry import MIXTURES
+    import models.mixtures  # noqa: F401  (registers the mixtures)
 
 DATA = "../shared/data/census-income.test.gz"
 TASKS = ("income", "marital")
@@ -275,13 +279,17 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--variants", default=",".join(ALL_VARIANTS),
                         help="comma-separated, of: " + ", ".join(ALL_VARIANTS))
+    parser.add_argument("--log", default="work/bench/census.log",
+                        help="where library messages go (TensorFlow, DeepCTR, warnings)")
     args = parser.parse_args(argv)
     names = [v for v in args.variants.split(",") if v]
     unknown = sorted(set(names) - set(ALL_VARIANTS))
     if unknown:
         parser.error(f"unknown variants {unknown}; known: {', '.join(ALL_VARIANTS)}")
-    result = run_benchmark(args.data, [int(s) for s in args.seeds.split(",")], args.epochs,
-                           variants={v: ALL_VARIANTS[v] for v in names})
+    with quiet_bench("census bench", args.log):
+        result = run_benchmark(args.data, [int(s) for s in args.seeds.split(",")], args.epochs,
+                               variants={v: ALL_VARIANTS[v] for v in names},
+                               log=lambda message: print(message, flush=True))
     given = argv if argv is not None else sys.argv[1:]
     result["command"] = "python -m bench.census_bench " + " ".join(shlex.quote(a) for a in given)
     write_result(result, args.out, table(result))

@@ -39,14 +39,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-from bench.deepctr_crossing import crossing_network  # noqa: E402
-from bench.results_io import write_result  # noqa: E402
-from models import features as F  # noqa: E402
-from models import metrics  # noqa: E402
-from models import preprocessing as P  # noqa: E402
-from models.trainer import FIT_FILE, learning_rates, rate_schedule  # noqa: E402
+from bench.results_io import quiet_bench, write_result  # noqa: E402
+from pipeline import progress  # noqa: E402
+
+with progress.held_warnings():  # import-time warnings (google-api-core's, via TensorFlow) go to the log
+    import tensorflow as tf  # noqa: E402
+
+    from bench.deepctr_crossing import crossing_network  # noqa: E402
+    from models import features as F  # noqa: E402
+    from models import metrics  # noqa: E402
+    from models import preprocessing as P  # noqa: E402
+    from models.trainer import FIT_FILE, learning_rates, rate_schedule  # noqa: E402
 
 PEERS = ("MMOE", "PLE", "ESMM", "DIN", "BST", "DCNMix", "EDCN")
 MULTI_TASK = ("MMOE", "PLE", "ESMM")
@@ -351,8 +355,6 @@ def main(argv=None) -> int:
                         help="every model's training seed (default: pipeline/config.yaml's trainer seed, 0); "
                              "one run per seed, each cached in --work like the rest")
     args = parser.parse_args(argv)
-    from pipeline import progress
-
     with progress.held_warnings():  # TFX's and Beam's import-time warnings go to the bench's log
         from pipeline import ablate  # noqa: F401  (imported here so that its warnings are held)
         from pipeline.config import load_config
@@ -360,11 +362,7 @@ def main(argv=None) -> int:
     config = load_config()
     if args.seed is not None:
         config["trainer"]["seed"] = args.seed
-    # As `funnel ablate`: the console shows the bench's lines and a line per data step; library
-    # messages (Beam's workers, TF Transform, DeepCTR's Keras) go to the log file.
-    library_log = os.path.join(args.work, "peers", "peers.log")
-    print(f"peers bench: library messages go to {library_log}", flush=True)
-    with progress.quiet_run(library_log):
+    with quiet_bench("peers bench", os.path.join(args.work, "peers", "peers.log")):
         result = run_benchmark(args.logs, args.work, args.peers, args.presets, config=config,
                                log=lambda message: print(message, flush=True))
     result["command"] = "python -m bench.peers_bench " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -31,10 +31,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-from bench.results_io import write_result  # noqa: E402
-from models import features as F  # noqa: E402
+from bench.results_io import quiet_bench, write_result  # noqa: E402
+from pipeline import progress  # noqa: E402
+
+with progress.held_warnings():  # import-time warnings (google-api-core's, via TensorFlow) go to the log
+    import tensorflow as tf  # noqa: E402
+
+    from models import features as F  # noqa: E402
 
 CLICK_TRUTH, ORDER_TRUTH = "p_click_rel", "p_order_rel"
 
@@ -144,8 +148,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="JSON mapping of names to model sections over the dmt preset (as a suite's variants)")
     parser.add_argument("--label-seed", type=int, default=0)
     args = parser.parse_args(argv)
-    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
-    result = run_benchmark(args.logs, args.work, json.loads(args.variants), seed=args.label_seed, log=log)
+    variants = json.loads(args.variants)
+    with progress.held_warnings():  # TFX's and Beam's import-time warnings go to the bench's log
+        from pipeline import ablate, report  # noqa: F401  (imported here so that their warnings are held)
+    with quiet_bench("position-free bench", os.path.join(args.work, "position_free", "position_free.log")):
+        result = run_benchmark(args.logs, args.work, variants, seed=args.label_seed,
+                               log=lambda message: print(message, flush=True))
     result["command"] = "python -m bench.position_free_labels " + " ".join(argv if argv is not None else sys.argv[1:])
     write_result(result, args.out, markdown(result))
     return 0

@@ -32,10 +32,14 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-from bench.results_io import write_result  # noqa: E402
-from serving import rank_request, warmup  # noqa: E402
+from bench.results_io import quiet_bench, write_result  # noqa: E402
+from pipeline import progress  # noqa: E402
+
+with progress.held_warnings():  # import-time warnings (google-api-core's, via TensorFlow) go to the log
+    import tensorflow as tf  # noqa: E402
+
+    from serving import rank_request, warmup  # noqa: E402
 
 CANDIDATES = 200
 P99_TARGET_MS = 15.0
@@ -200,21 +204,23 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-grpc", action="store_true")
     args = parser.parse_args(argv)
 
-    model_dir = pushed_model(args.model, args.work)
-    examples = warmup.synthetic_examples(model_dir, CANDIDATES, seed=11)
-    request = rank_request.from_examples(examples)
-    same_candidates = rank_request.to_examples(request)
-    result = {
-        "benchmark": "serving",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "tensorflow": tf.__version__},
-        "model": os.path.abspath(model_dir),
-        "request": {"candidates": CANDIDATES,
-                    "sequence_lengths": {k: int(v.shape[1]) for k, v in request.items() if k.endswith("_sequence_item_id")}},
-        "in_process": in_process(model_dir, request, same_candidates, args.repeats),
-    }
-    if not args.skip_grpc:
-        result["grpc"] = through_grpc(model_dir, request, args.repeats)
+    # the small pipeline run when there is no pushed model logs as `funnel run` would
+    with quiet_bench("serving bench", os.path.join(args.work, "bench", "serving.log")):
+        model_dir = pushed_model(args.model, args.work)
+        examples = warmup.synthetic_examples(model_dir, CANDIDATES, seed=11)
+        request = rank_request.from_examples(examples)
+        same_candidates = rank_request.to_examples(request)
+        result = {
+            "benchmark": "serving",
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "tensorflow": tf.__version__},
+            "model": os.path.abspath(model_dir),
+            "request": {"candidates": CANDIDATES, "sequence_lengths": {
+                k: int(v.shape[1]) for k, v in request.items() if k.endswith("_sequence_item_id")}},
+            "in_process": in_process(model_dir, request, same_candidates, args.repeats),
+        }
+        if not args.skip_grpc:
+            result["grpc"] = through_grpc(model_dir, request, args.repeats)
     p99, speedup = result["in_process"]["rank"]["p99_ms"], result["in_process"]["shared_encoder_speedup_p50"]
     result["targets"] = {"rank_p99_ms_at_most": P99_TARGET_MS, "rank_p99_met": p99 <= P99_TARGET_MS,
                          "shared_encoder_speedup_at_least": SPEEDUP_TARGET, "speedup_met": speedup >= SPEEDUP_TARGET}

@@ -36,17 +36,21 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
 
-from bench.results_io import write_result  # noqa: E402
-from bench.flops import TRAINING_FLOPS_MULTIPLIER, analytical_forward_flops, count_flops  # noqa: E402,F401
-from models import features as F  # noqa: E402
-from models import preprocessing as P  # noqa: E402
-from models.config import ModelConfig  # noqa: E402
-from models import presets  # noqa: E402
-from models.export import export_serving_module  # noqa: E402
-from models.model import build_model, compile_model  # noqa: E402
+from bench.results_io import quiet_bench, write_result  # noqa: E402
+from pipeline import progress  # noqa: E402
+
+with progress.held_warnings():  # import-time warnings (google-api-core's, via TensorFlow) go to the log
+    import tensorflow as tf  # noqa: E402
+    import tf_keras as keras  # noqa: E402
+
+    from bench.flops import TRAINING_FLOPS_MULTIPLIER, analytical_forward_flops, count_flops  # noqa: E402,F401
+    from models import features as F  # noqa: E402
+    from models import preprocessing as P  # noqa: E402
+    from models.config import ModelConfig  # noqa: E402
+    from models import presets  # noqa: E402
+    from models.export import export_serving_module  # noqa: E402
+    from models.model import build_model, compile_model  # noqa: E402
 
 # Vocabulary sizes including the Transform's 10 OOV buckets (users and scenario as given).
 DEFAULT_VOCAB_SIZES = {F.ITEM_ID: 5000 + 10, F.CATEGORY_ID: 60 + 10, F.BRAND_ID: 400 + 10,
@@ -361,18 +365,20 @@ def main(argv=None) -> int:
     parser.add_argument("--models", nargs="+", default=["dmt", "dnn-base"], choices=presets.names(),
                         help="presets to measure (default: dmt dnn-base)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--log", default=os.path.join("work", "bench", "train.log"),
+                        help="where library messages go (TensorFlow's profiler, warnings)")
     for name, size in DEFAULT_VOCAB_SIZES.items():
         parser.add_argument(f"--vocab-{name.replace('_id', '').replace('_', '-')}", dest=f"vocab_{name}",
                             type=int, default=size, help=f"{name} vocabulary size (with OOV buckets)")
     args = parser.parse_args(argv)
     vocab_sizes = {name: getattr(args, f"vocab_{name}") for name in DEFAULT_VOCAB_SIZES}
-    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
-    result = run_benchmark(batch_size=args.batch_size, steps=args.steps, dnn_steps=args.dnn_steps,
-                           repeats=args.repeats, warmup_steps=args.warmup_steps, num_batches=args.num_batches,
-                           full_length=args.full_length, matmul_sizes=args.matmul_sizes,
-                           matmul_seconds=args.matmul_seconds, serving_calls=args.serving_calls,
-                           serving_seconds_min=args.serving_seconds,
-                           vocab_sizes=vocab_sizes, model_types=args.models, seed=args.seed, log=log)
+    with quiet_bench("train bench", args.log):
+        result = run_benchmark(batch_size=args.batch_size, steps=args.steps, dnn_steps=args.dnn_steps,
+                               repeats=args.repeats, warmup_steps=args.warmup_steps, num_batches=args.num_batches,
+                               full_length=args.full_length, matmul_sizes=args.matmul_sizes,
+                               matmul_seconds=args.matmul_seconds, serving_calls=args.serving_calls,
+                               serving_seconds_min=args.serving_seconds, vocab_sizes=vocab_sizes,
+                               model_types=args.models, seed=args.seed, log=lambda message: print(message, flush=True))
     write_result(result, args.out)
     return 0
 

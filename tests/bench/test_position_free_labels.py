@@ -1,5 +1,6 @@
 """bench.position_free_labels: the train split's labels redrawn from the truth."""
 
+import logging
 import os
 
 import numpy as np
@@ -59,3 +60,26 @@ def test_an_example_without_truth_is_refused(tmp_path):
     truth = pd.DataFrame({F.IMPRESSION_ID: ["a"], B.CLICK_TRUTH: [0.5], B.ORDER_TRUTH: [0.1]})
     with pytest.raises(ValueError, match="1 examples have no truth"):
         B.relabel([str(tmp_path / "part-0.gz")], truth, str(tmp_path / "out"))
+
+
+def test_the_console_shows_the_benchs_lines_and_the_log_file_the_libraries(tmp_path, monkeypatch, capfd):
+    seen = {}
+
+    def run(logs, work, variants, seed=0, log=print):
+        seen.update(variants=variants, seed=seed)
+        log("dmt (position-free labels): trained, 600 s")
+        logging.getLogger("absl").warning("Tables initialized inside a tf.function")  # TF Transform's
+        os.write(2, b"I0000 cuda_dnn.cc: Unable to register cuDNN factory\n")  # a C++ runtime's line
+        return {"rows": []}
+
+    monkeypatch.setattr(B, "run_benchmark", run)
+    work = tmp_path / "work"
+    B.main(["--logs", "L", "--work", str(work), "--out", str(tmp_path / "free.json"), "--label-seed", "3"])
+    shown = capfd.readouterr()
+    console = shown.out + shown.err
+    assert "dmt (position-free labels): trained" in console
+    assert str(work / "position_free" / "position_free.log") in console
+    assert "Tables initialized" not in console and "cuDNN" not in console
+    logged = (work / "position_free" / "position_free.log").read_text()
+    assert "Tables initialized inside a tf.function" in logged and "Unable to register cuDNN factory" in logged
+    assert seen == {"variants": {"dmt": {}}, "seed": 3}
