@@ -15,6 +15,15 @@ Bias features (Table 5):
   logs where examination depends on position and page as well as on the neighbours.
 The embeddings feed an MLP with ReLU and a linear unit giving one bias logit per example.
 
+`combine` says what the tower's output y_b is, for the heads (models/heads/base.py):
+- "logit" (DMT eq. 5): the linear unit itself, added to the towers' logits;
+- "examination" (PAL: Guo et al., "PAL: A Position-bias Aware Learning Framework for CTR
+  Prediction in Live Recommender Systems", RecSys 2019): log p_seen = log sigmoid(linear unit),
+  so that the heads' p = sigmoid(u) x exp(y_b) is PAL's p(seen | bias features) x p(click | seen),
+  the examination hypothesis (a click needs the item seen, and seeing it is independent of its
+  relevance). Both are 0 where the bias is neutral (no logit shift, seen for sure), so
+  observation dropout's zeroing means the same in both.
+
 `output_dropout` p (observation dropout; not in DMT: Zhang et al., "Towards Disentangling
 Relevance and Bias in Unbiased Learning to Rank", KDD 2023): in training, each example's bias
 logit is zeroed with probability p (kept ones are not rescaled: a kept logit means what it
@@ -30,6 +39,7 @@ import tf_keras as keras
 
 from models import features as F
 from models.config import BIAS_NEIGHBOR_INPUTS, BIAS_PARTS
+from models.heads.base import BIAS_COMBINE_OPTIONS
 from models.embedding import flat_ids
 
 BIAS_TOWER_NAME = "bias_tower"
@@ -37,18 +47,21 @@ BIAS_FEATURE_OPTIONS = tuple(BIAS_PARTS)
 
 
 class BiasTower(keras.layers.Layer):
-    """call(inputs: the features dict) -> y_b [B, 1]."""
+    """call(inputs: the features dict) -> y_b [B, 1] (a logit, or log p_seen: `combine`)."""
 
     def __init__(self, bias_features: str = "neighboring", units=(64, 32), embedding_dim: int = 8,
                  category_vocab_size: int = 0, num_neighbors: int = F.NUM_NEIGHBORS,
                  max_position: int = F.MAX_POSITION, max_page: int = F.MAX_PAGE,
-                 dropout: float = 0.0, neighbors: str = "categories", output_dropout: float = 0.0, **kwargs):
+                 dropout: float = 0.0, neighbors: str = "categories", output_dropout: float = 0.0,
+                 combine: str = "logit", **kwargs):
         kwargs["name"] = BIAS_TOWER_NAME
         super().__init__(**kwargs)
         if bias_features not in BIAS_FEATURE_OPTIONS:
             raise ValueError(f"bias_features must be one of {BIAS_FEATURE_OPTIONS}, got {bias_features!r}")
         if neighbors not in BIAS_NEIGHBOR_INPUTS:
             raise ValueError(f"neighbors must be one of {BIAS_NEIGHBOR_INPUTS}, got {neighbors!r}")
+        if combine not in BIAS_COMBINE_OPTIONS:
+            raise ValueError(f"combine must be one of {BIAS_COMBINE_OPTIONS}, got {combine!r}")
         if not 0.0 <= float(output_dropout) < 1.0:
             raise ValueError(f"output_dropout must be in [0, 1), got {output_dropout!r}")
         if "neighbors" in BIAS_PARTS[bias_features] and neighbors == "categories" and category_vocab_size <= 0:
@@ -63,6 +76,7 @@ class BiasTower(keras.layers.Layer):
         self.dropout = float(dropout)
         self.neighbors = neighbors
         self.output_dropout = float(output_dropout)
+        self.combine = combine
         sizes = {"position": (self.max_position + 1, "position_embedding"), "page": (self.max_page + 1, "page_embedding"),
                  # its own category table, not the item embedding's (4.4)
                  "neighbors": ((self.category_vocab_size, "category_embedding") if neighbors == "categories"
@@ -100,8 +114,10 @@ class BiasTower(keras.layers.Layer):
         for layer in self.hidden:
             y = layer(y, training=training)
         y = self.logit(y)
+        if self.combine == "examination":
+            y = tf.math.log_sigmoid(y)  # log p_seen: stable where exp(y) would underflow
         if training and self.output_dropout:
-            # Hand-written: keras' Dropout rescales what it keeps by 1 / (1 - p); a logit must not be.
+            # Hand-written: keras' Dropout rescales what it keeps by 1 / (1 - p); y_b must not be.
             kept = tf.random.uniform(tf.shape(y)) >= self.output_dropout
             y = y * tf.cast(kept, y.dtype)
         return y
@@ -113,4 +129,4 @@ class BiasTower(keras.layers.Layer):
                 "embedding_dim": self.embedding_dim, "category_vocab_size": self.category_vocab_size,
                 "num_neighbors": self.num_neighbors, "max_position": self.max_position,
                 "max_page": self.max_page, "dropout": self.dropout, "neighbors": self.neighbors,
-                "output_dropout": self.output_dropout}
+                "output_dropout": self.output_dropout, "combine": self.combine}

@@ -71,6 +71,7 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 from models import din, fusion, fusion_network, heads, mixtures, transformer  # noqa: F401  (part registration)
 from models import features as F
 from models import preprocessing as P
+from models.heads.base import BIAS_COMBINE_OPTIONS
 from models.registry import FUSIONS, HEADS, MIXTURES, SEQUENCE_ENCODERS
 
 POSITIONAL_OPTIONS = ("none", "sincos", "learned")  # Table 3: no / pos_sincos / pos_learn
@@ -163,6 +164,10 @@ class ModelConfig:
     # observation dropout (Zhang et al., KDD 2023; models/bias.py): each training example's bias
     # logit zeroed with this probability
     bias_output_dropout: float = 0.8
+    # "logit": DMT eq. 5, y_k = sigmoid(u_k + y_b); "examination": PAL (Guo et al., RecSys
+    # 2019), y_k = sigmoid(u_k) x p_seen with p_seen = sigmoid(NN_B(x_b)), the examination
+    # hypothesis of position-bias click models (models/heads/base.py)
+    bias_combine: str = "logit"
     # --- what the served probabilities mean (models/calibration.py)
     calibration: Dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_CALIBRATION))
     # --- training: per-example weights by the deepest funnel label (code's class_weight), e.g.
@@ -232,6 +237,7 @@ class ModelConfig:
         check(int(self.cross_layers) >= 0, "cross_layers must be >= 0")
         check(self.bias_features in BIAS_OPTIONS, f"bias_features must be one of {BIAS_OPTIONS}")
         check(self.bias_neighbors in BIAS_NEIGHBOR_INPUTS, f"bias_neighbors must be one of {BIAS_NEIGHBOR_INPUTS}")
+        check(self.bias_combine in BIAS_COMBINE_OPTIONS, f"bias_combine must be one of {BIAS_COMBINE_OPTIONS}")
         check(set(self.bucketized_features) <= set(F.DENSE_FEATURES), "bucketized_features must be dense features")
         check(all(w >= 0 for w in self.loss_weights.values()), "loss weights must be non-negative")
         check(self.num_oov_buckets >= 0, "num_oov_buckets must be non-negative")

@@ -172,7 +172,8 @@ def build_bias_tower(config: ModelConfig, vocab_sizes: Mapping[str, int]) -> Opt
         return None
     return BiasTower(config.bias_features, config.bias_units, config.bias_embedding_dim,
                      int(vocab_sizes.get(F.CATEGORY_ID, 0)), dropout=config.bias_dropout,
-                     neighbors=config.bias_neighbors, output_dropout=config.bias_output_dropout)
+                     neighbors=config.bias_neighbors, output_dropout=config.bias_output_dropout,
+                     combine=config.bias_combine)
 
 
 def build_model(config, vocab_sizes: Mapping[str, int], name: Optional[str] = None) -> RankingModel:

@@ -80,7 +80,7 @@ class RankingNetwork(keras.layers.Layer):
         self.context = context_input_from_config(c, self.vocab_sizes)
         # TFRS's DCN-V2 cross layer (tfrs.layers.dcn.Cross), full rank
         self.cross = [tfrs.layers.dcn.Cross(name=f"cross_{i}") for i in range(int(c.cross_layers))]
-        self.heads = HEADS.build(c.heads, tasks=c.tasks, name="heads")
+        self.heads = HEADS.build(c.heads, tasks=c.tasks, bias_combine=c.bias_combine, name="heads")
         self.mixture = MIXTURES.build(c.mixture, towers=self.heads.towers,
                                       num_scenarios=known_scenarios(c, self.vocab_sizes), name=c.mixture["type"])
         fusion_context = ({"scenario_vocabulary": int(self.vocab_sizes.get(F.SCENARIO, 0))}

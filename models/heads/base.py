@@ -2,9 +2,13 @@
 
 Heads turn the mixture's tower logits into the probabilities the model is trained on (its
 `tasks`, one loss each) and serves (its `outputs`: the tasks and any extra, e.g. `cvr`).
-The bias tower's logit y_b (DMT eq. 4-5) is added to the logits of `bias_towers` only: every
-task's for independent heads (DMT eq. 5), the click tower's for ESMM / ESM², whose later
-stages are conditional on a click and so not on where the item was shown.
+The bias tower's output y_b (DMT eq. 4-5) acts on `bias_towers` only: every task's for
+independent heads (DMT eq. 5), the click tower's for ESMM / ESM², whose later stages are
+conditional on a click and so not on where the item was shown. How it acts is `bias_combine`
+(the model's, models/bias.py): "logit" adds it to the tower's logit, sigmoid(u + y_b) (DMT
+eq. 5); "examination" multiplies the tower's probability by p_seen = exp(y_b), sigmoid(u) x
+p_seen (PAL, Guo et al., RecSys 2019). An order needs a click, so under the examination
+hypothesis the order's probability carries the same p_seen: independent heads scale both.
 """
 
 from typing import Dict, Sequence
@@ -12,8 +16,10 @@ from typing import Dict, Sequence
 import tensorflow as tf
 import tf_keras as keras
 
+# How the bias tower's y_b meets the towers (the docstring; ModelConfig.bias_combine).
+BIAS_COMBINE_OPTIONS = ("logit", "examination")
 # Supplied by the builder (models/registry.py).
-CONTEXT_ARGS = ("tasks",)
+CONTEXT_ARGS = ("tasks", "bias_combine")
 
 
 class Heads(keras.layers.Layer):
@@ -22,10 +28,13 @@ class Heads(keras.layers.Layer):
     TASKS = None
     EXTRA_OUTPUTS = ()
 
-    def __init__(self, tasks: Sequence[str], **kwargs):
+    def __init__(self, tasks: Sequence[str], bias_combine: str = "logit", **kwargs):
         kwargs.setdefault("trainable", False)
         super().__init__(**kwargs)
+        if bias_combine not in BIAS_COMBINE_OPTIONS:
+            raise ValueError(f"bias_combine must be one of {BIAS_COMBINE_OPTIONS}, got {bias_combine!r}")
         self.tasks = list(tasks)
+        self.bias_combine = bias_combine
         if self.TASKS is not None and self.tasks != list(self.TASKS):
             raise ValueError(f"heads {self.registered_name!r} need tasks {list(self.TASKS)}, got {self.tasks}")
 
@@ -43,12 +52,16 @@ class Heads(keras.layers.Layer):
 
     def call(self, logits: Dict[str, tf.Tensor], bias=None) -> Dict[str, tf.Tensor]:
         """{output: probability [B, 1]} from {tower: logit [B, 1]} and y_b ([B, 1], a scalar or None)."""
-        if bias is not None:
-            logits = {t: (u + bias if t in self.bias_towers else u) for t, u in logits.items()}
-        return self.compose({t: tf.sigmoid(u) for t, u in logits.items()})
+        if bias is None:
+            return self.compose({t: tf.sigmoid(u) for t, u in logits.items()})
+        if self.bias_combine == "examination":
+            seen = tf.exp(bias)
+            return self.compose({t: (tf.sigmoid(u) * seen if t in self.bias_towers else tf.sigmoid(u))
+                                 for t, u in logits.items()})
+        return self.compose({t: tf.sigmoid(u + bias if t in self.bias_towers else u) for t, u in logits.items()})
 
     def compose(self, y: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         raise NotImplementedError
 
     def get_config(self):
-        return {**super().get_config(), "tasks": list(self.tasks)}
+        return {**super().get_config(), "tasks": list(self.tasks), "bias_combine": self.bias_combine}

@@ -48,6 +48,25 @@ def test_bias_reaches_only_the_bias_towers():
     np.testing.assert_allclose(biased[F.ORDER] / biased[F.CLICK], plain[F.ORDER] / plain[F.CLICK], rtol=1e-5)
 
 
+def test_examination_bias_scales_the_probabilities_of_the_bias_towers():
+    # PAL: p = sigmoid(u) x p_seen, y_b = log p_seen
+    u = {t: _logit(0.3) for t in ("click", "order")}
+    seen = tf.constant([[np.log(0.25)]], tf.float32)
+    independent = IndependentHeads(["click", "order"], bias_combine="examination")
+    out = independent(u, bias=seen)
+    for t in ("click", "order"):  # an order needs the item seen too
+        np.testing.assert_allclose(out[t][0, 0], 0.3 * 0.25, rtol=1e-5)
+    np.testing.assert_allclose(independent(u, bias=0.0)["click"][0, 0], 0.3, rtol=1e-5)  # 0: seen for sure
+    np.testing.assert_allclose(independent(u)["click"][0, 0], 0.3, rtol=1e-5)
+    esmm = ESMMHeads([F.CLICK, F.ORDER], bias_combine="examination")
+    out = esmm({"ctr": _logit(0.1), "cvr": _logit(0.25)}, bias=seen)
+    np.testing.assert_allclose([out[F.CLICK][0, 0], out["cvr"][0, 0], out[F.ORDER][0, 0]],
+                               [0.1 * 0.25, 0.25, 0.1 * 0.25 * 0.25], rtol=1e-5)
+    assert esmm.get_config()["bias_combine"] == "examination"
+    with pytest.raises(ValueError, match="bias_combine must be one of"):
+        IndependentHeads(["click", "order"], bias_combine="product")
+
+
 def test_heads_refuse_other_tasks():
     with pytest.raises(ValueError):
         ESM2Heads([F.CLICK, F.ORDER])
@@ -77,6 +96,21 @@ def test_esm2_loss_is_eq_11_over_all_impressions():
     np.testing.assert_allclose(predictions[F.DACTION], y1 * y["daction_given_click"], rtol=1e-5)
     cvr = y["daction_given_click"] * y["buy_given_daction"] + (1 - y["daction_given_click"]) * y["buy_given_oaction"]
     np.testing.assert_allclose(predictions[F.ORDER], y1 * cvr, rtol=1e-5)
+
+
+def test_examination_model_trains_on_sigmoid_u_times_p_seen():
+    model = compile_model(build_model(small_config("dmt", bias_combine="examination", bias_output_dropout=0.0),
+                                      VOCAB_SIZES))
+    features, labels = make_batch(16, seed=6)
+    predictions = model(features, training=False)
+    seen = model.bias_logit(features).numpy()
+    assert (seen <= 0).all()  # log p_seen
+    for t, u in model.network(features).items():
+        np.testing.assert_allclose(predictions[t], tf.sigmoid(u).numpy() * np.exp(seen), rtol=1e-5)
+    loss = float(model.compute_loss(features, labels, predictions))
+    assert np.isfinite(loss) and loss > 0
+    with pytest.raises(ValueError, match="bias_combine must be one of"):
+        small_config("dmt", bias_combine="sum")
 
 
 def test_esmm_trains_on_click_and_order():

@@ -216,6 +216,22 @@ def test_observation_dropout_zeroes_whole_bias_logits_in_training_only():
         BiasTower("all", [4], 2, 10, output_dropout=1.0)
 
 
+def test_examination_tower_gives_log_p_seen_and_drops_to_seen_for_sure():
+    features, _ = make_batch(batch_size=400)
+    logit_tower = BiasTower("all", [8, 4], 4, VOCAB_SIZES[F.CATEGORY_ID])
+    tower = BiasTower("all", [8, 4], 4, VOCAB_SIZES[F.CATEGORY_ID], output_dropout=0.5, combine="examination")
+    logit_tower(features), tower(features)
+    tower.set_weights(logit_tower.get_weights())
+    full = tower(features, training=False).numpy()
+    np.testing.assert_allclose(full, tf.math.log_sigmoid(logit_tower(features)).numpy(), rtol=1e-5)
+    assert (full < 0).all()
+    tf.random.set_seed(0)
+    dropped = tower(features, training=True).numpy()
+    assert 0.4 < (dropped == 0).mean() < 0.6  # dropped: log p_seen = 0, seen for sure
+    with pytest.raises(ValueError, match="combine must be one of"):
+        BiasTower("all", [4], 2, 10, combine="product")
+
+
 def test_same_category_bias_reads_only_which_neighbours_share_the_target_category():
     features, _ = make_batch()
     tower = BiasTower("neighboring", [8, 4], 4, neighbors="same_category")
@@ -279,6 +295,7 @@ def test_get_config_round_trips():
     _roundtrip(DeepInterestTransformer(L, H, 16, 0.1, pooling="din", attention_units=[6]), x, ages, mask, target)
     _roundtrip(BiasTower("neighboring", [4], 2, VOCAB_SIZES[F.CATEGORY_ID]), features)
     _roundtrip(BiasTower("all", [4], 2, VOCAB_SIZES[F.CATEGORY_ID], neighbors="same_category"), features)
+    _roundtrip(BiasTower("all", [4], 2, VOCAB_SIZES[F.CATEGORY_ID], combine="examination"), features)
 
 
 def test_din_attention_pools_real_elements_and_shares_targets():
