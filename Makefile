@@ -132,7 +132,7 @@ bench-position-free: setup
 
 # Ingest vs the I/O floor on >= 1M simulated impressions (about 5 minutes).
 bench-ingest: setup
-	$(PY) -m bench.ingest_bench --out bench/results/ingest.json
+	$(PY) -m bench.ingest_bench --out bench/results/ingest.json --log $(WORK)/bench/ingest.log
 
 # Ingest + Transform on a simulated world of >= 5M impressions, Beam multi-processing on every
 # core: wall and CPU time, impressions/s, peak RSS of the workers and bytes written per stage. On 2

@@ -19,10 +19,13 @@ import time
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.io_floor import run_floor  # noqa: E402
-from bench.results_io import write_result  # noqa: E402
-from components.ingest.config import IngestConfig  # noqa: E402
-from components.ingest.runner import run_ingest  # noqa: E402
+from bench.results_io import quiet_bench, write_result  # noqa: E402
+from pipeline import progress  # noqa: E402
+
+with progress.held_warnings():  # import-time warnings (google-api-core's, via Beam) go to the log
+    from bench.io_floor import run_floor  # noqa: E402
+    from components.ingest.config import IngestConfig  # noqa: E402
+    from components.ingest.runner import run_ingest  # noqa: E402
 
 
 def simulate(out: str, min_impressions: int, seed: int) -> dict:
@@ -48,14 +51,17 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the logs and outputs")
+    parser.add_argument("--log", default=os.path.join("work", "bench", "ingest.log"),
+                        help="where library messages go (Beam, warnings)")
     args = parser.parse_args(argv)
 
     work = tempfile.mkdtemp(prefix="funnel-bench-")
     try:
-        return _run(args, work)
+        with quiet_bench("ingest bench", args.log):
+            return _run(args, work)
     finally:
         if args.keep:
-            print(f"logs and outputs kept in {work}", file=sys.stderr)
+            print(f"logs and outputs kept in {work}")
         else:  # ~0.5 GB of logs and outputs
             shutil.rmtree(work, ignore_errors=True)
 
@@ -76,7 +82,7 @@ def _run(args, work: str) -> int:
         start = time.perf_counter()
         run_floor(logs, os.path.join(work, f"floor{repeat}"), config.compression_level)
         floor_s.append(time.perf_counter() - start)
-        print(f"repeat {repeat}: ingest {ingest_s[-1]:.1f} s, floor {floor_s[-1]:.1f} s", file=sys.stderr)
+        print(f"repeat {repeat}: ingest {ingest_s[-1]:.1f} s, floor {floor_s[-1]:.1f} s", flush=True)
     impressions = report["logs"]["impressions"]["read"]
     ingest_rate = impressions / statistics.median(ingest_s)
     floor_rate = impressions / statistics.median(floor_s)

@@ -41,14 +41,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from tensorflow.core.framework import tensor_pb2  # noqa: E402
-from tensorflow_serving.apis import (get_model_status_pb2, model_service_pb2_grpc, predict_pb2,  # noqa: E402
-                                     prediction_service_pb2_grpc)
 
-from bench.results_io import write_result  # noqa: E402
-from bench.serving_bench import CANDIDATES, free_port, percentiles, pushed_model, run_concurrently  # noqa: E402
-from serving import rank_request, warmup  # noqa: E402
+from bench.results_io import quiet_bench, write_result  # noqa: E402
+from pipeline import progress  # noqa: E402
+
+with progress.held_warnings():  # import-time warnings (google-api-core's, via TensorFlow) go to the log
+    import tensorflow as tf  # noqa: E402
+    from tensorflow.core.framework import tensor_pb2  # noqa: E402
+    from tensorflow_serving.apis import (get_model_status_pb2, model_service_pb2_grpc, predict_pb2,  # noqa: E402
+                                         prediction_service_pb2_grpc)
+
+    from bench.serving_bench import CANDIDATES, free_port, percentiles, pushed_model, run_concurrently  # noqa: E402
+    from serving import rank_request, warmup  # noqa: E402
 
 MODEL_NAME = warmup.MODEL_NAME
 ITEM_ID = "item_id"  # the `rank` input whose [R, N] shape counts the candidates (serving.server)
@@ -303,28 +307,30 @@ def main(argv=None) -> int:
     parser.add_argument("--poll-seconds", type=float, default=0.5)
     args = parser.parse_args(argv)
 
-    model_dir = pushed_model(args.model, args.work)
-    valid = rank_requests(model_dir, args.users)
-    base = tempfile.mkdtemp(prefix="funnel-bench-load-")
-    port = free_port()
-    target = f"127.0.0.1:{port}"
-    for version in (1, 2):
-        push_version(model_dir, base, version)
-    server = start_server(base, port, BENCH_MAX_MESSAGE_BYTES, BENCH_MAX_CANDIDATES, args.poll_seconds)
-    try:
-        started = wait_for_versions(target, [1, 2], 600, alive=lambda: server.poll() is None)
+    # the small pipeline run when there is no pushed model logs as `funnel run` would
+    with quiet_bench("load bench", os.path.join(args.work, "bench", "load.log")):
+        model_dir = pushed_model(args.model, args.work)
+        valid = rank_requests(model_dir, args.users)
+        base = tempfile.mkdtemp(prefix="funnel-bench-load-")
+        port = free_port()
+        target = f"127.0.0.1:{port}"
+        for version in (1, 2):
+            push_version(model_dir, base, version)
+        server = start_server(base, port, BENCH_MAX_MESSAGE_BYTES, BENCH_MAX_CANDIDATES, args.poll_seconds)
+        try:
+            started = wait_for_versions(target, [1, 2], 600, alive=lambda: server.poll() is None)
 
-        def push():
-            push_version(model_dir, base, 3)
-            wait_for_versions(target, [2, 3], 600, alive=lambda: server.poll() is None)
+            def push():
+                push_version(model_dir, base, 3)
+                wait_for_versions(target, [2, 3], 600, alive=lambda: server.poll() is None)
 
-        load = run_load(target, valid, args.requests, args.concurrency, args.malformed_fraction,
-                        BENCH_MAX_CANDIDATES, BENCH_MAX_MESSAGE_BYTES, push=push)
-        after = loaded_versions(target)
-    finally:
-        server.terminate()
-        exit_code = server.wait(timeout=60)
-        shutil.rmtree(base, ignore_errors=True)
+            load = run_load(target, valid, args.requests, args.concurrency, args.malformed_fraction,
+                            BENCH_MAX_CANDIDATES, BENCH_MAX_MESSAGE_BYTES, push=push)
+            after = loaded_versions(target)
+        finally:
+            server.terminate()
+            exit_code = server.wait(timeout=60)
+            shutil.rmtree(base, ignore_errors=True)
     result = {
         "benchmark": "load",
         "command": " ".join(["python", "-m", "bench.load_bench"] + list(sys.argv[1:] if argv is None else argv)),
