@@ -50,7 +50,7 @@ def test_every_variant_is_a_valid_architecture(suite, variant):
 BUILT = [("dmt-positional", "none"), ("dmt-positional", "sincos+recency"), ("dmt-behaviours", "click"),
          ("dmt-behaviours", "single-task click"), ("dmt-behaviours", "single-task order"),
          ("dmt-bias", "none"), ("dmt-bias", "position_page"), ("baselines", "dmt-no-encoder"),
-         ("click-network", "din pooling")]
+         ("click-network", "din pooling"), ("bias-combine", "examination")]
 
 
 @pytest.mark.parametrize("suite,variant", BUILT)
