@@ -166,7 +166,9 @@ class ModelConfig:
     bias_output_dropout: float = 0.8
     # "logit": DMT eq. 5, y_k = sigmoid(u_k + y_b); "examination": PAL (Guo et al., RecSys
     # 2019), y_k = sigmoid(u_k) x p_seen with p_seen = sigmoid(NN_B(x_b)), the examination
-    # hypothesis of position-bias click models (models/heads/base.py)
+    # hypothesis of position-bias click models (models/heads/base.py). The two tie on the default
+    # world over seeds, with and without observation dropout (ablations `bias-combine`,
+    # `bias-combine-seeds`; README "How the tower meets the towers")
     bias_combine: str = "logit"
     # --- what the served probabilities mean (models/calibration.py)
     calibration: Dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_CALIBRATION))
