@@ -52,13 +52,15 @@ class Heads(keras.layers.Layer):
 
     def call(self, logits: Dict[str, tf.Tensor], bias=None) -> Dict[str, tf.Tensor]:
         """{output: probability [B, 1]} from {tower: logit [B, 1]} and y_b ([B, 1], a scalar or None)."""
+        return self.compose({t: self._probability(u, bias if t in self.bias_towers else None)
+                             for t, u in logits.items()})
+
+    def _probability(self, u: tf.Tensor, bias) -> tf.Tensor:
         if bias is None:
-            return self.compose({t: tf.sigmoid(u) for t, u in logits.items()})
+            return tf.sigmoid(u)
         if self.bias_combine == "examination":
-            seen = tf.exp(bias)
-            return self.compose({t: (tf.sigmoid(u) * seen if t in self.bias_towers else tf.sigmoid(u))
-                                 for t, u in logits.items()})
-        return self.compose({t: tf.sigmoid(u + bias if t in self.bias_towers else u) for t, u in logits.items()})
+            return tf.sigmoid(u) * tf.exp(bias)  # p(click | seen) x p_seen
+        return tf.sigmoid(u + bias)  # DMT eq. 5
 
     def compose(self, y: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         raise NotImplementedError
