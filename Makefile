@@ -139,7 +139,7 @@ bench-ingest: setup
 # idle cores: ~5 min to simulate (once: the logs are kept in $(WORK)/bench-scale/ and reused),
 # ~1.5 min of ingest, ~18 min of Transform (its two passes); ~4 GB of memory at the peak.
 bench-scale: setup
-	$(PY) -m bench.scale_bench --work $(WORK)/bench-scale --out bench/results/scale.json
+	$(PY) -m bench.scale_bench --work $(WORK)/bench-scale --out bench/results/scale.json --log $(WORK)/bench/scale.log
 
 # Census-Income (KDD), the MMoE / DTN papers' public benchmark: funnel's shared-bottom, MMoE, PLE and DTN
 # layers and DeepCTR's DCN-M and EDCN, test AUC per task over 5 seeds beside the DTN paper's Table 3

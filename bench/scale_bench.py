@@ -23,10 +23,13 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench.process_memory import PeakRss  # noqa: E402
-from bench.results_io import write_result  # noqa: E402
-from components.ingest.config import IngestConfig  # noqa: E402
-from components.ingest.runner import run_ingest  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
+from bench.results_io import quiet_bench, write_result  # noqa: E402
+from pipeline import progress  # noqa: E402
+
+with progress.held_warnings():  # import-time warnings (google-api-core's, via Beam) go to the log
+    from components.ingest.config import IngestConfig  # noqa: E402
+    from components.ingest.runner import run_ingest  # noqa: E402
+    from pipeline.config import load_config  # noqa: E402
 
 SUMMARY_FILE = "simulation_summary.json"
 
@@ -103,15 +106,27 @@ def main(argv=None) -> int:
     parser.add_argument("--num-shards", type=int, default=64,
                         help="the ingest's user shards (the default config's 16 is sized for ~1M impressions)")
     parser.add_argument("--keep", action="store_true", help="keep the stages' outputs")
+    parser.add_argument("--log", default=os.path.join("work", "bench", "scale.log"),
+                        help="where library messages go (Beam, TF Transform, warnings)")
     args = parser.parse_args(argv)
+    try:
+        with quiet_bench("scale bench", args.log):
+            return _run(args)
+    except TooFewImpressions as error:  # after quiet_bench: the console again, not the log
+        print(error, file=sys.stderr)
+        return 2
 
+
+class TooFewImpressions(Exception):
+    """The simulated world is smaller than `--min-impressions`."""
+
+
+def _run(args) -> int:
     logs, summary, simulated = simulated_logs(args.work, args.users, args.days, args.seed)
     impressions = summary["counts"]["impressions"]
     if impressions < args.min_impressions:
-        print(f"{impressions} simulated impressions < --min-impressions {args.min_impressions}: "
-              f"raise --users", file=sys.stderr)
-        return 2
-
+        raise TooFewImpressions(f"{impressions} simulated impressions < --min-impressions {args.min_impressions}: "
+                                f"raise --users")
     run_dir = os.path.join(args.work, "run")
     shutil.rmtree(run_dir, ignore_errors=True)
     beam_args = ["--direct_running_mode=multi_processing", f"--direct_num_workers={args.workers}"]

@@ -38,7 +38,7 @@ def test_quiet_bench_shows_the_benchs_lines_and_logs_the_libraries(tmp_path, cap
 
 
 @pytest.mark.parametrize("bench", ["train_bench", "census_bench", "serving_bench", "load_bench", "ingest_bench",
-                                   "peers_bench", "position_free_labels"])
+                                   "peers_bench", "position_free_labels", "scale_bench"])
 def test_a_bench_module_imports_without_a_line_on_the_console(bench):
     """TensorFlow's import warns (google-api-core on Python 3.10): the benches hold it for their log."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}

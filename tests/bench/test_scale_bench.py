@@ -71,3 +71,15 @@ def test_simulated_logs_are_reused_and_a_partial_copy_is_redone(tmp_path):
     again, summary_again, simulated = scale_bench.simulated_logs(work, users=3, days=1, seed=1)
     assert simulated and again == logs and summary_again["counts"] == summary["counts"]
     assert not os.path.exists(os.path.join(logs, "impressions", "stray.jsonl.gz"))
+
+
+def test_too_small_a_world_is_refused_on_the_console_and_the_libraries_go_to_the_log(tmp_path, capfd):
+    log = tmp_path / "bench" / "scale.log"
+    code = scale_bench.main(["--work", str(tmp_path), "--users", "3", "--days", "1", "--seed", "1",
+                             "--min-impressions", "10000000", "--log", str(log), "--out", str(tmp_path / "scale.json")])
+    shown = capfd.readouterr()
+    assert code == 2 and not (tmp_path / "scale.json").exists()
+    assert shown.out == f"scale bench: library messages go to {log}\n"
+    assert "< --min-impressions 10000000: raise --users" in shown.err
+    assert shown.err.count("\n") == 1  # the refusal alone: nothing of the simulation's libraries
+    assert log.exists()
