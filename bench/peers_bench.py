@@ -22,6 +22,10 @@
    metrics of the report (click output: expected AUC against position-free click labels, its
    efficiency, NDCG@10 with the true click probability as gain; order output: NDCG@10 with the
    true purchase probability as gain), plus training examples/s (steps x batch / fit seconds).
+6. Every row's logged AUC per task against the first preset's served network (`funnel dmt
+   (served)` by default), by DeLong's paired test on the same eval impressions: the difference,
+   its standard error and p-value (an eval day holds ~66 orders, too few for one AUC alone to
+   rank networks whose AUCs differ by 0.01).
 """
 
 import argparse
@@ -148,7 +152,8 @@ class _Data:
 
 
 # Bumped when what a cached peer result means changes (features, metrics, training).
-PEER_RESULTS_VERSION = 2  # 2: the trainer's epochs and per-epoch rates; reshuffled each epoch
+PEER_RESULTS_VERSION = 3  # 2: the trainer's epochs and per-epoch rates; reshuffled each epoch;
+#                          3: the eval scores kept beside the figures, for the paired tests
 
 
 def peer_cache_path(work_dir: str, data_key: str, name: str, with_bias: bool, task: Optional[str],
@@ -249,27 +254,34 @@ def run_benchmark(logs_dir: str, work_dir: str, peers=PEERS, presets=("dmt", "dn
     transform = P.transform_config({"transform": config["transform"]})
     bucketized, num_buckets = list(transform["bucketized_features"]), int(transform["num_buckets"])
     rows = []
+    eval_scores: Dict[str, pd.DataFrame] = {}  # per row: its task outputs by impression_id
     for name in peers:
         for with_bias in (False, True):
             runs = [(None, list(TASKS))] if name in MULTI_TASK else [(t, [t]) for t in TASKS]
             row = {"model": f"deepctr {name}" + (" +position" if with_bias else ""), "library": "deepctr",
                    "position_features": with_bias, "metrics": {}, "examples_per_second": {}}
+            row_scores = []  # one frame per trained model (two for single-task peers)
             for task, tasks in runs:
                 cached = peer_cache_path(work_dir, data_uris["key"], name, with_bias, task, settings,
                                          bucketized, num_buckets)
+                scores_file = os.path.splitext(cached)[0] + ".scores.csv.gz"
                 was_cached = os.path.exists(cached)
                 if was_cached:
                     with open(cached) as f:
                         run = json.load(f)
+                    run_scores = pd.read_csv(scores_file, dtype={F.IMPRESSION_ID: str})
                 else:
                     trained = train_peer(name, data, settings, bucketized, num_buckets, with_bias, task)
-                    scored = ids.merge(trained["scores"], on=F.IMPRESSION_ID, how="inner")
+                    run_scores = trained["scores"]
+                    scored = ids.merge(run_scores, on=F.IMPRESSION_ID, how="inner")
                     run = {"metrics": quality(scored, {t: t for t in tasks}),
                            "examples_per_second": trained["examples_per_second"]}
                     os.makedirs(os.path.dirname(cached), exist_ok=True)
+                    run_scores.to_csv(scores_file, index=False)  # before the figures, which mark the run done
                     with open(cached + ".tmp", "w") as f:
                         json.dump(run, f, default=float)
                     os.replace(cached + ".tmp", cached)
+                row_scores.append(run_scores.set_index(F.IMPRESSION_ID))
                 row["metrics"].update(run["metrics"])
                 row["examples_per_second"][task or "all"] = run["examples_per_second"]
                 log(f"[peers] {row['model']}{' (' + task + ')' if task else ''}: "
@@ -277,6 +289,7 @@ def run_benchmark(logs_dir: str, work_dir: str, peers=PEERS, presets=("dmt", "dn
                     + ", ".join(f"{t} AUC {row['metrics'][t]['auc']:.4f}" for t in tasks)
                     + (" (cached)" if was_cached else ""))
             rows.append(row)
+            eval_scores[row["model"]] = pd.concat(row_scores, axis=1)
     for preset in presets:
         custom = {"transform": config["transform"], "model": {"preset": preset}, "trainer": config["trainer"]}
         out_dir = ablate.variant_dir(work_dir, data_uris, custom)  # shared with `funnel ablate`
@@ -301,13 +314,40 @@ def run_benchmark(logs_dir: str, work_dir: str, peers=PEERS, presets=("dmt", "dn
             if "fused_score" in scored:
                 row["score"] = quality(scored, {F.ORDER: "fused_score"})[F.ORDER]
             rows.append(row)
+            eval_scores[row["model"]] = scored.set_index(F.IMPRESSION_ID)[list(outputs)]
             log(f"[peers] {row['model']}: " + ", ".join(f"{t} AUC {row['metrics'][t]['auc']:.4f}" for t in outputs))
+    reference = f"funnel {presets[0]} (served)" if presets else None
+    if reference in eval_scores:
+        against_reference(rows, eval_scores, ids, reference)
     return {"rows": rows, "settings": {k: settings[k] for k in ("batch_size", "epochs", "learning_rate", "seed")},
+            "paired_reference": reference if reference in eval_scores else None,
             "logs": os.path.abspath(logs_dir), "eval_examples": int(len(ids)),
             # a logged AUC rests on its positives: the default world's eval day has ~66 orders
             "eval_positives": {t: int(ids[f"label_{t}"].sum()) for t in TASKS},
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "wall_seconds": time.perf_counter() - started}
+
+
+def against_reference(rows: List[Dict[str, Any]], eval_scores: Dict[str, pd.DataFrame], ids: pd.DataFrame,
+                      reference: str) -> None:
+    """Adds to each other row, per task, DeLong's paired test of its logged AUC against the
+    reference's (`metrics.paired_auc`, on the eval impressions both scored): with ~66 orders on
+    the eval day one order AUC has a standard error near 0.027, but two networks that rank most
+    orders alike differ by much less, and the pairing measures by how much."""
+    labelled = ids.set_index(F.IMPRESSION_ID)
+    for row in rows:
+        if row["model"] == reference:
+            continue
+        row["against_reference"] = {}
+        for task in TASKS:
+            if task not in eval_scores[row["model"]] or task not in eval_scores[reference]:
+                continue
+            both = labelled[[f"label_{task}"]].join(eval_scores[reference][task].rename("reference"), how="inner").join(
+                eval_scores[row["model"]][task].rename("model"), how="inner").dropna()
+            test = metrics.paired_auc(both[f"label_{task}"], both["model"], both["reference"])
+            row["against_reference"][task] = {"auc_difference": test["difference"],
+                                              "standard_error": test["standard_error"],
+                                              "p_value": test["p_value"], "examples": int(len(both))}
 
 
 def markdown(result: Dict[str, Any]) -> str:
@@ -341,6 +381,22 @@ def markdown(result: Dict[str, Any]) -> str:
                      f"{f(m.get('click', {}).get('click_ndcg@10'))} | {f(m.get('order', {}).get('purchase_ndcg@10'))} | "
                      f"{f(row.get('score', {}).get('purchase_ndcg@10'))} | "
                      + " / ".join(f"{v:.0f}" for v in eps.values()) + " |")
+    reference = result.get("paired_reference")
+    if reference:
+        lines += ["", f"Paired against {reference} (DeLong's test on the same eval impressions): each row's "
+                  "logged AUC minus the reference's, ± the standard error of that difference, and the "
+                  "two-sided p-value. A negative difference: the reference is ahead.", "",
+                  "| model | click AUC difference | p | order AUC difference | p |", "|---|---:|---:|---:|---:|"]
+        for row in result["rows"]:
+            paired = row.get("against_reference")
+            if paired is None:
+                continue
+            cells = []
+            for task in TASKS:
+                test = paired.get(task)
+                cells += (["-", "-"] if test is None else
+                          [f"{test['auc_difference']:+.4f} ±{test['standard_error']:.4f}", f"{test['p_value']:.3f}"])
+            lines.append(f"| {row['model']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -6,6 +6,7 @@ RelaImpr have no TFMA/TF counterpart over grouped rows, so they are written here
 vectorised with pandas group-bys.
 """
 
+import math
 from typing import Dict, Optional
 
 import numpy as np
@@ -21,6 +22,42 @@ def auc(labels, scores) -> float:
         return float("nan")
     ranks = pd.Series(np.asarray(scores, dtype=np.float64)).rank(method="average").to_numpy()
     return float((ranks[labels > 0].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def paired_auc(labels, scores_a, scores_b) -> Dict[str, float]:
+    """DeLong's test of two AUCs on the same rows (DeLong, DeLong and Clarke-Pearson, Biometrics
+    1988; the midrank form of Sun and Xu, IEEE SPL 2014): `difference` = AUC(a) - AUC(b), its
+    `standard_error` from the covariance of the two AUCs' placement values, and the two-sided
+    normal `p_value`. Pairing counts what the two score lists share: two networks scored on the
+    same 66 orders have a much smaller error of their difference than either AUC has alone (both
+    are given too, `standard_error_a` / `_b`). Written by hand: sklearn, SciPy and TFMA have
+    single-model AUC intervals (TFMA's bootstrap), not a paired test."""
+    positive = np.asarray(labels, np.float64) > 0
+    m, n = int(positive.sum()), int((~positive).sum())
+    if m < 2 or n < 2:
+        return {"difference": float("nan"), "standard_error": float("nan"), "p_value": float("nan"),
+                "standard_error_a": float("nan"), "standard_error_b": float("nan")}
+    placements_positive, placements_negative = [], []
+    for scores in (scores_a, scores_b):
+        scores = pd.Series(np.asarray(scores, np.float64))
+        overall = scores.rank(method="average").to_numpy()
+        within_positive = scores[positive].rank(method="average").to_numpy()
+        within_negative = scores[~positive].rank(method="average").to_numpy()
+        # A positive's share of the negatives scored below it, a negative's share of the
+        # positives scored above it (ties half): the midrank differences.
+        placements_positive.append((overall[positive] - within_positive) / n)
+        placements_negative.append(1.0 - (overall[~positive] - within_negative) / m)
+    aucs = [float(p.mean()) for p in placements_positive]
+    covariance = np.cov(np.stack(placements_positive)) / m + np.cov(np.stack(placements_negative)) / n
+    variance = covariance[0, 0] + covariance[1, 1] - 2.0 * covariance[0, 1]
+    difference = aucs[0] - aucs[1]
+    error = math.sqrt(max(variance, 0.0))
+    if error > 0:
+        p_value = math.erfc(abs(difference) / error / math.sqrt(2.0))
+    else:  # the same ranking of every positive-negative pair
+        p_value = 1.0 if difference == 0 else 0.0
+    return {"difference": difference, "standard_error": error, "p_value": p_value,
+            "standard_error_a": math.sqrt(covariance[0, 0]), "standard_error_b": math.sqrt(covariance[1, 1])}
 
 
 def gauc(labels, scores, groups) -> float:

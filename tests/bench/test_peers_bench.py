@@ -5,11 +5,13 @@ import logging
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 
 from bench import peers_bench as pb
 from models import features as F
+from models import metrics
 from models import preprocessing as P
 
 
@@ -108,8 +110,17 @@ def test_peers_and_funnel_train_on_the_same_examples(e2e_examples, tmp_path, mon
     assert set(result["rows"][2]["examples_per_second"]) == {F.CLICK, F.ORDER}
     assert "score" in result["rows"][-1] and result["eval_examples"] > 0
     assert 0 <= result["eval_positives"][F.ORDER] <= result["eval_positives"][F.CLICK] < result["eval_examples"]
+    # each peer against funnel's served network, paired on the same eval impressions
+    assert result["paired_reference"] == "funnel dnn-base (served)"
+    for row in result["rows"][:-1]:
+        for task in (F.CLICK, F.ORDER):
+            paired = row["against_reference"][task]
+            assert paired["auc_difference"] == pytest.approx(
+                row["metrics"][task]["auc"] - result["rows"][-1]["metrics"][task]["auc"], abs=1e-9)
+            assert paired["examples"] == result["eval_examples"] and paired["standard_error"] > 0
     result["command"] = "python -m bench.peers_bench --peers ESMM DIN"
     table = pb.markdown(result)
+    assert "Paired against funnel dnn-base (served)" in table
     assert all(f"| {name} |" in table for name in names)
     # the file `make bench-peers` writes over the committed one says what made it
     assert result["command"] in table and f"{result['eval_examples']:,} eval examples" in table
@@ -118,9 +129,37 @@ def test_peers_and_funnel_train_on_the_same_examples(e2e_examples, tmp_path, mon
     monkeypatch.setattr(pb, "train_peer", lambda *args, **kwargs: pytest.fail("retrained a cached peer"))
     again = pb.run_benchmark(str(root / "logs"), str(tmp_path), peers=("ESMM", "DIN"), presets=("dnn-base",),
                              config=config, log=lambda message: None)
-    dump = lambda rows: json.dumps([(r["metrics"], r["examples_per_second"]) for r in rows],  # noqa: E731
+    dump = lambda rows: json.dumps([(r["metrics"], r["examples_per_second"], r.get("against_reference"))  # noqa: E731
+                                    for r in rows],
                                    sort_keys=True, default=float)
     assert dump(again["rows"]) == dump(result["rows"])
+
+
+def test_each_row_is_tested_against_the_reference_on_the_impressions_both_scored():
+    rng = np.random.default_rng(0)
+    ids = pd.DataFrame({F.IMPRESSION_ID: [f"i{k}" for k in range(400)],
+                        "label_click": rng.random(400) < 0.3, "label_order": rng.random(400) < 0.1})
+    index = ids[F.IMPRESSION_ID]
+    noise = lambda: rng.normal(size=400)  # noqa: E731
+    reference = pd.DataFrame({F.CLICK: ids["label_click"] + noise(), F.ORDER: ids["label_order"] + noise()}).set_index(index)
+    # a single-task peer: one frame per task, joined by impression_id (the order model scored fewer)
+    clicks = pd.DataFrame({F.CLICK: ids["label_click"] * 2 + noise()}).set_index(index)
+    orders = pd.DataFrame({F.ORDER: ids["label_order"] * 0.5 + noise()}).set_index(index).iloc[:300]
+    scores = {"funnel dmt (served)": reference, "deepctr DIN": pd.concat([clicks, orders], axis=1)}
+    rows = [{"model": "deepctr DIN"}, {"model": "funnel dmt (served)"}]
+    pb.against_reference(rows, scores, ids, "funnel dmt (served)")
+    assert "against_reference" not in rows[1]
+    click, order = rows[0]["against_reference"][F.CLICK], rows[0]["against_reference"][F.ORDER]
+    assert click["examples"] == 400 and order["examples"] == 300
+    assert click["auc_difference"] == pytest.approx(
+        metrics.auc(ids["label_click"], clicks[F.CLICK]) - metrics.auc(ids["label_click"], reference[F.CLICK]))
+    assert click["auc_difference"] > 0 and click["p_value"] < 0.01  # the peer's clicks are twice as separated
+    assert order["auc_difference"] < 0
+    result = {"rows": [dict(rows[0], metrics={}, examples_per_second={}), dict(rows[1], metrics={}, examples_per_second={})],
+              "paired_reference": "funnel dmt (served)"}
+    table = pb.markdown(result)
+    assert (f"| deepctr DIN | {click['auc_difference']:+.4f} ±{click['standard_error']:.4f} | "
+            f"{click['p_value']:.3f} | {order['auc_difference']:+.4f} ±{order['standard_error']:.4f} |") in table
 
 
 def test_the_table_says_what_made_it():

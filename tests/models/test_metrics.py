@@ -23,6 +23,52 @@ def test_auc_matches_pairwise_definition_with_ties():
     assert math.isnan(metrics.auc([1, 1], [0.2, 0.3]))
 
 
+def brute_delong(labels, scores_a, scores_b):
+    """DeLong's 1988 statistic from its pairwise kernel, O(positives x negatives)."""
+    def kernel(p, n):
+        return 1.0 if p > n else 0.5 if p == n else 0.0
+
+    v10, v01 = [], []
+    for scores in (scores_a, scores_b):
+        pos = [s for l, s in zip(labels, scores) if l]
+        neg = [s for l, s in zip(labels, scores) if not l]
+        v10.append([np.mean([kernel(p, n) for n in neg]) for p in pos])
+        v01.append([np.mean([kernel(p, n) for p in pos]) for n in neg])
+    s10, s01 = np.cov(v10), np.cov(v01)
+    m, n = len(v10[0]), len(v01[0])
+    variance = (s10[0, 0] + s10[1, 1] - 2 * s10[0, 1]) / m + (s01[0, 0] + s01[1, 1] - 2 * s01[0, 1]) / n
+    return np.mean(v10[0]) - np.mean(v10[1]), math.sqrt(variance)
+
+
+def test_paired_auc_is_delongs_statistic_with_ties():
+    rng = np.random.default_rng(3)
+    labels = rng.random(300) < 0.2
+    truth = rng.normal(size=300) + labels
+    scores_a = np.round(truth + rng.normal(scale=0.5, size=300), 1)  # ties within and across classes
+    scores_b = np.round(truth + rng.normal(scale=1.5, size=300), 1)
+    got = metrics.paired_auc(labels, scores_a, scores_b)
+    difference, error = brute_delong(labels, scores_a, scores_b)
+    assert got["difference"] == pytest.approx(difference)
+    assert got["difference"] == pytest.approx(metrics.auc(labels, scores_a) - metrics.auc(labels, scores_b))
+    assert got["standard_error"] == pytest.approx(error)
+    assert got["p_value"] == pytest.approx(math.erfc(abs(difference) / error / math.sqrt(2)))
+
+
+def test_pairing_shrinks_the_error_of_two_networks_that_agree():
+    rng = np.random.default_rng(4)
+    labels = rng.random(5000) < 0.01  # ~50 positives, as an eval day's orders
+    shared = rng.normal(size=5000) + 1.5 * labels
+    scores_a, scores_b = shared + rng.normal(scale=0.1, size=5000), shared + rng.normal(scale=0.1, size=5000)
+    got = metrics.paired_auc(labels, scores_a, scores_b)
+    assert got["standard_error"] < 0.25 * min(got["standard_error_a"], got["standard_error_b"])
+    assert got["p_value"] > 0.01  # the same network up to noise
+    better = metrics.paired_auc(labels, shared + 2.0 * labels, scores_b)
+    assert better["difference"] > 0 and better["p_value"] < 1e-3
+    same = metrics.paired_auc(labels, scores_a, scores_a)
+    assert same["difference"] == 0 and same["standard_error"] == 0 and same["p_value"] == 1.0
+    assert math.isnan(metrics.paired_auc([1, 0, 0], [0.3, 0.2, 0.1], [0.1, 0.2, 0.3])["p_value"])  # one positive
+
+
 def test_gauc_weights_users_by_impressions_and_skips_single_class_users():
     labels = [1, 0, 0, 1, 0, 1, 1]
     scores = [0.9, 0.1, 0.5, 0.2, 0.8, 0.3, 0.4]
