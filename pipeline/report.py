@@ -100,6 +100,18 @@ def _model_dirs(store) -> Dict[str, Dict[str, str]]:
     return dirs
 
 
+def auc_tests(scored: pd.DataFrame, baseline: pd.DataFrame) -> Dict[str, Dict[str, float]]:
+    """Per task: DeLong's paired test of the model's logged AUC against the baseline's on the
+    eval impressions both scored (`metrics.paired_auc`: the difference, its standard error and
+    two-sided p-value). A RelaImpr rests on the eval day's positives (the default world's has
+    ~66 orders, so one order AUC alone carries a standard error near 0.027); the pairing says
+    whether the two networks' difference is more than that noise."""
+    tasks = [t for t in scored.columns if f"label_{t}" in scored and t in baseline]
+    both = scored[[F.IMPRESSION_ID] + [f"label_{t}" for t in tasks] + tasks].merge(
+        baseline[[F.IMPRESSION_ID] + tasks], on=F.IMPRESSION_ID, suffixes=("", "_baseline"))
+    return {t: metrics.paired_auc(both[f"label_{t}"], both[t], both[f"{t}_baseline"]) for t in tasks}
+
+
 def slices(scored: pd.DataFrame, relevance: bool = True) -> Dict[str, Dict[str, Dict[str, float]]]:
     """task_figures per scenario (`scenario=NL`) and per result page (`page=1`, `page=2`,
     `page>=3`: the position buckets), for the slices with examples."""
@@ -145,6 +157,9 @@ def evaluate(store, logs_dir: str, frames: Optional[Dict[str, pd.DataFrame]] = N
 
     result["rela_impr"] = rela_impr(result["models"][rows.get("logged", rows["model"])])
     result["rela_impr_served"] = rela_impr(result["models"][rows["model"]])
+    if "baseline" in rows:  # is each RelaImpr more than the eval day's sampling noise?
+        result["rela_impr_test"] = auc_tests(frames[rows.get("logged", rows["model"])], frames[rows["baseline"]])
+        result["rela_impr_served_test"] = auc_tests(frames[rows["model"]], frames[rows["baseline"]])
     result["blessed"] = gfile.exists(os.path.join(_output(store, "Evaluator", "blessing"), "BLESSED"))
     result["evaluator"] = evaluator_figures(store)
     if (truth is not None and "baseline" in rows and all(c in truth for c in abtest.TRUTH_COLUMNS)
@@ -240,19 +255,24 @@ def table(result: dict) -> str:
     rows = result["rows"]
     width = max([9] + [len(name) for name in result["models"]])
     lines = [f"{'model':<{width}} {'task':<7} " + " ".join(f"{headers.get(c, c):>11}" for c in columns)
-             + f" {'RelaImpr':>9}"]
+             + f" {'RelaImpr':>9} {'p':>6}"]
     rela_by_row = {rows.get("logged"): result["rela_impr"], rows["model"]: result["rela_impr_served"]}
+    test_by_row = {rows.get("logged"): result.get("rela_impr_test", {}),
+                   rows["model"]: result.get("rela_impr_served_test", {})}
     for name, tasks in result["models"].items():
         for task, values in tasks.items():
             rela = rela_by_row.get(name, {}).get(task)
+            p_value = test_by_row.get(name, {}).get(task, {}).get("p_value")
             lines.append(f"{name:<{width}} {task:<7} " + " ".join(f"{_fmt(values.get(c)):>11}" for c in columns)
-                         + f" {('-' if rela is None else f'{rela:+.2%}'):>9}")
+                         + f" {('-' if rela is None else f'{rela:+.2%}'):>9}"
+                         + f" {('-' if p_value is None or np.isnan(p_value) else f'{p_value:.3f}'):>6}")
     served = ", ".join(rows[r] for r in ("model", "baseline") if r in rows)
     lines.append(f"  {served}: served networks (no bias tower)"
                  + (f"; {rows['logged']}: the training-time model (eq. 5) with its bias tower, i.e. the probability "
                     "of the event as logged" if "logged" in rows else "")
                  + (f". RelaImpr over {rows['baseline']}: the {LOGGED_SUFFIX} row as the paper's offline evaluation "
-                    "(eq. 5 on logged behaviour), the model's row for the served networks" if "baseline" in rows else ""))
+                    "(eq. 5 on logged behaviour), the model's row for the served networks; p: DeLong's paired test "
+                    "of the two AUCs on the same eval impressions" if "baseline" in rows else ""))
     lines.append("  efficiency = (AUC - 0.5) / (oracle AUC - 0.5) against the true probability of the logged "
                  "event; rel_eff: against the true click probability without position effects (p_click_rel)")
     lines.append("  calibration = mean prediction / mean label; cal@pos1: on the eval impressions shown at position 1 "

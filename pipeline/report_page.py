@@ -141,15 +141,22 @@ def _rela_impr(result: dict) -> str:
     rows = result["rows"]
     if "baseline" not in rows:
         return ""
-    comparisons = [(rows["model"], "served networks", result.get("rela_impr_served", {}))]
+    comparisons = [(rows["model"], "served networks", result.get("rela_impr_served", {}),
+                    result.get("rela_impr_served_test", {}))]
     if "logged" in rows:  # else rela_impr is the served networks' comparison again
         comparisons.insert(0, (rows["logged"], "offline evaluation (eq. 5 on logged behaviour)",
-                               result.get("rela_impr", {})))
-    tasks = list(dict.fromkeys(t for _, _, by_task in comparisons for t in by_task))
-    body = [[_text(f"{name} over {rows['baseline']}"), _text(what)] + [_percent(by_task.get(t)) for t in tasks]
-            for name, what, by_task in comparisons]
+                               result.get("rela_impr", {}), result.get("rela_impr_test", {})))
+    tasks = list(dict.fromkeys(t for _, _, by_task, _ in comparisons for t in by_task))
+
+    def cell(rela, test):
+        p_value = (test or {}).get("p_value")
+        return _percent(rela) + ("" if _missing(rela) or _missing(p_value) else f" (p {p_value:.3f})")
+
+    body = [[_text(f"{name} over {rows['baseline']}"), _text(what)] + [cell(by_task.get(t), tests.get(t)) for t in tasks]
+            for name, what, by_task, tests in comparisons]
     return _section("RelaImpr over the baseline", _table(["model", "comparison"] + tasks, body, 2),
-                    _note("RelaImpr = (AUC(model) - 0.5) / (AUC(baseline) - 0.5) - 1"))
+                    _note("RelaImpr = (AUC(model) - 0.5) / (AUC(baseline) - 0.5) - 1; p: DeLong's paired test of "
+                          "the two AUCs on the same eval impressions (two-sided)"))
 
 
 def _ranking(result: dict) -> str:

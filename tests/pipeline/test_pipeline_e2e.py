@@ -143,6 +143,13 @@ def test_report_table(run, summary):
     served, logged = result["models"]["dmt"]["click"], result["models"][logged_row]["click"]
     assert served["oracle_auc"] == logged["oracle_auc"] and 0.0 < served["relevance_oracle_auc"] <= 1.0
     assert set(result["rela_impr"]) == {"click", "order"}
+    # each RelaImpr with DeLong's paired test of the same two AUCs
+    for key, row in (("rela_impr_test", logged_row), ("rela_impr_served_test", "dmt")):
+        assert set(result[key]) == {"click", "order"}
+        click = result[key]["click"]
+        assert click["difference"] == pytest.approx(
+            result["models"][row]["click"]["auc"] - result["models"]["dnn-base"]["click"]["auc"])
+        assert 0.0 <= click["p_value"] <= 1.0 and click["standard_error"] > 0
     # every report ranks the eval requests by each served network's score and outputs, by the
     # logging policy and by the truth itself, judged on the position-free probabilities
     ranking = result["ranking"]

@@ -128,6 +128,18 @@ def test_relaimpr_names_the_offline_comparison_only_with_a_logged_row(frames):
     assert f"<td>{logged} over {ROWS[1]}</td><td>offline evaluation" in report_page.render(result, {})
 
 
+def test_relaimpr_carries_the_paired_tests_p_value(frames):
+    result = evaluation(frames)
+    assert "(p " not in report_page.render(result, {})  # a report written before the test: RelaImpr alone
+    result["rela_impr_served_test"] = {"click": {"difference": 0.01, "standard_error": 0.004, "p_value": 0.0124},
+                                       "order": {"difference": float("nan"), "standard_error": float("nan"),
+                                                 "p_value": float("nan")}}
+    page = report_page.render(result, {})
+    assert f"{result['rela_impr_served']['click']:+.2%} (p 0.012)</td>" in page
+    assert f"{result['rela_impr_served']['order']:+.2%}</td>" in page  # no p where the test has none
+    assert "paired test of the two AUCs" in page
+
+
 def test_missing_figures_show_as_a_dash():
     assert report_page._number(float("nan")) == "-" and report_page._number(None) == "-"
     assert report_page._number(0.123456) == "0.1235" and report_page._number(7) == "7"
