@@ -22,10 +22,10 @@
    metrics of the report (click output: expected AUC against position-free click labels, its
    efficiency, NDCG@10 with the true click probability as gain; order output: NDCG@10 with the
    true purchase probability as gain), plus training examples/s (steps x batch / fit seconds).
-6. Every row's logged AUC per task against the first preset's served network (`funnel dmt
-   (served)` by default), by DeLong's paired test on the same eval impressions: the difference,
-   its standard error and p-value (an eval day holds ~66 orders, too few for one AUC alone to
-   rank networks whose AUCs differ by 0.01).
+6. Every row's logged AUC per task against the first preset's served and training-time networks
+   (`funnel dmt (served)`, `funnel dmt (training-time)` by default), by DeLong's paired test on
+   the same eval impressions: the difference, its standard error and p-value (an eval day holds
+   ~66 orders, too few for one AUC alone to rank networks whose AUCs differ by 0.01).
 """
 
 import argparse
@@ -316,11 +316,14 @@ def run_benchmark(logs_dir: str, work_dir: str, peers=PEERS, presets=("dmt", "dn
             rows.append(row)
             eval_scores[row["model"]] = scored.set_index(F.IMPRESSION_ID)[list(outputs)]
             log(f"[peers] {row['model']}: " + ", ".join(f"{t} AUC {row['metrics'][t]['auc']:.4f}" for t in outputs))
-    reference = f"funnel {presets[0]} (served)" if presets else None
-    if reference in eval_scores:
+    # the acceptance's two comparisons: every row against funnel's served network and against its
+    # training-time network (the one the +position peers compete with)
+    references = [] if not presets else [
+        r for r in (f"funnel {presets[0]} ({kind})" for kind in ("served", "training-time")) if r in eval_scores]
+    for reference in references:
         against_reference(rows, eval_scores, ids, reference)
     return {"rows": rows, "settings": {k: settings[k] for k in ("batch_size", "epochs", "learning_rate", "seed")},
-            "paired_reference": reference if reference in eval_scores else None,
+            "paired_references": references,
             "logs": os.path.abspath(logs_dir), "eval_examples": int(len(ids)),
             # a logged AUC rests on its positives: the default world's eval day has ~66 orders
             "eval_positives": {t: int(ids[f"label_{t}"].sum()) for t in TASKS},
@@ -331,23 +334,23 @@ def run_benchmark(logs_dir: str, work_dir: str, peers=PEERS, presets=("dmt", "dn
 def against_reference(rows: List[Dict[str, Any]], eval_scores: Dict[str, pd.DataFrame], ids: pd.DataFrame,
                       reference: str) -> None:
     """Adds to each other row, per task, DeLong's paired test of its logged AUC against the
-    reference's (`metrics.paired_auc`, on the eval impressions both scored): with ~66 orders on
-    the eval day one order AUC has a standard error near 0.027, but two networks that rank most
-    orders alike differ by much less, and the pairing measures by how much."""
+    reference's (`metrics.paired_auc`, on the eval impressions both scored), under
+    row["against"][reference]: with ~66 orders on the eval day one order AUC has a standard
+    error near 0.027, but two networks that rank most orders alike differ by much less, and the
+    pairing measures by how much."""
     labelled = ids.set_index(F.IMPRESSION_ID)
     for row in rows:
         if row["model"] == reference:
             continue
-        row["against_reference"] = {}
+        tests = row.setdefault("against", {})[reference] = {}
         for task in TASKS:
             if task not in eval_scores[row["model"]] or task not in eval_scores[reference]:
                 continue
             both = labelled[[f"label_{task}"]].join(eval_scores[reference][task].rename("reference"), how="inner").join(
                 eval_scores[row["model"]][task].rename("model"), how="inner").dropna()
             test = metrics.paired_auc(both[f"label_{task}"], both["model"], both["reference"])
-            row["against_reference"][task] = {"auc_difference": test["difference"],
-                                              "standard_error": test["standard_error"],
-                                              "p_value": test["p_value"], "examples": int(len(both))}
+            tests[task] = {"auc_difference": test["difference"], "standard_error": test["standard_error"],
+                           "p_value": test["p_value"], "examples": int(len(both))}
 
 
 def markdown(result: Dict[str, Any]) -> str:
@@ -381,14 +384,13 @@ def markdown(result: Dict[str, Any]) -> str:
                      f"{f(m.get('click', {}).get('click_ndcg@10'))} | {f(m.get('order', {}).get('purchase_ndcg@10'))} | "
                      f"{f(row.get('score', {}).get('purchase_ndcg@10'))} | "
                      + " / ".join(f"{v:.0f}" for v in eps.values()) + " |")
-    reference = result.get("paired_reference")
-    if reference:
+    for reference in result.get("paired_references", []):
         lines += ["", f"Paired against {reference} (DeLong's test on the same eval impressions): each row's "
                   "logged AUC minus the reference's, ± the standard error of that difference, and the "
                   "two-sided p-value. A negative difference: the reference is ahead.", "",
                   "| model | click AUC difference | p | order AUC difference | p |", "|---|---:|---:|---:|---:|"]
         for row in result["rows"]:
-            paired = row.get("against_reference")
+            paired = row.get("against", {}).get(reference)
             if paired is None:
                 continue
             cells = []

@@ -111,10 +111,10 @@ def test_peers_and_funnel_train_on_the_same_examples(e2e_examples, tmp_path, mon
     assert "score" in result["rows"][-1] and result["eval_examples"] > 0
     assert 0 <= result["eval_positives"][F.ORDER] <= result["eval_positives"][F.CLICK] < result["eval_examples"]
     # each peer against funnel's served network, paired on the same eval impressions
-    assert result["paired_reference"] == "funnel dnn-base (served)"
+    assert result["paired_references"] == ["funnel dnn-base (served)"]  # dnn-base has no training-time network
     for row in result["rows"][:-1]:
         for task in (F.CLICK, F.ORDER):
-            paired = row["against_reference"][task]
+            paired = row["against"]["funnel dnn-base (served)"][task]
             assert paired["auc_difference"] == pytest.approx(
                 row["metrics"][task]["auc"] - result["rows"][-1]["metrics"][task]["auc"], abs=1e-9)
             assert paired["examples"] == result["eval_examples"] and paired["standard_error"] > 0
@@ -129,7 +129,7 @@ def test_peers_and_funnel_train_on_the_same_examples(e2e_examples, tmp_path, mon
     monkeypatch.setattr(pb, "train_peer", lambda *args, **kwargs: pytest.fail("retrained a cached peer"))
     again = pb.run_benchmark(str(root / "logs"), str(tmp_path), peers=("ESMM", "DIN"), presets=("dnn-base",),
                              config=config, log=lambda message: None)
-    dump = lambda rows: json.dumps([(r["metrics"], r["examples_per_second"], r.get("against_reference"))  # noqa: E731
+    dump = lambda rows: json.dumps([(r["metrics"], r["examples_per_second"], r.get("against"))  # noqa: E731
                                     for r in rows],
                                    sort_keys=True, default=float)
     assert dump(again["rows"]) == dump(result["rows"])
@@ -146,18 +146,25 @@ def test_each_row_is_tested_against_the_reference_on_the_impressions_both_scored
     clicks = pd.DataFrame({F.CLICK: ids["label_click"] * 2 + noise()}).set_index(index)
     orders = pd.DataFrame({F.ORDER: ids["label_order"] * 0.5 + noise()}).set_index(index).iloc[:300]
     scores = {"funnel dmt (served)": reference, "deepctr DIN": pd.concat([clicks, orders], axis=1)}
-    rows = [{"model": "deepctr DIN"}, {"model": "funnel dmt (served)"}]
-    pb.against_reference(rows, scores, ids, "funnel dmt (served)")
-    assert "against_reference" not in rows[1]
-    click, order = rows[0]["against_reference"][F.CLICK], rows[0]["against_reference"][F.ORDER]
+    scores["funnel dmt (training-time)"] = reference * 0.5
+    rows = [{"model": "deepctr DIN"}, {"model": "funnel dmt (served)"}, {"model": "funnel dmt (training-time)"}]
+    for name in ("funnel dmt (served)", "funnel dmt (training-time)"):
+        pb.against_reference(rows, scores, ids, name)
+    assert list(rows[1]["against"]) == ["funnel dmt (training-time)"]
+    assert list(rows[2]["against"]) == ["funnel dmt (served)"]
+    assert rows[2]["against"]["funnel dmt (served)"][F.CLICK]["auc_difference"] == 0  # the same ranking
+    against = rows[0]["against"]
+    assert against["funnel dmt (training-time)"] == against["funnel dmt (served)"]
+    click, order = against["funnel dmt (served)"][F.CLICK], against["funnel dmt (served)"][F.ORDER]
     assert click["examples"] == 400 and order["examples"] == 300
     assert click["auc_difference"] == pytest.approx(
         metrics.auc(ids["label_click"], clicks[F.CLICK]) - metrics.auc(ids["label_click"], reference[F.CLICK]))
     assert click["auc_difference"] > 0 and click["p_value"] < 0.01  # the peer's clicks are twice as separated
     assert order["auc_difference"] < 0
-    result = {"rows": [dict(rows[0], metrics={}, examples_per_second={}), dict(rows[1], metrics={}, examples_per_second={})],
-              "paired_reference": "funnel dmt (served)"}
+    result = {"rows": [dict(row, metrics={}, examples_per_second={}) for row in rows],
+              "paired_references": ["funnel dmt (served)", "funnel dmt (training-time)"]}
     table = pb.markdown(result)
+    assert "Paired against funnel dmt (served)" in table and "Paired against funnel dmt (training-time)" in table
     assert (f"| deepctr DIN | {click['auc_difference']:+.4f} ±{click['standard_error']:.4f} | "
             f"{click['p_value']:.3f} | {order['auc_difference']:+.4f} ±{order['standard_error']:.4f} |") in table
 
