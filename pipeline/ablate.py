@@ -29,14 +29,15 @@ from models import features as F
 from models import metrics
 from models import preprocessing as P
 from models.fusion import SMALLEST_PROBABILITY
-from pipeline import code_version, paths
+from pipeline import ablate_paired, code_version, paths
 from pipeline.child_process import in_a_child, in_child_process
 
 SUITES_FILE = os.path.join(os.path.dirname(__file__), "ablations.yaml")
 COLUMN_KINDS = ("logged", "cvr", "per_scenario", "fusion", "score")
 # Bumped when evaluate_variant adds figures: variants evaluated by an older version are
 # re-scored (not retrained) on the next run.
-EVALUATION_VERSION = 3  # 3: score_ranking (the score's request-level NDCG@10 / MRR@4 on logged labels)
+EVALUATION_VERSION = 4  # 3: score_ranking (the score's request-level NDCG@10 / MRR@4 on logged labels);
+#                        4: the eval scores kept (ablate_paired) for the paired tests
 # Score fusions measured on every variant with click and order outputs (item 4 of issue 10):
 # product (log-linear) weights, and eq. 6's weighted sums of probabilities.
 FUSION_GRID = ([("product", {F.CLICK: a, F.ORDER: round(1.0 - a, 2)}) for a in (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)]
@@ -242,11 +243,13 @@ def evaluate_variant(out_dir: str, eval_files: List[str], truth: Optional[pd.Dat
         clicked = scored["label_click"].to_numpy() > 0
         figures[F.ORDER]["cvr_auc"] = metrics.auc(scored["label_order"].to_numpy()[clicked], cvr[clicked])
     logged_dir = os.path.join(out_dir, "run", LOGGED_MODEL_DIR)
+    logged = None
     if os.path.isdir(logged_dir):
         logged = score_examples(logged_dir, eval_files, (F.CLICK, F.ORDER))
         for task in tasks:
             if task in logged and f"label_{task}" in logged:
                 figures[task]["logged_auc"] = metrics.auc(logged[f"label_{task}"], logged[task])
+    ablate_paired.write_eval_scores(out_dir, scored, logged, tasks)
     per_scenario = {
         str(scenario): {task: {"auc": metrics.auc(rows[f"label_{task}"], rows[task]),
                                "gauc": metrics.gauc(rows[f"label_{task}"], rows[task], rows[F.USER_ID])}
@@ -385,7 +388,7 @@ def run_suite(name: str, logs_dir: str, work_dir: str, config: Dict[str, Any],
     data = prepare_data(logs_dir, work_dir, config, beam_args)
     eval_files = sorted(glob.glob(os.path.join(data["examples"], f"Split-{F.EVAL_SPLIT}", "*")))
     truth = report.read_truth(logs_dir)
-    rows = []
+    rows, score_files = [], []
     for i, (variant, given) in enumerate(suite["variants"].items(), 1):
         section = variant_section(suite, given)
         runs = []
@@ -401,6 +404,9 @@ def run_suite(name: str, logs_dir: str, work_dir: str, config: Dict[str, Any],
                                         lambda message, p=progress: log(f"{p}: {message}")))
         rows.append({"variant": variant, "config": section, **runs[0]} if seeds is None
                     else seeded_rows(variant, section, runs, seeds))
+        score_files.append(os.path.join(variant_dir(work_dir, data, custom), ablate_paired.EVAL_SCORES_FILE))
+    if seeds is None:  # seeded rows compare means and deviations instead
+        ablate_paired.against_first(rows, score_files)
     result = {"suite": name, "paper": suite.get("paper", ""), "logs": paths.absolute(logs_dir),
               "columns": list(suite.get("columns", [])), "rows": rows,
               "seconds": round(time.time() - started, 1)}
@@ -478,5 +484,5 @@ def markdown(result: Dict[str, Any]) -> str:
               "position-free click / purchase probability as gain, ranking by the click output, the order output "
               "or the fused score." + (" order ndcg@10 / mrr@4, click mrr@4 (score): the fused score's NDCG@10 and "
               "MRR@4 per eval request on the logged orders / clicks (requests with one)."
-              if "score" in result["columns"] else ""), ""]
-    return "\n".join(lines)
+              if "score" in result["columns"] else "")]
+    return "\n".join(lines + ablate_paired.markdown(rows) + [""])

@@ -245,6 +245,13 @@ def test_a_suite_trains_each_variant_once_on_the_pipeline_examples(e2e_examples,
     assert "logged_auc" in result["rows"][1]["metrics"][F.CLICK]
     assert "logged_auc" not in result["rows"][0]["metrics"][F.CLICK]
     assert scenarios and all(f"{s} click GAUC" in (work / "ablations" / "tiny.md").read_text() for s in scenarios)
+    # the second variant's AUCs tested against the first's on the same eval impressions (the first,
+    # DNN(Base), has no training-time network to test against)
+    assert "paired" not in result["rows"][0] and set(result["rows"][1]["paired"]) == {F.CLICK, F.ORDER}
+    for task in (F.CLICK, F.ORDER):
+        assert result["rows"][1]["paired"][task]["auc_difference"] == pytest.approx(
+            result["rows"][1]["metrics"][task]["auc"] - result["rows"][0]["metrics"][task]["auc"])
+    assert "Paired against `dnn`" in (work / "ablations" / "tiny.md").read_text()
     # logs without a truth log: the logged-label figures, no truth rankings
     dnn_dir = ablate.variant_dir(str(work), {"key": "e2e"}, {"transform": config["transform"],
                                                              "model": {"preset": "dnn-base"}, "trainer": config["trainer"]})
