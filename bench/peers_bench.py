@@ -338,19 +338,17 @@ def against_reference(rows: List[Dict[str, Any]], eval_scores: Dict[str, pd.Data
     row["against"][reference]: with ~66 orders on the eval day one order AUC has a standard
     error near 0.027, but two networks that rank most orders alike differ by much less, and the
     pairing measures by how much."""
-    labelled = ids.set_index(F.IMPRESSION_ID)
+    labelled = ids[[F.IMPRESSION_ID] + [f"label_{t}" for t in TASKS]]
+    reference_scores = eval_scores[reference].reset_index()
     for row in rows:
         if row["model"] == reference:
             continue
-        tests = row.setdefault("against", {})[reference] = {}
-        for task in TASKS:
-            if task not in eval_scores[row["model"]] or task not in eval_scores[reference]:
-                continue
-            both = labelled[[f"label_{task}"]].join(eval_scores[reference][task].rename("reference"), how="inner").join(
-                eval_scores[row["model"]][task].rename("model"), how="inner").dropna()
-            test = metrics.paired_auc(both[f"label_{task}"], both["model"], both["reference"])
-            tests[task] = {"auc_difference": test["difference"], "standard_error": test["standard_error"],
-                           "p_value": test["p_value"], "examples": int(len(both))}
+        scored = labelled.merge(eval_scores[row["model"]].reset_index(), on=F.IMPRESSION_ID)
+        tests = metrics.paired_auc_on_shared_rows(scored, reference_scores, {t: f"label_{t}" for t in TASKS},
+                                                  F.IMPRESSION_ID)
+        row.setdefault("against", {})[reference] = {
+            t: {"auc_difference": test["difference"], "standard_error": test["standard_error"],
+                "p_value": test["p_value"], "examples": test["examples"]} for t, test in tests.items()}
 
 
 def markdown(result: Dict[str, Any]) -> str:

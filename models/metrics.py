@@ -60,6 +60,23 @@ def paired_auc(labels, scores_a, scores_b) -> Dict[str, float]:
             "standard_error_a": math.sqrt(covariance[0, 0]), "standard_error_b": math.sqrt(covariance[1, 1])}
 
 
+def paired_auc_on_shared_rows(scored: pd.DataFrame, reference: pd.DataFrame, outputs: Dict[str, str],
+                              key: str) -> Dict[str, Dict[str, float]]:
+    """`paired_auc` of each output column of `scored` (output -> its label column in `scored`)
+    against the same column of `reference`, on the rows both scored (joined on `key`; a row
+    whose score is missing in either is left out), with the number of rows it rests on
+    (`examples`). Outputs either frame lacks are skipped."""
+    result = {}
+    for output, label in outputs.items():
+        if output not in scored or label not in scored or output not in reference:
+            continue
+        both = scored[[key, label, output]].merge(reference[[key, output]], on=key,
+                                                  suffixes=("", " (reference)")).dropna()
+        result[output] = dict(paired_auc(both[label], both[output], both[f"{output} (reference)"]),
+                              examples=int(len(both)))
+    return result
+
+
 def gauc(labels, scores, groups) -> float:
     """Per-group AUC weighted by the group's number of rows (impressions); groups whose
     labels are all equal have no AUC and are left out (as in DIN's GAUC)."""

@@ -42,20 +42,14 @@ def against_first(rows: List[Dict[str, Any]], score_files: List[str]) -> None:
     first = _read(score_files[0]) if score_files else None
     if first is None:
         return
+    outputs = {o: f"label_{t}" for t in F.LABELS for o in (t, TRAINING_TIME.format(task=t))}
     for row, path in zip(rows[1:], score_files[1:]):
         scores = _read(path)
         if scores is None:
             continue
-        both = first.merge(scores, on=F.IMPRESSION_ID, suffixes=("", " (variant)"))
-        row["paired"] = {}
-        for task in F.LABELS:
-            for output in (task, TRAINING_TIME.format(task=task)):
-                columns = [f"label_{task}", output, f"{output} (variant)"]
-                if all(c in both for c in columns):
-                    usable = both[columns].dropna()
-                    test = metrics.paired_auc(usable[columns[0]], usable[columns[2]], usable[columns[1]])
-                    row["paired"][output] = {"auc_difference": test["difference"],
-                                             "standard_error": test["standard_error"], "p_value": test["p_value"]}
+        tests = metrics.paired_auc_on_shared_rows(scores, first, outputs, F.IMPRESSION_ID)
+        row["paired"] = {o: {"auc_difference": t["difference"], "standard_error": t["standard_error"],
+                             "p_value": t["p_value"]} for o, t in tests.items()}
 
 
 def markdown(rows: List[Dict[str, Any]]) -> List[str]:

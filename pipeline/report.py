@@ -106,10 +106,8 @@ def auc_tests(scored: pd.DataFrame, baseline: pd.DataFrame) -> Dict[str, Dict[st
     two-sided p-value). A RelaImpr rests on the eval day's positives (the default world's has
     ~66 orders, so one order AUC alone carries a standard error near 0.027); the pairing says
     whether the two networks' difference is more than that noise."""
-    tasks = [t for t in scored.columns if f"label_{t}" in scored and t in baseline]
-    both = scored[[F.IMPRESSION_ID] + [f"label_{t}" for t in tasks] + tasks].merge(
-        baseline[[F.IMPRESSION_ID] + tasks], on=F.IMPRESSION_ID, suffixes=("", "_baseline"))
-    return {t: metrics.paired_auc(both[f"label_{t}"], both[t], both[f"{t}_baseline"]) for t in tasks}
+    tasks = {t: f"label_{t}" for t in scored.columns if f"label_{t}" in scored}
+    return metrics.paired_auc_on_shared_rows(scored, baseline, tasks, F.IMPRESSION_ID)
 
 
 def slices(scored: pd.DataFrame, relevance: bool = True) -> Dict[str, Dict[str, Dict[str, float]]]:
