@@ -324,7 +324,7 @@ def run_benchmark(logs_dir: str, work_dir: str, peers=PEERS, presets=("dmt", "dn
         against_reference(rows, eval_scores, ids, reference)
     return {"rows": rows, "settings": {k: settings[k] for k in ("batch_size", "epochs", "learning_rate", "seed")},
             "paired_references": references,
-            "logs": os.path.abspath(logs_dir), "eval_examples": int(len(ids)),
+            "logs": os.path.abspath(logs_dir), "eval_days": config["ingest"]["eval_days"], "eval_examples": int(len(ids)),
             # a logged AUC rests on its positives: the default world's eval day has ~66 orders
             "eval_positives": {t: int(ids[f"label_{t}"].sum()) for t in TASKS},
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -358,14 +358,15 @@ def markdown(result: Dict[str, Any]) -> str:
     # Self-describing: `make bench-peers` writes this file over the committed one.
     settings = result.get("settings", {})
     positives = ", ".join(f"{n:,} {task}s" for task, n in result.get("eval_positives", {}).items())
+    eval_days = f" from the logs' last {result['eval_days']} day(s)" if "eval_days" in result else ""
     lines = ["# funnel beside DeepCTR on the same ingested examples", "",
              "Made by:", "", "```", result.get("command", "python -m bench.peers_bench"), "```", "",
              f"Logs `{result.get('logs', '?')}`; every model trained with batch {settings.get('batch_size')}, "
              f"{settings.get('epochs')} epoch(s), learning rate {settings.get('learning_rate')}, seed "
              f"{settings.get('seed')}; {result.get('eval_examples', 0):,} eval examples"
-             f"{f' ({positives})' if positives else ''}; "
+             f"{f' ({positives})' if positives else ''}{eval_days}; "
              f"{result.get('wall_seconds', 0.0):,.0f} s wall; {result.get('date', '')}.", "",
-             "AUC/GAUC: logged labels of the eval day. Truth columns: the simulator's position-free "
+             "AUC/GAUC: logged labels of the eval split. Truth columns: the simulator's position-free "
              "probabilities (click eff. = (expected AUC against position-free click labels - 0.5) / (that of "
              "the true probabilities - 0.5); NDCG@10 per request with the true click / purchase probability "
              "as gain). \"+position\": the peer also reads position and page and is scored at the logged ones; "
@@ -410,12 +411,16 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=None,
                         help="every model's training seed (default: pipeline/config.yaml's trainer seed, 0); "
                              "one run per seed, each cached in --work like the rest")
+    parser.add_argument("--config", metavar="FILE",
+                        help="YAML over pipeline/config.yaml, as `funnel ablate --config`: e.g. an `ingest:` "
+                             "section with a longer eval split (eval_days), whose extra orders narrow the "
+                             "paired tests' errors")
     args = parser.parse_args(argv)
     with progress.held_warnings():  # TFX's and Beam's import-time warnings go to the bench's log
         from pipeline import ablate  # noqa: F401  (imported here so that its warnings are held)
         from pipeline.config import load_config
 
-    config = load_config()
+    config = load_config(args.config)
     if args.seed is not None:
         config["trainer"]["seed"] = args.seed
     with quiet_bench("peers bench", os.path.join(args.work, "peers", "peers.log")):

@@ -216,3 +216,21 @@ def test_the_console_shows_the_benchs_lines_and_the_log_file_the_libraries(tmp_p
     assert "Tables initialized" not in console and "cuDNN" not in console
     logged = (work / "peers" / "peers.log").read_text()
     assert "Tables initialized inside a tf.function" in logged and "Unable to register cuDNN factory" in logged
+
+
+def test_config_file_sets_the_eval_split_and_the_table_says_so(tmp_path, monkeypatch):
+    seen = {}
+
+    def run(logs, work, peers, presets, config=None, log=print):
+        seen["ingest"] = dict(config["ingest"])
+        return {"rows": [], "eval_days": config["ingest"]["eval_days"], "eval_examples": 200_000,
+                "settings": {k: config["trainer"][k] for k in ("batch_size", "epochs", "learning_rate", "seed")}}
+
+    monkeypatch.setattr(pb, "run_benchmark", run)
+    config = tmp_path / "long-eval.yaml"
+    config.write_text("ingest:\n  eval_days: 7\n")
+    out = tmp_path / "peers.json"
+    pb.main(["--logs", "L", "--work", str(tmp_path / "work"), "--out", str(out), "--config", str(config)])
+    assert seen["ingest"]["eval_days"] == 7 and seen["ingest"]["attribution_window_seconds"] == 86400
+    assert "200,000 eval examples from the logs' last 7 day(s);" in (tmp_path / "peers.md").read_text()
+    assert f"--config {config}" in json.loads(out.read_text())["command"]
