@@ -404,8 +404,9 @@ def run_suite(name: str, logs_dir: str, work_dir: str, config: Dict[str, Any],
                                         lambda message, p=progress: log(f"{p}: {message}")))
         rows.append({"variant": variant, "config": section, **runs[0]} if seeds is None
                     else seeded_rows(variant, section, runs, seeds))
-        score_files.append(os.path.join(variant_dir(work_dir, data, custom), ablate_paired.EVAL_SCORES_FILE))
-    if seeds is None:  # seeded rows compare means and deviations instead
+        if seeds is None:  # seeded rows compare means and deviations instead of paired tests
+            score_files.append(os.path.join(variant_dir(work_dir, data, custom), ablate_paired.EVAL_SCORES_FILE))
+    if seeds is None:
         ablate_paired.against_first(rows, score_files)
     result = {"suite": name, "paper": suite.get("paper", ""), "logs": paths.absolute(logs_dir),
               "columns": list(suite.get("columns", [])), "rows": rows,
