@@ -36,8 +36,8 @@ SUITES_FILE = os.path.join(os.path.dirname(__file__), "ablations.yaml")
 COLUMN_KINDS = ("logged", "cvr", "per_scenario", "fusion", "score")
 # Bumped when evaluate_variant adds figures: variants evaluated by an older version are
 # re-scored (not retrained) on the next run.
-EVALUATION_VERSION = 4  # 3: score_ranking (the score's request-level NDCG@10 / MRR@4 on logged labels);
-#                        4: the eval scores kept (ablate_paired) for the paired tests
+EVALUATION_VERSION = 5  # 3: score_ranking (the score's request-level NDCG@10 / MRR@4 on logged labels);
+#                        4: the eval scores kept (ablate_paired) for the paired tests; 5: pCVR kept
 # Score fusions measured on every variant with click and order outputs (item 4 of issue 10):
 # product (log-linear) weights, and eq. 6's weighted sums of probabilities.
 FUSION_GRID = ([("product", {F.CLICK: a, F.ORDER: round(1.0 - a, 2)}) for a in (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)]
@@ -55,6 +55,10 @@ def load_suites(path: Optional[str] = None) -> Dict[str, Dict[str, Any]]:
         unknown = set(suite.get("columns", [])) - set(COLUMN_KINDS) if isinstance(suite, dict) else None
         if unknown is None or unknown or not isinstance(suite.get("variants"), dict):
             raise ValueError(f"{path}: suite {name!r}: needs a mapping of variants; columns among {COLUMN_KINDS}")
+        against = suite.get("paired_against", [])
+        strangers = set(against) - set(suite["variants"]) if isinstance(against, list) else {against}
+        if strangers:
+            raise ValueError(f"{path}: suite {name!r}: paired_against names no variant of the suite: {sorted(strangers)}")
     return suites
 
 
@@ -249,7 +253,7 @@ def evaluate_variant(out_dir: str, eval_files: List[str], truth: Optional[pd.Dat
         for task in tasks:
             if task in logged and f"label_{task}" in logged:
                 figures[task]["logged_auc"] = metrics.auc(logged[f"label_{task}"], logged[task])
-    ablate_paired.write_eval_scores(out_dir, scored, logged, tasks)
+    ablate_paired.write_eval_scores(out_dir, scored, logged, tasks, cvr)
     per_scenario = {
         str(scenario): {task: {"auc": metrics.auc(rows[f"label_{task}"], rows[task]),
                                "gauc": metrics.gauc(rows[f"label_{task}"], rows[task], rows[F.USER_ID])}
@@ -406,11 +410,12 @@ def run_suite(name: str, logs_dir: str, work_dir: str, config: Dict[str, Any],
                     else seeded_rows(variant, section, runs, seeds))
         if seeds is None:  # seeded rows compare means and deviations instead of paired tests
             score_files.append(os.path.join(variant_dir(work_dir, data, custom), ablate_paired.EVAL_SCORES_FILE))
-    if seeds is None:
-        ablate_paired.against_first(rows, score_files)
     result = {"suite": name, "paper": suite.get("paper", ""), "logs": paths.absolute(logs_dir),
               "columns": list(suite.get("columns", [])), "rows": rows,
               "seconds": round(time.time() - started, 1)}
+    if seeds is None:  # each variant against the claim's baseline(s): the first variant unless named
+        result["paired_against"] = ablate_paired.against_references(
+            rows, score_files, suite.get("paired_against") or list(suite["variants"])[:1])
     if seeds is not None:
         result["seeds"] = list(seeds)
     out = os.path.join(work_dir, "ablations")
@@ -486,4 +491,5 @@ def markdown(result: Dict[str, Any]) -> str:
               "or the fused score." + (" order ndcg@10 / mrr@4, click mrr@4 (score): the fused score's NDCG@10 and "
               "MRR@4 per eval request on the logged orders / clicks (requests with one)."
               if "score" in result["columns"] else "")]
-    return "\n".join(lines + ablate_paired.markdown(rows) + [""])
+    return "\n".join(lines + ablate_paired.markdown(rows, result.get("paired_against", []), "cvr" in result["columns"])
+                     + [""])

@@ -1,16 +1,19 @@
-"""Paired tests of a suite's variants against its first (`funnel ablate`).
+"""Paired tests of a suite's variants against its reference variants (`funnel ablate`).
 
 One training's logged AUC on the default world's eval day rests on ~66 orders: one order AUC
 alone carries a standard error near 0.027, larger than most differences a suite measures. Two
 variants scored on the same eval impressions share most of that noise, so each variant's AUC is
-tested against the first variant's by DeLong's paired test (`models.metrics.paired_auc`), per
-task, for the served network and, where both saved one, the training-time network. The scores
-are kept per variant (`EVAL_SCORES_FILE`, written by `pipeline.ablate.evaluate_variant`).
+tested against each reference variant's (the suite's `paired_against`, else its first variant:
+the paper's baseline of the claim, e.g. ESMM for ESM²) by DeLong's paired test
+(`models.metrics.paired_auc`), per task, for the served network and, where both saved one, the
+training-time network, and for CVR AUC on clicked impressions (ESM² Table 2). The scores are
+kept per variant (`EVAL_SCORES_FILE`, written by `pipeline.ablate.evaluate_variant`).
 """
 
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
+import numpy as np
 import pandas as pd
 
 from models import features as F
@@ -18,12 +21,17 @@ from models import metrics
 
 EVAL_SCORES_FILE = "eval_scores.csv.gz"
 TRAINING_TIME = "{task} (training-time)"  # the column and test name of a training-time output
+CVR_CLICKED = "cvr (clicked)"  # pCVR on clicked impressions, missing on the others: tested on label_order
 
 
-def write_eval_scores(out_dir: str, scored: pd.DataFrame, logged: Optional[pd.DataFrame], tasks: List[str]) -> None:
-    """The eval impressions' labels and the variant's outputs: the served network's per task and,
-    when saved, the training-time network's."""
+def write_eval_scores(out_dir: str, scored: pd.DataFrame, logged: Optional[pd.DataFrame], tasks: List[str],
+                      cvr: Optional[np.ndarray] = None) -> None:
+    """The eval impressions' labels and the variant's outputs: the served network's per task,
+    its pCVR on clicked impressions (`cvr`, one per row of `scored`) and, when saved, the
+    training-time network's."""
     kept = scored[[F.IMPRESSION_ID] + [f"label_{t}" for t in tasks] + tasks]
+    if cvr is not None and "label_click" in scored:
+        kept = kept.assign(**{CVR_CLICKED: np.where(scored["label_click"].to_numpy() > 0, cvr, np.nan)})
     if logged is not None:
         outputs = {t: TRAINING_TIME.format(task=t) for t in tasks if t in logged}
         kept = kept.merge(logged[[F.IMPRESSION_ID] + list(outputs)].rename(columns=outputs), on=F.IMPRESSION_ID,
@@ -35,38 +43,50 @@ def _read(path: str) -> Optional[pd.DataFrame]:
     return pd.read_csv(path, dtype={F.IMPRESSION_ID: str}) if os.path.exists(path) else None
 
 
-def against_first(rows: List[Dict[str, Any]], score_files: List[str]) -> None:
-    """Adds row["paired"] to every row after the first: per output (`click`, `order`, and
-    `click (training-time)` ...) the test of its logged AUC against the first row's on the
-    impressions both scored. A variant without kept scores is left out."""
-    first = _read(score_files[0]) if score_files else None
-    if first is None:
-        return
+def against_references(rows: List[Dict[str, Any]], score_files: List[str], references: Sequence[str]) -> List[str]:
+    """Adds row["paired"][reference] to every row but the reference, for each reference variant:
+    per output (`click`, `order`, `cvr (clicked)`, `click (training-time)` ...) the test of its
+    logged AUC against the reference's on the impressions both scored. A variant without kept
+    scores is left out. Returns the references whose scores were found."""
+    files = {row["variant"]: path for row, path in zip(rows, score_files)}
     outputs = {o: f"label_{t}" for t in F.LABELS for o in (t, TRAINING_TIME.format(task=t))}
-    for row, path in zip(rows[1:], score_files[1:]):
-        scores = _read(path)
-        if scores is None:
+    outputs[CVR_CLICKED] = "label_order"
+    tested = []
+    for reference in references:
+        first = _read(files[reference]) if reference in files else None
+        if first is None:
             continue
-        tests = metrics.paired_auc_on_shared_rows(scores, first, outputs, F.IMPRESSION_ID)
-        row["paired"] = {o: {"auc_difference": t["difference"], "standard_error": t["standard_error"],
-                             "p_value": t["p_value"]} for o, t in tests.items()}
+        tested.append(reference)
+        for row in rows:
+            scores = None if row["variant"] == reference else _read(files.get(row["variant"], ""))
+            if scores is None:
+                continue
+            tests = metrics.paired_auc_on_shared_rows(scores, first, outputs, F.IMPRESSION_ID)
+            row.setdefault("paired", {})[reference] = {
+                o: {"auc_difference": t["difference"], "standard_error": t["standard_error"],
+                    "p_value": t["p_value"]} for o, t in tests.items()}
+    return tested
 
 
-def markdown(rows: List[Dict[str, Any]]) -> List[str]:
-    """The paired tests as a table (no lines when no row has them)."""
-    tested = [r for r in rows if r.get("paired")]
-    if not tested:
-        return []
-    outputs = list(dict.fromkeys(o for r in tested for o in r["paired"]))
-    lines = ["", f"Paired against `{rows[0]['variant']}` (DeLong's test on the same eval impressions): each "
-             "variant's logged AUC minus the first's, ± the standard error of that difference (p: two-sided).", "",
-             "| variant | " + " | ".join(f"{o} AUC difference | p" for o in outputs) + " |",
-             "|---|" + "---:|---:|" * len(outputs)]
-    for row in tested:
-        cells = []
-        for output in outputs:
-            test = row["paired"].get(output)
-            cells += (["-", "-"] if test is None else
-                      [f"{test['auc_difference']:+.4f} ±{test['standard_error']:.4f}", f"{test['p_value']:.3f}"])
-        lines.append(f"| {row['variant']} | " + " | ".join(cells) + " |")
+def markdown(rows: List[Dict[str, Any]], references: Sequence[str], cvr: bool = False) -> List[str]:
+    """The paired tests as one table per reference (no lines when no row has them); the CVR
+    test's columns only with `cvr` (the suite's `cvr` column kind)."""
+    lines = []
+    for reference in references:
+        tested = [r for r in rows if r.get("paired", {}).get(reference)]
+        if not tested:
+            continue
+        outputs = [o for o in dict.fromkeys(o for r in tested for o in r["paired"][reference])
+                   if cvr or o != CVR_CLICKED]
+        lines += ["", f"Paired against `{reference}` (DeLong's test on the same eval impressions): each variant's "
+                  f"logged AUC minus `{reference}`'s, ± the standard error of that difference (p: two-sided).", "",
+                  "| variant | " + " | ".join(f"{o} AUC difference | p" for o in outputs) + " |",
+                  "|---|" + "---:|---:|" * len(outputs)]
+        for row in tested:
+            cells = []
+            for output in outputs:
+                test = row["paired"][reference].get(output)
+                cells += (["-", "-"] if test is None else
+                          [f"{test['auc_difference']:+.4f} ±{test['standard_error']:.4f}", f"{test['p_value']:.3f}"])
+            lines.append(f"| {row['variant']} | " + " | ".join(cells) + " |")
     return lines

@@ -18,7 +18,7 @@ from models import features as F
 from models import preprocessing as P
 from models.config import ModelConfig
 from models.model import build_model, compile_model
-from pipeline import ablate, code_version
+from pipeline import ablate, ablate_paired, code_version
 from pipeline.config import load_config
 from pipeline.pipeline import create_pipeline
 from tests.models.batch import NO_SEQUENCES, VOCAB_SIZES, make_batch, small_config
@@ -100,6 +100,20 @@ def test_unknown_suite_columns_are_refused(tmp_path):
     path.write_text(yaml.safe_dump({"s": {"columns": ["speed"], "variants": {"a": {}}}}))
     with pytest.raises(ValueError, match="columns"):
         ablate.load_suites(str(path))
+
+
+@pytest.mark.parametrize("against", [["c"], "a"])
+def test_paired_against_must_list_variants_of_the_suite(tmp_path, against):
+    path = tmp_path / "suites.yaml"
+    path.write_text(yaml.safe_dump({"s": {"paired_against": against, "variants": {"a": {}, "b": {}}}}))
+    with pytest.raises(ValueError, match="paired_against"):
+        ablate.load_suites(str(path))
+
+
+def test_the_claims_suites_pair_against_the_papers_baselines():
+    assert SUITES["esm2"]["paired_against"][0] == "esmm"
+    assert SUITES["hmoe"]["paired_against"] == ["immoe", "hmoe"]
+    assert SUITES["mixtures"]["paired_against"] == ["shared-bottom", "mmoe"]
 
 
 def test_the_data_pipeline_stops_after_transform():
@@ -247,11 +261,17 @@ def test_a_suite_trains_each_variant_once_on_the_pipeline_examples(e2e_examples,
     assert scenarios and all(f"{s} click GAUC" in (work / "ablations" / "tiny.md").read_text() for s in scenarios)
     # the second variant's AUCs tested against the first's on the same eval impressions (the first,
     # DNN(Base), has no training-time network to test against)
-    assert "paired" not in result["rows"][0] and set(result["rows"][1]["paired"]) == {F.CLICK, F.ORDER}
+    assert result["paired_against"] == ["dnn"] and "paired" not in result["rows"][0]
+    paired = result["rows"][1]["paired"]["dnn"]
+    assert set(paired) == {F.CLICK, F.ORDER, ablate_paired.CVR_CLICKED}
     for task in (F.CLICK, F.ORDER):
-        assert result["rows"][1]["paired"][task]["auc_difference"] == pytest.approx(
+        assert paired[task]["auc_difference"] == pytest.approx(
             result["rows"][1]["metrics"][task]["auc"] - result["rows"][0]["metrics"][task]["auc"])
+    cvr_aucs = [row["metrics"][F.ORDER]["cvr_auc"] for row in result["rows"]]
+    if not np.isnan(cvr_aucs).any():  # CVR AUC on clicked impressions: the same rows as the table's
+        assert paired[ablate_paired.CVR_CLICKED]["auc_difference"] == pytest.approx(cvr_aucs[1] - cvr_aucs[0])
     assert "Paired against `dnn`" in (work / "ablations" / "tiny.md").read_text()
+    assert "cvr (clicked) AUC difference" in (work / "ablations" / "tiny.md").read_text()
     # logs without a truth log: the logged-label figures, no truth rankings
     dnn_dir = ablate.variant_dir(str(work), {"key": "e2e"}, {"transform": config["transform"],
                                                              "model": {"preset": "dnn-base"}, "trainer": config["trainer"]})
