@@ -45,7 +45,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench.results_io import quiet_bench, write_result  # noqa: E402
-from pipeline import progress  # noqa: E402
+from pipeline import ablate_paired, progress  # noqa: E402
 
 with progress.held_warnings():  # import-time warnings (google-api-core's, via TensorFlow) go to the log
     import tensorflow as tf  # noqa: E402
@@ -392,11 +392,7 @@ def markdown(result: Dict[str, Any]) -> str:
             paired = row.get("against", {}).get(reference)
             if paired is None:
                 continue
-            cells = []
-            for task in TASKS:
-                test = paired.get(task)
-                cells += (["-", "-"] if test is None else
-                          [f"{test['auc_difference']:+.4f} ±{test['standard_error']:.4f}", f"{test['p_value']:.3f}"])
+            cells = [cell for task in TASKS for cell in ablate_paired.paired_cells(paired.get(task))]
             lines.append(f"| {row['model']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

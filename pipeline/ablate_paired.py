@@ -48,20 +48,16 @@ def against_references(rows: List[Dict[str, Any]], score_files: List[str], refer
     per output (`click`, `order`, `cvr (clicked)`, `click (training-time)` ...) the test of its
     logged AUC against the reference's on the impressions both scored. A variant without kept
     scores is left out. Returns the references whose scores were found."""
-    files = {row["variant"]: path for row, path in zip(rows, score_files)}
+    kept = {row["variant"]: _read(path) for row, path in zip(rows, score_files)}  # each file read once
+    kept = {variant: scores for variant, scores in kept.items() if scores is not None}
     outputs = {o: f"label_{t}" for t in F.LABELS for o in (t, TRAINING_TIME.format(task=t))}
     outputs[CVR_CLICKED] = "label_order"
-    tested = []
-    for reference in references:
-        first = _read(files[reference]) if reference in files else None
-        if first is None:
-            continue
-        tested.append(reference)
+    tested = [reference for reference in references if reference in kept]
+    for reference in tested:
         for row in rows:
-            scores = None if row["variant"] == reference else _read(files.get(row["variant"], ""))
-            if scores is None:
+            if row["variant"] == reference or row["variant"] not in kept:
                 continue
-            tests = metrics.paired_auc_on_shared_rows(scores, first, outputs, F.IMPRESSION_ID)
+            tests = metrics.paired_auc_on_shared_rows(kept[row["variant"]], kept[reference], outputs, F.IMPRESSION_ID)
             row.setdefault("paired", {})[reference] = {
                 o: {"auc_difference": t["difference"], "standard_error": t["standard_error"],
                     "p_value": t["p_value"]} for o, t in tests.items()}
@@ -83,10 +79,14 @@ def markdown(rows: List[Dict[str, Any]], references: Sequence[str], cvr: bool = 
                   "| variant | " + " | ".join(f"{o} AUC difference | p" for o in outputs) + " |",
                   "|---|" + "---:|---:|" * len(outputs)]
         for row in tested:
-            cells = []
-            for output in outputs:
-                test = row["paired"][reference].get(output)
-                cells += (["-", "-"] if test is None else
-                          [f"{test['auc_difference']:+.4f} ±{test['standard_error']:.4f}", f"{test['p_value']:.3f}"])
+            cells = [cell for output in outputs for cell in paired_cells(row["paired"][reference].get(output))]
             lines.append(f"| {row['variant']} | " + " | ".join(cells) + " |")
     return lines
+
+
+def paired_cells(test: Optional[Dict[str, float]]) -> List[str]:
+    """A paired test's two table cells: the difference ± its standard error, and p ("-" without
+    a test). The peers bench's tables use them too."""
+    if test is None:
+        return ["-", "-"]
+    return [f"{test['auc_difference']:+.4f} ±{test['standard_error']:.4f}", f"{test['p_value']:.3f}"]
