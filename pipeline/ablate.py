@@ -412,7 +412,7 @@ def run_suite(name: str, logs_dir: str, work_dir: str, config: Dict[str, Any],
             score_files.append(os.path.join(variant_dir(work_dir, data, custom), ablate_paired.EVAL_SCORES_FILE))
     result = {"suite": name, "paper": suite.get("paper", ""), "logs": paths.absolute(logs_dir),
               "columns": list(suite.get("columns", [])), "rows": rows,
-              "seconds": round(time.time() - started, 1)}
+              "eval_days": config.get("ingest", {}).get("eval_days", 1), "seconds": round(time.time() - started, 1)}
     if seeds is None:  # each variant against the claim's baseline(s): the first variant unless named
         result["paired_against"] = ablate_paired.against_references(
             rows, score_files, suite.get("paired_against") or list(suite["variants"])[:1])
@@ -484,9 +484,10 @@ def markdown(result: Dict[str, Any]) -> str:
     if result.get("seeds"):
         lines += ["", f"Each figure: the mean ± the standard deviation over seeds {', '.join(map(str, result['seeds']))} "
                       "(one training per seed; train s: their sum)."]
+    days = result.get("eval_days", 1)  # a longer eval split resolves smaller differences (README "Ablations")
     lines += ["", f"Logs: `{result['logs']}`. AUC/GAUC: the served network (no bias tower) on logged labels of the "
-              "eval day. Truth columns: click eff. = (expected AUC of the click output against position-free "
-              "click labels - 0.5) / (that of the true probabilities - 0.5); NDCG@10 per request with the true "
+              + ("eval day" if days == 1 else f"eval split, {days} UTC days") + ". Truth columns: click eff. = "
+              "(expected AUC of the click output against position-free click labels - 0.5) / (that of the true probabilities - 0.5); NDCG@10 per request with the true "
               "position-free click / purchase probability as gain, ranking by the click output, the order output "
               "or the fused score." + (" order ndcg@10 / mrr@4, click mrr@4 (score): the fused score's NDCG@10 and "
               "MRR@4 per eval request on the logged orders / clicks (requests with one)."

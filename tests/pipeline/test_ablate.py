@@ -130,6 +130,9 @@ def test_markdown_has_the_suite_columns():
            "ranking": {"click": {"click_efficiency": 0.9}, "score": {"purchase_ndcg@10": 0.8}}}
     text = ablate.markdown({"suite": "s", "columns": ["logged", "cvr", "per_scenario"], "rows": [row], "logs": "L"})
     assert "| a | 0.7000 | 0.6000 | 0.8000 | - | 0.7500 | - | 0.6500 | 0.6100 | 0.7000 | 0.9000 |" in text
+    assert "logged labels of the eval day." in text  # a result without eval_days: the default, one day
+    seven_days = ablate.markdown({"suite": "s", "columns": [], "rows": [row], "logs": "L", "eval_days": 7})
+    assert "logged labels of the eval split, 7 UTC days." in seven_days and "eval day" not in seven_days
 
 
 def _fake_figures(seed, click_efficiency):
@@ -188,7 +191,9 @@ def test_with_seeds_each_variant_trains_once_per_seed_and_reports_mean_and_sprea
     monkeypatch.setattr("pipeline.report.read_truth", lambda logs: None)
     suites = {"s": {"variants": {"a": {"preset": "dnn-base"}, "b": {"preset": "din"}}}}
     lines = []
-    result = ablate.run_suite("s", str(tmp_path / "logs"), str(tmp_path / "work"), load_config(), log=lines.append,
+    config = load_config()
+    config.setdefault("ingest", {})["eval_days"] = 7  # `funnel ablate --eval-days 7`
+    result = ablate.run_suite("s", str(tmp_path / "logs"), str(tmp_path / "work"), config, log=lines.append,
                               suites=suites, seeds=[0, 1, 2])
     assert trained == [("dnn-base", 0), ("dnn-base", 1), ("dnn-base", 2), ("din", 0), ("din", 1), ("din", 2)]
     assert lines[1:4] == [f"[ablate s] 1/2 a (seed {s}): trained" for s in (0, 1, 2)]
@@ -203,6 +208,7 @@ def test_with_seeds_each_variant_trains_once_per_seed_and_reports_mean_and_sprea
     text = (tmp_path / "work" / "ablations" / "s.md").read_text()
     assert "| a | 0.7100 ±0.0100 | 0.6000 ±0.0000 | 0.8000 ±0.0000 | - | 0.8200 ±0.0200 |" in text
     assert "over seeds 0, 1, 2" in text
+    assert result["eval_days"] == 7 and "logged labels of the eval split, 7 UTC days." in text
 
 
 def test_seeds_are_refused_for_a_variant_that_fixes_its_own_seed(tmp_path, monkeypatch):
