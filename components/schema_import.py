@@ -12,6 +12,7 @@ Written by hand: TFX 1.16 has no per-node cache switch and no content key for an
 """
 
 import hashlib
+import uuid
 from typing import Optional
 
 import tensorflow as tf
@@ -52,3 +53,18 @@ def content_fingerprint(path: str) -> str:
             return hashlib.sha256(f.read()).hexdigest()
     except tf.errors.OpError as e:
         raise ValueError(f"schema file {path!r} cannot be read: {e.message}") from None
+
+
+def content_addressed_copy(path: str, directory: str) -> str:
+    """A copy of the schema file at DIRECTORY/schema-FINGERPRINT.pbtxt, written once (by a rename,
+    so a concurrent run never reads half of it). The cache keys ImportSchemaGen by the file's path
+    too: importing this copy, a run's data steps from another checkout of funnel are the same
+    execution (`funnel ablate` re-ran Transform, ~5 min, from a second clone), and an edited
+    schema gets another name."""
+    copy = f"{directory.rstrip('/')}/schema-{content_fingerprint(path)[:16]}.pbtxt"
+    if not tf.io.gfile.exists(copy):
+        tf.io.gfile.makedirs(directory)
+        partial = f"{copy}.{uuid.uuid4().hex}.partial"
+        tf.io.gfile.copy(path, partial)
+        tf.io.gfile.rename(partial, copy, overwrite=True)
+    return copy

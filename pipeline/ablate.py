@@ -96,6 +96,8 @@ def prepare_data(logs_dir: str, work_dir: str, config: Dict[str, Any],
     so a second suite on the same logs reuses them) and returns the artifacts' URIs."""
     from tfx import v1 as tfx
 
+    import schemas
+    from components import schema_import
     from components.ingest.runner import DEFAULT_BEAM_ARGS
     from pipeline.pipeline import create_pipeline
 
@@ -105,8 +107,9 @@ def prepare_data(logs_dir: str, work_dir: str, config: Dict[str, Any],
     metadata_path = os.path.join(root, "metadata.sqlite")
     # The data cache is local, with its own SQLite store whatever store the pipeline runs use.
     tfx.orchestration.LocalDagRunner().run(create_pipeline(
-        pipeline_name="funnel-ablate", pipeline_root=root, logs_dir=logs_dir,
-        serving_dir=os.path.join(root, "unused"), config={**config, "metadata": None}, metadata_path=metadata_path,
+        pipeline_name="funnel-ablate", pipeline_root=root, logs_dir=logs_dir, serving_dir=os.path.join(root, "unused"),
+        schema_path=schema_import.content_addressed_copy(schemas.path("schema.pbtxt"), root),  # from any checkout
+        config={**config, "metadata": None}, metadata_path=metadata_path,
         beam_pipeline_args=list(DEFAULT_BEAM_ARGS) + list(beam_args or []), enable_cache=True, data_only=True))
     return {"key": key, **data_artifacts(metadata_path)}
 

@@ -49,3 +49,24 @@ def test_content_fingerprint_follows_the_bytes_and_names_a_missing_file(tmp_path
     assert schema_import.content_fingerprint(str(path)) != first
     with pytest.raises(ValueError, match="missing.pbtxt"):
         schema_import.content_fingerprint(str(tmp_path / "missing.pbtxt"))
+
+
+def test_a_content_addressed_copy_gives_the_same_cached_import_from_any_checkout(tmp_path):
+    """Two checkouts' schema files, same bytes: the copies are one file, and the second cached
+    run reuses the first run's import; an edited schema gets a copy of its own."""
+    copies, store_path = str(tmp_path / "data"), str(tmp_path / "metadata.sqlite")
+    uris = []
+    for checkout in ("clone-a", "clone-b"):
+        (tmp_path / checkout).mkdir()
+        (tmp_path / checkout / "schema.pbtxt").write_text(SCHEMA.format(name="clicked"))
+        copy = schema_import.content_addressed_copy(str(tmp_path / checkout / "schema.pbtxt"), copies)
+        tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
+            pipeline_name="schema-import", pipeline_root=str(tmp_path / "root"), enable_cache=True,
+            components=[schema_import.ImportSchemaGen(copy, schema_import.content_fingerprint(copy))],
+            metadata_connection_config=metadata.connection_config(None, store_path)))
+        store = metadata.open_store(metadata.connection_config(None, store_path))
+        uris.append(metadata.latest_output(store, "ImportSchemaGen", "schema").uri)
+    assert uris[0] == uris[1] and sorted(p.name for p in (tmp_path / "data").iterdir()) == [copy.split("/")[-1]]
+    (tmp_path / "clone-b" / "schema.pbtxt").write_text(SCHEMA.format(name="ordered"))
+    edited = schema_import.content_addressed_copy(str(tmp_path / "clone-b" / "schema.pbtxt"), copies)
+    assert edited != copy and "ordered" in (tmp_path / "data" / edited.split("/")[-1]).read_text()
