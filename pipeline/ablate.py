@@ -487,10 +487,10 @@ def markdown(result: Dict[str, Any]) -> str:
     if result.get("seeds"):
         lines += ["", f"Each figure: the mean ± the standard deviation over seeds {', '.join(map(str, result['seeds']))} "
                       "(one training per seed; train s: their sum)."]
-    days = result.get("eval_days", 1)  # a longer eval split resolves smaller differences (README "Ablations")
+    split = "eval day" if result.get("eval_days", 1) == 1 else f"eval split, {result['eval_days']} UTC days"
     lines += ["", f"Logs: `{result['logs']}`. AUC/GAUC: the served network (no bias tower) on logged labels of the "
-              + ("eval day" if days == 1 else f"eval split, {days} UTC days") + ". Truth columns: click eff. = "
-              "(expected AUC of the click output against position-free click labels - 0.5) / (that of the true probabilities - 0.5); NDCG@10 per request with the true "
+              f"{split}. Truth columns: click eff. = (expected AUC of the click output against position-free click "
+              "labels - 0.5) / (that of the true probabilities - 0.5); NDCG@10 per request with the true "
               "position-free click / purchase probability as gain, ranking by the click output, the order output "
               "or the fused score." + (" order ndcg@10 / mrr@4, click mrr@4 (score): the fused score's NDCG@10 and "
               "MRR@4 per eval request on the logged orders / clicks (requests with one)."
