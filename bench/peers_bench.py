@@ -3,7 +3,7 @@
     python -m bench.peers_bench --logs DIR --work DIR --out bench/results/peers.json
 
 1. The examples: funnel's own data steps (Ingest .. Transform, `pipeline.ablate.prepare_data`,
-   cached per logs directory), so every model reads the same transformed train and eval days.
+   cached per logs and data config), so every model reads the same transformed train and eval days.
 2. The peers (pip `deepctr`, a bench-only extra; DeepCTR's default settings): MMOE, PLE and ESMM
    (click and order together; ESMM's outputs are pCTR and pCTCVR), DIN and BST, and the
    feature-crossing DCNMix (DCN-M, Wang et al. 2021) and EDCN (Chen et al. 2021) (one task each,
@@ -346,9 +346,7 @@ def against_reference(rows: List[Dict[str, Any]], eval_scores: Dict[str, pd.Data
         scored = labelled.merge(eval_scores[row["model"]].reset_index(), on=F.IMPRESSION_ID)
         tests = metrics.paired_auc_on_shared_rows(scored, reference_scores, {t: f"label_{t}" for t in TASKS},
                                                   F.IMPRESSION_ID)
-        row.setdefault("against", {})[reference] = {
-            t: {"auc_difference": test["difference"], "standard_error": test["standard_error"],
-                "p_value": test["p_value"], "examples": test["examples"]} for t, test in tests.items()}
+        row.setdefault("against", {})[reference] = {t: ablate_paired.as_recorded(test) for t, test in tests.items()}
 
 
 def markdown(result: Dict[str, Any]) -> str:

@@ -58,10 +58,15 @@ def against_references(rows: List[Dict[str, Any]], score_files: List[str], refer
             if row["variant"] == reference or row["variant"] not in kept:
                 continue
             tests = metrics.paired_auc_on_shared_rows(kept[row["variant"]], kept[reference], outputs, F.IMPRESSION_ID)
-            row.setdefault("paired", {})[reference] = {
-                o: {"auc_difference": t["difference"], "standard_error": t["standard_error"],
-                    "p_value": t["p_value"]} for o, t in tests.items()}
+            row.setdefault("paired", {})[reference] = {o: as_recorded(t) for o, t in tests.items()}
     return tested
+
+
+def as_recorded(test: Dict[str, float]) -> Dict[str, float]:
+    """A `metrics.paired_auc_on_shared_rows` test as the suites' and the peers bench's JSON
+    record it: the AUC difference, its standard error, the p-value and the impressions it rests on."""
+    return {"auc_difference": test["difference"], "standard_error": test["standard_error"],
+            "p_value": test["p_value"], "examples": test["examples"]}
 
 
 def markdown(rows: List[Dict[str, Any]], references: Sequence[str], cvr: bool = False) -> List[str]:
