@@ -75,25 +75,28 @@ def _key(*parts) -> str:
 # --- data: the pipeline's own steps, once.
 
 def data_key(logs_dir: str, config: Dict[str, Any]) -> str:
-    """The data steps' cache key: the logs directory, the `ingest:` and `transform:` sections
-    with their defaults filled in, so that a section spelled out and one left to its defaults
-    (the CLI fills in the ingest defaults, a library caller may not) share the ingested data,
-    and the fingerprint of the Ingest's and Transform's code (pipeline/code_version.py): data
-    made by other code is made again, in a directory of its own."""
+    """The data steps' cache key: the logs directory and its files (path, size and modification
+    time, as `funnel run --cache` keys its Ingest: logs written again into the same directory are
+    ingested again, and their variants trained again, not scored against another world's truth);
+    the `ingest:` and `transform:` sections with their defaults filled in (a section spelled out
+    and one left to its defaults share the data); and the fingerprint of the Ingest's and
+    Transform's code (pipeline/code_version.py): data made by other code is made again."""
     from components.ingest.config import IngestConfig
     from components.ingest.executor import config_to_json
+    from components.ingest.runner import input_fingerprint
 
     # as the Ingest step sees it: a daily run's settings only when it is one (keys unchanged otherwise)
-    ingest = json.loads(config_to_json(IngestConfig(**config["ingest"]).resolve_end_date()))
+    ingest = IngestConfig(**config["ingest"]).resolve_end_date()
     transform = P.transform_config({"transform": config["transform"]})
     code = code_version.source_fingerprint(code_version.INGEST_CODE, code_version.TRANSFORM_CODE)
-    return _key(paths.absolute(logs_dir), ingest, transform, code)
+    return _key(paths.absolute(logs_dir), json.loads(config_to_json(ingest)), transform, code,
+                input_fingerprint(logs_dir, ingest))
 
 
 def prepare_data(logs_dir: str, work_dir: str, config: Dict[str, Any],
                  beam_args: Optional[List[str]] = None) -> Dict[str, str]:
-    """Runs Ingest .. Transform (cached per logs directory and `ingest:`/`transform:` sections,
-    so a second suite on the same logs reuses them) and returns the artifacts' URIs."""
+    """Runs Ingest .. Transform (cached per `data_key`: a second suite on the same logs reuses
+    them) and returns the artifacts' URIs."""
     from tfx import v1 as tfx
 
     import schemas
@@ -272,8 +275,7 @@ def resolved_settings(custom: Dict[str, Any]) -> Dict[str, Any]:
     from models.trainer import model_config, trainer_config
 
     model = model_config(custom)
-    # variants always train from scratch: `warm_start` is not theirs (and not in earlier records)
-    # settings that do not change the trained weights stay out of the key
+    # out of the key: `warm_start` (variants train from scratch) and settings that leave the weights alone
     trainer = {k: v for k, v in trainer_config(custom, model).items() if k not in ("warm_start", "summary_steps")}
     return json.loads(json.dumps({"model": model.to_dict(), "trainer": trainer}))
 
@@ -310,9 +312,8 @@ def variant_figures(data: Dict[str, str], custom: Dict[str, Any], work_dir: str,
     while what they resolve to is unchanged (a preset edited since retrains), re-scored when
     evaluated by an older EVALUATION_VERSION."""
     if in_a_child():
-        raise RuntimeError("variant_figures called in a variant's own child process: the calling script "
-                           "ran again there (multiprocessing's spawn imports the main module); put its "
-                           "work under `if __name__ == \"__main__\":`")
+        raise RuntimeError("variant_figures called in a variant's own child process: the calling script ran again "
+                           "there (spawn imports the main module); put its work under `if __name__ == \"__main__\":`")
     out_dir = variant_dir(work_dir, data, custom)
     os.makedirs(out_dir, exist_ok=True)
     # One process at a time per variant (two suites, or a suite and bench.peers_bench, sharing

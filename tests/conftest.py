@@ -41,18 +41,17 @@ def e2e_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def e2e_examples(tmp_path_factory):
-    """The same world through the data steps only (Ingest .. Transform, as `funnel ablate` runs
-    them): what the heavy tests train their own models on (the Trainer per architecture,
-    distributed training, the ablation and peer suites). A fixture of its own, so those tests
-    form a group of their own, run on the other xdist worker beside the shared run's group:
-    behind it, on one worker, the two took over an hour in a row. (root, pipeline root)."""
-    from pipeline import local_runner
+    """The same world through the data steps only (Ingest .. Transform), by `funnel ablate`'s own
+    `prepare_data`: what the heavy tests train their own models on (the Trainer per
+    architecture, distributed training, the ablation and peer suites). A fixture of its own, so
+    those tests form a group of their own, run on the other xdist worker beside the shared run's
+    group: behind it, on one worker, the two took over an hour in a row. (root, pipeline root)."""
+    from pipeline import ablate
 
     root = tmp_path_factory.mktemp("e2e_examples")
     config = _tiny_world(root)
-    pipeline_root = local_runner.run_local(str(root / "logs"), str(root / "work"), config, IN_PROCESS_BEAM,
-                                           data_only=True)
-    return root, pipeline_root
+    data = ablate.prepare_data(str(root / "logs"), str(root / "work"), config, IN_PROCESS_BEAM)
+    return root, os.path.join(str(root / "work"), "ablations", "data", data["key"])
 
 
 @pytest.fixture(scope="session")

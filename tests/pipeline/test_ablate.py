@@ -227,6 +227,20 @@ def test_seeds_are_refused_for_a_variant_that_fixes_its_own_seed(tmp_path, monke
 
 @pytest.mark.e2e
 @pytest.mark.heavy
+def test_the_data_steps_run_once_per_logs_and_data_config(e2e_examples):
+    """The fixture's examples are prepare_data's own; asked again for the same logs and data
+    config, it finds every step in its cache: the same artifacts, none made again."""
+    from tests.conftest import IN_PROCESS_BEAM
+
+    root, pipeline_root = e2e_examples
+    first = ablate.data_artifacts(os.path.join(pipeline_root, "metadata.sqlite"))
+    again = ablate.prepare_data(str(root / "logs"), str(root / "work"), load_config(), IN_PROCESS_BEAM)
+    assert os.path.basename(pipeline_root) == again.pop("key")
+    assert again == first
+
+
+@pytest.mark.e2e
+@pytest.mark.heavy
 def test_a_suite_trains_each_variant_once_on_the_pipeline_examples(e2e_examples, tmp_path, monkeypatch):
     """Two variants on the examples of the e2e world's data-only run (its Ingest and Transform
     found in its ML Metadata, as `funnel ablate` finds its own); a second run reuses both."""
@@ -327,22 +341,46 @@ def test_malformed_suite_files_are_refused(tmp_path, text):
         ablate.load_suites(str(path))
 
 
+def _logs(root) -> str:
+    from tests.components.ingest.logs import ITEMS, T0, event, impression, write_logs
+
+    return write_logs(str(root), {"items": ITEMS, "impressions": [impression("m1", "u1", "i1", T0, 1)],
+                                  **{log: [event("u1", "i1", T0 + 10)] for log in ("clicks", "carts", "orders")}})
+
+
 def test_the_data_key_fills_in_defaults_and_follows_the_logs_and_data_settings(tmp_path):
     import dataclasses
 
     from components.ingest.config import IngestConfig
 
+    logs, other = _logs(tmp_path / "logs"), _logs(tmp_path / "other")
     config = load_config()
     spelled_out = {**config, "ingest": dataclasses.asdict(IngestConfig(**config["ingest"]))}
-    assert ablate.data_key("logs", config) == ablate.data_key("logs", spelled_out)
-    assert ablate.data_key("logs", config) != ablate.data_key("other", config)
-    assert ablate.data_key("logs", config) != ablate.data_key(
-        "logs", {**config, "transform": {**config["transform"], "num_buckets": 5}})
+    assert ablate.data_key(logs, config) == ablate.data_key(logs, spelled_out)
+    assert ablate.data_key(logs, config) != ablate.data_key(other, config)
+    assert ablate.data_key(logs, config) != ablate.data_key(
+        logs, {**config, "transform": {**config["transform"], "num_buckets": 5}})
 
 
-def test_the_data_key_follows_the_ingest_and_transform_code(monkeypatch):
+def test_the_data_key_follows_the_logs_files_not_only_their_directory(tmp_path):
+    """Logs written again into the same directory (another simulated world) are other data: a
+    suite must not score networks trained on the first world against the second's truth."""
+    from tests.components.ingest.logs import T0, event, write_logs
+
+    logs = _logs(tmp_path / "logs")
     config = load_config()
-    before = ablate.data_key("logs", config)
+    before = ablate.data_key(logs, config)
+    assert ablate.data_key(logs, config) == before
+    write_logs(logs, {"clicks": [event("u1", "i1", T0 + 10), event("u1", "i1", T0 + 20)]})
+    assert ablate.data_key(logs, config) != before
+    with pytest.raises(ValueError, match="holds no log files"):
+        ablate.data_key(str(tmp_path / "missing"), config)
+
+
+def test_the_data_key_follows_the_ingest_and_transform_code(monkeypatch, tmp_path):
+    logs = _logs(tmp_path / "logs")
+    config = load_config()
+    before = ablate.data_key(logs, config)
     seen = []
 
     def fingerprint(*modules):
@@ -350,7 +388,7 @@ def test_the_data_key_follows_the_ingest_and_transform_code(monkeypatch):
         return "edited"
 
     monkeypatch.setattr(ablate.code_version, "source_fingerprint", fingerprint)
-    assert ablate.data_key("logs", config) != before
+    assert ablate.data_key(logs, config) != before
     assert seen == [(code_version.INGEST_CODE, code_version.TRANSFORM_CODE)]
 
 
