@@ -84,7 +84,7 @@ def scan_loss(scored: pd.DataFrame, click_weights: Sequence[float] = CLICK_WEIGH
 def main(argv=None) -> int:
     import glob
 
-    from pipeline import ablate, report
+    from pipeline import ablate_scoring, report
     from serving.batch_predict import score_examples
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -94,13 +94,13 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     scored = score_examples(os.path.join(args.variant, "serving"), sorted(glob.glob(os.path.join(args.examples, "*"))),
-                            ablate.SCORED_FEATURES)
+                            ablate_scoring.SCORED_FEATURES)
     truth = report.read_truth(args.logs)
     if truth is None:
         raise SystemExit(f"{args.logs}: no truth log; the scan needs the simulator's truth")
     scored = scored.merge(truth, how="left", on=F.IMPRESSION_ID)
-    ndcg = report.truth_rankings(scored, {a: ablate.fused_score(scored, "product", {F.CLICK: a, F.ORDER: 1.0 - a})
-                                          for a in CLICK_WEIGHTS})
+    fused = {a: ablate_scoring.fused_score(scored, "product", {F.CLICK: a, F.ORDER: 1.0 - a}) for a in CLICK_WEIGHTS}
+    ndcg = report.truth_rankings(scored, fused)
     losses = scan_loss(scored)
     result = {"command": " ".join(["python -m bench.fusion_loss_scan"] + (argv or sys.argv[1:])),
               "eval_examples": int(len(scored)), "clicks": int((scored["label_click"] > 0).sum()),

@@ -1,11 +1,11 @@
 """`funnel ablate`: the papers' ablation tables, each variant trained on the same examples.
 
-The data steps of the pipeline (Ingest .. Transform) run once per logs directory and data
-configuration (cached in `WORK/ablations/data/<key>`); each variant of a suite
-(pipeline/ablations.yaml) is then trained by the Trainer's own `run_fn`, in a fresh child
-process per variant (`in_child_process`: so a suite's memory does not grow with its trainings), its
-served network (and training-time network, when it has a bias tower) scored on the eval split,
-and the figures written to `WORK/ablations/NAME.json` and `NAME.md`. A variant trained once (same
+The data steps of the pipeline (Ingest .. Transform) run once per logs and data configuration
+(cached in `WORK/ablations/data/<key>`); each variant of a suite (pipeline/ablations.yaml) is
+then trained by the Trainer's own `run_fn`, in a fresh child process per variant
+(`in_child_process`: so a suite's memory does not grow with its trainings), its served network
+(and training-time network, when it has a bias tower) scored on the eval split
+(pipeline/ablate_scoring.py), and the figures written to `WORK/ablations/NAME.json` and `NAME.md`. A variant trained once (same
 data, model section and trainer settings) is reused by every suite that lists it.
 
 The logs may be anywhere the ingest reads (gs://, s3://, ...), but the work directory is a local
@@ -26,23 +26,12 @@ import pandas as pd
 import yaml
 
 from models import features as F
-from models import metrics
 from models import preprocessing as P
-from models.fusion import SMALLEST_PROBABILITY
-from pipeline import ablate_paired, code_version, paths
+from pipeline import ablate_paired, ablate_scoring, code_version, paths
 from pipeline.child_process import in_a_child, in_child_process
 
 SUITES_FILE = os.path.join(os.path.dirname(__file__), "ablations.yaml")
 COLUMN_KINDS = ("logged", "cvr", "per_scenario", "fusion", "score")
-# Bumped when evaluate_variant adds figures: variants evaluated by an older version are
-# re-scored (not retrained) on the next run.
-EVALUATION_VERSION = 5  # 3: score_ranking (the score's request-level NDCG@10 / MRR@4 on logged labels);
-#                        4: the eval scores kept (ablate_paired) for the paired tests; 5: pCVR kept
-# Score fusions measured on every variant with click and order outputs (item 4 of issue 10):
-# product (log-linear) weights, and eq. 6's weighted sums of probabilities.
-FUSION_GRID = ([("product", {F.CLICK: a, F.ORDER: round(1.0 - a, 2)}) for a in (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)]
-               + [("weighted", {F.CLICK: 1.0, F.ORDER: w}) for w in (1.0, 10.0, 30.0, 100.0)])
-SCORED_FEATURES = (F.USER_ID, F.REQUEST_ID, F.POSITION, F.SCENARIO) + F.LABELS
 
 
 def load_suites(path: Optional[str] = None) -> Dict[str, Dict[str, Any]]:
@@ -132,14 +121,15 @@ def data_artifacts(metadata_path: str) -> Dict[str, str]:
 
 def train_and_evaluate(data: Dict[str, str], custom: Dict[str, Any], out_dir: str, eval_files: List[str],
                        truth: Optional[pd.DataFrame], fusion: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    """train_variant, then evaluate_variant (with the training's wall time), in one process."""
+    """train_variant, then evaluate_variant (pipeline/ablate_scoring.py; with the training's wall
+    time), in one process."""
     from models import trainer  # noqa: F401  (imported before the clock starts: a fresh process)
     from tfx.components.trainer import fn_args_utils  # noqa: F401
 
     started = time.time()
     train_variant(data, custom, out_dir)
     trained = time.time() - started
-    figures = evaluate_variant(out_dir, eval_files, truth, fusion)
+    figures = ablate_scoring.evaluate_variant(out_dir, eval_files, truth, fusion)
     figures["train_seconds"] = round(trained, 1)
     return figures
 
@@ -171,105 +161,6 @@ def train_variant(data: Dict[str, str], custom_config: Dict[str, Any], out_dir: 
         custom_config=custom_config))
 
 
-def _cvr(scored: pd.DataFrame) -> Optional[np.ndarray]:
-    """pCVR of each impression: the heads' `cvr` output (ESMM, ESM²), else pCTCVR / pCTR."""
-    if "cvr" in scored:
-        return scored["cvr"].to_numpy()
-    if F.CLICK in scored and F.ORDER in scored:
-        return scored[F.ORDER].to_numpy() / np.maximum(scored[F.CLICK].to_numpy(), 1e-12)
-    return None
-
-
-def fusion_name(kind: str, weights: Dict[str, float]) -> str:
-    return f"{kind} " + " ".join(f"{k}={v:g}" for k, v in weights.items())
-
-
-def fused_score(scored: pd.DataFrame, kind: str, weights: Dict[str, float]) -> np.ndarray:
-    """What models/fusion.py's `weighted` / `product` layers compute, on scored outputs."""
-    if kind == "product":
-        return sum(w * np.log(np.maximum(scored[k].to_numpy(np.float64), SMALLEST_PROBABILITY))
-                   for k, w in weights.items())
-    return sum(w * scored[k].to_numpy(np.float64) for k, w in weights.items()) / sum(weights.values())
-
-
-def trained_fusion(fusion: Optional[Dict[str, Any]]) -> bool:
-    """Whether a model section's `fusion` is trained with the network (the fusion network), so
-    that only the served model can compute its score."""
-    from models import fusion_network  # noqa: F401  (registers `network`)
-    from models.registry import FUSIONS
-
-    return fusion is not None and FUSIONS.get(fusion["type"]).TRAINS
-
-
-def scored_with_fusion(scored: pd.DataFrame, fusion: Optional[Dict[str, Any]], tasks: List[str]) -> pd.DataFrame:
-    """`score` as the model section's `fusion` of the served outputs (fused_score, what the static
-    fusion layers serve), or as served for a trained fusion (or none given)."""
-    if fusion is None or trained_fusion(fusion):
-        return scored
-    weights = fusion.get("weights") or {t: 1.0 for t in tasks}
-    return scored.assign(score=fused_score(scored, fusion["type"], weights))  # a product's logarithm: same ranking
-
-
-def score_ranking(scored: pd.DataFrame) -> Dict[str, Dict[str, float]]:
-    """The fused score's request-level ranking of each logged label (click, order): NDCG@10,
-    MRR@4 and Precision@4 over the eval requests with at least one such event."""
-    if "score" not in scored:
-        return {}
-    return {label: metrics.request_metrics(scored[f"label_{label}"].to_numpy(), scored["score"].to_numpy(),
-                                           scored[F.REQUEST_ID].to_numpy())
-            for label in (F.CLICK, F.ORDER) if f"label_{label}" in scored}
-
-
-def fusion_quality(scored: pd.DataFrame) -> Dict[str, Dict[str, float]]:
-    """Truth-based ranking quality of each fusion in FUSION_GRID of the variant's outputs."""
-    from pipeline import report
-
-    if not {F.CLICK, F.ORDER} <= set(scored):
-        return {}
-    return report.truth_rankings(scored, {fusion_name(kind, weights): fused_score(scored, kind, weights)
-                                          for kind, weights in FUSION_GRID})
-
-
-def evaluate_variant(out_dir: str, eval_files: List[str], truth: Optional[pd.DataFrame],
-                     fusion: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """The variant's figures on the eval split: per task the report's metrics (served network),
-    CVR AUC on clicked impressions, the training-time network's AUC when saved, per-scenario
-    AUC/GAUC and, with truth, the truth-based ranking quality of its score and outputs. With
-    `fusion` (the model section's), `score` is that fusion of the served outputs (fused_score,
-    what the static fusion layers serve), so a fusion changed since training needs no retraining;
-    a trained fusion's (the fusion network's) `score` is the served one."""
-    from models.trainer import LOGGED_MODEL_DIR
-    from pipeline import report
-    from serving.batch_predict import score_examples
-
-    scored = score_examples(os.path.join(out_dir, "serving"), eval_files, SCORED_FEATURES)
-    tasks = [t for t in F.LABELS if t in scored and f"label_{t}" in scored]
-    scored = scored_with_fusion(scored, fusion, tasks)
-    if truth is not None:
-        scored = scored.merge(truth, how="left", on=F.IMPRESSION_ID)
-    figures = report.task_figures(scored)
-    cvr = _cvr(scored)
-    if F.ORDER in figures and cvr is not None:
-        clicked = scored["label_click"].to_numpy() > 0
-        figures[F.ORDER]["cvr_auc"] = metrics.auc(scored["label_order"].to_numpy()[clicked], cvr[clicked])
-    logged_dir = os.path.join(out_dir, "run", LOGGED_MODEL_DIR)
-    logged = None
-    if os.path.isdir(logged_dir):
-        logged = score_examples(logged_dir, eval_files, (F.CLICK, F.ORDER))
-        for task in tasks:
-            if task in logged and f"label_{task}" in logged:
-                figures[task]["logged_auc"] = metrics.auc(logged[f"label_{task}"], logged[task])
-    ablate_paired.write_eval_scores(out_dir, scored, logged, tasks, cvr)
-    per_scenario = {
-        str(scenario): {task: {"auc": metrics.auc(rows[f"label_{task}"], rows[task]),
-                               "gauc": metrics.gauc(rows[f"label_{task}"], rows[task], rows[F.USER_ID])}
-                        for task in tasks}
-        for scenario, rows in scored.groupby(F.SCENARIO)}
-    ranking = report.ranking_quality(scored, logging_policy=False)
-    return {"metrics": figures, "per_scenario": per_scenario, "ranking": ranking, "fusion": fusion_quality(scored),
-            "score_ranking": score_ranking(scored), "eval_examples": int(len(scored)), "evaluation_version": EVALUATION_VERSION}
-
-
 def resolved_settings(custom: Dict[str, Any]) -> Dict[str, Any]:
     """The architecture and trainer settings a custom config resolves to (presets expanded)."""
     from models.trainer import model_config, trainer_config
@@ -292,7 +183,7 @@ def _with_legacy_settings(recorded: Dict[str, Any]) -> Dict[str, Any]:
 def _without_fusion(resolved: Dict[str, Any]) -> Dict[str, Any]:
     """The settings that change the trained weights: a static fusion is not trained (re-scored
     only), the fusion network is."""
-    if trained_fusion(resolved["model"].get("fusion")):
+    if ablate_scoring.trained_fusion(resolved["model"].get("fusion")):
         return resolved
     return {**resolved, "model": {k: v for k, v in resolved["model"].items() if k != "fusion"}}
 
@@ -310,7 +201,7 @@ def variant_figures(data: Dict[str, str], custom: Dict[str, Any], work_dir: str,
                     truth: Optional[pd.DataFrame], say=print) -> Dict[str, Any]:
     """The variant's figures: trained and evaluated once per data, section and settings. Reused
     while what they resolve to is unchanged (a preset edited since retrains), re-scored when
-    evaluated by an older EVALUATION_VERSION."""
+    evaluated by an older EVALUATION_VERSION (pipeline/ablate_scoring.py)."""
     if in_a_child():
         raise RuntimeError("variant_figures called in a variant's own child process: the calling script ran again "
                            "there (spawn imports the main module); put its work under `if __name__ == \"__main__\":`")
@@ -335,12 +226,12 @@ def _variant_figures(data, custom, out_dir, eval_files, truth, say) -> Dict[str,
     if recorded is not None and _without_fusion(recorded) == _without_fusion(expected):
         with open(done) as f:
             figures = json.load(f)
-        if figures.get("evaluation_version") == EVALUATION_VERSION and recorded == expected:
+        if figures.get("evaluation_version") == ablate_scoring.EVALUATION_VERSION and recorded == expected:
             say(f"reused {out_dir}")
             return figures
         # trained; re-score only (an older evaluation, or another fusion: it is not trained)
         trained = figures.get("train_seconds")
-        figures = in_child_process(evaluate_variant, out_dir, eval_files, truth, fusion)
+        figures = in_child_process(ablate_scoring.evaluate_variant, out_dir, eval_files, truth, fusion)
         figures["train_seconds"] = trained
         say(f"re-evaluated {out_dir}")
     else:
@@ -472,9 +363,9 @@ def markdown(result: Dict[str, Any]) -> str:
             ("purchase NDCG@10 (order)", lambda r: r["ranking"].get(F.ORDER, {}).get("purchase_ndcg@10")),
             ("purchase NDCG@10 (score)", lambda r: r["ranking"].get("score", {}).get("purchase_ndcg@10"))]
     if "fusion" in result["columns"]:
-        columns += [(f"purchase NDCG@10 ({fusion_name(kind, weights)})",
-                     lambda r, n=fusion_name(kind, weights): r.get("fusion", {}).get(n, {}).get("purchase_ndcg@10"))
-                    for kind, weights in FUSION_GRID]
+        names = [ablate_scoring.fusion_name(kind, weights) for kind, weights in ablate_scoring.FUSION_GRID]
+        columns += [(f"purchase NDCG@10 ({n})", lambda r, n=n: r.get("fusion", {}).get(n, {}).get("purchase_ndcg@10"))
+                    for n in names]
     if "score" in result["columns"]:
         columns += [(f"{label} {figure} (score)",
                      lambda r, lb=label, fg=figure: r.get("score_ranking", {}).get(lb, {}).get(fg))

@@ -7,7 +7,7 @@ tested against each reference variant's (the suite's `paired_against`, else its 
 the paper's baseline of the claim, e.g. ESMM for ESM²) by DeLong's paired test
 (`models.metrics.paired_auc`), per task, for the served network and, where both saved one, the
 training-time network, and for CVR AUC on clicked impressions (ESM² Table 2). The scores are
-kept per variant (`EVAL_SCORES_FILE`, written by `pipeline.ablate.evaluate_variant`).
+kept per variant (`EVAL_SCORES_FILE`, written by `pipeline.ablate_scoring.evaluate_variant`).
 """
 
 import os

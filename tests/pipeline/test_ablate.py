@@ -18,7 +18,7 @@ from models import features as F
 from models import preprocessing as P
 from models.config import ModelConfig
 from models.model import build_model, compile_model
-from pipeline import ablate, ablate_paired, code_version
+from pipeline import ablate, ablate_paired, ablate_scoring, code_version
 from pipeline.config import load_config
 from pipeline.pipeline import create_pipeline
 from tests.models.batch import NO_SEQUENCES, VOCAB_SIZES, make_batch, small_config
@@ -139,7 +139,7 @@ def _fake_figures(seed, click_efficiency):
     return {"metrics": {"click": {"auc": 0.70 + seed / 100, "gauc": 0.6}, "order": {"auc": 0.8}},
             "per_scenario": {"NL": {"click": {"auc": 0.7, "gauc": 0.6 + seed / 100}}},
             "ranking": {"click": {"click_efficiency": click_efficiency}}, "fusion": {},
-            "eval_examples": 10, "evaluation_version": ablate.EVALUATION_VERSION, "train_seconds": 2.0}
+            "eval_examples": 10, "evaluation_version": ablate_scoring.EVALUATION_VERSION, "train_seconds": 2.0}
 
 
 def test_an_unguarded_script_fails_with_the_reason_instead_of_waiting(tmp_path):
@@ -166,7 +166,7 @@ def test_each_variant_is_trained_and_scored_in_a_child_process(tmp_path, monkeyp
     def child(fn, *args):
         calls.append(fn)
         return {"metrics": {F.CLICK: {"auc": 0.7}}, "train_seconds": 1.0,
-                "evaluation_version": ablate.EVALUATION_VERSION}
+                "evaluation_version": ablate_scoring.EVALUATION_VERSION}
 
     monkeypatch.setattr(ablate, "in_child_process", child)
     config = load_config()
@@ -270,7 +270,7 @@ def test_a_suite_trains_each_variant_once_on_the_pipeline_examples(e2e_examples,
             assert 0.0 <= row["metrics"][task]["auc"] <= 1.0 and "gauc" in row["metrics"][task]
         assert 0.0 <= row["metrics"][F.ORDER]["cvr_auc"] <= 1.0 or np.isnan(row["metrics"][F.ORDER]["cvr_auc"])
         assert set(row["ranking"]) == {"score", F.CLICK, F.ORDER}
-        assert set(row["fusion"]) == {ablate.fusion_name(k, w) for k, w in ablate.FUSION_GRID}
+        assert set(row["fusion"]) == {ablate_scoring.fusion_name(k, w) for k, w in ablate_scoring.FUSION_GRID}
         # the product fusion with all weight on order ranks exactly as the order output does
         assert row["fusion"]["product click=0 order=1"] == pytest.approx(row["ranking"][F.ORDER])
         assert -1.0 <= row["ranking"][F.CLICK]["click_efficiency"] <= 1.0
@@ -296,7 +296,7 @@ def test_a_suite_trains_each_variant_once_on_the_pipeline_examples(e2e_examples,
     dnn_dir = ablate.variant_dir(str(work), {"key": "e2e"}, {"transform": config["transform"],
                                                              "model": {"preset": "dnn-base"}, "trainer": config["trainer"]})
     eval_files = sorted(glob.glob(os.path.join(data["examples"], "Split-eval", "*")))
-    untruthed = ablate.evaluate_variant(dnn_dir, eval_files, None, {"type": "product", "weights": None})
+    untruthed = ablate_scoring.evaluate_variant(dnn_dir, eval_files, None, {"type": "product", "weights": None})
     assert untruthed["ranking"] == {} and untruthed["fusion"] == {}
     assert untruthed["metrics"][F.CLICK]["auc"] == pytest.approx(result["rows"][0]["metrics"][F.CLICK]["auc"])
     assert sum("trained in" in line for line in lines) == 2
@@ -318,19 +318,6 @@ def test_a_suite_trains_each_variant_once_on_the_pipeline_examples(e2e_examples,
     third = []
     ablate.run_suite("tiny", str(root / "logs"), str(work), config, log=third.append, suites_file=str(suites))
     assert ["trained in" in line for line in third[1:]] == [True, False]
-
-
-@pytest.mark.parametrize("kind,weights", [("product", {"click": 0.3, "order": 0.7}),
-                                          ("weighted", {"click": 1.0, "order": 30.0})])
-def test_fused_score_is_what_the_fusion_layers_serve(kind, weights):
-    from models.registry import FUSIONS
-
-    scored = pd.DataFrame({"click": [0.05, 0.2, 0.01], "order": [0.002, 0.001, 0.0005]})
-    layer = FUSIONS.get(kind)(outputs=["click", "order"], tasks=["click", "order"], weights=weights)
-    served = layer({k: tf.constant(v, tf.float32) for k, v in scored.items()}).numpy()
-    fused = ablate.fused_score(scored, kind, weights)
-    # the product layer serves exp(sum w log p); the ablation ranks by its logarithm
-    np.testing.assert_allclose(np.exp(fused) if kind == "product" else fused, served, rtol=1e-5)
 
 
 @pytest.mark.parametrize("text", ["[a, b]", "s: [1]", "s: {variants: [a]}"])
@@ -413,7 +400,7 @@ def test_score_ranking_gives_the_scores_request_level_ndcg_and_mrr_on_orders():
     scored = pd.DataFrame({F.REQUEST_ID: ["r1", "r1", "r1", "r2", "r2", "r3"],
                            "score": [0.9, 0.5, 0.1, 0.2, 0.8, 0.3],
                            "label_order": [0, 1, 0, 0, 1, 0], "label_click": [1, 1, 0, 0, 1, 1]})
-    got = ablate.score_ranking(scored)
+    got = ablate_scoring.score_ranking(scored)
     assert got[F.ORDER]["mrr@4"] == pytest.approx((1 / 2 + 1) / 2)
     assert got[F.ORDER]["ndcg@10"] == pytest.approx((1 / np.log2(3) + 1) / 2)
     assert got[F.CLICK]["mrr@4"] == pytest.approx(1.0)
@@ -424,10 +411,10 @@ def test_score_ranking_gives_the_scores_request_level_ndcg_and_mrr_on_orders():
 
 def test_a_static_fusion_is_re_scored_but_the_fusion_network_is_served_and_trained():
     scored = pd.DataFrame({"click": [0.1, 0.4], "order": [0.02, 0.001], "score": [7.0, 8.0]})
-    static = ablate.scored_with_fusion(scored, {"type": "product", "weights": {"click": 1, "order": 1}}, ["click"])
+    static = ablate_scoring.scored_with_fusion(scored, {"type": "product", "weights": {"click": 1, "order": 1}}, ["click"])
     np.testing.assert_allclose(static["score"], np.log([0.1 * 0.02, 0.4 * 0.001]))
     network = ModelConfig.from_dict({"preset": "dmt-fusion"}).fusion
-    assert list(ablate.scored_with_fusion(scored, network, ["click"])["score"]) == [7.0, 8.0]
+    assert list(ablate_scoring.scored_with_fusion(scored, network, ["click"])["score"]) == [7.0, 8.0]
     # another static fusion is re-scored on the trained network; the fusion network retrains
     product = ablate.resolved_settings({"model": {"preset": "dmt"}})
     weighted = ablate.resolved_settings({"model": {"preset": "dmt", "fusion": {"type": "weighted"}}})
