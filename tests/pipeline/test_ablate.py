@@ -114,6 +114,8 @@ def test_the_claims_suites_pair_against_the_papers_baselines():
     assert SUITES["esm2"]["paired_against"][0] == "esmm"
     assert SUITES["hmoe"]["paired_against"] == ["immoe", "hmoe"]
     assert SUITES["mixtures"]["paired_against"] == ["shared-bottom", "mmoe"]
+    assert SUITES["dmt-positional"]["paired_against"] == ["none", "none+recency"]
+    assert SUITES["dmt-behaviours"]["paired_against"] == ["click", "click+cart+order"]
 
 
 def test_the_data_pipeline_stops_after_transform():
