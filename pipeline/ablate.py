@@ -5,8 +5,9 @@ The data steps of the pipeline (Ingest .. Transform) run once per logs and data 
 then trained by the Trainer's own `run_fn`, in a fresh child process per variant
 (`in_child_process`: so a suite's memory does not grow with its trainings), its served network
 (and training-time network, when it has a bias tower) scored on the eval split
-(pipeline/ablate_scoring.py), and the figures written to `WORK/ablations/NAME.json` and `NAME.md`. A variant trained once (same
-data, model section and trainer settings) is reused by every suite that lists it.
+(pipeline/ablate_scoring.py), and the figures written to `WORK/ablations/NAME.json` and
+`NAME.md`. A variant trained once (same data, model section and trainer settings) is reused by
+every suite that lists it.
 
 The logs may be anywhere the ingest reads (gs://, s3://, ...), but the work directory is a local
 one: `funnel ablate` trains on this machine, caches in files it locks with fcntl (POSIX only)
@@ -82,6 +83,11 @@ def data_key(logs_dir: str, config: Dict[str, Any]) -> str:
                 input_fingerprint(logs_dir, ingest))
 
 
+def data_root(work_dir: str, key: str) -> str:
+    """The data steps' pipeline root (with their SQLite ML Metadata) for `data_key` KEY."""
+    return os.path.join(os.path.abspath(work_dir), "ablations", "data", key)
+
+
 def prepare_data(logs_dir: str, work_dir: str, config: Dict[str, Any],
                  beam_args: Optional[List[str]] = None) -> Dict[str, str]:
     """Runs Ingest .. Transform (cached per `data_key`: a second suite on the same logs reuses
@@ -95,7 +101,7 @@ def prepare_data(logs_dir: str, work_dir: str, config: Dict[str, Any],
 
     logs_dir = paths.absolute(logs_dir)
     key = data_key(logs_dir, config)
-    root = os.path.join(os.path.abspath(work_dir), "ablations", "data", key)
+    root = data_root(work_dir, key)
     metadata_path = os.path.join(root, "metadata.sqlite")
     # The data cache is local, with its own SQLite store whatever store the pipeline runs use.
     tfx.orchestration.LocalDagRunner().run(create_pipeline(

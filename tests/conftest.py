@@ -51,7 +51,7 @@ def e2e_examples(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e_examples")
     config = _tiny_world(root)
     data = ablate.prepare_data(str(root / "logs"), str(root / "work"), config, IN_PROCESS_BEAM)
-    return root, os.path.join(str(root / "work"), "ablations", "data", data["key"])
+    return root, ablate.data_root(str(root / "work"), data["key"])
 
 
 @pytest.fixture(scope="session")
