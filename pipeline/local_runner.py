@@ -7,6 +7,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from tfx import v1 as tfx
 
+import schemas
+from components import schema_import
 from components.ingest.config import IngestConfig
 from components.ingest.runner import DEFAULT_BEAM_ARGS, input_fingerprint
 from pipeline import metadata as metadata_lib
@@ -36,10 +38,16 @@ def work_dir_pipeline(logs_dir: str, work_dir: str, config: Optional[Dict[str, A
     config["ingest"] = dataclasses.asdict(ingest)
     # With the cache, the Ingest is keyed by its input files too: changed logs are ingested again.
     fingerprint = input_fingerprint(logs_dir, ingest) if enable_cache else None
+    # The cache keys ImportSchemaGen by the schema file's path as well as its content, and the
+    # packaged schema's path is the install's: a cached run from another checkout or virtualenv
+    # of the same funnel would import it, validate and transform again. A copy named by content
+    # in the pipeline root is the same path from any install (pipeline/ablate.py does the same).
+    schema = schema_import.content_addressed_copy(schemas.path("schema.pbtxt"), root) if enable_cache else None
     return create_pipeline(
         pipeline_name=PIPELINE_NAME,
         pipeline_root=root,
         logs_dir=paths.absolute(logs_dir),
+        schema_path=schema,
         serving_dir=os.path.join(work_dir, "serving"),
         config=config,
         metadata_path=os.path.join(root, metadata_lib.SQLITE_FILE),
