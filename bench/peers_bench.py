@@ -414,7 +414,10 @@ def main(argv=None) -> int:
         from pipeline import ablate  # noqa: F401  (imported here so that its warnings are held)
         from pipeline.config import load_config
 
-    config = load_config(args.config)
+    try:
+        config = load_config(args.config)
+    except ValueError as e:  # names the file
+        parser.error(str(e))
     if args.seed is not None:
         config["trainer"]["seed"] = args.seed
     with quiet_bench("peers bench", os.path.join(args.work, "peers", "peers.log")):

@@ -24,27 +24,31 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from models import features as F
 from models import preprocessing as P
 from pipeline import ablate_paired, ablate_scoring, code_version, paths
 from pipeline.child_process import in_a_child, in_child_process
+from pipeline.config import read_yaml
 
 SUITES_FILE = os.path.join(os.path.dirname(__file__), "ablations.yaml")
 COLUMN_KINDS = ("logged", "cvr", "per_scenario", "fusion", "score")
 
 
 def load_suites(path: Optional[str] = None) -> Dict[str, Dict[str, Any]]:
+    """The suites of a YAML file (default pipeline/ablations.yaml), their layout checked; every
+    error names the file (the variants' settings are checked by `planned_variants`)."""
     path = path or SUITES_FILE
-    with open(path) as f:
-        suites = yaml.safe_load(f)
+    suites = read_yaml(path)
     if not isinstance(suites, dict):
         raise ValueError(f"{path}: a mapping of suite names to suites")
     for name, suite in suites.items():
         unknown = set(suite.get("columns", [])) - set(COLUMN_KINDS) if isinstance(suite, dict) else None
         if unknown is None or unknown or not isinstance(suite.get("variants"), dict):
             raise ValueError(f"{path}: suite {name!r}: needs a mapping of variants; columns among {COLUMN_KINDS}")
+        sections = [v for v, given in suite["variants"].items() if not isinstance(given, (dict, type(None)))]
+        if sections:
+            raise ValueError(f"{path}: suite {name!r}: each variant is a `model:` section (a mapping): {sections}")
         against = suite.get("paired_against", [])
         strangers = set(against) - set(suite["variants"]) if isinstance(against, list) else {against}
         if strangers:
@@ -273,6 +277,28 @@ def seeded_rows(variant: str, section: Dict[str, Any], runs: List[Dict[str, Any]
     return {"variant": variant, "config": section, **mean, "spread": spread, "seeds": list(seeds), "runs": runs}
 
 
+def planned_variants(name: str, suite: Dict[str, Any], config: Dict[str, Any], seeds: Optional[List[int]] = None):
+    """Each variant's name, `model:` section and run configs (one per seed), every one checked by
+    the model and trainer configs before any step runs: a mistyped setting fails the suite at
+    once, not after the data steps and the trainings of the variants before it."""
+    planned = []
+    for variant, given in suite["variants"].items():
+        section, customs = variant_section(suite, given), []
+        for seed in seeds or [None]:
+            trainer = config["trainer"] if seed is None else {**config["trainer"], "seed": seed}
+            custom = {"transform": config["transform"], "model": section, "trainer": trainer}
+            try:
+                resolved = resolved_settings(custom)
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"suite {name!r}, variant {variant!r}: {e}") from None
+            if seed is not None and resolved["trainer"]["seed"] != seed:
+                raise ValueError(f"suite {name!r}, variant {variant!r}: its model section fixes the trainer seed, "
+                                 "so it cannot be trained once per seed")
+            customs.append(custom)
+        planned.append((variant, section, customs))
+    return planned
+
+
 def run_suite(name: str, logs_dir: str, work_dir: str, config: Dict[str, Any],
               beam_args: Optional[List[str]] = None, log=print, suites_file: Optional[str] = None,
               suites: Optional[Dict[str, Any]] = None, seeds: Optional[List[int]] = None) -> Dict[str, Any]:
@@ -288,23 +314,17 @@ def run_suite(name: str, logs_dir: str, work_dir: str, config: Dict[str, Any],
     if name not in suites:
         raise ValueError(f"unknown suite {name!r}; suites: {', '.join(suites)}")
     suite = suites[name]
+    planned = planned_variants(name, suite, config, seeds)
     started = time.time()
     log(f"[ablate {name}] data steps (Ingest .. Transform; cached per logs and data config)")
     data = prepare_data(logs_dir, work_dir, config, beam_args)
     eval_files = sorted(glob.glob(os.path.join(data["examples"], f"Split-{F.EVAL_SPLIT}", "*")))
     truth = report.read_truth(logs_dir)
     rows, score_files = [], []
-    for i, (variant, given) in enumerate(suite["variants"].items(), 1):
-        section = variant_section(suite, given)
+    for i, (variant, section, customs) in enumerate(planned, 1):
         runs = []
-        for seed in seeds or [None]:
-            trainer = config["trainer"] if seed is None else {**config["trainer"], "seed": seed}
-            custom = {"transform": config["transform"], "model": section, "trainer": trainer}
-            if seed is not None and resolved_settings(custom)["trainer"]["seed"] != seed:
-                raise ValueError(f"suite {name!r}, variant {variant!r}: its model section fixes the trainer seed, "
-                                 "so it cannot be trained once per seed")
-            progress = f"[ablate {name}] {i}/{len(suite['variants'])} {variant}" + (
-                "" if seed is None else f" (seed {seed})")
+        for seed, custom in zip(seeds or [None], customs):
+            progress = f"[ablate {name}] {i}/{len(planned)} {variant}" + ("" if seed is None else f" (seed {seed})")
             runs.append(variant_figures(data, custom, work_dir, eval_files, truth,
                                         lambda message, p=progress: log(f"{p}: {message}")))
         rows.append({"variant": variant, "config": section, **runs[0]} if seeds is None

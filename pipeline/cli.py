@@ -163,18 +163,25 @@ def _ablate(args, beam_args) -> int:
         from pipeline import ablate
     from pipeline.config import load_config
 
-    config = load_config(args.config)
-    config["ingest"] = dataclasses.asdict(_ingest_config(args))
     try:
+        config = load_config(args.config)
+        config["ingest"] = dataclasses.asdict(_ingest_config(args))
         suites = ablate.load_suites(args.suites)
-    except (OSError, ValueError, AttributeError) as e:
-        print(f"funnel ablate: {args.suites}: {e}", file=sys.stderr)
+    except (ValueError, AttributeError) as e:  # each names the file
+        print(f"funnel ablate: {e}", file=sys.stderr)
         return 2
     names = list(suites) if args.suite == "all" else args.suite.split(",")
     unknown = [n for n in names if n not in suites]
     if unknown:
         print(f"funnel ablate: unknown suite(s) {', '.join(unknown)}; suites: {', '.join(suites)} or all",
               file=sys.stderr)
+        return 2
+    try:  # every suite's variants before the first suite's data steps and trainings
+        with progress.held_warnings():  # the model code's imports
+            for name in names:
+                ablate.planned_variants(name, suites[name], config, args.seeds)
+    except ValueError as e:
+        print(f"funnel ablate: {e}", file=sys.stderr)
         return 2
     library_log = os.path.join(args.work, "ablations", "ablate.log")
     print(f"funnel ablate: library messages go to {library_log}")

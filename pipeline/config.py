@@ -25,12 +25,39 @@ def _merge(base: Dict[str, Any], override: Dict[str, Any], top: bool = False) ->
     return merged
 
 
+def read_yaml(path: str) -> Any:
+    """A user's YAML file, parsed; a file that cannot be read or parsed is a ValueError naming it
+    (and where the parser stopped), for the commands to print instead of a traceback."""
+    try:
+        with open(path) as f:
+            return yaml.safe_load(f)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot be read: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise ValueError(f"{path}: not YAML{where}: {getattr(e, 'problem', None) or e}") from None
+
+
+def read_config_file(path: str) -> Dict[str, Any]:
+    """A user's configuration file as it is (no defaults): a YAML mapping of sections, each a
+    mapping; ValueError naming the file otherwise."""
+    document = read_yaml(path) or {}
+    if not isinstance(document, dict):
+        raise ValueError(f"{path}: a mapping of configuration sections (ingest, model, trainer, ...)")
+    sections = sorted(k for k, v in document.items() if not isinstance(v, (dict, type(None))))
+    if sections:
+        raise ValueError(f"{path}: each section is a mapping of settings: {sections}")
+    return document
+
+
 def load_config(path: Optional[str] = None) -> Dict[str, Any]:
+    """pipeline/config.yaml, with the file at `path` over it; ValueError for a file that is not a
+    YAML mapping of known sections."""
     with open(_DEFAULTS) as f:
         config = yaml.safe_load(f)
     if path:
-        with open(path) as f:
-            config = _merge(config, yaml.safe_load(f) or {}, top=True)
+        config = _merge(config, read_config_file(path), top=True)
     unknown = set(config) - {"ingest", "transform", "model", "baseline", "trainer", "evaluator", "orchestration",
                              "metadata", "data_gate"}
     if unknown:

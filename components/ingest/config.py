@@ -4,8 +4,6 @@ import dataclasses
 import datetime
 from typing import Optional
 
-import yaml
-
 from models import features
 
 CLICK_BY_REQUEST_ID = "request_id"
@@ -86,10 +84,9 @@ class IngestConfig:
 
     @classmethod
     def from_yaml(cls, path: Optional[str], **overrides) -> "IngestConfig":
-        values = {}
-        if path:
-            with open(path) as f:
-                values = (yaml.safe_load(f) or {}).get("ingest", {})
+        from pipeline.config import read_config_file  # a clear error for a file that cannot be read or parsed
+
+        values = dict((read_config_file(path).get("ingest") or {}) if path else {})
         values.update({k: v for k, v in overrides.items() if v is not None})
         unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
         if unknown:

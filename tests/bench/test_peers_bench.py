@@ -218,7 +218,7 @@ def test_the_console_shows_the_benchs_lines_and_the_log_file_the_libraries(tmp_p
     assert "Tables initialized inside a tf.function" in logged and "Unable to register cuDNN factory" in logged
 
 
-def test_config_file_sets_the_eval_split_and_the_table_says_so(tmp_path, monkeypatch):
+def test_config_file_sets_the_eval_split_and_the_table_says_so(tmp_path, monkeypatch, capsys):
     seen = {}
 
     def run(logs, work, peers, presets, config=None, log=print):
@@ -234,3 +234,8 @@ def test_config_file_sets_the_eval_split_and_the_table_says_so(tmp_path, monkeyp
     assert seen["ingest"]["eval_days"] == 7 and seen["ingest"]["attribution_window_seconds"] == 86400
     assert "200,000 eval examples from the logs' last 7 day(s);" in (tmp_path / "peers.md").read_text()
     assert f"--config {config}" in json.loads(out.read_text())["command"]
+    config.write_text("ingest: {eval_days: 7\n")  # a broken file: refused with its name, nothing run
+    seen.clear()
+    with pytest.raises(SystemExit) as refused:
+        pb.main(["--logs", "L", "--work", str(tmp_path / "work"), "--out", str(out), "--config", str(config)])
+    assert refused.value.code == 2 and seen == {} and f"{config}: not YAML" in capsys.readouterr().err

@@ -322,12 +322,29 @@ def test_a_suite_trains_each_variant_once_on_the_pipeline_examples(e2e_examples,
     assert ["trained in" in line for line in third[1:]] == [True, False]
 
 
-@pytest.mark.parametrize("text", ["[a, b]", "s: [1]", "s: {variants: [a]}"])
+@pytest.mark.parametrize("text", ["[a, b]", "s: [1]", "s: {variants: [a]}", "s: {variants: {a: [1, 2]}}",
+                                  "s: {variants: {a: {preset: dmt}}", "s: [unclosed"])
 def test_malformed_suite_files_are_refused(tmp_path, text):
     path = tmp_path / "suites.yaml"
     path.write_text(text)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="suites.yaml"):
         ablate.load_suites(str(path))
+
+
+def test_a_mistyped_variant_fails_the_suite_before_any_step(tmp_path, monkeypatch):
+    """A setting the model config refuses, in the suite's last variant: the suite stops before
+    the data steps and the first variant's training, and says which variant."""
+    steps = []
+    monkeypatch.setattr(ablate, "prepare_data", lambda *args, **kwargs: steps.append("data"))
+    monkeypatch.setattr(ablate, "variant_figures", lambda *args, **kwargs: steps.append("train"))
+    suites = {"s": {"base": "dmt", "variants": {"a": {}, "b": {"sequence_encoder": {"positional": "learnt"}}}}}
+    for seeds in (None, [0, 1]):
+        with pytest.raises(ValueError, match="suite 's', variant 'b': .*positional must be one of"):
+            ablate.run_suite("s", str(tmp_path / "logs"), str(tmp_path / "work"), load_config(), log=lambda m: None,
+                             suites=suites, seeds=seeds)
+    assert steps == []
+    planned = ablate.planned_variants("s", {"variants": {"a": {}}}, load_config(), [3, 4])
+    assert [(v, [c["trainer"]["seed"] for c in customs]) for v, _, customs in planned] == [("a", [3, 4])]
 
 
 def _logs(root) -> str:

@@ -55,6 +55,15 @@ def test_ablate_refuses_an_unknown_suite_or_suites_file_before_running(tmp_path,
     assert "unknown suite(s) nope" in capsys.readouterr().err
     assert cli.main(base + ["--suite", "x", "--suites", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml" in capsys.readouterr().err
+    (tmp_path / "broken.yaml").write_text("s: {variants: [a]")
+    assert cli.main(base + ["--suite", "s", "--suites", str(tmp_path / "broken.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("funnel ablate: ") and err.count("broken.yaml") == 1 and "not YAML" in err
+    # the second suite's variant is mistyped: refused before the first suite's data steps
+    (tmp_path / "suites.yaml").write_text("good: {variants: {a: {preset: dnn-base}}}\n"
+                                          "bad: {variants: {b: {preset: dnn-base, mixture: {type: moe}}}}\n")
+    assert cli.main(base + ["--suite", "good,bad", "--suites", str(tmp_path / "suites.yaml")]) == 2
+    assert "suite 'bad', variant 'b': unknown mixture type 'moe'" in capsys.readouterr().err
     assert not (tmp_path / "work").exists()
 
 

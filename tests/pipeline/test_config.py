@@ -41,6 +41,28 @@ def test_a_bad_model_section_fails_before_the_run(tmp_path, capsys):
     assert not (tmp_path / "work").exists()  # nothing ran
 
 
+@pytest.mark.parametrize("text, message", [(None, "cannot be read"), ("model: {preset: dmt", "not YAML (line 1, column 20)"),
+                                           ("- model\n- trainer\n", "a mapping of configuration sections"),
+                                           ("ingest: 7\n", "each section is a mapping of settings: ['ingest']")])
+def test_a_config_file_that_is_not_a_yaml_mapping_is_an_error_naming_it(tmp_path, capsys, text, message):
+    from pipeline import cli
+
+    path = tmp_path / "funnel.yaml"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(ValueError) as refused:
+        load_config(str(path))
+    assert str(refused.value).startswith(f"{path}: ") and message in str(refused.value)
+    logs, work = str(tmp_path / "no-logs"), str(tmp_path / "work")
+    for command in (["run", "--logs", logs, "--work", work], ["ingest", "--logs", logs, "--out", work],
+                    ["ablate", "--suite", "dmt-bias", "--logs", logs, "--work", work],
+                    ["compile", "--target", "airflow", "--out", str(tmp_path / "dag.py")]):
+        assert cli.main(command + ["--config", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"funnel {command[0]}: {path}: ") and message in err, err
+    assert not (tmp_path / "work").exists() and not (tmp_path / "dag.py").exists()
+
+
 @pytest.mark.parametrize("cache", [False, True])
 def test_create_pipeline_caches_only_when_asked(tmp_path, cache):
     pipeline = create_pipeline("p", str(tmp_path / "root"), str(tmp_path / "logs"), str(tmp_path / "serving"),
