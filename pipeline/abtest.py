@@ -172,13 +172,12 @@ def abtest(logs_dir: str, models: Sequence[str], ingest_config=None, beam_args: 
     `funnel run` in `work_dir` ingested from these logs) under models A and B (SavedModel
     directories with a `score` output)."""
     from components.ingest.config import IngestConfig
-    from serving.batch_predict import ingested_examples, score_examples
+    from serving.batch_predict import check_saved_model, ingested_examples, score_examples
 
     if len(models) != len(ARMS):
         raise AbtestError(f"give exactly two models (--model A --model B), not {len(models)}")
     for path in models:
-        if not gfile.exists(os.path.join(path, "saved_model.pb")):
-            raise AbtestError(f"{path}: not a SavedModel directory (no saved_model.pb)")
+        check_saved_model(path)
     truth, world = world_truth(logs_dir)
     with tempfile.TemporaryDirectory(prefix="funnel-abtest-") as scratch:
         if work_dir:

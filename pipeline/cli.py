@@ -263,12 +263,12 @@ def _importance(args, beam_args) -> int:
 
     with progress.held_warnings():  # the libraries' import-time warnings go to the run's log
         from pipeline import importance
+        from serving.batch_predict import check_saved_model
 
     try:  # the arguments are checked before anything runs
         if args.repeats < 1:
             raise ValueError("--repeats must be at least 1")
-        if not os.path.exists(os.path.join(args.model, "saved_model.pb")):
-            raise ValueError(f"{args.model}: not a SavedModel directory (no saved_model.pb)")
+        check_saved_model(args.model)
         groups = importance.selected_groups(args.features)
     except ValueError as e:
         print(f"funnel importance: {e}", file=sys.stderr)

@@ -30,11 +30,22 @@ def _scalar_type(name: str) -> tf.dtypes.DType:
     return tf.float32 if name in _FLOAT_FEATURES else tf.int64
 
 
+def check_saved_model(model_dir: str) -> None:
+    """A ValueError unless `model_dir` holds a SavedModel: checked before a command ingests or
+    scores anything, so a mistyped --model fails at once and says why."""
+    if not tf.io.gfile.exists(os.path.join(model_dir, "saved_model.pb")):
+        raise ValueError(f"{model_dir}: not a SavedModel directory (no saved_model.pb)")
+
+
 def score_examples(model_dir: str, example_files: List[str], keep: Sequence[str] = ()) -> pd.DataFrame:
     """One row per example: impression_id, every model output (task probabilities, score),
     then the scalar example features named in `keep` (labels as `label_<name>`, since the
     model's outputs carry the task names)."""
+    check_saved_model(model_dir)
     model = tf.saved_model.load(model_dir)
+    if "serving_default" not in model.signatures:
+        raise ValueError(f"{model_dir}: the SavedModel has no serving_default signature "
+                         f"(it has {sorted(model.signatures) or 'none'}): not a model funnel pushed")
     serve = model.signatures["serving_default"]
     id_spec = {name: tf.io.FixedLenFeature([1], _scalar_type(name)) for name in (F.IMPRESSION_ID,) + tuple(keep)}
     columns: Dict[str, list] = {F.IMPRESSION_ID: []}
@@ -84,6 +95,7 @@ def predict(model_dir: str, logs_dir: str, out_path: str, days: Optional[int] = 
     """Scores the impressions of `logs_dir` (only the last `days` UTC days if given)."""
     if not out_path.endswith((".jsonl", ".jsonl.gz", ".parquet")):
         raise ValueError(f"{out_path}: the output must end in .jsonl, .jsonl.gz or .parquet")
+    check_saved_model(model_dir)  # before the ingest, which takes minutes on a day of logs
     # The ingested examples are this process's scratch: a local temporary directory.
     with tempfile.TemporaryDirectory(prefix="funnel-predict-") as work:
         if days:
