@@ -11,7 +11,7 @@ import os
 import shlex
 import sys
 import tempfile
-from typing import List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 from pipeline.cli_arguments import add_ingest_arguments, add_score_arguments, add_serve_arguments
 
@@ -49,15 +49,45 @@ def _simulate(args, beam_args) -> int:
     return simulation_cli.run(args)
 
 
-def _ingest(args, beam_args) -> int:
-    from components.ingest.contract import ContractError
-    from components.ingest.report import IngestError
-    from components.ingest.runner import run_ingest
+def _library_log(directory: str, command: str) -> str:
+    """Where a command's library messages go: DIRECTORY/funnel-COMMAND.log beside its output, or
+    in the temporary directory when the output is on cloud storage (the log is a local file)."""
+    from pipeline import paths
 
+    local = directory if paths.is_local(directory) else tempfile.gettempdir()
+    return os.path.join(os.path.abspath(local or "."), f"funnel-{command}.log")
+
+
+def _quietly(command: str, library_log: str, work: Callable[[], Any], errors: Tuple[type, ...]):
+    """`work()` with Beam's, TFX's and TensorFlow's messages (its worker processes' too) in
+    `library_log`: (its result, None), or (None, the error to print) for one of `errors`."""
+    from pipeline import progress
+
+    print(f"funnel {command}: library messages go to {library_log}", flush=True)
+    with progress.quiet_run(library_log):
+        try:
+            return work(), None
+        except errors as e:
+            return None, str(e)
+
+
+def _ingest(args, beam_args) -> int:
+    from pipeline import progress
+
+    with progress.held_warnings():  # Beam's import-time warnings go to the log
+        from components.ingest.contract import ContractError
+        from components.ingest.report import IngestError
+        from components.ingest.runner import run_ingest
     try:
-        report = run_ingest(args.logs, args.out, _ingest_config(args), beam_args)
-    except (ContractError, IngestError, ValueError) as e:
+        config = _ingest_config(args)
+    except ValueError as e:
         print(f"funnel ingest: {e}", file=sys.stderr)
+        return 2
+    report, failure = _quietly("ingest", _library_log(args.out, "ingest"),
+                               lambda: run_ingest(args.logs, args.out, config, beam_args),
+                               (ContractError, IngestError, ValueError))
+    if failure is not None:  # printed once the console is the console again
+        print(f"funnel ingest: {failure}", file=sys.stderr)
         return 2
     print(json.dumps({k: report[k] for k in ("records_read", "records_quarantined", "quarantined_by_reason", "examples")}))
     return 0
@@ -199,14 +229,24 @@ def _ablate(args, beam_args) -> int:
 
 
 def _predict(args, beam_args) -> int:
-    from components.ingest.contract import ContractError
-    from components.ingest.report import IngestError
-    from serving.batch_predict import predict
+    from pipeline import progress
 
-    try:
-        frame = predict(args.model, args.logs, args.out, args.days, _ingest_config(args), beam_args)
-    except (ContractError, IngestError, ValueError) as e:
+    with progress.held_warnings():  # Beam's and TensorFlow's import-time warnings go to the log
+        from components.ingest.contract import ContractError
+        from components.ingest.report import IngestError
+        from serving.batch_predict import check_predictions_path, check_saved_model, predict
+    try:  # the arguments, before the ingest
+        config = _ingest_config(args)
+        check_predictions_path(args.out)
+        check_saved_model(args.model)
+    except ValueError as e:
         print(f"funnel predict: {e}", file=sys.stderr)
+        return 2
+    frame, failure = _quietly("predict", _library_log(os.path.dirname(args.out), "predict"),
+                              lambda: predict(args.model, args.logs, args.out, args.days, config, beam_args),
+                              (ContractError, IngestError, ValueError))
+    if failure is not None:
+        print(f"funnel predict: {failure}", file=sys.stderr)
         return 2
     print(f"scored {len(frame)} impressions into {args.out}")
     return 0

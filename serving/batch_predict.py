@@ -67,10 +67,15 @@ def score_examples(model_dir: str, example_files: List[str], keep: Sequence[str]
     return frame[[F.IMPRESSION_ID] + tasks + (["score"] if "score" in frame else []) + kept]
 
 
-def write_predictions(frame: pd.DataFrame, path: str) -> None:
-    """Writes `frame` to `path` on any filesystem tf.io.gfile writes (local, gs://, ...)."""
+def check_predictions_path(path: str) -> None:
+    """The predictions' format follows the extension: a ValueError for any other."""
     if not path.endswith((".jsonl", ".jsonl.gz", ".parquet")):
         raise ValueError(f"{path}: the output must end in .jsonl, .jsonl.gz or .parquet")
+
+
+def write_predictions(frame: pd.DataFrame, path: str) -> None:
+    """Writes `frame` to `path` on any filesystem tf.io.gfile writes (local, gs://, ...)."""
+    check_predictions_path(path)
     if os.path.dirname(path):
         tf.io.gfile.makedirs(os.path.dirname(path))
     if path.endswith(".parquet"):
@@ -93,8 +98,7 @@ def ingested_examples(logs_dir: str, work: str, config: IngestConfig, beam_args:
 def predict(model_dir: str, logs_dir: str, out_path: str, days: Optional[int] = None,
             config: IngestConfig = IngestConfig(), beam_args: Optional[List[str]] = None) -> pd.DataFrame:
     """Scores the impressions of `logs_dir` (only the last `days` UTC days if given)."""
-    if not out_path.endswith((".jsonl", ".jsonl.gz", ".parquet")):
-        raise ValueError(f"{out_path}: the output must end in .jsonl, .jsonl.gz or .parquet")
+    check_predictions_path(out_path)
     check_saved_model(model_dir)  # before the ingest, which takes minutes on a day of logs
     # The ingested examples are this process's scratch: a local temporary directory.
     with tempfile.TemporaryDirectory(prefix="funnel-predict-") as work:

@@ -16,8 +16,13 @@ def test_simulate_then_ingest(tmp_path, capsys):
     code = cli.main(["ingest", "--logs", str(tmp_path / "logs"), "--out", str(tmp_path / "out"),
                      "--eval-days", "1", "--direct_running_mode=in_memory", "--direct_num_workers=1"])
     assert code == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    console = capsys.readouterr()
+    summary = json.loads(console.out.strip().splitlines()[-1])
     assert summary["records_quarantined"] == 0
+    # Beam's messages (its workers' too) go to the log beside the output, not to the console
+    assert console.out.splitlines()[1] == f"funnel ingest: library messages go to {tmp_path / 'out' / 'funnel-ingest.log'}"
+    assert "apache_beam" not in console.out + console.err
+    assert "apache_beam" in (tmp_path / "out" / "funnel-ingest.log").read_text()
     with open(tmp_path / "logs" / "simulation_summary.json") as f:
         impressions = json.load(f)["counts"]["impressions"]
     assert summary["examples"]["train"] + summary["examples"]["eval"] == impressions
