@@ -21,6 +21,7 @@ verifying the server against `tls_ca` (PEM; default the system's CAs) and presen
 
 import base64
 import json
+import re
 import sys
 import threading
 import time
@@ -272,8 +273,17 @@ def _decode_b64(value: Any) -> Any:
 
 
 def _read_examples(path: str, batch_size: int) -> Iterable[List[bytes]]:
+    """Batches of serialized examples; a file tf.data cannot read is a ValueError naming it."""
     dataset = tf.data.TFRecordDataset(path, compression_type="GZIP" if path.endswith(".gz") else "")
-    for batch in dataset.batch(batch_size):
+    batches = iter(dataset.batch(batch_size))
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except tf.errors.OpError as e:  # its message starts with the graph node: "{{function_node ...}} "
+            reason = re.sub(r"^\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\].*$", "", " ".join(e.message.split()))
+            raise ValueError(f"{path}: {reason}") from None
         yield list(batch.numpy())
 
 
@@ -311,6 +321,9 @@ def run(args) -> int:
     """`funnel score`; exit code 2 with a one-line message on a serving or input error."""
     out = None
     try:
+        for given in (args.examples, args.request):  # before anything is written or sent
+            if given and not tf.io.gfile.exists(given):
+                raise ValueError(f"{given}: no such file")
         out = open(args.out, "w") if args.out else sys.stdout
         with FunnelClient(args.target, args.model, timeout=args.timeout, tls=args.tls, tls_ca=args.tls_ca,
                           tls_cert=args.tls_cert, tls_key=args.tls_key, version=args.version,

@@ -217,6 +217,19 @@ def test_funnel_score_fails_clearly(tmp_path, model_server, capsys):
     assert len(err.splitlines()) == 1 and "Servable not found for request: Latest(nope)" in err
     with pytest.raises(SystemExit):
         cli.main(["score", "--target", model_server.target, "--model", "funnel", "--request", str(request), "--bogus"])
+    # a missing examples file is named before any output is opened; a file that is not TFRecords
+    # gets tf.data's reason without its graph-node prefix
+    out = tmp_path / "scores.jsonl"
+    assert cli.main(["score", "--target", model_server.target, "--model", "funnel",
+                     "--examples", str(tmp_path / "missing.tfrecord"), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"funnel score: {tmp_path / 'missing.tfrecord'}: no such file\n"
+    assert not out.exists()
+    (tmp_path / "text.tfrecord").write_text("not a record file\n" * 4)
+    assert cli.main(["score", "--target", model_server.target, "--model", "funnel",
+                     "--examples", str(tmp_path / "text.tfrecord")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"funnel score: {tmp_path / 'text.tfrecord'}: ") and "function_node" not in err, err
+    assert len(err.splitlines()) == 1 and "[Op:" not in err, err
 
 
 def test_version_labels_and_versions_as_against_tf_serving(tmp_path, saved_models, reference, capsys):
