@@ -166,18 +166,25 @@ def eval_example_files(work_dir: str) -> List[str]:
     return sorted(gfile.glob(os.path.join(uri, f"Split-{F.EVAL_SPLIT}", "*")))
 
 
+def check_models(models: Sequence[str]) -> None:
+    """Two SavedModel directories, A and B, or an error saying what is wrong (before any ingest)."""
+    from serving.batch_predict import check_saved_model
+
+    if len(models) != len(ARMS):
+        raise AbtestError(f"give exactly two models (--model A --model B), not {len(models)}")
+    for path in models:
+        check_saved_model(path)
+
+
 def abtest(logs_dir: str, models: Sequence[str], ingest_config=None, beam_args: Optional[List[str]] = None,
            work_dir: Optional[str] = None, samples: int = DEFAULT_SAMPLES, seed: int = 0) -> dict:
     """Replays the eval split of `logs_dir` (ingested now with `ingest_config`, or the one a
     `funnel run` in `work_dir` ingested from these logs) under models A and B (SavedModel
     directories with a `score` output)."""
     from components.ingest.config import IngestConfig
-    from serving.batch_predict import check_saved_model, ingested_examples, score_examples
+    from serving.batch_predict import ingested_examples, score_examples
 
-    if len(models) != len(ARMS):
-        raise AbtestError(f"give exactly two models (--model A --model B), not {len(models)}")
-    for path in models:
-        check_saved_model(path)
+    check_models(models)
     truth, world = world_truth(logs_dir)
     with tempfile.TemporaryDirectory(prefix="funnel-abtest-") as scratch:
         if work_dir:

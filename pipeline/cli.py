@@ -11,7 +11,7 @@ import os
 import shlex
 import sys
 import tempfile
-from typing import Any, Callable, List, Optional, Tuple
+from typing import List, Optional
 
 from pipeline.cli_arguments import add_ingest_arguments, add_score_arguments, add_serve_arguments
 
@@ -49,28 +49,6 @@ def _simulate(args, beam_args) -> int:
     return simulation_cli.run(args)
 
 
-def _library_log(directory: str, command: str) -> str:
-    """Where a command's library messages go: DIRECTORY/funnel-COMMAND.log beside its output, or
-    in the temporary directory when the output is on cloud storage (the log is a local file)."""
-    from pipeline import paths
-
-    local = directory if paths.is_local(directory) else tempfile.gettempdir()
-    return os.path.join(os.path.abspath(local or "."), f"funnel-{command}.log")
-
-
-def _quietly(command: str, library_log: str, work: Callable[[], Any], errors: Tuple[type, ...]):
-    """`work()` with Beam's, TFX's and TensorFlow's messages (its worker processes' too) in
-    `library_log`: (its result, None), or (None, the error to print) for one of `errors`."""
-    from pipeline import progress
-
-    print(f"funnel {command}: library messages go to {library_log}", flush=True)
-    with progress.quiet_run(library_log):
-        try:
-            return work(), None
-        except errors as e:
-            return None, str(e)
-
-
 def _ingest(args, beam_args) -> int:
     from pipeline import progress
 
@@ -83,7 +61,7 @@ def _ingest(args, beam_args) -> int:
     except ValueError as e:
         print(f"funnel ingest: {e}", file=sys.stderr)
         return 2
-    report, failure = _quietly("ingest", _library_log(args.out, "ingest"),
+    report, failure = progress.run_quietly("ingest", progress.command_log(args.out, "ingest"),
                                lambda: run_ingest(args.logs, args.out, config, beam_args),
                                (ContractError, IngestError, ValueError))
     if failure is not None:  # printed once the console is the console again
@@ -242,7 +220,7 @@ def _predict(args, beam_args) -> int:
     except ValueError as e:
         print(f"funnel predict: {e}", file=sys.stderr)
         return 2
-    frame, failure = _quietly("predict", _library_log(os.path.dirname(args.out), "predict"),
+    frame, failure = progress.run_quietly("predict", progress.command_log(os.path.dirname(args.out), "predict"),
                               lambda: predict(args.model, args.logs, args.out, args.days, config, beam_args),
                               (ContractError, IngestError, ValueError))
     if failure is not None:
@@ -253,18 +231,28 @@ def _predict(args, beam_args) -> int:
 
 
 def _abtest(args, beam_args) -> int:
-    from components.ingest.contract import ContractError
-    from components.ingest.report import IngestError
-    from pipeline import abtest
+    from pipeline import progress
 
+    with progress.held_warnings():  # Beam's and TensorFlow's import-time warnings go to the log
+        from components.ingest.contract import ContractError
+        from components.ingest.report import IngestError
+        from pipeline import abtest
     if args.bootstrap_samples < 100:
         print("funnel abtest: --bootstrap-samples must be at least 100", file=sys.stderr)
         return 2
-    try:
-        result = abtest.abtest(args.logs, args.model, _ingest_config(args), beam_args, work_dir=args.work,
-                               samples=args.bootstrap_samples, seed=args.seed)
-    except (ContractError, IngestError, ValueError, FileNotFoundError) as e:  # AbtestError is a ValueError
+    try:  # the arguments, before the ingest
+        config = _ingest_config(args)
+        abtest.check_models(args.model)
+    except ValueError as e:
         print(f"funnel abtest: {e}", file=sys.stderr)
+        return 2
+    # beside the result file, or in the temporary directory (the ingest's scratch is there too)
+    library_log = progress.command_log(os.path.dirname(args.out) if args.out else tempfile.gettempdir(), "abtest")
+    result, failure = progress.run_quietly("abtest", library_log, lambda: abtest.abtest(
+        args.logs, args.model, config, beam_args, work_dir=args.work, samples=args.bootstrap_samples, seed=args.seed),
+        (ContractError, IngestError, ValueError, FileNotFoundError))  # AbtestError is a ValueError
+    if failure is not None:
+        print(f"funnel abtest: {failure}", file=sys.stderr)
         return 2
     print(abtest.table(result))
     if args.out:
@@ -330,8 +318,10 @@ def _importance(args, beam_args) -> int:
 def _board(args, beam_args) -> int:
     import time
 
-    from pipeline import dashboard
+    from pipeline import progress
 
+    with progress.held_warnings():  # import-time warnings of TensorBoard's dependencies: not shown
+        from pipeline import dashboard
     _no_beam_args(beam_args)
     logdir = os.path.join(args.work, dashboard.TENSORBOARD_DIR)
     if not dashboard.gfile.isdir(logdir):  # TensorBoard reads gs:// and other filesystems too
@@ -347,16 +337,20 @@ def _board(args, beam_args) -> int:
 
 
 def _serve(args, beam_args) -> int:
-    _no_beam_args(beam_args)
-    from serving import server
+    from pipeline import progress
 
+    _no_beam_args(beam_args)
+    with progress.held_warnings():  # import-time warnings (google-api-core on Python 3.10): not shown
+        from serving import server
     return server.run(args)
 
 
 def _score(args, beam_args) -> int:
-    _no_beam_args(beam_args)
-    from serving import client
+    from pipeline import progress
 
+    _no_beam_args(beam_args)
+    with progress.held_warnings():  # import-time warnings (google-api-core on Python 3.10): not shown
+        from serving import client
     return client.run(args)
 
 

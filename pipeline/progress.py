@@ -15,9 +15,10 @@ import contextlib
 import logging
 import os
 import sys
+import tempfile
 import time
 import warnings
-from typing import Callable, Dict, List, Optional, TextIO
+from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
 
 RUNNING, FINISHED, SKIPPED, CACHED = "Component %s is running.", "Component %s is finished.", \
     "Skipping component %s.", "A cached execution %d is used."
@@ -159,3 +160,24 @@ def quiet_run(log_path: str, verbose: bool = False):
             logger.propagate = propagate
         handler.close()
         log_file.close()
+
+
+def command_log(directory: str, command: str) -> str:
+    """Where a command's library messages go: DIRECTORY/funnel-COMMAND.log beside its output, or
+    in the temporary directory when the output is on cloud storage (the log is a local file)."""
+    from pipeline import paths
+
+    local = directory if paths.is_local(directory) else tempfile.gettempdir()
+    return os.path.join(os.path.abspath(local or "."), f"funnel-{command}.log")
+
+
+def run_quietly(command: str, log_path: str, work: Callable[[], Any], errors: Tuple[type, ...]):
+    """`work()` with Beam's, TFX's and TensorFlow's messages (its worker processes' too) in
+    `log_path`: (its result, None), or (None, the error to print once the console is back) for
+    one of `errors`."""
+    print(f"funnel {command}: library messages go to {log_path}", flush=True)
+    with quiet_run(log_path):
+        try:
+            return work(), None
+        except errors as e:
+            return None, str(e)

@@ -129,7 +129,9 @@ def test_the_command_refuses_one_model_and_real_logs(small_world, tmp_path, caps
     (tmp_path / "logs").mkdir()
     model = os.path.join(small_world, "not-a-model")
     assert main(["abtest", "--logs", str(tmp_path / "logs"), "--model", model, "--model", model]) == 2
-    assert "not a SavedModel" in capsys.readouterr().err
+    console = capsys.readouterr()
+    assert "not a SavedModel" in console.err
+    assert console.out == ""  # refused before the ingest and its log
 
 
 def test_abtest_of_the_e2e_run(e2e_run, pushed_model, tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 import io
 import logging
+import os
 import subprocess
 import sys
 import warnings
@@ -122,3 +123,13 @@ def test_training_progress_counts_the_steps_run_on_data_of_unknown_size():
     # what fit.json counted before: the optimizer's iterations count the call that found the
     # first epoch's data exhausted
     assert int(model.optimizer.iterations.numpy()) == 11
+
+
+def test_a_commands_library_log_is_a_local_file_beside_its_output(tmp_path, monkeypatch):
+    import tempfile
+
+    assert progress.command_log(str(tmp_path / "out"), "ingest") == str(tmp_path / "out" / "funnel-ingest.log")
+    assert progress.command_log("gs://bucket/predictions", "predict") == os.path.join(
+        tempfile.gettempdir(), "funnel-predict.log")  # quiet_run writes the log with open()
+    monkeypatch.chdir(tmp_path)
+    assert progress.command_log("", "predict") == str(tmp_path / "funnel-predict.log")  # `--out p.jsonl`
