@@ -62,8 +62,8 @@ def _ingest(args, beam_args) -> int:
         print(f"funnel ingest: {e}", file=sys.stderr)
         return 2
     report, failure = progress.run_quietly("ingest", progress.command_log(args.out, "ingest"),
-                               lambda: run_ingest(args.logs, args.out, config, beam_args),
-                               (ContractError, IngestError, ValueError))
+                                           lambda: run_ingest(args.logs, args.out, config, beam_args),
+                                           (ContractError, IngestError, ValueError))
     if failure is not None:  # printed once the console is the console again
         print(f"funnel ingest: {failure}", file=sys.stderr)
         return 2
@@ -220,9 +220,10 @@ def _predict(args, beam_args) -> int:
     except ValueError as e:
         print(f"funnel predict: {e}", file=sys.stderr)
         return 2
-    frame, failure = progress.run_quietly("predict", progress.command_log(os.path.dirname(args.out), "predict"),
-                              lambda: predict(args.model, args.logs, args.out, args.days, config, beam_args),
-                              (ContractError, IngestError, ValueError))
+    frame, failure = progress.run_quietly(
+        "predict", progress.command_log(os.path.dirname(args.out), "predict"),
+        lambda: predict(args.model, args.logs, args.out, args.days, config, beam_args),
+        (ContractError, IngestError, ValueError))
     if failure is not None:
         print(f"funnel predict: {failure}", file=sys.stderr)
         return 2

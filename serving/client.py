@@ -275,16 +275,12 @@ def _decode_b64(value: Any) -> Any:
 def _read_examples(path: str, batch_size: int) -> Iterable[List[bytes]]:
     """Batches of serialized examples; a file tf.data cannot read is a ValueError naming it."""
     dataset = tf.data.TFRecordDataset(path, compression_type="GZIP" if path.endswith(".gz") else "")
-    batches = iter(dataset.batch(batch_size))
-    while True:
-        try:
-            batch = next(batches)
-        except StopIteration:
-            return
-        except tf.errors.OpError as e:  # its message starts with the graph node: "{{function_node ...}} "
-            reason = re.sub(r"^\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\].*$", "", " ".join(e.message.split()))
-            raise ValueError(f"{path}: {reason}") from None
-        yield list(batch.numpy())
+    try:  # only reading raises OpError here: the consumer's errors do not enter the generator
+        for batch in dataset.batch(batch_size):
+            yield list(batch.numpy())
+    except tf.errors.OpError as e:  # its message starts with the graph node: "{{function_node ...}} "
+        reason = re.sub(r"^\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\].*$", "", " ".join(e.message.split()))
+        raise ValueError(f"{path}: {reason}") from None
 
 
 def score_examples(client: FunnelClient, path: str, out, signature: str = DEFAULT_SIGNATURE,
