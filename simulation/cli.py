@@ -43,7 +43,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"simulate: {e}", file=sys.stderr)
         return 2
-    s = simulate(args.out, config)
+    try:
+        s = simulate(args.out, config)
+    except OSError as e:  # e.g. --out names a file, or a directory it may not write
+        print(f"simulate: cannot write {args.out}: {e.strerror or e}", file=sys.stderr)
+        return 2
     print(f"simulated {s['impressions']} impressions ({config.users} users x {config.days} days) "
           f"into {args.out}: CTR {s['ctr']:.2%}, cart rate {s['cart_rate']:.3%}, "
           f"order rate {s['order_rate']:.3%}, {s['wall_seconds']:.1f} s")

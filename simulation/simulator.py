@@ -447,13 +447,14 @@ def simulate(out_dir: str, config: SimulationConfig = None) -> dict:
     Returns the summary also written to `out_dir/simulation_summary.json`.
     """
     config = config or SimulationConfig()
+    # before the minutes of simulation: a path that cannot be a directory fails now
+    os.makedirs(out_dir, exist_ok=True)
     started = time.perf_counter()
     sim = _Simulator(config)
     for u in range(config.users):
         sim.run_user(u)
     imp = _impressions(sim)
     frames = _frames(sim, imp)
-    os.makedirs(out_dir, exist_ok=True)
     for log, df in frames.items():
         if log in ("items", "users"):
             _write_log(out_dir, log, df, config, by_day=False)

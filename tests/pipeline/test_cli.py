@@ -29,6 +29,17 @@ def test_simulate_then_ingest(tmp_path, capsys):
     assert os.path.exists(tmp_path / "out" / "ingest_report.json")
 
 
+def test_simulate_into_a_file_fails_before_simulating(tmp_path, capsys, monkeypatch):
+    from simulation import simulator
+    (tmp_path / "logs").write_text("not a directory")
+    # the check comes before the world is simulated, not minutes later when files are written
+    monkeypatch.setattr(simulator, "_Simulator", lambda config: pytest.fail("simulated first"))
+    assert cli.main(["simulate", "--out", str(tmp_path / "logs"), "--users", "5", "--days", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"simulate: cannot write {tmp_path / 'logs'}:") and "Traceback" not in err
+    assert (tmp_path / "logs").read_text() == "not a directory"
+
+
 def test_ingest_of_a_directory_outside_the_contract_fails_clearly(tmp_path, capsys):
     os.makedirs(tmp_path / "logs" / "items")
     (tmp_path / "logs" / "items" / "data.csv").write_text("a,b\n")
