@@ -484,7 +484,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args, passthrough = build_parser().parse_known_args(argv)
     args.argv = argv  # as given, for outputs that record the command that made them
-    return args.handler(args, passthrough)
+    from pipeline.progress import UnwritableLogError
+
+    try:
+        return args.handler(args, passthrough)
+    except UnwritableLogError as e:  # e.g. --out or --work names a file
+        print(f"funnel {args.command}: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

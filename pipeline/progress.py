@@ -24,6 +24,11 @@ RUNNING, FINISHED, SKIPPED, CACHED = "Component %s is running.", "Component %s i
     "Skipping component %s.", "A cached execution %d is used."
 FAILED = "Execution %d failed."  # the launcher's, when a step raises (e.g. the data gate stopping the run)
 
+
+class UnwritableLogError(ValueError):
+    """The log file of `quiet_run` cannot be created (its directory is a file, or not ours)."""
+
+
 # Warnings held by `held_warnings` until the next `quiet_run` writes them to its log file.
 _HELD: List[warnings.WarningMessage] = []
 
@@ -104,11 +109,14 @@ def quiet_run(log_path: str, verbose: bool = False):
     the console shows funnel's prints and a ComponentProgress line per component. With
     `verbose`, library messages stay on the console as well. Warnings held by
     `held_warnings` are written first. Yields the ComponentProgress."""
-    os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+    try:  # before anything is redirected: the command's output directory is unusable
+        os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+        log_file = open(log_path, "a")
+    except OSError as e:
+        raise UnwritableLogError(f"cannot write {log_path}: {_why_unwritable(log_path, e)}") from e
     root = logging.getLogger()
     library_loggers = [logging.getLogger(name) for name in ("tensorflow", "apache_beam", "absl")]
     saved = (list(root.handlers), root.level, {lg: (lg.level, list(lg.handlers), lg.propagate) for lg in library_loggers})
-    log_file = open(log_path, "a")
     handler = logging.StreamHandler(sys.stderr if verbose else log_file)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     stderr_fd = None
@@ -160,6 +168,17 @@ def quiet_run(log_path: str, verbose: bool = False):
             logger.propagate = propagate
         handler.close()
         log_file.close()
+
+
+def _why_unwritable(path: str, error: OSError) -> str:
+    """"/x is a file, not a directory" when an ancestor of `path` is one (os says "File exists"
+    or "Not a directory", naming neither), else the OS's reason."""
+    parent = os.path.dirname(os.path.abspath(path))
+    while parent and not os.path.exists(parent) and parent != os.path.dirname(parent):
+        parent = os.path.dirname(parent)
+    if os.path.exists(parent) and not os.path.isdir(parent):
+        return f"{parent} is a file, not a directory"
+    return error.strerror or str(error)
 
 
 def command_log(directory: str, command: str) -> str:

@@ -40,6 +40,15 @@ def test_simulate_into_a_file_fails_before_simulating(tmp_path, capsys, monkeypa
     assert (tmp_path / "logs").read_text() == "not a directory"
 
 
+def test_an_output_directory_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "out").write_text("")
+    for command in (["ingest", "--logs", str(tmp_path), "--out"], ["run", "--logs", str(tmp_path), "--work"]):
+        assert cli.main(command + [str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert err == f"funnel {command[0]}: cannot write {tmp_path / 'out'}/funnel-{command[0]}.log: " \
+                      f"{tmp_path / 'out'} is a file, not a directory\n"
+
+
 def test_ingest_of_a_directory_outside_the_contract_fails_clearly(tmp_path, capsys):
     os.makedirs(tmp_path / "logs" / "items")
     (tmp_path / "logs" / "items" / "data.csv").write_text("a,b\n")

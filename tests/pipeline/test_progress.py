@@ -97,6 +97,20 @@ def test_a_failure_inside_a_quiet_run_is_logged_and_raised(tmp_path):
     assert "the ingest broke" in path.read_text() and "Traceback" in path.read_text()
 
 
+def test_a_log_under_a_file_is_a_clear_error_and_leaves_logging_alone(tmp_path):
+    (tmp_path / "out").write_text("a file where a directory should be")
+    handlers, stderr_file = list(logging.getLogger().handlers), os.fstat(2)
+    for log in (tmp_path / "out" / "run.log", tmp_path / "out" / "ablations" / "ablate.log"):
+        try:
+            with progress.quiet_run(str(log)):
+                raise AssertionError("the block ran")
+        except progress.UnwritableLogError as e:
+            assert str(e) == f"cannot write {log}: {tmp_path / 'out'} is a file, not a directory"
+        else:
+            raise AssertionError("no error")
+    assert logging.getLogger().handlers == handlers and os.fstat(2) == stderr_file
+
+
 def test_training_progress_reports_steps_and_each_epoch(caplog):
     x = np.random.default_rng(0).normal(size=(64, 3)).astype("float32")
     y = (x[:, 0] > 0).astype("float32")
