@@ -46,6 +46,27 @@ def transform_config(custom_config: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     return config
 
 
+def check_transform_config(section: Optional[Dict[str, Any]]) -> None:
+    """ValueError naming the `transform:` key that is unknown (a typo would silently transform
+    with the default) or whose value Transform would fail on only after the ingest. `statistics`
+    is the pipeline's switch of Transform's own statistics (pipeline/pipeline.py)."""
+    section = section or {}
+    unknown = set(section) - set(DEFAULT_TRANSFORM_CONFIG) - {"statistics"}
+    if unknown:
+        raise ValueError(f"unknown keys {sorted(unknown)}; keys: {sorted(DEFAULT_TRANSFORM_CONFIG) + ['statistics']}")
+    config = {**DEFAULT_TRANSFORM_CONFIG, **section}
+    for key, least in (("vocab_frequency_threshold", 0), ("num_oov_buckets", 1), ("num_buckets", 1)):
+        value = config[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise ValueError(f"{key} must be an integer >= {least}, got {value!r}")
+    features = config["bucketized_features"]
+    if not isinstance(features, list) or not set(features) <= set(F.DENSE_FEATURES):
+        raise ValueError(f"bucketized_features must be a list of dense features ({', '.join(F.DENSE_FEATURES)}), "
+                         f"got {features!r}")
+    if not isinstance(section.get("statistics", True), bool):
+        raise ValueError(f"statistics must be true or false, got {section['statistics']!r}")
+
+
 def _flat(x):
     return x.values if isinstance(x, tf.SparseTensor) else tf.reshape(x, [-1])
 

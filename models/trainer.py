@@ -58,6 +58,37 @@ def trainer_config(custom_config: Optional[Dict[str, Any]], model: Optional[Mode
     return config
 
 
+# Keys of the `trainer:` section besides the defaults' (README "Distributed training").
+OPTIONAL_TRAINER_KEYS = ("steps_per_epoch", D.SECTION_KEY)
+
+
+def check_trainer_settings(settings: Dict[str, Any]) -> None:
+    """ValueError naming the `trainer:` key that is unknown (a typo would silently train with the
+    default) or whose value the Trainer would fail on only after ingest and Transform."""
+    unknown = set(settings) - set(DEFAULT_TRAINER_CONFIG) - set(OPTIONAL_TRAINER_KEYS)
+    if unknown:
+        raise ValueError(f"unknown keys {sorted(unknown)}; keys: "
+                         f"{sorted(DEFAULT_TRAINER_CONFIG) + list(OPTIONAL_TRAINER_KEYS)}")
+
+    def count(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+    for key in ("batch_size", "epochs", "eval_batches", "summary_steps"):
+        if not count(settings[key]):
+            raise ValueError(f"{key} must be an integer >= 1, got {settings[key]!r}")
+    if settings.get("steps_per_epoch") is not None and not count(settings["steps_per_epoch"]):
+        raise ValueError(f"steps_per_epoch must be null or an integer >= 1, got {settings['steps_per_epoch']!r}")
+    if not isinstance(settings["seed"], int) or isinstance(settings["seed"], bool):
+        raise ValueError(f"seed must be an integer, got {settings['seed']!r}")
+    if not isinstance(settings["warm_start"], bool):
+        raise ValueError(f"warm_start must be true or false, got {settings['warm_start']!r}")
+    rates = settings["learning_rate"]
+    rates = rates if isinstance(rates, list) else [rates]
+    if not rates or not all(isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 for r in rates):
+        raise ValueError("learning_rate must be a number > 0 or a non-empty list of them (one per epoch, "
+                         f"the last repeating), got {settings['learning_rate']!r}")
+
+
 def learning_rates(settings: Dict[str, Any]):
     """The learning rate of each epoch: a number for all, or a list (the last one repeats)."""
     rates = settings["learning_rate"]

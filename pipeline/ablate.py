@@ -281,6 +281,13 @@ def planned_variants(name: str, suite: Dict[str, Any], config: Dict[str, Any], s
     """Each variant's name, `model:` section and run configs (one per seed), every one checked by
     the model and trainer configs before any step runs: a mistyped setting fails the suite at
     once, not after the data steps and the trainings of the variants before it."""
+    from models.preprocessing import check_transform_config
+    from models.trainer import check_trainer_settings, model_config, trainer_config
+
+    try:
+        check_transform_config(config["transform"])
+    except ValueError as e:
+        raise ValueError(f"`transform:` section: {e}") from None
     planned = []
     for variant, given in suite["variants"].items():
         section, customs = variant_section(suite, given), []
@@ -289,6 +296,10 @@ def planned_variants(name: str, suite: Dict[str, Any], config: Dict[str, Any], s
             custom = {"transform": config["transform"], "model": section, "trainer": trainer}
             try:
                 resolved = resolved_settings(custom)
+                try:
+                    check_trainer_settings(trainer_config(custom, model_config(custom)))
+                except ValueError as e:
+                    raise ValueError(f"trainer settings: {e}") from None
             except (ValueError, TypeError) as e:
                 raise ValueError(f"suite {name!r}, variant {variant!r}: {e}") from None
             if seed is not None and resolved["trainer"]["seed"] != seed:

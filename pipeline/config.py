@@ -11,11 +11,16 @@ _DEFAULTS = __file__.replace("config.py", "config.yaml")
 # Sections that describe a network: one naming a `preset` replaces the default section whole
 # (the preset is the architecture; the keys beside it override the preset, models/config.py).
 MODEL_SECTIONS = ("model", "baseline")
+# Sections of settings over defaults, where an empty section means none overridden (unlike
+# `baseline: null`, no baseline, or `data_gate: null`, no drift or skew comparison).
+SETTINGS_SECTIONS = ("ingest", "transform", "trainer", "evaluator", "metadata", "orchestration")
 
 
 def _merge(base: Dict[str, Any], override: Dict[str, Any], top: bool = False) -> Dict[str, Any]:
     merged = copy.deepcopy(base)
     for key, value in (override or {}).items():
+        if top and value is None and key in SETTINGS_SECTIONS:
+            continue  # `trainer:` with nothing under it (all commented out): no overrides
         if top and key in MODEL_SECTIONS and isinstance(value, dict) and "preset" in value:
             merged[key] = copy.deepcopy(value)
         elif isinstance(value, dict) and isinstance(merged.get(key), dict):

@@ -25,6 +25,7 @@ from models import distribution
 from models import features as F
 from models import preprocessing as P
 from models.config import ModelConfig
+from models.trainer import check_trainer_settings, trainer_config
 
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 CODE_KEY = "code_fingerprint"  # in the Transform's and Trainers' custom_config with the cache
@@ -142,18 +143,28 @@ def model_tasks(config: Dict[str, Any]) -> List[str]:
 
 
 def check_model_sections(config: Dict[str, Any]) -> None:
-    """ValueError naming the section when `model:` or `baseline:` is not a valid architecture, or
-    `evaluator:` names a task, metric or bound it has not (before anything runs; the Trainers and
-    the Evaluator would fail only after ingest and Transform)."""
+    """ValueError naming the section when `model:` or `baseline:` is not a valid architecture,
+    `transform:` or `trainer:` has an unknown key or a bad value, or `evaluator:` names a task,
+    metric or bound it has not (before anything runs; Transform, the Trainers and the Evaluator
+    would fail only after the ingest, and a misspelt key would silently keep its default)."""
     if config.get("model") is None:
         raise ValueError("`model:` section: the pipeline needs one (a preset and any overrides)")
+    try:
+        P.check_transform_config(config.get("transform"))
+    except ValueError as e:
+        raise ValueError(f"`transform:` section: {e}") from None
     for section in ("model", "baseline"):
         if section == "baseline" and config.get(section) is None:
             continue  # `baseline: null`: no baseline Trainer
         try:
-            ModelConfig.from_dict(config[section], P.transform_config(config))
+            model = ModelConfig.from_dict(config[section], P.transform_config(config))
         except ValueError as e:
             raise ValueError(f"`{section}:` section: {e}") from None
+        try:  # the Trainer's settings: the `trainer:` section under the architecture's own
+            check_trainer_settings(trainer_config({"trainer": config.get("trainer") or {}}, model))
+        except ValueError as e:
+            where = f"`trainer:` section (or `{section}: {{trainer: ...}}`)" if model.trainer else "`trainer:` section"
+            raise ValueError(f"{where}: {e}") from None
     try:
         blessing_thresholds(config["evaluator"], model_tasks(config))
     except ValueError as e:

@@ -343,6 +343,11 @@ def test_a_mistyped_variant_fails_the_suite_before_any_step(tmp_path, monkeypatc
             ablate.run_suite("s", str(tmp_path / "logs"), str(tmp_path / "work"), load_config(), log=lambda m: None,
                              suites=suites, seeds=seeds)
     assert steps == []
+    config = load_config()
+    for section, settings, message in (("trainer", {"epoch": 3}, r"variant 'a': trainer settings: unknown keys \['epoch'\]"),
+                                       ("transform", {"num_buckets": 0}, "`transform:` section: num_buckets")):
+        with pytest.raises(ValueError, match=message):
+            ablate.planned_variants("s", suites["s"], {**config, section: {**config[section], **settings}})
     planned = ablate.planned_variants("s", {"variants": {"a": {}}}, load_config(), [3, 4])
     assert [(v, [c["trainer"]["seed"] for c in customs]) for v, _, customs in planned] == [("a", [3, 4])]
 

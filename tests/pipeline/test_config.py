@@ -41,6 +41,30 @@ def test_a_bad_model_section_fails_before_the_run(tmp_path, capsys):
     assert not (tmp_path / "work").exists()  # nothing ran
 
 
+@pytest.mark.parametrize("text, message", [
+    ("trainer: {epoch: 3}\n", "`trainer:` section: unknown keys ['epoch']"),
+    ("model: {preset: dmt-paper, trainer: {batch_size: 0}}\n",
+     "`trainer:` section (or `model: {trainer: ...}`): batch_size must be an integer >= 1"),
+    ("transform: {num_buckets: 0}\n", "`transform:` section: num_buckets must be an integer >= 1"),
+])
+def test_a_bad_trainer_or_transform_setting_fails_before_the_run(tmp_path, capsys, text, message):
+    from pipeline import cli
+
+    (tmp_path / "c.yaml").write_text(text)
+    code = cli.main(["run", "--logs", str(tmp_path / "no-logs"), "--work", str(tmp_path / "work"),
+                     "--config", str(tmp_path / "c.yaml")])
+    assert code == 2 and capsys.readouterr().err.startswith(f"funnel run: {message}")
+    assert not (tmp_path / "work").exists()  # nothing ran
+
+
+def test_an_empty_settings_section_overrides_nothing(tmp_path):
+    (tmp_path / "c.yaml").write_text("trainer:\ntransform:\nbaseline:\n")
+    config, defaults = load_config(str(tmp_path / "c.yaml")), load_config()
+    assert config["trainer"] == defaults["trainer"] and config["transform"] == defaults["transform"]
+    assert config["baseline"] is None  # `baseline:` empty: no baseline Trainer, as before
+    check_model_sections(config)
+
+
 @pytest.mark.parametrize("text, message", [(None, "cannot be read"), ("model: {preset: dmt", "not YAML (line 1, column 20)"),
                                            ("- model\n- trainer\n", "a mapping of configuration sections"),
                                            ("ingest: 7\n", "each section is a mapping of settings: ['ingest']")])
