@@ -75,12 +75,14 @@ def _run_config(args):
     """The run's configuration, checked before anything runs or is written (ValueError)."""
     import dataclasses
 
+    from pipeline import metadata
     from pipeline.config import load_config
     from pipeline.pipeline import check_model_sections
 
     config = load_config(args.config)
     config["ingest"] = dataclasses.asdict(_ingest_config(args))  # flags override the file
     check_model_sections(config)
+    metadata.check(config.get("metadata"))  # the MySQL password's variable too: the run is here
     return config
 
 

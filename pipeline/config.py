@@ -30,6 +30,14 @@ def _merge(base: Dict[str, Any], override: Dict[str, Any], top: bool = False) ->
     return merged
 
 
+def check_keys(section: Dict[str, Any], known, where: str) -> None:
+    """ValueError when `section` (the settings at `where`, e.g. `orchestration.airflow`) has a key
+    outside `known`: a misspelt key would otherwise silently keep its default."""
+    unknown = sorted(set(section) - set(known))
+    if unknown:
+        raise ValueError(f"`{where}:` section: unknown keys {unknown}; keys: {', '.join(known)}")
+
+
 def read_yaml(path: str) -> Any:
     """A user's YAML file, parsed; a file that cannot be read or parsed is a ValueError naming it
     (and where the parser stopped), for the commands to print instead of a traceback."""

@@ -11,6 +11,8 @@ from typing import Any, Dict, Optional
 
 from ml_metadata.proto import metadata_store_pb2
 
+from pipeline.config import check_keys
+
 KINDS = ("sqlite", "mysql")
 # The SQLite store's name in a pipeline root laid out on one machine (`funnel run`, `funnel ablate`).
 SQLITE_FILE = "metadata.sqlite"
@@ -25,9 +27,7 @@ def connection_config(section: Optional[Dict[str, Any]],
     section, else at the runner's default `sqlite_path`, else None (the orchestrator's own
     store, e.g. Vertex AI's). ValueError naming the key on a bad section."""
     section = section or {}
-    kind = section.get("type", "sqlite")
-    if kind not in KINDS:
-        raise ValueError(f"`metadata.type` must be one of {', '.join(KINDS)}, got {kind!r}")
+    kind = check(section)
     if kind == "sqlite":
         path = section.get("sqlite_path") or sqlite_path
         if not path:
@@ -38,18 +38,35 @@ def connection_config(section: Optional[Dict[str, Any]],
     return _mysql_config(section.get("mysql") or {})
 
 
-def _mysql_config(mysql: Dict[str, Any]) -> metadata_store_pb2.ConnectionConfig:
+def check(section: Optional[Dict[str, Any]], environment: bool = True) -> str:
+    """The store kind of the `metadata:` section; ValueError naming a misspelt or missing key (a
+    command checks it before it runs anything). `environment`: also require the MySQL password's
+    environment variable (not when compiling a pipeline that runs elsewhere)."""
+    section = section or {}
+    check_keys(section, ("type", "sqlite_path", "mysql"), "metadata")
+    kind = section.get("type", "sqlite")
+    if kind not in KINDS:
+        raise ValueError(f"`metadata.type` must be one of {', '.join(KINDS)}, got {kind!r}")
+    if kind != "mysql":
+        return kind
+    mysql = section.get("mysql") or {}
+    if "password" in mysql:
+        raise ValueError("`metadata.mysql.password`: name the environment variable holding it "
+                         "(`password_env`), never the password itself")
+    check_keys(mysql, MYSQL_KEYS + ("password_env",), "metadata.mysql")
     for key in MYSQL_KEYS:
         if not mysql.get(key):
             raise ValueError(f"`metadata.mysql.{key}` is not set")
     if not isinstance(mysql["port"], int):
         raise ValueError(f"`metadata.mysql.port` must be an integer, got {mysql['port']!r}")
-    if "password" in mysql:
-        raise ValueError("`metadata.mysql.password`: name the environment variable holding it "
-                         "(`password_env`), never the password itself")
     variable = mysql.get("password_env")
-    if variable and variable not in os.environ:
+    if environment and variable and variable not in os.environ:
         raise ValueError(f"`metadata.mysql.password_env`: environment variable {variable} is not set")
+    return kind
+
+
+def _mysql_config(mysql: Dict[str, Any]) -> metadata_store_pb2.ConnectionConfig:
+    variable = mysql.get("password_env")
     from tfx.orchestration import metadata
 
     return metadata.mysql_metadata_connection_config(

@@ -12,12 +12,22 @@ wheel into the pipeline root.
 import os
 from typing import Any, Dict, Optional, Tuple
 
+from pipeline.config import check_keys
+
 TARGETS = ("kubeflow", "airflow")
 # Where the Kubeflow target's Trainers train: in their own pipeline step, or in a Vertex AI
 # CustomJob the step submits and waits for (`orchestration.kubeflow.vertex`).
 KUBEFLOW_TRAINERS = ("kubeflow", "vertex")
 # KFP's recurring runs take a 6-field cron: second minute hour day-of-month month day-of-week.
 KFP_CRON_FIELDS = 6
+
+
+# The keys of the `orchestration:` section (pipeline/config.yaml describes each).
+SECTION_KEYS = ("pipeline_name", "image", "pipeline_root", "logs_dir", "serving_dir", "enable_cache", "beam_args",
+                "kubeflow", "airflow")
+SUBSECTION_KEYS = {"kubeflow": ("schema_path", "cron", "trainer", "vertex"),
+                   "airflow": ("schedule", "start_date", "catchup", "max_active_runs", "metadata_path")}
+VERTEX_KEYS = ("project", "region", "worker_pool_specs")
 
 
 class CompileError(ValueError):
@@ -29,6 +39,16 @@ def settings(config: Dict[str, Any]) -> Dict[str, Any]:
     section = config.get("orchestration")
     if not isinstance(section, dict):
         raise CompileError("the configuration has no `orchestration:` section")
+    try:
+        check_keys(section, SECTION_KEYS, "orchestration")
+        for name, known in SUBSECTION_KEYS.items():
+            if isinstance(section.get(name), dict):
+                check_keys(section[name], known, f"orchestration.{name}")
+        vertex = (section.get("kubeflow") or {}).get("vertex")
+        if isinstance(vertex, dict):
+            check_keys(vertex, VERTEX_KEYS, "orchestration.kubeflow.vertex")
+    except ValueError as e:
+        raise CompileError(str(e)) from None
     for key in ("pipeline_name", "image", "pipeline_root", "logs_dir", "serving_dir"):
         if not isinstance(section.get(key), str) or not section[key]:
             raise CompileError(f"`orchestration.{key}` must be a non-empty string")

@@ -21,6 +21,7 @@ from components.ingest.config import IngestConfig
 from components.pusher import executor as atomic_pusher
 from pipeline import code_version, data_gate, evaluator_metrics
 from pipeline import metadata as metadata_lib
+from pipeline.config import check_keys
 from models import distribution
 from models import features as F
 from models import preprocessing as P
@@ -47,6 +48,10 @@ USER_METRICS = ("GroupAUC",)
 # (lower is better) on the change against the last blessed model.
 THRESHOLD_KEYS = ("min", "max", "max_drop", "max_rise")
 ALL_TASKS = "*"
+
+
+# The keys of the `evaluator:` section (pipeline/config.yaml describes each).
+EVALUATOR_KEYS = ("min_auc", "max_auc_drop", "ndcg_top_k", "thresholds")
 
 
 def blessing_thresholds(evaluator: Dict[str, Any], tasks: List[str]) -> Dict[str, Dict[str, Dict[str, float]]]:
@@ -165,11 +170,17 @@ def check_model_sections(config: Dict[str, Any]) -> None:
         except ValueError as e:
             where = f"`trainer:` section (or `{section}: {{trainer: ...}}`)" if model.trainer else "`trainer:` section"
             raise ValueError(f"{where}: {e}") from None
+    check_keys(config["evaluator"], EVALUATOR_KEYS, "evaluator")
     try:
+        top_k = config["evaluator"].get("ndcg_top_k")
+        if not (isinstance(top_k, list) and top_k
+                and all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in top_k)):
+            raise ValueError(f"ndcg_top_k must be a non-empty list of integers >= 1, got {top_k!r}")
         blessing_thresholds(config["evaluator"], model_tasks(config))
     except ValueError as e:
         raise ValueError(f"`evaluator:` section: {e}") from None
     check_data_gate(config)
+    metadata_lib.check(config.get("metadata"), environment=False)  # its password: where the run runs
 
 
 def check_data_gate(config: Dict[str, Any]) -> None:

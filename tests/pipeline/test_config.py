@@ -46,8 +46,13 @@ def test_a_bad_model_section_fails_before_the_run(tmp_path, capsys):
     ("model: {preset: dmt-paper, trainer: {batch_size: 0}}\n",
      "`trainer:` section (or `model: {trainer: ...}`): batch_size must be an integer >= 1"),
     ("transform: {num_buckets: 0}\n", "`transform:` section: num_buckets must be an integer >= 1"),
+    ("evaluator: {min_aucc: 0.6}\n", "`evaluator:` section: unknown keys ['min_aucc']"),
+    ("evaluator: {ndcg_top_k: [0]}\n", "`evaluator:` section: ndcg_top_k must be a non-empty list"),
+    ("metadata: {typ: sqlite}\n", "`metadata:` section: unknown keys ['typ']"),
+    ("metadata: {type: mysql, mysql: {password_env: FUNNEL_TEST_UNSET}}\n",
+     "`metadata.mysql.password_env`: environment variable FUNNEL_TEST_UNSET is not set"),
 ])
-def test_a_bad_trainer_or_transform_setting_fails_before_the_run(tmp_path, capsys, text, message):
+def test_a_bad_setting_fails_before_the_run(tmp_path, capsys, text, message):
     from pipeline import cli
 
     (tmp_path / "c.yaml").write_text(text)

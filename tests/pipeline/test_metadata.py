@@ -42,6 +42,12 @@ def test_mysql_mistakes_name_the_key(monkeypatch):
         metadata.connection_config({"type": "mysql", "mysql": {**MYSQL["mysql"], "host": ""}})
     with pytest.raises(ValueError, match="metadata.type"):
         metadata.connection_config({"type": "postgres"})
+    with pytest.raises(ValueError, match=r"`metadata.mysql:` section: unknown keys \['hots'\]"):
+        metadata.connection_config({"type": "mysql", "mysql": {**MYSQL["mysql"], "hots": "db"}})
+    with pytest.raises(ValueError, match=r"`metadata:` section: unknown keys \['typ'\]"):
+        metadata.connection_config({"typ": "sqlite"})
+    # compiling for a scheduler checks the section but not this machine's environment
+    assert metadata.check(MYSQL, environment=False) == "mysql"
 
 
 def test_create_pipeline_takes_the_store_from_the_config(tmp_path, monkeypatch):

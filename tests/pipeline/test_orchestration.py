@@ -39,10 +39,16 @@ def test_a_user_file_overrides_the_section_key_by_key(tmp_path):
     ({"kubeflow": {"cron": "0 3 * * *"}}, "6 fields"),
     ({"image": ""}, "orchestration.image"),
     ({"beam_args": "--runner=DataflowRunner"}, "beam_args"),
+    ({"imagee": "x"}, r"`orchestration:` section: unknown keys \['imagee'\]"),
+    ({"airflow": {"scheduel": "@daily"}}, r"`orchestration.airflow:` section: unknown keys \['scheduel'\]"),
+    ({"kubeflow": {"crn": "0 0 3 * * *"}}, r"`orchestration.kubeflow:` section: unknown keys \['crn'\]"),
+    ({"kubeflow": {"vertex": {"projet": "p"}}}, r"`orchestration.kubeflow.vertex:` section: unknown keys \['projet'\]"),
 ])
 def test_a_bad_section_is_refused(change, message):
     config = load_config()
-    config["orchestration"].update(change)
+    for key, value in change.items():  # nested sections merged key by key, as a user file is
+        merge = isinstance(value, dict) and isinstance(config["orchestration"].get(key), dict)
+        config["orchestration"][key] = {**config["orchestration"][key], **value} if merge else value
     with pytest.raises(CompileError, match=message):
         settings(config)
 
