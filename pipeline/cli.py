@@ -214,10 +214,11 @@ def _predict(args, beam_args) -> int:
     with progress.held_warnings():  # Beam's and TensorFlow's import-time warnings go to the log
         from components.ingest.contract import ContractError
         from components.ingest.report import IngestError
-        from serving.batch_predict import check_predictions_path, check_saved_model, predict
+        from serving.batch_predict import check_days, check_predictions_path, check_saved_model, predict
     try:  # the arguments, before the ingest
         config = _ingest_config(args)
         check_predictions_path(args.out)
+        check_days(args.days)
         check_saved_model(args.model)
     except ValueError as e:
         print(f"funnel predict: {e}", file=sys.stderr)
@@ -427,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_ingest_arguments(predict)
     predict.add_argument("--model", required=True, help="a SavedModel directory (a pushed version)")
     predict.add_argument("--out", required=True, help="output file: .jsonl, .jsonl.gz or .parquet")
-    predict.add_argument("--days", type=int, help="score only the last N UTC days (default: all)")
+    predict.add_argument("--days", type=int, help="score only the last N UTC days, N >= 1 (default: every day)")
     predict.set_defaults(handler=_predict)
 
     abtest = commands.add_parser(

@@ -73,6 +73,12 @@ def check_predictions_path(path: str) -> None:
         raise ValueError(f"{path}: the output must end in .jsonl, .jsonl.gz or .parquet")
 
 
+def check_days(days: Optional[int]) -> None:
+    """`days` of `predict`: None (every day) or a count of the newest UTC days."""
+    if days is not None and days < 1:
+        raise ValueError(f"days must be at least 1, got {days} (leave it out to score every day)")
+
+
 def write_predictions(frame: pd.DataFrame, path: str) -> None:
     """Writes `frame` to `path` on any filesystem tf.io.gfile writes (local, gs://, ...)."""
     check_predictions_path(path)
@@ -99,13 +105,14 @@ def predict(model_dir: str, logs_dir: str, out_path: str, days: Optional[int] = 
             config: IngestConfig = IngestConfig(), beam_args: Optional[List[str]] = None) -> pd.DataFrame:
     """Scores the impressions of `logs_dir` (only the last `days` UTC days if given)."""
     check_predictions_path(out_path)
+    check_days(days)
     check_saved_model(model_dir)  # before the ingest, which takes minutes on a day of logs
     # The ingested examples are this process's scratch: a local temporary directory.
     with tempfile.TemporaryDirectory(prefix="funnel-predict-") as work:
-        if days:
+        if days is not None:
             config = IngestConfig(**{**config.__dict__, "eval_days": days})
         files = ingested_examples(logs_dir, work, config, beam_args,
-                                  [F.EVAL_SPLIT] if days else [F.TRAIN_SPLIT, F.EVAL_SPLIT])
+                                  [F.EVAL_SPLIT] if days is not None else [F.TRAIN_SPLIT, F.EVAL_SPLIT])
         frame = score_examples(model_dir, files)
     write_predictions(frame, out_path)
     return frame

@@ -46,6 +46,21 @@ def test_a_missing_model_is_refused_before_the_ingest(tmp_path, monkeypatch, cap
     assert not (tmp_path / "p.jsonl").exists()
 
 
+@pytest.mark.parametrize("days", [0, -1])
+def test_days_below_one_are_refused_before_the_ingest(tmp_path, monkeypatch, capsys, days):
+    """--days 0 used to score every day (0 read as "not given") and -1 failed after the ingest
+    started, as an ingest setting the user never gave."""
+    from pipeline import cli
+    from serving import batch_predict
+
+    monkeypatch.setattr(batch_predict, "ingested_examples", lambda *args, **kwargs: pytest.fail("ingested"))
+    with pytest.raises(ValueError, match=f"days must be at least 1, got {days}"):
+        batch_predict.predict(str(tmp_path / "m"), str(tmp_path / "logs"), str(tmp_path / "p.jsonl"), days=days)
+    assert cli.main(["predict", "--model", str(tmp_path / "m"), "--logs", str(tmp_path / "logs"),
+                     "--out", str(tmp_path / "p.jsonl"), "--days", str(days)]) == 2
+    assert capsys.readouterr().err.startswith(f"funnel predict: days must be at least 1, got {days}")
+
+
 def test_a_saved_model_without_serving_default_is_refused_by_name(tmp_path):
     from serving import batch_predict
 
