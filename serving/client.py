@@ -21,8 +21,10 @@ verifying the server against `tls_ca` (PEM; default the system's CAs) and presen
 
 import base64
 import json
+import os
 import re
 import sys
+import tempfile
 import threading
 import time
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
@@ -313,31 +315,65 @@ def score_request(client: FunnelClient, request: Mapping[str, Any], signature: O
     return {"outputs": {name: jsonable(value) for name, value in outputs.items()}}
 
 
-def run(args) -> int:
-    """`funnel score`; exit code 2 with a one-line message on a serving or input error."""
-    out = None
+def read_request(path: str) -> Dict[str, Any]:
+    """The JSON request of `funnel score --request`; ValueError naming the file (and where the
+    parser stopped) when it is not a JSON object."""
+    if not tf.io.gfile.exists(path):
+        raise ValueError(f"{path}: no such file")
+    with tf.io.gfile.GFile(path) as f:
+        text = f.read()
     try:
-        for given in (args.examples, args.request):  # before anything is written or sent
-            if given and not tf.io.gfile.exists(given):
-                raise ValueError(f"{given}: no such file")
-        out = open(args.out, "w") if args.out else sys.stdout
+        request = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not JSON (line {e.lineno}, column {e.colno}): {e.msg}") from None
+    if not isinstance(request, dict):
+        raise ValueError(f'{path}: a JSON object {{"signature_name": ..., "inputs": ...}}, got {type(request).__name__}')
+    return request
+
+
+def _check_arguments(args) -> None:
+    if not args.timeout > 0:
+        raise ValueError(f"--timeout must be above 0 seconds, got {args.timeout}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.version is not None and args.version < 0:
+        raise ValueError(f"--version must not be negative, got {args.version}")
+    if args.examples and not tf.io.gfile.exists(args.examples):
+        raise ValueError(f"{args.examples}: no such file")
+
+
+def run(args) -> int:
+    """`funnel score`; exit code 2 with a one-line message on a serving or input error. `--out`
+    appears only whole: the scores go to a temporary file beside it, renamed on success (a
+    failure half-way leaves no file that looks complete, and an existing one untouched)."""
+    partial = None
+    try:
+        _check_arguments(args)  # before anything is written or sent
+        request = read_request(args.request) if args.request else None
+        if args.out:
+            partial = tempfile.NamedTemporaryFile(
+                "w", dir=os.path.dirname(os.path.abspath(args.out)), prefix=".funnel-score-", delete=False)
+        out = partial or sys.stdout
         with FunnelClient(args.target, args.model, timeout=args.timeout, tls=args.tls, tls_ca=args.tls_ca,
                           tls_cert=args.tls_cert, tls_key=args.tls_key, version=args.version,
                           version_label=args.version_label) as client:
             if args.examples:
                 count = score_examples(client, args.examples, out, args.signature or DEFAULT_SIGNATURE,
                                        args.batch_size)
-                if args.out:
-                    print(f"scored {count} examples into {args.out}", file=sys.stderr)
             else:
-                with open(args.request) as f:
-                    request = json.load(f)
                 out.write(json.dumps(score_request(client, request, args.signature)) + "\n")
+        if partial is not None:
+            partial.close()
+            os.replace(partial.name, args.out)
+            partial = None
+            if args.examples:
+                print(f"scored {count} examples into {args.out}", file=sys.stderr)
     except (ServingError, ValueError, OSError, tf.errors.OpError) as e:
         message = e.message if isinstance(e, tf.errors.OpError) else str(e)
         print(f"funnel score: {' '.join(message.split())}", file=sys.stderr)
         return 2
     finally:
-        if args.out and out is not None:
-            out.close()
+        if partial is not None:  # failed: the scores so far are dropped
+            partial.close()
+            os.remove(partial.name)
     return 0

@@ -199,6 +199,17 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         context.abort(grpc.StatusCode.UNIMPLEMENTED, "the development server serves one model from its base path")
 
 
+def _check_settings(port: int, workers: int, max_message_bytes: int, max_candidates: int):
+    """ValueError naming the flag: gRPC would take port -1 as 65535 and 70000 as 4464, and a zero
+    worker count, message limit or candidate limit gives a server that answers nothing."""
+    if not 0 <= port <= 65535:
+        raise ValueError(f"--port must be between 0 (any free port) and 65535, got {port}")
+    for flag, value in (("--workers", workers), ("--max-message-bytes", max_message_bytes),
+                        ("--max-candidates", max_candidates)):
+        if value < 1:
+            raise ValueError(f"{flag} must be at least 1, got {value}")
+
+
 class ModelServer:
     """A running server: `.port` (the bound one when started with port 0), `.target`,
     `.version` (None until a version is loaded), `wait_until_available()`, `stop()`.
@@ -208,6 +219,7 @@ class ModelServer:
                  port: int = DEFAULT_PORT, poll_seconds: float = 2.0, workers: int = 8,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, max_candidates: int = DEFAULT_MAX_CANDIDATES,
                  tls: Optional[TlsConfig] = None, num_versions: int = DEFAULT_NUM_VERSIONS):
+        _check_settings(port, workers, max_message_bytes, max_candidates)
         self.model_base_path = paths.absolute(model_base_path)
         self.model_name = model_name
         self.host = host

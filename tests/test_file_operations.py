@@ -37,7 +37,8 @@ ALLOWED: Dict[str, Dict[str, str]] = {
                         "tempfile.TemporaryDirectory": "`funnel importance`'s local scratch for the ingested eval day"},
     "serving/server.py": {"open": "the TLS certificate and key files named by `funnel serve`'s flags"},
     "pipeline/progress.py": {name: "the CLI's own log file (file descriptor 2 is redirected into it)"
-                             for name in ("open", "os.makedirs", "os.path.abspath")},
+                             for name in ("open", "os.makedirs", "os.path.abspath", "os.path.exists",
+                                          "os.path.isdir")},
     "pipeline/config.py": {"open": "configuration files: the packaged defaults and the user's file"},
     "pipeline/kubeflow_runner.py": {name: "the compiled spec, a local file (TFX's writer opens it with open())"
                                     for name in ("os.makedirs", "os.path.abspath")},
@@ -45,7 +46,9 @@ ALLOWED: Dict[str, Dict[str, str]] = {
     "pipeline/paths.py": {"os.path.abspath": "applied to local paths only"},
     "serving/batch_predict.py": {name: "the process's scratch directory for the examples it scores"
                                  for name in ("tempfile.TemporaryDirectory", "glob.glob")},
-    "serving/client.py": {"open": "`funnel score`'s request and output files (a command-line tool)"},
+    "serving/client.py": {"open": "the TLS certificate and key files named by `funnel score`'s flags",
+                          **{name: "`funnel score --out`, written whole by a rename (a command-line tool)"
+                             for name in ("os.path.abspath", "os.replace", "os.remove")}},
     "serving/set_version_labels.py": {name: VERSION_LABELS for name in (
         "open", "os.path.abspath", "tempfile.mkstemp", "os.fdopen", "os.path.exists", "os.stat", "os.chmod",
         "os.replace", "os.remove")},

@@ -232,6 +232,35 @@ def test_funnel_score_fails_clearly(tmp_path, model_server, capsys):
     assert len(err.splitlines()) == 1 and "[Op:" not in err, err
 
 
+def test_funnel_score_refuses_bad_arguments_and_keeps_a_failed_output_out(tmp_path, model_server, capsys):
+    examples = str(tmp_path / "examples.tfrecord")
+    with tf.io.TFRecordWriter(examples) as writer:
+        for example in EXAMPLES:
+            writer.write(example)
+    score = ["score", "--target", model_server.target, "--model", "funnel"]
+    (tmp_path / "request.json").write_text('{"inputs": [1, 2,]}')
+    for extra, message in ((["--request", str(tmp_path / "request.json")],
+                            f"{tmp_path / 'request.json'}: not JSON (line 1, column 18): Expecting value"),
+                           (["--examples", examples, "--timeout", "0"], "--timeout must be above 0 seconds, got 0.0"),
+                           (["--examples", examples, "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+                           (["--examples", examples, "--version", "-3"], "--version must not be negative, got -3")):
+        assert cli.main(score + extra) == 2
+        assert capsys.readouterr().err == f"funnel score: {message}\n"
+    (tmp_path / "request.json").write_text("[1, 2]")
+    assert cli.main(score + ["--request", str(tmp_path / "request.json")]) == 2
+    assert "a JSON object" in capsys.readouterr().err
+    # A failure after scoring began (here: a model the server does not serve) leaves an existing
+    # --out as it was and no partial file beside it.
+    out = tmp_path / "scores.jsonl"
+    out.write_text("yesterday's scores\n")
+    assert cli.main(["score", "--target", model_server.target, "--model", "nope", "--examples", examples,
+                     "--out", str(out)]) == 2
+    assert out.read_text() == "yesterday's scores\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["examples.tfrecord", "request.json", "scores.jsonl"]
+    assert cli.main(score + ["--examples", examples, "--out", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == len(EXAMPLES)
+
+
 def test_version_labels_and_versions_as_against_tf_serving(tmp_path, saved_models, reference, capsys):
     with serve(make_base_path(tmp_path, saved_models, versions=(1, 2)), port=0, poll_seconds=0) as server:
         assert server.wait_until_available(30) == 2 and server.versions == [1, 2]

@@ -466,6 +466,13 @@ def test_serve_flags_num_versions_and_grace_seconds(tmp_path, capsys, monkeypatc
     assert (args.num_versions, args.grace_seconds) == (1, 0.0)
     monkeypatch.setattr("logging.basicConfig", lambda **kwargs: None)  # `funnel serve` configures logging
     for flag, value, message in (("--grace-seconds", "-1", "--grace-seconds must not be negative"),
-                                 ("--num-versions", "0", "(--num-versions) must be at least 1, got 0")):
-        assert main(["serve", "--model-base-path", str(tmp_path), "--port", "0", flag, value]) == 2
+                                 ("--num-versions", "0", "(--num-versions) must be at least 1, got 0"),
+                                 # gRPC would bind -1 as 65535 and 70000 as 4464
+                                 ("--port", "-1", "--port must be between 0 (any free port) and 65535, got -1"),
+                                 ("--port", "70000", "--port must be between 0 (any free port) and 65535, got 70000"),
+                                 ("--workers", "0", "--workers must be at least 1, got 0"),
+                                 ("--max-message-bytes", "0", "--max-message-bytes must be at least 1, got 0"),
+                                 ("--max-candidates", "0", "--max-candidates must be at least 1, got 0")):
+        command = ["serve", "--model-base-path", str(tmp_path)] + (["--port", "0"] if flag != "--port" else [])
+        assert main(command + [flag, value]) == 2
         assert message in capsys.readouterr().err
