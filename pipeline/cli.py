@@ -89,6 +89,7 @@ def _run_config(args):
 def _run_quietly(args, beam_args, config):
     """The pipeline run and its summary: (summary, None), or (None, why the logs were refused)."""
     from components.ingest.contract import ContractError
+    from components.ingest.report import IngestError
     from pipeline import local_runner, report
     from pipeline.data_gate import DataGateError
 
@@ -98,7 +99,7 @@ def _run_quietly(args, beam_args, config):
         run_pipeline = local_runner.run_local
     try:
         root = run_pipeline(args.logs, args.work, config, beam_args, enable_cache=args.cache)
-    except ContractError as e:
+    except (ContractError, IngestError) as e:  # logs outside the contract; over the quarantine gate
         return None, str(e)
     except DataGateError as e:  # stopped before Transform: the anomalies on the console and in the report
         return None, report.stopped(args.work, e)
@@ -170,6 +171,7 @@ def _ablate(args, beam_args) -> int:
 
     with progress.held_warnings():  # TFX's and Beam's import-time warnings go to ablate.log
         from components.ingest.contract import ContractError
+        from components.ingest.report import IngestError
         from pipeline import ablate
     from pipeline.config import load_config
 
@@ -200,7 +202,7 @@ def _ablate(args, beam_args) -> int:
             with progress.quiet_run(library_log):
                 result = ablate.run_suite(name, args.logs, args.work, config, beam_args, suites=suites,
                                           seeds=args.seeds)
-        except (ContractError, ValueError) as e:
+        except (ContractError, IngestError, ValueError) as e:
             print(f"funnel ablate: {e}", file=sys.stderr)
             return 2
         print(ablate.markdown(result))

@@ -10,6 +10,7 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 
+from components.ingest import report as report_lib
 from components.ingest import runner
 from components.ingest.config import IngestConfig
 from models import features
@@ -44,5 +45,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         with self._make_beam_pipeline() as pipeline:
             counts_path = runner.add_ingest_steps(pipeline, exec_properties["logs_dir"], examples.uri, report_dir, config)
         report = runner.finish(counts_path, report_dir, config)
+        # A pipeline trains on one split and evaluates on the other (`funnel ingest` and the
+        # commands that score one split, `funnel predict --days N`, may leave the other empty).
+        report_lib.check_splits(report, config.eval_days)
         examples.set_int_custom_property("train_examples", report["examples"][features.TRAIN_SPLIT])
         examples.set_int_custom_property("eval_examples", report["examples"][features.EVAL_SPLIT])

@@ -68,3 +68,26 @@ def check_report(report: dict) -> None:
             f"{report['records_quarantined']} of {report['records_read']} records quarantined "
             f"({report['quarantine_fraction']:.2%} > {report['max_quarantine_fraction']:.2%}): "
             f"{json.dumps(report['quarantined_by_reason'], sort_keys=True)}")
+
+
+def check_splits(report: dict, eval_days: int) -> None:
+    """IngestError when the train or the eval split holds no example: nothing downstream can
+    train or evaluate on it, and the statistics and Transform would fail on it with messages
+    that do not say why (e.g. `eval_days` covering every day of the logs, or a daily run's
+    `end_date` outside them)."""
+    empty = [split for split, n in sorted(report["examples"].items()) if n == 0]
+    if not empty:
+        return
+    impressions = report["logs"]["impressions"]
+    window = report.get("window")
+    if window is not None:
+        why = (f"the daily window (eval {window['eval'][0]}..{window['eval'][1]}, train {window['train'][0]}.."
+               f"{window['train'][1]}) leaves {impressions['out_of_window']} of {impressions['read']} impressions "
+               "outside it")
+    else:
+        why = (f"the last eval_days={eval_days} days with impressions are eval, the days before them train; "
+               "the logs need impressions on more days than eval_days")
+    counts = ", ".join(f"{split} {n}" for split, n in sorted(report["examples"].items()))
+    raise IngestError(f"the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} "
+                      f"{'hold' if len(empty) > 1 else 'holds'} no examples ({counts}): {why}")
+

@@ -49,6 +49,26 @@ def test_an_output_directory_that_is_a_file_is_a_one_line_error(tmp_path, capsys
                       f"{tmp_path / 'out'} is a file, not a directory\n"
 
 
+def test_run_stops_with_one_line_over_the_quarantine_gate_or_without_a_train_split(tmp_path, capsys):
+    """The Ingest step's refusals reach the console as `funnel run: ...` and exit code 2 (the
+    quarantine gate used to end in a traceback), before StatisticsGen."""
+    from tests.components.ingest.logs import ITEMS, T0, event, impression, write_logs
+
+    impressions = [impression("m1", "u1", "i1", T0, 1), impression("m2", "u1", "i2", T0 + 10, 2)]
+    logs = {"items": ITEMS, "impressions": impressions,
+            **{log: [event("u1", "i1", T0 + 20)] for log in ("clicks", "carts", "orders")}}
+    write_logs(str(tmp_path / "one-day"), logs)
+    write_logs(str(tmp_path / "bad"), {**logs, "clicks": logs["clicks"] + [{"user_id": "u1"}]})
+    for name, extra, message in (
+            ("one-day", [], "the train split holds no examples (eval 2, train 0): the last eval_days=1 days"),
+            ("bad", ["--max-quarantine-fraction", "0"], "1 of 11 records quarantined")):
+        code = cli.main(["run", "--logs", str(tmp_path / name), "--work", str(tmp_path / f"work-{name}")] + extra
+                        + ["--direct_running_mode=in_memory", "--direct_num_workers=1"])
+        console = capsys.readouterr()
+        assert code == 2 and console.err.startswith(f"funnel run: {message}"), console.err
+        assert "Traceback" not in console.err and "StatisticsGen" not in console.out
+
+
 def test_ingest_of_a_directory_outside_the_contract_fails_clearly(tmp_path, capsys):
     os.makedirs(tmp_path / "logs" / "items")
     (tmp_path / "logs" / "items" / "data.csv").write_text("a,b\n")
