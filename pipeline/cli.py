@@ -333,7 +333,11 @@ def _board(args, beam_args) -> int:
     if not dashboard.gfile.isdir(logdir):  # TensorBoard reads gs:// and other filesystems too
         print(f"funnel board: {logdir} does not exist: `funnel run --work {args.work}` writes it", file=sys.stderr)
         return 2
-    url = dashboard.launch(logdir, args.host, args.port)
+    try:
+        url = dashboard.launch(logdir, args.host, args.port)
+    except OSError as e:
+        print(f"funnel board: {e}", file=sys.stderr)
+        return 2
     print(f"TensorBoard on every run of {logdir}: {url} (Ctrl-C stops it)", flush=True)
     try:
         while True:

@@ -155,10 +155,16 @@ def write_run(work_dir: str, pipeline_run: Optional[str], result: dict, training
 
 def launch(logdir: str, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> str:
     """Starts TensorBoard on `logdir` in a background thread of this process; returns its URL.
-    Binds to loopback unless another host is given."""
+    Binds to loopback unless another host is given. OSError when it cannot listen (a port in
+    use, or outside 0..65535), naming the reason."""
     from tensorboard import program
 
+    if not 0 <= port <= 65535:  # TensorBoard itself ends in an OverflowError for a negative one
+        raise OSError(f"--port must be between 0 (any free port) and 65535, got {port}")
     board = program.TensorBoard()
     board.configure(argv=[None, "--logdir", logdir, "--host", host, "--port", str(port), "--reload_interval", "5",
                           "--load_fast", "false"])  # the Python loader: no separate data-server process
-    return board.launch()
+    try:
+        return board.launch()
+    except program.TensorBoardServerException as e:  # e.g. TensorBoardPortInUseError
+        raise OSError(e.msg) from None

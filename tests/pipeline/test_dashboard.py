@@ -163,3 +163,21 @@ def test_board_refuses_a_work_dir_without_runs(tmp_path, capsys):
 
     assert main(["board", "--work", str(tmp_path)]) == 2
     assert "funnel run" in capsys.readouterr().err
+
+
+def test_board_refuses_a_port_out_of_range_or_in_use_in_one_line(tmp_path, capsys):
+    import socket
+
+    from pipeline.cli import main
+
+    (tmp_path / "tensorboard").mkdir()
+    for port in ("-1", "99999"):  # TensorBoard itself: an OverflowError / TensorBoardServerException traceback
+        assert main(["board", "--work", str(tmp_path), "--port", port]) == 2
+        assert capsys.readouterr().err == f"funnel board: --port must be between 0 (any free port) and 65535, got {port}\n"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["board", "--work", str(tmp_path), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("funnel board: ") and str(port) in err and "in use" in err and len(err.splitlines()) == 1
