@@ -132,7 +132,10 @@ class SimulationConfig:
         if self.users < 1 or self.days < 1:
             raise ValueError("users and days must be >= 1")
         if self.n_items < self.n_categories:
-            raise ValueError("n_items must be >= n_categories (every category holds an item)")
+            raise ValueError(f"n_items (--items) must be >= n_categories, {self.n_categories}, "
+                             f"got {self.n_items} (every category holds an item)")
+        if self.seed < 0:  # numpy's SeedSequence takes non-negative integers only
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
         try:
             dt.datetime.strptime(self.start_date, "%Y-%m-%d")
         except ValueError:
