@@ -78,8 +78,9 @@ def check_trainer_settings(settings: Dict[str, Any]) -> None:
             raise ValueError(f"{key} must be an integer >= 1, got {settings[key]!r}")
     if settings.get("steps_per_epoch") is not None and not count(settings["steps_per_epoch"]):
         raise ValueError(f"steps_per_epoch must be null or an integer >= 1, got {settings['steps_per_epoch']!r}")
-    if not isinstance(settings["seed"], int) or isinstance(settings["seed"], bool):
-        raise ValueError(f"seed must be an integer, got {settings['seed']!r}")
+    seed = settings["seed"]
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 32:  # numpy's seed range
+        raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
     if not isinstance(settings["warm_start"], bool):
         raise ValueError(f"warm_start must be true or false, got {settings['warm_start']!r}")
     rates = settings["learning_rate"]

@@ -13,7 +13,7 @@ def _settings(**overrides):
 def test_the_defaults_and_the_optional_keys_pass():
     trainer.check_trainer_settings(_settings())
     trainer.check_trainer_settings(_settings(learning_rate=0.01, steps_per_epoch=100, distribution={}))
-    trainer.check_trainer_settings(_settings(learning_rate=[1e-3, 1e-4, 1e-5], steps_per_epoch=None, seed=-3))
+    trainer.check_trainer_settings(_settings(learning_rate=[1e-3, 1e-4, 1e-5], steps_per_epoch=None, seed=2 ** 32 - 1))
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -24,6 +24,7 @@ def test_the_defaults_and_the_optional_keys_pass():
     ({"summary_steps": -1}, "summary_steps must be an integer >= 1"),
     ({"steps_per_epoch": 0}, "steps_per_epoch must be null or an integer >= 1"),
     ({"seed": "0"}, "seed must be an integer"),
+    ({"seed": -1}, r"seed must be an integer in \[0, 2\*\*32\), got -1"),  # numpy refused it in the Trainer
     ({"warm_start": "yes"}, "warm_start must be true or false"),
     ({"learning_rate": "1e-3"}, "learning_rate must be a number > 0"),  # YAML reads 1e-3 as a string
     ({"learning_rate": []}, "learning_rate must be"),
