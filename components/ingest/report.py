@@ -90,4 +90,3 @@ def check_splits(report: dict, eval_days: int) -> None:
     counts = ", ".join(f"{split} {n}" for split, n in sorted(report["examples"].items()))
     raise IngestError(f"the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} "
                       f"{'hold' if len(empty) > 1 else 'holds'} no examples ({counts}): {why}")
-
