@@ -18,6 +18,10 @@ def utc_today() -> datetime.date:
     return datetime.datetime.now(datetime.timezone.utc).date()
 
 
+def _integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 @dataclasses.dataclass(frozen=True)
 class IngestConfig:
     # The last `eval_days` UTC calendar days of impressions are the eval split.
@@ -47,10 +51,23 @@ class IngestConfig:
     history_days: Optional[int] = None
 
     def __post_init__(self):
+        if isinstance(self.end_date, datetime.date):  # YAML reads an unquoted 2024-01-05 as a date
+            object.__setattr__(self, "end_date", self.end_date.isoformat())
+        # YAML gives whatever the user typed ("2", 1.5, true): a type the checks below cannot
+        # compare would end in a TypeError traceback, or slip through to the Beam job.
+        for name in ("eval_days", "num_shards", "compression_level", "attribution_window_seconds",
+                     "click_window_seconds"):
+            if not _integer(getattr(self, name)):
+                raise ValueError(f"{name} must be an integer, got {getattr(self, name)!r}")
+        if not _integer(self.max_quarantine_fraction) and not isinstance(self.max_quarantine_fraction, float):
+            raise ValueError(f"max_quarantine_fraction must be a number in [0, 1], got {self.max_quarantine_fraction!r}")
         if self.click_attribution not in (CLICK_BY_REQUEST_ID, CLICK_BY_TIME_WINDOW):
             raise ValueError(f"click_attribution must be {CLICK_BY_REQUEST_ID!r} or {CLICK_BY_TIME_WINDOW!r}")
         if self.eval_days < 1 or self.num_shards < 1:
             raise ValueError("eval_days and num_shards must be >= 1")
+        for name in ("attribution_window_seconds", "click_window_seconds"):
+            if getattr(self, name) < 1:  # a zero window attributes nothing: every label would be 0
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.compression_level <= 9:
             raise ValueError("compression_level must be in 0..9")
         if not 0.0 <= self.max_quarantine_fraction <= 1.0:
@@ -64,9 +81,9 @@ class IngestConfig:
             except (TypeError, ValueError):
                 raise ValueError(f"end_date must be a date YYYY-MM-DD or {YESTERDAY!r}, "
                                  f"got {self.end_date!r}") from None
-            if not isinstance(self.train_days, int) or self.train_days < 1:
+            if not _integer(self.train_days) or self.train_days < 1:
                 raise ValueError(f"train_days must be an integer >= 1, got {self.train_days!r}")
-        if self.history_days is not None and (not isinstance(self.history_days, int) or self.history_days < 0):
+        if self.history_days is not None and (not _integer(self.history_days) or self.history_days < 0):
             raise ValueError(f"history_days must be null or an integer >= 0, got {self.history_days!r}")
 
     @property
