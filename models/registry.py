@@ -57,11 +57,48 @@ class Registry:
         if unknown:
             raise ValueError(f"{self.kind} {section['type']!r}: unknown keys {sorted(unknown)}; "
                              f"known: {sorted(allowed)}")
+        zero_allowed = set(getattr(self.get(section["type"]), "ZERO_ALLOWED_ARGS", ()))
+        for key, value in section.items():
+            if key != "type":
+                problem = _argument_problem(key, value, allowed[key], key in zero_allowed)
+                if problem:
+                    raise ValueError(f"{self.kind} {section['type']!r}: {key} must be {problem}, got {value!r}")
 
     def build(self, section: Mapping[str, Any], **context):
         self.validate(section)
         params = {k: v for k, v in section.items() if k != "type"}
         return self.get(section["type"])(**context, **params)
+
+
+def _integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _argument_problem(key: str, value, default, zero_allowed: bool) -> str:
+    """What `value` must be, judged by the type of the argument's default ("" when it is fine):
+    YAML gives whatever was typed ("4", 128 for [128], true), and a part's constructor would
+    fail on it only when the Trainer builds the network, after the ingest and Transform. Counts
+    and widths are at least 1 (0 where the part's ZERO_ALLOWED_ARGS say it means "none")."""
+    least = 0 if zero_allowed else 1
+    if default is None:
+        return ""  # optional: the part interprets it
+    if isinstance(default, bool):
+        return "true or false" if not isinstance(value, bool) else ""
+    if _integer(default):
+        return f"an integer >= {least}" if not (_integer(value) and value >= least) else ""
+    if isinstance(default, float):  # or one per layer, as the dmt-paper preset's dropouts
+        numbers = value if isinstance(value, (list, tuple)) else [value]
+        return "a number or a list of them" if not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers) else ""
+    if isinstance(default, str):
+        return "a string" if not isinstance(value, str) else ""
+    if isinstance(default, list):
+        if not isinstance(value, (list, tuple)):  # a tuple from Python callers
+            return "a list"
+        widths = key.endswith("units") or (default and all(_integer(d) for d in default))
+        if widths and not all(_integer(v) and v >= 1 for v in value):
+            return "a list of integers >= 1"  # layer widths ([]: no hidden layer)
+    return ""
 
 
 SEQUENCE_ENCODERS = Registry("sequence_encoder")

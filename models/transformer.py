@@ -293,6 +293,7 @@ class DeepInterestTransformer(keras.layers.Layer):
     """
 
     CONTEXT_ARGS = ("max_length",)  # from the model's `sequences`
+    ZERO_ALLOWED_ARGS = ("encoder_blocks",)  # 0: the decoder attends to the embeddings (DMT without its encoder)
 
     def __init__(self, max_length: int, num_heads: int = 4, ffn_dim: Optional[int] = None,
                  dropout: float = 0.1, encoder_blocks: int = 1, decoder_blocks: int = 1,

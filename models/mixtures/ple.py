@@ -24,6 +24,8 @@ from models.registry import MIXTURES
 
 @MIXTURES.register("ple")
 class PLE(Mixture):
+    ZERO_ALLOWED_ARGS = ("task_experts", "shared_experts")  # CGC without one kind (at least one expert)
+
     def __init__(self, towers: Sequence[str], num_scenarios: int = 0, levels: int = 2,
                  task_experts: int = 1, shared_experts: int = 1, expert_units: Sequence[int] = (256, 128),
                  gate_units: Sequence[int] = (), tower_units: Sequence[int] = (64,), dropout: float = 0.0,
