@@ -24,7 +24,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import threading
 import time
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
@@ -350,9 +349,9 @@ def run(args) -> int:
     try:
         _check_arguments(args)  # before anything is written or sent
         request = read_request(args.request) if args.request else None
-        if args.out:
-            partial = tempfile.NamedTemporaryFile(
-                "w", dir=os.path.dirname(os.path.abspath(args.out)), prefix=".funnel-score-", delete=False)
+        if args.out:  # beside it, so that the rename stays on one filesystem; open(): the umask's mode
+            directory, name = os.path.split(os.path.abspath(args.out))
+            partial = open(os.path.join(directory, f".{name}.partial-{os.getpid()}"), "w")
         out = partial or sys.stdout
         with FunnelClient(args.target, args.model, timeout=args.timeout, tls=args.tls, tls_ca=args.tls_ca,
                           tls_cert=args.tls_cert, tls_key=args.tls_key, version=args.version,

@@ -46,9 +46,9 @@ ALLOWED: Dict[str, Dict[str, str]] = {
     "pipeline/paths.py": {"os.path.abspath": "applied to local paths only"},
     "serving/batch_predict.py": {name: "the process's scratch directory for the examples it scores"
                                  for name in ("tempfile.TemporaryDirectory", "glob.glob")},
-    "serving/client.py": {"open": "the TLS certificate and key files named by `funnel score`'s flags",
-                          **{name: "`funnel score --out`, written whole by a rename (a command-line tool)"
-                             for name in ("os.path.abspath", "os.replace", "os.remove")}},
+    "serving/client.py": {name: "the TLS files named by `funnel score`'s flags, and its --out, written "
+                                "whole by a rename (a command-line tool)"
+                          for name in ("open", "os.path.abspath", "os.replace", "os.remove")},
     "serving/set_version_labels.py": {name: VERSION_LABELS for name in (
         "open", "os.path.abspath", "tempfile.mkstemp", "os.fdopen", "os.path.exists", "os.stat", "os.chmod",
         "os.replace", "os.remove")},

@@ -2,6 +2,7 @@
 
 import base64
 import json
+import os
 import socket
 import threading
 import time
@@ -259,6 +260,9 @@ def test_funnel_score_refuses_bad_arguments_and_keeps_a_failed_output_out(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["examples.tfrecord", "request.json", "scores.jsonl"]
     assert cli.main(score + ["--examples", examples, "--out", str(out)]) == 0
     assert len(out.read_text().splitlines()) == len(EXAMPLES)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # as open() would have made it, not a temp file's 0600
 
 
 def test_version_labels_and_versions_as_against_tf_serving(tmp_path, saved_models, reference, capsys):
