@@ -8,12 +8,12 @@ Arguments a sub-command does not know are passed through to Beam (e.g.
 import argparse
 import json
 import os
-import shlex
 import sys
-import tempfile
 from typing import List, Optional
 
-from pipeline.cli_arguments import add_ingest_arguments, add_score_arguments, add_serve_arguments
+from pipeline import cli_model_commands as model_commands
+from pipeline.cli_arguments import (add_ingest_arguments, add_score_arguments, add_serve_arguments, ingest_config,
+                                    no_beam_args)
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before anything imports TensorFlow
 # 3, as the Makefile's: TF 2.16 logs three C++ ERROR lines at import on every machine (its CUDA
@@ -25,27 +25,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 RUN_LOG = "funnel-run.log"  # under the work directory: what the libraries said during `funnel run`
 
 
-def _ingest_config(args):
-    """The `ingest:` settings of the file, overridden by the flags. A command runs now, so
-    `--end-date yesterday` becomes a date here (and so in the cache key of `funnel run --cache`)."""
-    from components.ingest.config import IngestConfig
-
-    return IngestConfig.from_yaml(
-        args.config, eval_days=args.eval_days, num_shards=args.num_shards,
-        max_quarantine_fraction=args.max_quarantine_fraction, click_attribution=args.click_attribution,
-        end_date=args.end_date, train_days=args.train_days).resolve_end_date()
-
-
-def _no_beam_args(beam_args) -> None:
-    """Only the Beam commands pass unknown arguments on (to Beam); the others refuse them."""
-    if beam_args:
-        raise SystemExit(f"unknown arguments: {' '.join(beam_args)}")
-
-
 def _simulate(args, beam_args) -> int:
     from simulation import cli as simulation_cli
 
-    _no_beam_args(beam_args)
+    no_beam_args(beam_args)
     return simulation_cli.run(args)
 
 
@@ -57,7 +40,7 @@ def _ingest(args, beam_args) -> int:
         from components.ingest.report import IngestError
         from components.ingest.runner import run_ingest
     try:
-        config = _ingest_config(args)
+        config = ingest_config(args)
     except ValueError as e:
         print(f"funnel ingest: {e}", file=sys.stderr)
         return 2
@@ -80,7 +63,7 @@ def _run_config(args):
     from pipeline.pipeline import check_model_sections
 
     config = load_config(args.config)
-    config["ingest"] = dataclasses.asdict(_ingest_config(args))  # flags override the file
+    config["ingest"] = dataclasses.asdict(ingest_config(args))  # flags override the file
     check_model_sections(config)
     metadata.check(config.get("metadata"))  # the MySQL password's variable too: the run is here
     return config
@@ -131,7 +114,7 @@ def _compile(args, beam_args) -> int:
     from pipeline import orchestration
     from pipeline.config import load_config
 
-    _no_beam_args(beam_args)
+    no_beam_args(beam_args)
     try:
         orchestration.output_format(args.target, args.out)  # a bad --out fails before any import
         config = load_config(args.config)
@@ -177,7 +160,7 @@ def _ablate(args, beam_args) -> int:
 
     try:
         config = load_config(args.config)
-        config["ingest"] = dataclasses.asdict(_ingest_config(args))
+        config["ingest"] = dataclasses.asdict(ingest_config(args))
         suites = ablate.load_suites(args.suites)
     except (ValueError, AttributeError) as e:  # each names the file
         print(f"funnel ablate: {e}", file=sys.stderr)
@@ -207,175 +190,6 @@ def _ablate(args, beam_args) -> int:
             return 2
         print(ablate.markdown(result))
         print(f"  written: {os.path.join(args.work, 'ablations', name + '.json')} and .md")
-    return 0
-
-
-def _predict(args, beam_args) -> int:
-    from pipeline import progress
-
-    with progress.held_warnings():  # Beam's and TensorFlow's import-time warnings go to the log
-        from components.ingest.contract import ContractError
-        from components.ingest.report import IngestError
-        from serving.batch_predict import check_days, check_predictions_path, check_saved_model, predict
-    try:  # the arguments, before the ingest
-        config = _ingest_config(args)
-        check_predictions_path(args.out)
-        check_days(args.days)
-        check_saved_model(args.model)
-    except ValueError as e:
-        print(f"funnel predict: {e}", file=sys.stderr)
-        return 2
-    frame, failure = progress.run_quietly(
-        "predict", progress.command_log(os.path.dirname(args.out), "predict"),
-        lambda: predict(args.model, args.logs, args.out, args.days, config, beam_args),
-        (ContractError, IngestError, ValueError))
-    if failure is not None:
-        print(f"funnel predict: {failure}", file=sys.stderr)
-        return 2
-    print(f"scored {len(frame)} impressions into {args.out}")
-    return 0
-
-
-def _abtest(args, beam_args) -> int:
-    from pipeline import progress
-
-    with progress.held_warnings():  # Beam's and TensorFlow's import-time warnings go to the log
-        from components.ingest.contract import ContractError
-        from components.ingest.report import IngestError
-        from pipeline import abtest
-    if args.bootstrap_samples < 100:
-        print("funnel abtest: --bootstrap-samples must be at least 100", file=sys.stderr)
-        return 2
-    try:  # the arguments, before the ingest
-        config = _ingest_config(args)
-        abtest.check_models(args.model)
-    except ValueError as e:
-        print(f"funnel abtest: {e}", file=sys.stderr)
-        return 2
-    # beside the result file, or in the temporary directory (the ingest's scratch is there too)
-    library_log = progress.command_log(os.path.dirname(args.out) if args.out else tempfile.gettempdir(), "abtest")
-    result, failure = progress.run_quietly("abtest", library_log, lambda: abtest.abtest(
-        args.logs, args.model, config, beam_args, work_dir=args.work, samples=args.bootstrap_samples, seed=args.seed),
-        (ContractError, IngestError, ValueError, FileNotFoundError))  # AbtestError is a ValueError
-    if failure is not None:
-        print(f"funnel abtest: {failure}", file=sys.stderr)
-        return 2
-    print(abtest.table(result))
-    if args.out:
-        abtest.write(result, args.out)
-        print(f"  written: {args.out}")
-    return 0
-
-
-def _importance_quietly(args, beam_args, steps, scratch):
-    """The importance result and written paths: (result, paths, None), or (None, None, why not)."""
-    from components.ingest.contract import ContractError
-    from components.ingest.report import IngestError
-    from pipeline import abtest, importance
-    from serving.batch_predict import ingested_examples
-
-    try:
-        done = steps.step("eval split of " + (args.work if args.work else f"{args.logs} (ingest)"))
-        if args.work:
-            files = abtest.eval_example_files(args.work)
-        else:
-            files = ingested_examples(args.logs, scratch, _ingest_config(args), beam_args)
-        done()
-        result = importance.importance(args.model, files, seed=args.seed, repeats=args.repeats,
-                                       features=args.features, step=steps.step, progress=steps.feature)
-        result["command"] = " ".join(["funnel"] + [shlex.quote(a) for a in args.argv])
-        done = steps.step("writing importance.json, .md, .png, logs/")
-        paths = importance.write(result, args.out)
-        done()
-    except (ContractError, IngestError, ValueError, FileNotFoundError) as e:  # ImportanceError is a ValueError
-        return None, None, str(e)
-    return result, paths, None
-
-
-def _importance(args, beam_args) -> int:
-    from pipeline import progress
-
-    with progress.held_warnings():  # the libraries' import-time warnings go to the run's log
-        from pipeline import importance
-        from serving.batch_predict import check_saved_model
-
-    try:  # the arguments are checked before anything runs
-        if args.repeats < 1:
-            raise ValueError("--repeats must be at least 1")
-        check_saved_model(args.model)
-        groups = importance.selected_groups(args.features)
-    except ValueError as e:
-        print(f"funnel importance: {e}", file=sys.stderr)
-        return 2
-    library_log = os.path.join(os.path.abspath(args.out), importance.LOG_FILE)
-    print(f"funnel importance: {args.model} on the eval day of {args.work or args.logs} -> {args.out}; "
-          f"library messages go to {library_log}")
-    steps = importance.Steps(len(groups))
-    with progress.quiet_run(library_log), tempfile.TemporaryDirectory(prefix="funnel-importance-") as scratch:
-        result, paths, failure = _importance_quietly(args, beam_args, steps, scratch)
-    if failure is not None:  # printed once the console is the console again
-        print(f"funnel importance: {failure}", file=sys.stderr)
-        return 2
-    print(importance.table(result))
-    print(f"  written: {paths['json']}, {paths['markdown']}, {paths['png']}, TensorBoard: {paths['tensorboard']}")
-    return 0
-
-
-def _board(args, beam_args) -> int:
-    import time
-
-    from pipeline import progress
-
-    with progress.held_warnings():  # import-time warnings of TensorBoard's dependencies: not shown
-        from pipeline import dashboard
-    _no_beam_args(beam_args)
-    logdir = os.path.join(args.work, dashboard.TENSORBOARD_DIR)
-    if not dashboard.gfile.isdir(logdir):  # TensorBoard reads gs:// and other filesystems too
-        print(f"funnel board: {logdir} does not exist: `funnel run --work {args.work}` writes it", file=sys.stderr)
-        return 2
-    try:
-        url = dashboard.launch(logdir, args.host, args.port)
-    except OSError as e:
-        print(f"funnel board: {e}", file=sys.stderr)
-        return 2
-    print(f"TensorBoard on every run of {logdir}: {url} (Ctrl-C stops it)", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        return 0
-
-
-def _serve(args, beam_args) -> int:
-    from pipeline import progress
-
-    _no_beam_args(beam_args)
-    with progress.held_warnings():  # import-time warnings (google-api-core on Python 3.10): not shown
-        from serving import server
-    return server.run(args)
-
-
-def _score(args, beam_args) -> int:
-    from pipeline import progress
-
-    _no_beam_args(beam_args)
-    with progress.held_warnings():  # import-time warnings (google-api-core on Python 3.10): not shown
-        from serving import client
-    return client.run(args)
-
-
-def _presets(args, beam_args) -> int:
-    from models import presets
-
-    _no_beam_args(beam_args)
-    rows = presets.describe()
-    width = max(len(name) for name, _, _ in rows)
-    for name, summary, paper in rows:
-        print(f"{name:<{width}}  {summary}")
-        if args.verbose:
-            print(f"{'':<{width}}  {paper}")
-    print(f"\nuse one with `model: {{preset: NAME}}` in a --config file (default: {presets.DEFAULT_PRESET}); "
-          "-v adds papers and equations")
     return 0
 
 
@@ -435,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", required=True, help="a SavedModel directory (a pushed version)")
     predict.add_argument("--out", required=True, help="output file: .jsonl, .jsonl.gz or .parquet")
     predict.add_argument("--days", type=int, help="score only the last N UTC days, N >= 1 (default: every day)")
-    predict.set_defaults(handler=_predict)
+    predict.set_defaults(handler=model_commands.predict)
 
     abtest = commands.add_parser(
         "abtest", help="simulated online A/B test of two models on a simulated world's last day (DMT Table 6)")
@@ -448,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     abtest.add_argument("--bootstrap-samples", type=int, default=2000,
                         help="paired bootstrap resamples for the 95%% intervals (default 2000)")
     abtest.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
-    abtest.set_defaults(handler=_abtest)
+    abtest.set_defaults(handler=model_commands.abtest)
 
     importance = commands.add_parser(
         "importance", help="permutation feature importance per task on the eval day (DTN eq. 2)")
@@ -466,26 +280,26 @@ def build_parser() -> argparse.ArgumentParser:
                             metavar="NAME[,NAME...]",
                             help="permute only these inputs / sequences, e.g. item_price,click_sequence "
                                  "(default: every input of the model and each behaviour sequence)")
-    importance.set_defaults(handler=_importance)
+    importance.set_defaults(handler=model_commands.importance)
 
     board = commands.add_parser("board", help="TensorBoard on every run of a work directory (loopback by default)")
     board.add_argument("--work", required=True, help="the work directory of `funnel run` (reads WORK/tensorboard)")
     board.add_argument("--port", type=int, default=6006, help="port (default 6006; 0 = any free port)")
     board.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 exposes it)")
-    board.set_defaults(handler=_board)
+    board.set_defaults(handler=model_commands.board)
 
     serve = commands.add_parser("serve", help="development gRPC model server, protocol-identical to TF Serving")
     add_serve_arguments(serve)
-    serve.set_defaults(handler=_serve)
+    serve.set_defaults(handler=model_commands.serve)
 
     score = commands.add_parser("score", help="score tf.Examples or a JSON request against a TF Serving endpoint")
     add_score_arguments(score)
-    score.set_defaults(handler=_score)
+    score.set_defaults(handler=model_commands.score)
 
     listing = commands.add_parser("presets", help="list the model presets (architectures) with one line each")
     listing.add_argument("-v", "--verbose", action="store_true", help="also the paper and equations of each")
-    listing.set_defaults(handler=_presets)
+    listing.set_defaults(handler=model_commands.presets)
     return parser
 
 

@@ -1,5 +1,6 @@
 """Argument groups the `funnel` commands share: the logs and ingest options, `serve`'s and
-`score`'s. Defined here, not in serving/, so that building the parser imports no TensorFlow."""
+`score`'s, and the helpers that read them. Defined here, not in serving/, so that building the
+parser imports no TensorFlow."""
 
 import argparse
 
@@ -62,3 +63,20 @@ def add_score_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-ca", metavar="PEM", help="TLS: the CA that signed the server's certificate")
     parser.add_argument("--tls-cert", metavar="PEM", help="TLS: this client's certificate chain (mutual TLS)")
     parser.add_argument("--tls-key", metavar="PEM", help="TLS: this client's private key (with --tls-cert)")
+
+
+def ingest_config(args):
+    """The `ingest:` settings of the file, overridden by the flags. A command runs now, so
+    `--end-date yesterday` becomes a date here (and so in the cache key of `funnel run --cache`)."""
+    from components.ingest.config import IngestConfig
+
+    return IngestConfig.from_yaml(
+        args.config, eval_days=args.eval_days, num_shards=args.num_shards,
+        max_quarantine_fraction=args.max_quarantine_fraction, click_attribution=args.click_attribution,
+        end_date=args.end_date, train_days=args.train_days).resolve_end_date()
+
+
+def no_beam_args(beam_args) -> None:
+    """Only the Beam commands pass unknown arguments on (to Beam); the others refuse them."""
+    if beam_args:
+        raise SystemExit(f"unknown arguments: {' '.join(beam_args)}")

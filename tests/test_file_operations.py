@@ -33,8 +33,10 @@ ALLOWED: Dict[str, Dict[str, str]] = {
     "pipeline/abtest.py": {"tempfile.TemporaryDirectory": "the process's scratch directory for the examples it scores"},
     "pipeline/child_process.py": {name: "the call handed to a child process, in the parent's private scratch directory"
                                   for name in ("tempfile.TemporaryDirectory", "open")},
-    "pipeline/cli.py": {"os.path.abspath": "the CLI's own log file",
-                        "tempfile.TemporaryDirectory": "`funnel importance`'s local scratch for the ingested eval day"},
+    "pipeline/cli.py": {"os.path.abspath": "the CLI's own log file"},
+    "pipeline/cli_model_commands.py": {"os.path.abspath": "the CLI's own log file",
+                                       "tempfile.TemporaryDirectory": "`funnel importance`'s local scratch for the "
+                                                                      "ingested eval day"},
     "serving/server.py": {"open": "the TLS certificate and key files named by `funnel serve`'s flags"},
     "pipeline/progress.py": {name: "the CLI's own log file (file descriptor 2 is redirected into it)"
                              for name in ("open", "os.makedirs", "os.path.abspath", "os.path.exists",

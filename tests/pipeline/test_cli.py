@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from pipeline import cli
+from pipeline import cli, cli_arguments, cli_model_commands
 
 
 def test_simulate_then_ingest(tmp_path, capsys):
@@ -79,7 +79,7 @@ def test_ingest_of_a_directory_outside_the_contract_fails_clearly(tmp_path, caps
 def test_config_file_sets_ingest_options(tmp_path):
     (tmp_path / "funnel.yaml").write_text("ingest:\n  eval_days: 2\n  num_shards: 4\n")
     args = cli.build_parser().parse_args(["ingest", "--logs", "x", "--out", "y", "--config", str(tmp_path / "funnel.yaml")])
-    config = cli._ingest_config(args)
+    config = cli_arguments.ingest_config(args)
     assert (config.eval_days, config.num_shards) == (2, 4)
 
 
@@ -224,7 +224,7 @@ def test_run_takes_a_daily_window_and_refuses_half_of_one(tmp_path, monkeypatch,
 def test_importance_parses_its_options_and_refuses_a_bad_model_or_feature(tmp_path, capsys):
     args = cli.build_parser().parse_args(["importance", "--model", "m", "--logs", "l"])
     assert (args.out, args.seed, args.repeats, args.features, args.work) == ("importance", 0, 1, None, None)
-    assert args.handler is cli._importance
+    assert args.handler is cli_model_commands.importance
     args = cli.build_parser().parse_args(["importance", "--model", "m", "--logs", "l", "--out", "o", "--seed", "3",
                                           "--repeats", "2", "--features", "item_price,click_sequence",
                                           "--eval-days", "2"])
