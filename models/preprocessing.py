@@ -19,6 +19,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from models import features as F
+from models.validation import is_integer
 
 DEFAULT_TRANSFORM_CONFIG = {
     "vocab_frequency_threshold": 2,
@@ -57,7 +58,7 @@ def check_transform_config(section: Optional[Dict[str, Any]]) -> None:
     config = {**DEFAULT_TRANSFORM_CONFIG, **section}
     for key, least in (("vocab_frequency_threshold", 0), ("num_oov_buckets", 1), ("num_buckets", 1)):
         value = config[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        if not (is_integer(value) and value >= least):
             raise ValueError(f"{key} must be an integer >= {least}, got {value!r}")
     features = config["bucketized_features"]
     if not isinstance(features, list) or not set(features) <= set(F.DENSE_FEATURES):

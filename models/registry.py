@@ -14,6 +14,8 @@ not by a short config name with validated arguments, so this small registry is w
 import inspect
 from typing import Any, Dict, Mapping
 
+from models.validation import is_integer, is_number
+
 _FRAMEWORK_ARGS = {"self", "kwargs", "args", "name", "trainable", "dtype", "dynamic"}
 
 
@@ -70,10 +72,6 @@ class Registry:
         return self.get(section["type"])(**context, **params)
 
 
-def _integer(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _argument_problem(key: str, value, default, zero_allowed: bool) -> str:
     """What `value` must be, judged by the type of the argument's default ("" when it is fine):
     YAML gives whatever was typed ("4", 128 for [128], true), and a part's constructor would
@@ -84,19 +82,18 @@ def _argument_problem(key: str, value, default, zero_allowed: bool) -> str:
         return ""  # optional: the part interprets it
     if isinstance(default, bool):
         return "true or false" if not isinstance(value, bool) else ""
-    if _integer(default):
-        return f"an integer >= {least}" if not (_integer(value) and value >= least) else ""
+    if is_integer(default):
+        return f"an integer >= {least}" if not (is_integer(value) and value >= least) else ""
     if isinstance(default, float):  # or one per layer, as the dmt-paper preset's dropouts
         numbers = value if isinstance(value, (list, tuple)) else [value]
-        return "a number or a list of them" if not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers) else ""
+        return "a number or a list of them" if not all(is_number(v) for v in numbers) else ""
     if isinstance(default, str):
         return "a string" if not isinstance(value, str) else ""
     if isinstance(default, list):
         if not isinstance(value, (list, tuple)):  # a tuple from Python callers
             return "a list"
-        widths = key.endswith("units") or (default and all(_integer(d) for d in default))
-        if widths and not all(_integer(v) and v >= 1 for v in value):
+        widths = key.endswith("units") or (default and all(is_integer(d) for d in default))
+        if widths and not all(is_integer(v) and v >= 1 for v in value):
             return "a list of integers >= 1"  # layer widths ([]: no hidden layer)
     return ""
 

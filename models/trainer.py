@@ -36,6 +36,7 @@ from models import export as E
 from models.mixtures import dtn_trim
 from models.model import build_model, compile_model
 from models.progress import TrainingProgress
+from models.validation import is_integer, is_number
 
 DEFAULT_TRAINER_CONFIG = {
     "batch_size": 512,
@@ -69,23 +70,20 @@ def check_trainer_settings(settings: Dict[str, Any]) -> None:
     if unknown:
         raise ValueError(f"unknown keys {sorted(unknown)}; keys: "
                          f"{sorted(DEFAULT_TRAINER_CONFIG) + list(OPTIONAL_TRAINER_KEYS)}")
-
-    def count(value) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
     for key in ("batch_size", "epochs", "eval_batches", "summary_steps"):
-        if not count(settings[key]):
+        if not (is_integer(settings[key]) and settings[key] >= 1):
             raise ValueError(f"{key} must be an integer >= 1, got {settings[key]!r}")
-    if settings.get("steps_per_epoch") is not None and not count(settings["steps_per_epoch"]):
+    steps = settings.get("steps_per_epoch")
+    if steps is not None and not (is_integer(steps) and steps >= 1):
         raise ValueError(f"steps_per_epoch must be null or an integer >= 1, got {settings['steps_per_epoch']!r}")
     seed = settings["seed"]
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 32:  # numpy's seed range
+    if not (is_integer(seed) and 0 <= seed < 2 ** 32):  # numpy's seed range
         raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
     if not isinstance(settings["warm_start"], bool):
         raise ValueError(f"warm_start must be true or false, got {settings['warm_start']!r}")
     rates = settings["learning_rate"]
     rates = rates if isinstance(rates, list) else [rates]
-    if not rates or not all(isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 for r in rates):
+    if not rates or not all(is_number(r) and r > 0 for r in rates):
         raise ValueError("learning_rate must be a number > 0 or a non-empty list of them (one per epoch, "
                          f"the last repeating), got {settings['learning_rate']!r}")
 

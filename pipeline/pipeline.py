@@ -27,6 +27,7 @@ from models import features as F
 from models import preprocessing as P
 from models.config import ModelConfig
 from models.trainer import check_trainer_settings, trainer_config
+from models.validation import is_integer
 
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 CODE_KEY = "code_fingerprint"  # in the Transform's and Trainers' custom_config with the cache
@@ -173,8 +174,7 @@ def check_model_sections(config: Dict[str, Any]) -> None:
     check_keys(config["evaluator"], EVALUATOR_KEYS, "evaluator")
     try:
         top_k = config["evaluator"].get("ndcg_top_k")
-        if not (isinstance(top_k, list) and top_k
-                and all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in top_k)):
+        if not (isinstance(top_k, list) and top_k and all(is_integer(k) and k >= 1 for k in top_k)):
             raise ValueError(f"ndcg_top_k must be a non-empty list of integers >= 1, got {top_k!r}")
         blessing_thresholds(config["evaluator"], model_tasks(config))
     except ValueError as e:

@@ -5,6 +5,7 @@ import datetime
 from typing import Optional
 
 from models import features
+from models.validation import is_integer, is_number
 
 CLICK_BY_REQUEST_ID = "request_id"
 CLICK_BY_TIME_WINDOW = "time_window"
@@ -16,10 +17,6 @@ YESTERDAY = "yesterday"
 
 def utc_today() -> datetime.date:
     return datetime.datetime.now(datetime.timezone.utc).date()
-
-
-def _integer(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,9 +54,9 @@ class IngestConfig:
         # compare would end in a TypeError traceback, or slip through to the Beam job.
         for name in ("eval_days", "num_shards", "compression_level", "attribution_window_seconds",
                      "click_window_seconds"):
-            if not _integer(getattr(self, name)):
+            if not is_integer(getattr(self, name)):
                 raise ValueError(f"{name} must be an integer, got {getattr(self, name)!r}")
-        if not _integer(self.max_quarantine_fraction) and not isinstance(self.max_quarantine_fraction, float):
+        if not is_number(self.max_quarantine_fraction):
             raise ValueError(f"max_quarantine_fraction must be a number in [0, 1], got {self.max_quarantine_fraction!r}")
         if self.click_attribution not in (CLICK_BY_REQUEST_ID, CLICK_BY_TIME_WINDOW):
             raise ValueError(f"click_attribution must be {CLICK_BY_REQUEST_ID!r} or {CLICK_BY_TIME_WINDOW!r}")
@@ -81,9 +78,9 @@ class IngestConfig:
             except (TypeError, ValueError):
                 raise ValueError(f"end_date must be a date YYYY-MM-DD or {YESTERDAY!r}, "
                                  f"got {self.end_date!r}") from None
-            if not _integer(self.train_days) or self.train_days < 1:
+            if not is_integer(self.train_days) or self.train_days < 1:
                 raise ValueError(f"train_days must be an integer >= 1, got {self.train_days!r}")
-        if self.history_days is not None and (not _integer(self.history_days) or self.history_days < 0):
+        if self.history_days is not None and (not is_integer(self.history_days) or self.history_days < 0):
             raise ValueError(f"history_days must be null or an integer >= 0, got {self.history_days!r}")
 
     @property
