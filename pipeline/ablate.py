@@ -172,12 +172,18 @@ def train_variant(data: Dict[str, str], custom_config: Dict[str, Any], out_dir: 
 
 
 def resolved_settings(custom: Dict[str, Any]) -> Dict[str, Any]:
-    """The architecture and trainer settings a custom config resolves to (presets expanded)."""
-    from models.trainer import model_config, trainer_config
+    """The architecture and trainer settings a custom config resolves to (presets expanded);
+    ValueError for settings the model config or the Trainer would refuse."""
+    from models.trainer import check_trainer_settings, model_config, trainer_config
 
     model = model_config(custom)
+    settings = trainer_config(custom, model)
+    try:
+        check_trainer_settings(settings)
+    except ValueError as e:
+        raise ValueError(f"trainer settings: {e}") from None
     # out of the key: `warm_start` (variants train from scratch) and settings that leave the weights alone
-    trainer = {k: v for k, v in trainer_config(custom, model).items() if k not in ("warm_start", "summary_steps")}
+    trainer = {k: v for k, v in settings.items() if k not in ("warm_start", "summary_steps")}
     return json.loads(json.dumps({"model": model.to_dict(), "trainer": trainer}))
 
 
@@ -282,7 +288,6 @@ def planned_variants(name: str, suite: Dict[str, Any], config: Dict[str, Any], s
     the model and trainer configs before any step runs: a mistyped setting fails the suite at
     once, not after the data steps and the trainings of the variants before it."""
     from models.preprocessing import check_transform_config
-    from models.trainer import check_trainer_settings, model_config, trainer_config
 
     try:
         check_transform_config(config["transform"])
@@ -296,10 +301,6 @@ def planned_variants(name: str, suite: Dict[str, Any], config: Dict[str, Any], s
             custom = {"transform": config["transform"], "model": section, "trainer": trainer}
             try:
                 resolved = resolved_settings(custom)
-                try:
-                    check_trainer_settings(trainer_config(custom, model_config(custom)))
-                except ValueError as e:
-                    raise ValueError(f"trainer settings: {e}") from None
             except (ValueError, TypeError) as e:
                 raise ValueError(f"suite {name!r}, variant {variant!r}: {e}") from None
             if seed is not None and resolved["trainer"]["seed"] != seed:
