@@ -111,20 +111,35 @@ def _run(args, beam_args) -> int:
 
 
 def _compile(args, beam_args) -> int:
-    from pipeline import orchestration
+    from pipeline import orchestration, progress
     from pipeline.config import load_config
 
     no_beam_args(beam_args)
     try:
         orchestration.output_format(args.target, args.out)  # a bad --out fails before any import
-        config = load_config(args.config)
-        written = orchestration.compile_pipeline(args.target, args.out, config)
-    except (OSError, ValueError) as e:  # CompileError is a ValueError, as are bad model sections
+        with progress.held_warnings():  # the model code's import-time warnings go to the compile's log
+            config = load_config(args.config)
+    except ValueError as e:  # names the file
         print(f"funnel compile: {e}", file=sys.stderr)
         return 2
-    except ImportError as e:
-        print(f"funnel compile: {e}; --target {args.target} needs the orchestration extra "
-              "(`make orchestration-deps`, or `pip install -r requirements-orchestration.lock`)", file=sys.stderr)
+
+    def compile_pipeline():
+        try:
+            return orchestration.compile_pipeline(args.target, args.out, config)
+        except ImportError as e:
+            raise orchestration.CompileError(
+                f"{e}; --target {args.target} needs the orchestration extra (`make orchestration-deps`, "
+                "or `pip install -r requirements-orchestration.lock`)") from e
+        except OSError as e:  # the spec, the DAG module or its configuration beside it
+            raise orchestration.CompileError(
+                f"cannot write {e.filename or args.out}: {progress.why_unwritable(e.filename or args.out, e)}") from e
+
+    # Importing TFX and the schedulers' libraries warns a dozen times (google-api-core on Python
+    # 3.10): those go to a log beside the output, as every command's library messages do.
+    written, failure = progress.run_quietly("compile", progress.command_log(os.path.dirname(args.out), "compile"),
+                                            compile_pipeline, (ValueError,))  # CompileError and bad model sections
+    if failure is not None:
+        print(f"funnel compile: {failure}", file=sys.stderr)
         return 2
     for path in written:
         print(f"written: {path}")

@@ -113,7 +113,7 @@ def quiet_run(log_path: str, verbose: bool = False):
         os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
         log_file = open(log_path, "a")
     except OSError as e:
-        raise UnwritableLogError(f"cannot write {log_path}: {_why_unwritable(log_path, e)}") from e
+        raise UnwritableLogError(f"cannot write {log_path}: {why_unwritable(log_path, e)}") from e
     root = logging.getLogger()
     library_loggers = [logging.getLogger(name) for name in ("tensorflow", "apache_beam", "absl")]
     saved = (list(root.handlers), root.level, {lg: (lg.level, list(lg.handlers), lg.propagate) for lg in library_loggers})
@@ -170,7 +170,7 @@ def quiet_run(log_path: str, verbose: bool = False):
         log_file.close()
 
 
-def _why_unwritable(path: str, error: OSError) -> str:
+def why_unwritable(path: str, error: OSError) -> str:
     """"/x is a file, not a directory" when an ancestor of `path` is one (os says "File exists"
     or "Not a directory", naming neither), else the OS's reason."""
     parent = os.path.dirname(os.path.abspath(path))

@@ -157,8 +157,34 @@ def test_compile_airflow_writes_the_module_and_its_configuration(tmp_path, sched
     assert "DAG = airflow_dag(" in module and "'funnel_dag.yaml'" in module
     compile(module, "funnel_dag.py", "exec")
     assert (tmp_path / "dags" / "funnel_dag.yaml").exists()
-    assert capsys.readouterr().out.split() == ["written:", str(tmp_path / "dags" / "funnel_dag.py"),
-                                               "written:", str(tmp_path / "dags" / "funnel_dag.yaml")]
+    assert capsys.readouterr().out.splitlines() == [
+        f"funnel compile: library messages go to {tmp_path / 'dags' / 'funnel-compile.log'}",
+        f"written: {tmp_path / 'dags' / 'funnel_dag.py'}", f"written: {tmp_path / 'dags' / 'funnel_dag.yaml'}"]
+
+
+def test_compile_sends_library_warnings_to_its_log_and_names_an_unwritable_out(tmp_path, monkeypatch, capsys):
+    import warnings
+
+    from pipeline import orchestration
+
+    def compile_pipeline(target, out, config):  # as importing TFX does on Python 3.10
+        warnings.warn("a library's import-time warning", FutureWarning)
+        open(out, "w").close()
+        return (out,)
+
+    monkeypatch.setattr(orchestration, "compile_pipeline", compile_pipeline)
+    with warnings.catch_warnings():  # as a command shows them (pytest records warnings otherwise)
+        warnings.simplefilter("always")
+        assert cli.main(["compile", "--target", "airflow", "--out", str(tmp_path / "dags" / "funnel_dag.py")]) == 0
+    console = capsys.readouterr()
+    assert "warning" not in console.out + console.err
+    assert "a library's import-time warning" in (tmp_path / "dags" / "funnel-compile.log").read_text()
+    (tmp_path / "file").write_text("")
+    assert cli.main(["compile", "--target", "airflow", "--out", str(tmp_path / "file" / "dags" / "d.py")]) == 2
+    assert f"{tmp_path / 'file'} is a file, not a directory" in capsys.readouterr().err
+    (tmp_path / "dir.py").mkdir()  # the output itself cannot be written
+    assert cli.main(["compile", "--target", "airflow", "--out", str(tmp_path / "dir.py")]) == 2
+    assert capsys.readouterr().err.strip() == f"funnel compile: cannot write {tmp_path / 'dir.py'}: Is a directory"
 
 
 def test_compile_refuses_an_unknown_extension_or_a_bad_section_clearly(tmp_path, scheduled_config_file, capsys):
