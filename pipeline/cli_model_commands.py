@@ -46,6 +46,9 @@ def abtest(args, beam_args) -> int:
     if args.bootstrap_samples < 100:
         print("funnel abtest: --bootstrap-samples must be at least 100", file=sys.stderr)
         return 2
+    if args.seed < 0:  # numpy.random.default_rng's would come after the ingest
+        print(f"funnel abtest: --seed {args.seed}: the bootstrap's seed is a non-negative integer", file=sys.stderr)
+        return 2
     try:  # the arguments, before the ingest
         config = ingest_config(args)
         abtest.check_models(args.model)
@@ -102,6 +105,10 @@ def importance(args, beam_args) -> int:
     try:  # the arguments are checked before anything runs
         if args.repeats < 1:
             raise ValueError("--repeats must be at least 1")
+        if args.seed < 0:  # numpy.random.default_rng's would come after the ingest
+            raise ValueError(f"--seed {args.seed}: the permutations' seed is a non-negative integer")
+        if args.features == []:  # "--features ," would otherwise read as "every feature"
+            raise ValueError("--features names no feature: give NAME[,NAME...], or leave it out for every feature")
         check_saved_model(args.model)
         groups = importance.selected_groups(args.features)
     except ValueError as e:

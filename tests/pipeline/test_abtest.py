@@ -132,6 +132,11 @@ def test_the_command_refuses_one_model_and_real_logs(small_world, tmp_path, caps
     console = capsys.readouterr()
     assert "not a SavedModel" in console.err
     assert console.out == ""  # refused before the ingest and its log
+    for flags, message in [(["--seed", "-1"], "--seed -1: the bootstrap's seed is a non-negative integer"),
+                           (["--bootstrap-samples", "99"], "--bootstrap-samples must be at least 100")]:
+        assert main(["abtest", "--logs", str(tmp_path / "logs"), "--model", model, "--model", model, *flags]) == 2
+        console = capsys.readouterr()
+        assert message in console.err and console.out == ""
 
 
 def test_abtest_of_the_e2e_run(e2e_run, pushed_model, tmp_path, capsys):

@@ -262,4 +262,10 @@ def test_importance_parses_its_options_and_refuses_a_bad_model_or_feature(tmp_pa
     assert cli.main(["importance", "--model", str(tmp_path), "--logs", str(tmp_path), "--features", "nope",
                      "--out", str(tmp_path / "out")]) == 2
     assert "unknown feature(s) nope" in capsys.readouterr().err
+    for flags, message in [(["--features", ",,"], "--features names no feature"),
+                           (["--seed", "-1"], "--seed -1: the permutations' seed is a non-negative integer"),
+                           (["--repeats", "0"], "--repeats must be at least 1")]:
+        assert cli.main(["importance", "--model", str(tmp_path), "--logs", str(tmp_path),
+                         "--out", str(tmp_path / "out"), *flags]) == 2
+        assert message in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "out")  # refused before anything is written
