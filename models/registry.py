@@ -11,7 +11,9 @@ from YAML. Keras' own `register_keras_serializable` registers classes for deseri
 not by a short config name with validated arguments, so this small registry is written here.
 """
 
+import collections.abc
 import inspect
+import typing
 from typing import Any, Dict, Mapping
 
 from models.validation import is_integer, is_number
@@ -59,17 +61,57 @@ class Registry:
         if unknown:
             raise ValueError(f"{self.kind} {section['type']!r}: unknown keys {sorted(unknown)}; "
                              f"known: {sorted(allowed)}")
-        zero_allowed = set(getattr(self.get(section["type"]), "ZERO_ALLOWED_ARGS", ()))
+        cls = self.get(section["type"])
+        zero_allowed = set(getattr(cls, "ZERO_ALLOWED_ARGS", ()))
+        parameters = inspect.signature(cls.__init__).parameters
         for key, value in section.items():
             if key != "type":
                 problem = _argument_problem(key, value, allowed[key], key in zero_allowed)
+                if allowed[key] is None and value is not None:  # optional: judged by its annotation
+                    problem = _optional_problem(value, parameters[key].annotation, key in zero_allowed)
                 if problem:
                     raise ValueError(f"{self.kind} {section['type']!r}: {key} must be {problem}, got {value!r}")
+        # sections of another kind inside this one (DTN's `interactions`, MMoE's `expert`): checked
+        # now too, not when the part is built in the Trainer
+        for key, registry in getattr(cls, "NESTED_SECTIONS", {}).items():
+            nested = section.get(key)
+            for inner in ([] if nested is None else nested if isinstance(nested, (list, tuple)) else [nested]):
+                try:
+                    if not isinstance(inner, Mapping):
+                        raise ValueError(f"each must be a section {{type: NAME, ...}}, NAME one of "
+                                         f"{', '.join(registry.names())}; got {inner!r}")
+                    registry.validate(inner)
+                except ValueError as e:
+                    raise ValueError(f"{self.kind} {section['type']!r}: {key}: {e}") from e
 
     def build(self, section: Mapping[str, Any], **context):
         self.validate(section)
         params = {k: v for k, v in section.items() if k != "type"}
         return self.get(section["type"])(**context, **params)
+
+
+def _optional_problem(value, annotation, zero_allowed: bool) -> str:
+    """What a value given for an argument that defaults to None must be, from its annotation
+    (`Optional[int]`, `Optional[Sequence[str]]`, `Optional[Mapping[str, float]]`, `Optional[dict]`);
+    "" when it is fine or the annotation says nothing checkable."""
+    inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is not typing.Union or len(inner) != 1:
+        return ""
+    kind, origin = inner[0], typing.get_origin(inner[0]) or inner[0]
+    least = 0 if zero_allowed else 1
+    if kind is int:
+        return f"an integer >= {least}" if not (is_integer(value) and value >= least) else ""
+    if origin in (dict, collections.abc.Mapping):
+        if not isinstance(value, Mapping):
+            return "a mapping"
+        value_type = (typing.get_args(kind) or (None, None))[1]
+        if value_type is float and not all(is_number(v) for v in value.values()):
+            return "a mapping of names to numbers"
+        return ""
+    if origin is collections.abc.Sequence and typing.get_args(kind) == (str,):
+        return "a list of names" if not (isinstance(value, (list, tuple))
+                                         and all(isinstance(v, str) for v in value)) else ""
+    return ""
 
 
 def _argument_problem(key: str, value, default, zero_allowed: bool) -> str:
@@ -79,7 +121,7 @@ def _argument_problem(key: str, value, default, zero_allowed: bool) -> str:
     and widths are at least 1 (0 where the part's ZERO_ALLOWED_ARGS say it means "none")."""
     least = 0 if zero_allowed else 1
     if default is None:
-        return ""  # optional: the part interprets it
+        return ""  # optional: judged by its annotation (`_optional_problem`)
     if isinstance(default, bool):
         return "true or false" if not isinstance(value, bool) else ""
     if is_integer(default):

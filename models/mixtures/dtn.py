@@ -43,6 +43,8 @@ def others_gate(tower: str) -> str:
 
 @MIXTURES.register("dtn")
 class DTN(Mixture):
+    NESTED_SECTIONS = {"interactions": EXPERTS}  # checked with the config (models/registry.py)
+
     def __init__(self, towers: Sequence[str], num_scenarios: int = 0,
                  interactions: Sequence[dict] = DEFAULT_INTERACTIONS, modules_per_interaction: int = 1,
                  interaction_units: int = 128, tower_units: Sequence[int] = (64,), task_sensitive: bool = True,

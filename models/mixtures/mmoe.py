@@ -22,6 +22,8 @@ import models.experts  # noqa: F401  (registers the experts)
 
 @MIXTURES.register("mmoe")
 class MMoE(Mixture):
+    NESTED_SECTIONS = {"expert": EXPERTS}  # checked with the config (models/registry.py)
+
     def __init__(self, towers: Sequence[str], num_scenarios: int = 0, num_experts: int = 4,
                  expert_units: Sequence[int] = (256, 128), gate_units: Sequence[int] = (),
                  tower_units: Sequence[int] = (64,), dropout=0.0, expert: Optional[dict] = None, **kwargs):
