@@ -29,7 +29,7 @@ def _simulate(args, beam_args) -> int:
     from simulation import cli as simulation_cli
 
     no_beam_args(beam_args)
-    return simulation_cli.run(args)
+    return simulation_cli.run(args, prog="funnel simulate")
 
 
 def _ingest(args, beam_args) -> int:

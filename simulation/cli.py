@@ -36,17 +36,18 @@ def config_from_args(args: argparse.Namespace) -> SimulationConfig:
                             partition_by_day=args.partition_by_day)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Simulates and prints a one-line summary; returns the process exit code."""
+def run(args: argparse.Namespace, prog: str = "simulate") -> int:
+    """Simulates and prints a one-line summary; returns the process exit code. Errors are one
+    line prefixed by `prog` (`funnel simulate` when the funnel command runs it)."""
     try:
         config = config_from_args(args)
     except ValueError as e:
-        print(f"simulate: {e}", file=sys.stderr)
+        print(f"{prog}: {e}", file=sys.stderr)
         return 2
     try:
         s = simulate(args.out, config)
     except OSError as e:  # e.g. --out names a file, or a directory it may not write
-        print(f"simulate: cannot write {args.out}: {e.strerror or e}", file=sys.stderr)
+        print(f"{prog}: cannot write {args.out}: {e.strerror or e}", file=sys.stderr)
         return 2
     print(f"simulated {s['impressions']} impressions ({config.users} users x {config.days} days) "
           f"into {args.out}: CTR {s['ctr']:.2%}, cart rate {s['cart_rate']:.3%}, "

@@ -36,7 +36,7 @@ def test_simulate_into_a_file_fails_before_simulating(tmp_path, capsys, monkeypa
     monkeypatch.setattr(simulator, "_Simulator", lambda config: pytest.fail("simulated first"))
     assert cli.main(["simulate", "--out", str(tmp_path / "logs"), "--users", "5", "--days", "1"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"simulate: cannot write {tmp_path / 'logs'}:") and "Traceback" not in err
+    assert err.startswith(f"funnel simulate: cannot write {tmp_path / 'logs'}:") and "Traceback" not in err
     assert (tmp_path / "logs").read_text() == "not a directory"
 
 
