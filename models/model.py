@@ -75,6 +75,12 @@ class RankingModel(keras.Model):
         fusion = self.network.fusion
         # the fusion network's own optimizer: its steps never touch the main network's state
         self.fusion_optimizer = keras.optimizers.Adam(fusion.learning_rate) if fusion.TRAINS else None
+        if getattr(self.optimizer, "use_ema", False):
+            # fit() ends by swapping the optimizer's moving averages into every trainable
+            # variable; the main optimizer averages the main network's only (the fusion network
+            # has its own optimizer), so only those are swapped.
+            finalize = self.optimizer.finalize_variable_values
+            self.optimizer.finalize_variable_values = lambda var_list: finalize(self.main_variables())
 
     def main_variables(self):
         """The trainable variables but the fusion network's."""

@@ -60,7 +60,9 @@ def trainer_config(custom_config: Optional[Dict[str, Any]], model: Optional[Mode
 
 
 # Keys of the `trainer:` section besides the defaults' (README "Distributed training").
-OPTIONAL_TRAINER_KEYS = ("steps_per_epoch", D.SECTION_KEY)
+# `ema_momentum`: the exported weights are the exponential moving average of the training
+# iterates (Keras' optimizer EMA, swapped in when fit ends), not the last iterate.
+OPTIONAL_TRAINER_KEYS = ("steps_per_epoch", "ema_momentum", D.SECTION_KEY)
 
 
 def check_trainer_settings(settings: Dict[str, Any]) -> None:
@@ -76,6 +78,9 @@ def check_trainer_settings(settings: Dict[str, Any]) -> None:
     steps = settings.get("steps_per_epoch")
     if steps is not None and not (is_integer(steps) and steps >= 1):
         raise ValueError(f"steps_per_epoch must be null or an integer >= 1, got {settings['steps_per_epoch']!r}")
+    ema = settings.get("ema_momentum")
+    if ema is not None and not (is_number(ema) and 0 < ema < 1):
+        raise ValueError(f"ema_momentum must be null or a number in (0, 1), got {ema!r}")
     seed = settings["seed"]
     if not (is_integer(seed) and 0 <= seed < 2 ** 32):  # numpy's seed range
         raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
@@ -339,8 +344,10 @@ def run_fn(fn_args: tfx.components.FnArgs) -> Optional[keras.Model]:
 
     def built(config: ModelConfig):
         with strategy.scope():
+            ema = settings.get("ema_momentum")
             return compile_model(build_model(config, vocab_sizes(tf_transform_output, custom)),
-                                 optimizer=keras.optimizers.Adam(rates[0]))
+                                 optimizer=keras.optimizers.Adam(rates[0], use_ema=ema is not None,
+                                                                 ema_momentum=ema or 0.99))
 
     model = built(config)
 

@@ -83,12 +83,12 @@ def test_the_loss_needs_the_request_key():
     assert float(fusion.loss(p, state, labels)) > 0.0
 
 
-def _model(period=1, **fusion):
+def _model(period=1, optimizer=None, **fusion):
     """DNN(Base) with the fusion network: no sequences to trace, so fit and export stay fast (the
     preset with its sequences: tests/models/test_presets.py)."""
     keras.utils.set_random_seed(0)
     config = small_config("dnn-base", fusion={"type": "network", "period": period, "learning_rate": 0.05, **fusion})
-    return compile_model(build_model(config, VOCAB_SIZES), keras.optimizers.Adam(1e-2))
+    return compile_model(build_model(config, VOCAB_SIZES), optimizer or keras.optimizers.Adam(1e-2))
 
 
 def _with_requests(batch, size=4):
@@ -215,3 +215,25 @@ def test_a_warm_start_carries_the_gate_over(trained):
                                model.network.fusion.gate(features).numpy(), rtol=1e-6)
     np.testing.assert_allclose(fresh.serving_outputs(features)[SCORE].numpy(),
                                model.serving_outputs(features)[SCORE].numpy(), rtol=1e-5)
+
+
+def test_with_ema_fit_ends_on_the_main_networks_moving_averages_and_keeps_the_fusions_weights():
+    """Keras' optimizer EMA (`trainer: {ema_momentum: m}`): after fit the main network holds the
+    main optimizer's moving averages, not its last iterate; the fusion network, which has its
+    own optimizer and no average there, keeps its trained weights (fit's swap of every trainable
+    variable would fail on them)."""
+    batches = [_with_requests(make_batch(32, seed=s)) for s in range(6)]
+    dataset = tf.data.Dataset.from_generator(lambda: iter(batches),
+                                             output_signature=tf.data.Dataset.from_tensors(batches[0]).element_spec)
+    averaged = _model(period=2, optimizer=keras.optimizers.Adam(1e-2, use_ema=True, ema_momentum=0.5))
+    averaged.fit(dataset, verbose=0)
+    main, averages = averaged.main_variables(), averaged.optimizer._model_variables_moving_average
+    assert len(averages) == len(main) and averaged.network.fusion.trainable_variables
+    for variable, average in zip(main, averages):
+        np.testing.assert_array_equal(variable.numpy(), average.numpy())
+    last_iterate = _model(period=2)
+    last_iterate.fit(dataset, verbose=0)
+    assert any(not np.allclose(a, b) for a, b in zip(_values(main), _values(last_iterate.main_variables())))
+    # the same trajectory (the averages only ride along), so the fusion's weights are the same
+    for ours, theirs in zip(averaged.network.fusion.trainable_variables, last_iterate.network.fusion.trainable_variables):
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-4, atol=1e-6)
