@@ -66,9 +66,7 @@ class Registry:
         parameters = inspect.signature(cls.__init__).parameters
         for key, value in section.items():
             if key != "type":
-                problem = _argument_problem(key, value, allowed[key], key in zero_allowed)
-                if allowed[key] is None and value is not None:  # optional: judged by its annotation
-                    problem = _optional_problem(value, parameters[key].annotation, key in zero_allowed)
+                problem = _argument_problem(key, value, allowed[key], parameters[key].annotation, key in zero_allowed)
                 if problem:
                     raise ValueError(f"{self.kind} {section['type']!r}: {key} must be {problem}, got {value!r}")
         # sections of another kind inside this one (DTN's `interactions`, MMoE's `expert`): checked
@@ -98,9 +96,8 @@ def _optional_problem(value, annotation, zero_allowed: bool) -> str:
     if typing.get_origin(annotation) is not typing.Union or len(inner) != 1:
         return ""
     kind, origin = inner[0], typing.get_origin(inner[0]) or inner[0]
-    least = 0 if zero_allowed else 1
     if kind is int:
-        return f"an integer >= {least}" if not (is_integer(value) and value >= least) else ""
+        return _count_problem(value, zero_allowed)
     if origin in (dict, collections.abc.Mapping):
         if not isinstance(value, Mapping):
             return "a mapping"
@@ -114,18 +111,22 @@ def _optional_problem(value, annotation, zero_allowed: bool) -> str:
     return ""
 
 
-def _argument_problem(key: str, value, default, zero_allowed: bool) -> str:
+def _count_problem(value, zero_allowed: bool) -> str:
+    least = 0 if zero_allowed else 1
+    return f"an integer >= {least}" if not (is_integer(value) and value >= least) else ""
+
+
+def _argument_problem(key: str, value, default, annotation, zero_allowed: bool) -> str:
     """What `value` must be, judged by the type of the argument's default ("" when it is fine):
     YAML gives whatever was typed ("4", 128 for [128], true), and a part's constructor would
     fail on it only when the Trainer builds the network, after the ingest and Transform. Counts
     and widths are at least 1 (0 where the part's ZERO_ALLOWED_ARGS say it means "none")."""
-    least = 0 if zero_allowed else 1
-    if default is None:
-        return ""  # optional: judged by its annotation (`_optional_problem`)
+    if default is None:  # optional: judged by its annotation
+        return "" if value is None else _optional_problem(value, annotation, zero_allowed)
     if isinstance(default, bool):
         return "true or false" if not isinstance(value, bool) else ""
     if is_integer(default):
-        return f"an integer >= {least}" if not (is_integer(value) and value >= least) else ""
+        return _count_problem(value, zero_allowed)
     if isinstance(default, float):  # or one per layer, as the dmt-paper preset's dropouts
         numbers = value if isinstance(value, (list, tuple)) else [value]
         return "a number or a list of them" if not all(is_number(v) for v in numbers) else ""

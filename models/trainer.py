@@ -341,10 +341,10 @@ def run_fn(fn_args: tfx.components.FnArgs) -> Optional[keras.Model]:
     keras.utils.set_random_seed(settings["seed"])
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     rates = learning_rates(settings)
+    ema = settings.get("ema_momentum")
 
     def built(config: ModelConfig):
         with strategy.scope():
-            ema = settings.get("ema_momentum")
             return compile_model(build_model(config, vocab_sizes(tf_transform_output, custom)),
                                  optimizer=keras.optimizers.Adam(rates[0], use_ema=ema is not None,
                                                                  ema_momentum=ema or 0.99))
