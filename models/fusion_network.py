@@ -39,6 +39,7 @@ from models.registry import FUSIONS
 
 DEFAULT_GATE_FEATURES = tuple(F.USER_DENSE_FEATURES)
 ORDER_GAIN = 10.0  # an ordered impression's gain against a clicked one's 1 (`gains: null`)
+DEFAULT_PERIOD = 10  # the gate takes a step every this many batches
 
 
 @keras.utils.register_keras_serializable(package="funnel")
@@ -146,7 +147,7 @@ class NetworkFusion(Fusion):
 
     def __init__(self, outputs: Sequence[str], tasks: Sequence[str], weights: Optional[Mapping[str, float]] = None,
                  features: Sequence[str] = DEFAULT_GATE_FEATURES, scenario: bool = True, scenario_dim: int = 4,
-                 hidden_units: Sequence[int] = (16,), period: int = 10, learning_rate: float = 1e-2,
+                 hidden_units: Sequence[int] = (16,), period: int = DEFAULT_PERIOD, learning_rate: float = 1e-2,
                  gains: Optional[Mapping[str, float]] = None, scenario_vocabulary: int = 0, **kwargs):
         kwargs.setdefault("trainable", True)
         super().__init__(outputs, tasks, weights, **kwargs)
@@ -179,6 +180,23 @@ class NetworkFusion(Fusion):
         if any(int(u) <= 0 for u in section.get("hidden_units", ())):
             raise ValueError("fusion network: hidden_units must be positive")
         task_gains(tasks, section.get("gains"))
+
+    @classmethod
+    def strategy_problem(cls, section: Mapping[str, object], strategy: str) -> Optional[str]:
+        # The gate steps every `period` batches inside a tf.cond (models/model.py `_fusion_step`);
+        # under a strategy its optimizer aggregates the gradients over the replicas (a merge_call),
+        # which TF refuses inside a conditional branch. With period 1 there is no branch. Under
+        # parameter_server the Trainer does not build the gate before fit, and it is untested.
+        if strategy == "default":
+            return None
+        if strategy == "parameter_server":
+            return "the fusion network does not train under the parameter_server strategy"
+        period = int(section.get("period", DEFAULT_PERIOD))
+        if period != 1:
+            return (f"the fusion network steps every `period` batches ({period}), a conditional step "
+                    f"tf.distribute cannot synchronise under the {strategy} strategy: set `fusion: "
+                    "{period: 1}` (and a lower learning_rate, as the gate then steps every batch)")
+        return None
 
     @property
     def input_features(self):

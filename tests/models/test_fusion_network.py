@@ -237,3 +237,27 @@ def test_with_ema_fit_ends_on_the_main_networks_moving_averages_and_keeps_the_fu
     # the same trajectory (the averages only ride along), so the fusion's weights are the same
     for ours, theirs in zip(averaged.network.fusion.trainable_variables, last_iterate.network.fusion.trainable_variables):
         np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_under_a_strategy_the_gate_is_built_before_fit_and_trains_every_batch_with_the_ema():
+    """`trainer.distribution` with the fusion network (period 1, the form a strategy can run:
+    models/fusion_network.py `strategy_problem`) and the optimizer EMA: `build_for_training`
+    creates the gate and its optimizer's slots in the strategy's scope (`fit` cannot create them
+    with several replicas), fit traces its step once, the gate trains, and fit ends on the main
+    network's moving averages. One CPU replica: TF fixes the devices at start-up."""
+    batches = [_with_requests(make_batch(32, seed=s)) for s in range(4)]
+    dataset = tf.data.Dataset.from_generator(lambda: iter(batches),
+                                             output_signature=tf.data.Dataset.from_tensors(batches[0]).element_spec)
+    with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
+        model = _model(period=1, optimizer=keras.optimizers.Adam(1e-2, use_ema=True, ema_momentum=0.5))
+        model.build_for_training(*batches[0])
+    gate = model.network.fusion.trainable_variables
+    assert gate and len(model.fusion_optimizer.variables()) == 1 + 2 * len(gate)  # iterations, Adam's m and v
+    before = _values(gate)
+    model.fit(dataset, verbose=0)
+    assert model.train_function.experimental_get_tracing_count() == 1
+    # the gate stepped with every main step
+    assert model.fusion_optimizer.iterations.numpy() == model.optimizer.iterations.numpy() >= len(batches)
+    assert all(_changed(before, gate))
+    for variable, average in zip(model.main_variables(), model.optimizer._model_variables_moving_average):
+        np.testing.assert_array_equal(variable.numpy(), average.numpy())
