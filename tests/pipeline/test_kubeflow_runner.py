@@ -76,15 +76,11 @@ def test_every_component_runs_in_the_configured_image_with_its_arguments(schedul
     assert spec["pipelineInfo"]["name"] == "funnel-daily"
     tasks = spec["root"]["dag"]["tasks"]
     executors = spec["deploymentSpec"]["executors"]
-    ids = [c.id for c in scheduled_pipeline(config).components]
+    ids = [c.id for c in scheduled_pipeline(kubeflow_runner.compiled_config(config)).components]
     assert {"Ingest", "Transform", "Trainer", "BaselineTrainer", "Evaluator", "Pusher"} <= set(ids)
     for node in ids:
         if node == "latest_blessed_model_resolver":  # a resolver: two KFP tasks, no container
             assert {node + "-model-blessing-resolver", node + "-model-resolver"} <= set(tasks)
-            continue
-        executor = executors[spec["components"][tasks[node]["componentRef"]["name"]]["executorLabel"]]
-        if node == data_gate.PREVIOUS_RESOLVER_ID:  # a resolver: a KFP task without container
-            assert "resolver" in executor and "container" not in executor
             continue
         container = executors[spec["components"][tasks[node]["componentRef"]["name"]]["executorLabel"]]["container"]
         assert container["image"] == "registry.example.com/ranking/funnel:1.2.3", node
@@ -111,6 +107,26 @@ def test_every_component_runs_in_the_configured_image_with_its_arguments(schedul
     for path in (RUN_FN, PREPROCESSING_FN):
         module, _, name = path.rpartition(".")
         assert callable(getattr(importlib.import_module(module), name))
+
+
+def test_the_drift_check_is_left_out_and_the_other_gate_checks_compiled(scheduled_config_file, tmp_path):
+    """KFP V2 compiles the drift check's Resolver into a query by artifact type only, which would
+    pick any step's statistics (kubeflow_runner.compiled_config): the spec has no drift check,
+    with the default `data_gate:` (drift on) as with `drift: null`; schema and skew are kept."""
+    config = load_config(scheduled_config_file)
+    assert kubeflow_runner.drift_left_out(config) and config[data_gate.SECTION]["drift"]
+    _, text = _compile(scheduled_config_file, tmp_path)
+    tasks = yaml.safe_load(text)["root"]["dag"]["tasks"]
+    assert data_gate.DRIFT_ID not in tasks and data_gate.PREVIOUS_RESOLVER_ID not in tasks
+    assert 'schema_title="tfx.ExampleStatistics"' not in text
+    gate_inputs = tasks[data_gate.GATE_ID]["inputs"]["artifacts"]
+    assert {"schema", "skew", "statistics"} <= set(gate_inputs) and "drift" not in gate_inputs
+    assert data_gate.SKEW_ID in tasks
+    off = tmp_path / "drift-off.yaml"
+    off.write_text(open(scheduled_config_file).read() + "data_gate: {drift: null}\n")
+    assert not kubeflow_runner.drift_left_out(load_config(str(off)))
+    _, without = _compile(str(off), tmp_path, "drift-off.yaml")
+    assert normalise(yaml.safe_load(without), str(tmp_path)) == normalise(yaml.safe_load(text), str(tmp_path))
 
 
 def test_json_is_a_vertex_pipeline_job_holding_the_same_spec(scheduled_config_file, tmp_path):
