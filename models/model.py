@@ -118,12 +118,14 @@ class RankingModel(keras.Model):
         there), and its optimizer's step when the main optimizer's iterations are a multiple of
         `period` (after batches k, 2k, ...): (whether it stepped, the loss)."""
         fusion = self.network.fusion
-        with tf.GradientTape() as tape:  # builds the fusion's variables on the first trace
+        # the gate's variables exist (build_for_training) unless fit runs without it, then the
+        # first trace builds them (one replica only)
+        with tf.GradientTape() as tape:
             served = self.network.heads({k: tf.stop_gradient(u) for k, u in logits.items()})
             loss = fusion.loss(served, x, self._task_labels(y))
         variables = fusion.trainable_variables
         gradients = tape.gradient(loss, variables)
-        self.fusion_optimizer.build(variables)  # its slots, outside the cond below
+        self.fusion_optimizer.build(variables)  # its slots, outside the cond below (a no-op once built)
 
         def step():
             self.fusion_optimizer.apply_gradients(zip(gradients, variables))

@@ -143,11 +143,6 @@ def _compile(args, beam_args) -> int:
         return 2
     for path in written:
         print(f"written: {path}")
-    if args.target == "kubeflow":
-        from pipeline.kubeflow_runner import DRIFT_LEFT_OUT, drift_left_out
-
-        if drift_left_out(config):
-            print(f"note: {DRIFT_LEFT_OUT}")
     if args.target == "kubeflow" and orchestration.output_format(args.target, args.out) == "yaml":
         from pipeline.kubeflow_runner import recurring_run_arguments
 

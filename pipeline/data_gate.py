@@ -8,10 +8,13 @@ anomalies, they never stop a run: `DataGate` (below) reads their anomalies and r
 DataGateError with a readable summary, and Transform waits for it. When it passes it publishes
 the run's statistics as the accepted ones, which the next run's drift check compares against
 (a stopped run's statistics never become the reference, so re-running a drifted date still
-stops).
+stops). A compiled (Kubeflow) pipeline keeps them at a known URI instead and DataGate checks the
+drift itself (`drift_against`).
 """
 
+import json
 import os
+import tempfile
 from typing import Any, Dict, List, Optional
 
 from tensorflow.io import gfile
@@ -19,7 +22,7 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2
 from tfx import v1 as tfx
 # DistributionValidator is not in tfx.v1's public API (TFX 1.16) but is TFX's own component
 from tfx.components.distribution_validator.component import DistributionValidator
-from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
 from tfx.proto import distribution_validator_pb2
 from tfx.types import standard_artifacts
@@ -130,15 +133,61 @@ def stop_message(lines: List[str]) -> str:
             f"(thresholds: the `{SECTION}:` section)\n" + "\n".join(f"  {line}" for line in lines))
 
 
-def gate(statistics_uri: str, accepted_uri: str, anomalies_uris: Dict[str, str]) -> None:
+def gate(statistics_uri: str, accepted_uri: str, anomalies_uris: Dict[str, str],
+         reference_uri: Optional[str] = None, split_names: str = "") -> None:
     """Raises DataGateError with the summary when any check's anomalies (check -> the URI of its
     validator's anomalies) hold one; else copies the statistics under `statistics_uri` to
     `accepted_uri` (the accepted run's, the next drift check's reference; a copy, as an artifact
-    has one producer)."""
+    has one producer) and, given a `reference_uri` (compiled pipelines: `drift_against`), there
+    too, with their `split_names`."""
     lines = summary({kind: read_anomalies(uri) for kind, uri in anomalies_uris.items()})
     if lines:
         raise DataGateError(stop_message(lines))
     io_utils.copy_dir(statistics_uri, accepted_uri)
+    if reference_uri:
+        publish_reference(statistics_uri, split_names, reference_uri)
+
+
+# The accepted statistics at a known URI (compiled pipelines, `drift_against`): the file naming
+# their splits is written last and removed first, so statistics half-copied by a failed step are
+# never compared with (the next run's drift check then passes, as a first run's does).
+REFERENCE_SPLITS_FILE = "split_names.json"
+
+
+def publish_reference(statistics_uri: str, split_names: str, reference_uri: str) -> None:
+    """Replaces the statistics at `reference_uri` by those under `statistics_uri`."""
+    marker = os.path.join(reference_uri, REFERENCE_SPLITS_FILE)
+    if gfile.exists(marker):
+        gfile.remove(marker)
+    if gfile.exists(reference_uri):
+        gfile.rmtree(reference_uri)
+    io_utils.copy_dir(statistics_uri, reference_uri)
+    io_utils.write_string_file(marker, split_names)
+
+
+def drift_against(statistics: standard_artifacts.ExampleStatistics, reference_uri: str,
+                  comparators: Dict[str, Dict[str, float]], work_dir: str) -> str:
+    """The drift check of a compiled pipeline: TFX's DistributionValidator executor (what the
+    local pipeline runs as a step) comparing `statistics` with the accepted statistics at
+    `reference_uri` (none there: its rubber stamp, as on a first run). Kubeflow Pipelines V2
+    cannot resolve the last accepted statistics from ML Metadata (kubeflow_runner.drift_reference_uri).
+    Returns the URI of the anomalies, under `work_dir`."""
+    from tfx.components.distribution_validator import executor as distribution_executor
+
+    marker = os.path.join(reference_uri, REFERENCE_SPLITS_FILE)
+    baseline = []
+    if gfile.exists(marker):
+        reference = standard_artifacts.ExampleStatistics()
+        reference.uri = reference_uri
+        reference.split_names = io_utils.read_string_file(marker)
+        baseline = [reference]
+    anomalies = standard_artifacts.ExampleAnomalies()
+    anomalies.uri = os.path.join(work_dir, "drift_anomalies")
+    gfile.makedirs(anomalies.uri)
+    distribution_executor.Executor().Do(
+        {"statistics": [statistics], "baseline_statistics": baseline}, {"anomalies": [anomalies]},
+        {"distribution_validator_config": validator_config(comparators), "include_split_pairs": "null"})
+    return anomalies.uri
 
 
 # The checks' anomalies, each present only when checked: `schema` (ExampleValidator's, against
@@ -150,22 +199,35 @@ def DataGate(  # pylint: disable=invalid-name  (TFX names the component after th
         accepted: OutputArtifact[standard_artifacts.ExampleStatistics],
         schema: InputArtifact[standard_artifacts.ExampleAnomalies] = None,
         drift: InputArtifact[standard_artifacts.ExampleAnomalies] = None,
-        skew: InputArtifact[standard_artifacts.ExampleAnomalies] = None):
-    """`gate` on the run's statistics and the checks' anomalies."""
-    gate(statistics.uri, accepted.uri, {kind: artifact.uri for kind, artifact in
-                                        (("schema", schema), ("drift", drift), ("skew", skew)) if artifact is not None})
+        skew: InputArtifact[standard_artifacts.ExampleAnomalies] = None,
+        drift_reference_uri: Parameter[str] = "",
+        drift_comparators: Parameter[str] = ""):
+    """`gate` on the run's statistics and the checks' anomalies. A compiled pipeline's drift check
+    runs here instead (`drift_against`: `drift_comparators`, the `drift:` section as JSON, against
+    the statistics accepted at `drift_reference_uri`)."""
+    uris = {kind: artifact.uri for kind, artifact in (("schema", schema), ("drift", drift), ("skew", skew))
+            if artifact is not None}
+    with tempfile.TemporaryDirectory() as work:
+        if drift_reference_uri and drift_comparators:
+            uris["drift"] = drift_against(statistics, drift_reference_uri, json.loads(drift_comparators), work)
+        gate(statistics.uri, accepted.uri, uris, drift_reference_uri or None, statistics.split_names)
     accepted.split_names = statistics.split_names
 
 
-def steps(section: Optional[Dict[str, Any]], statistics, validator) -> list:
+def steps(section: Optional[Dict[str, Any]], statistics, validator, drift_reference_uri: Optional[str] = None) -> list:
     """The gate's nodes, DataGate last: the Resolver of the last accepted statistics and the
     DistributionValidators of the configured `drift` and `skew` comparisons. A first run (nothing
-    accepted yet) has no drift to check; DistributionValidator then passes (TFX's rubber stamp)."""
+    accepted yet) has no drift to check; DistributionValidator then passes (TFX's rubber stamp).
+    With `drift_reference_uri` (compiled pipelines) no Resolver: DataGate checks the drift against
+    the statistics accepted there and replaces them when it passes."""
     section = section or {}
-    nodes, checks = [], {}
+    nodes, checks, parameters = [], {}, {}
     if section.get("schema", True):
         checks["schema"] = validator.outputs["anomalies"]
-    if section.get("drift"):
+    if section.get("drift") and drift_reference_uri:
+        parameters = {"drift_reference_uri": drift_reference_uri,
+                      "drift_comparators": json.dumps(section["drift"], sort_keys=True)}
+    elif section.get("drift"):
         previous = tfx.dsl.Resolver(
             strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
             statistics=tfx.dsl.Channel(type=standard_artifacts.ExampleStatistics, producer_component_id=GATE_ID,
@@ -183,4 +245,4 @@ def steps(section: Optional[Dict[str, Any]], statistics, validator) -> list:
             config=validator_config(section["skew"]), include_split_pairs=[SKEW_PAIR]).with_id(SKEW_ID)
         nodes.append(skew)
         checks["skew"] = skew.outputs["anomalies"]
-    return nodes + [DataGate(statistics=statistics.outputs["statistics"], **checks)]
+    return nodes + [DataGate(statistics=statistics.outputs["statistics"], **checks, **parameters)]

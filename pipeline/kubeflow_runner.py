@@ -25,9 +25,12 @@ def compile_spec(config: Dict[str, Any], out: str) -> str:
     from tfx import version
     from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
+    # KFP and Vertex AI record runs in the cluster's own ML Metadata: the `metadata:` section is
+    # not read (nor, for MySQL, its password at compile time).
     kubeflow = section.get("kubeflow") or {}
     pipeline = orchestration.scheduled_pipeline(
-        compiled_config(config), schema_path=kubeflow.get("schema_path"),
+        {**config, "metadata": None}, schema_path=kubeflow.get("schema_path"),
+        drift_reference_uri=drift_reference_uri(config),
         vertex_training=vertex_training(config) if kubeflow.get("trainer") == "vertex" else None)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
@@ -44,33 +47,19 @@ def compile_spec(config: Dict[str, Any], out: str) -> str:
     return out
 
 
-# Why `data_gate.drift` is left out of the compiled spec (`funnel compile` prints it).
-DRIFT_LEFT_OUT = (
-    "the data gate's drift check is left out: KFP V2 compiles its Resolver of the last accepted "
-    "statistics into a query by artifact type only, which would compare with any step's statistics "
-    "(README \"Data and model gates\"); the schema and skew checks are compiled")
+# Where the data gate keeps the last accepted statistics, under the pipeline root.
+DRIFT_REFERENCE_DIR = "accepted_statistics"
 
 
-def drift_left_out(config: Dict[str, Any]) -> bool:
-    """Whether the configuration asks for the drift check that `compile_spec` leaves out."""
-    from pipeline import data_gate
-
-    return bool((config.get(data_gate.SECTION) or {}).get("drift"))
-
-
-def compiled_config(config: Dict[str, Any]) -> Dict[str, Any]:
-    """The configuration the spec is compiled from. KFP and Vertex AI record runs in the cluster's
-    own ML Metadata: the `metadata:` section is not read (nor, for MySQL, its password at compile
-    time). The drift check is left out (DRIFT_LEFT_OUT): TFX 1.16's KFP V2 compiler turns a
-    Resolver into a query by schema title (`tfx.ExampleStatistics`), which matches StatisticsGen's
-    and Transform's statistics as well as the gate's accepted ones, and an artifact type of its
-    own compiles to `tfx.Artifact`, which matches every custom type."""
-    from pipeline import data_gate
-
-    compiled = {**config, "metadata": None}
-    if drift_left_out(config):
-        compiled[data_gate.SECTION] = {**config[data_gate.SECTION], "drift": None}
-    return compiled
+def drift_reference_uri(config: Dict[str, Any]) -> str:
+    """The URI of the statistics the drift check compares with. TFX 1.16's KFP V2 compiler turns
+    the local pipeline's Resolver of the last accepted statistics into a query by schema title
+    (`tfx.ExampleStatistics`), which matches StatisticsGen's and Transform's statistics as well
+    (an artifact type of its own compiles to `tfx.Artifact`, which matches every custom type):
+    the compiled gate reads and replaces them at this known URI instead (pipeline/data_gate.py
+    `drift_against`), one per pipeline name."""
+    section = orchestration.settings(config)
+    return "/".join([section["pipeline_root"].rstrip("/"), section["pipeline_name"], DRIFT_REFERENCE_DIR])
 
 
 def vertex_training(config: Dict[str, Any]) -> Dict[str, Any]:

@@ -98,9 +98,10 @@ def _check_kubeflow_trainer(kubeflow: Dict[str, Any]) -> None:
 
 
 def scheduled_pipeline(config: Dict[str, Any], schema_path: Optional[str] = None,
-                       metadata_path: Optional[str] = None, vertex_training: Optional[Dict[str, Any]] = None):
+                       metadata_path: Optional[str] = None, vertex_training: Optional[Dict[str, Any]] = None,
+                       drift_reference_uri: Optional[str] = None):
     """`create_pipeline` with the names, paths and Beam args of the `orchestration:` section
-    (`vertex_training`: see `create_pipeline`)."""
+    (`vertex_training`, `drift_reference_uri`: see `create_pipeline`)."""
     from components.ingest.config import IngestConfig
     from pipeline.pipeline import check_model_sections, create_pipeline
 
@@ -123,6 +124,7 @@ def scheduled_pipeline(config: Dict[str, Any], schema_path: Optional[str] = None
         beam_pipeline_args=list(section.get("beam_args") or []),
         enable_cache=enable_cache,
         vertex_training=vertex_training,
+        drift_reference_uri=drift_reference_uri,
     )
 
 

@@ -210,6 +210,7 @@ def create_pipeline(
     data_only: bool = False,
     vertex_training: Optional[Dict[str, Any]] = None,
     input_fingerprint: Optional[str] = None,
+    drift_reference_uri: Optional[str] = None,
 ) -> tfx.dsl.Pipeline:
     """The pipeline. `enable_cache`: steps whose inputs and settings are unchanged since an
     earlier run on the same metadata reuse its outputs (TFX caching; the Ingest step is keyed
@@ -223,7 +224,10 @@ def create_pipeline(
     is where the runner keeps a SQLite store when the section names no file.
     `vertex_training`: the Trainers submit their training to Vertex AI
     (`tfx.extensions.google_cloud_ai_platform.Trainer`, whose custom_config carries these keys:
-    pipeline/kubeflow_runner.py's `vertex_training`) instead of training in their own step."""
+    pipeline/kubeflow_runner.py's `vertex_training`) instead of training in their own step.
+    `drift_reference_uri`: the data gate's drift check compares with the statistics accepted at
+    this URI (and the gate replaces them when it passes) instead of resolving them from ML
+    Metadata, which Kubeflow Pipelines V2 cannot (pipeline/data_gate.py `drift_against`)."""
     distribution.settings(config["trainer"])  # a bad `trainer.distribution` fails here, not after Transform
     # Without the cache the properties, and so the compiled specs, stay free of code fingerprints.
     code = code_version.source_fingerprint if enable_cache else (lambda *modules: None)
@@ -255,7 +259,7 @@ def create_pipeline(
     # The data gate (pipeline/data_gate.py): Transform waits for it, so a run whose data broke the
     # schema, drifted or is skewed stops before Transform and training. Not in `data_only`
     # pipelines: an ablation compares variants on the same examples.
-    gate_steps = data_gate.steps(config.get(data_gate.SECTION), statistics, validator)
+    gate_steps = data_gate.steps(config.get(data_gate.SECTION), statistics, validator, drift_reference_uri)
     transform.add_upstream_node(gate_steps[-1])
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,

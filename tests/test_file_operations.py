@@ -34,6 +34,8 @@ ALLOWED: Dict[str, Dict[str, str]] = {
     "pipeline/child_process.py": {name: "the call handed to a child process, in the parent's private scratch directory"
                                   for name in ("tempfile.TemporaryDirectory", "open")},
     "pipeline/cli.py": {"os.path.abspath": "the CLI's own log file"},
+    "pipeline/data_gate.py": {"tempfile.TemporaryDirectory": "the gate step's scratch for the drift check's "
+                                                             "anomalies, read back in the same step"},
     "pipeline/cli_model_commands.py": {"os.path.abspath": "the CLI's own log file",
                                        "tempfile.TemporaryDirectory": "`funnel importance`'s local scratch for the "
                                                                       "ingested eval day"},

@@ -4,6 +4,7 @@ gate that stops a run on their anomalies (pipeline/data_gate.py)."""
 
 import copy
 import io
+import json
 import logging
 import os
 import tempfile
@@ -214,6 +215,44 @@ def test_the_gate_sits_between_the_validators_and_transform(tmp_path):
     steps = build({"schema": False, "drift": None, "skew": None})  # every check off: the gate passes through
     assert data_gate.DRIFT_ID not in steps and data_gate.SKEW_ID not in steps
     assert set(steps[data_gate.GATE_ID].inputs) == {"statistics"}
+
+
+def _run_compiled_gate(tmp_path, days, day: str, reference_uri: str):
+    """DataGate's executor as a compiled (Kubeflow) pipeline runs it: no drift step before it,
+    the drift checked inside against the statistics accepted at `reference_uri`."""
+    tmp_path = Path(tempfile.mkdtemp(dir=tmp_path))
+    current = _statistics(tmp_path, day, days[day])
+    skew = _distribution(tmp_path, "skew", current, current, SECTION["skew"], [data_gate.SKEW_PAIR])
+    skew_artifact = standard_artifacts.ExampleAnomalies()
+    skew_artifact.uri = skew
+    accepted = standard_artifacts.ExampleStatistics()
+    accepted.uri = str(tmp_path / "accepted")
+    data_gate.DataGate.EXECUTOR_SPEC.executor_class().Do(
+        {"statistics": [current], "skew": [skew_artifact]}, {"accepted": [accepted]},
+        {"drift_reference_uri": reference_uri, "drift_comparators": json.dumps(SECTION["drift"])})
+    return accepted
+
+
+def test_a_compiled_gate_checks_the_drift_against_the_statistics_it_accepted_at_a_known_uri(tmp_path, days):
+    """pipeline/data_gate.py `drift_against`: Kubeflow cannot resolve the last accepted statistics."""
+    reference = str(tmp_path / "accepted_statistics")
+    _run_compiled_gate(tmp_path, days, "cents", reference)  # nothing accepted yet: no drift to check
+    with open(os.path.join(reference, "Split-eval", "FeatureStats.pb"), "rb") as f:
+        assert f.read() == days["cents"]["eval"]
+    # the next day in euros again: every split drifted from the accepted cents
+    with pytest.raises(data_gate.DataGateError) as stopped:
+        _run_compiled_gate(tmp_path, days, "clean", reference)
+    lines = str(stopped.value).splitlines()[1:]
+    assert {line.split(":")[0].strip() for line in lines} == {"drift train_train", "drift eval_eval"}
+    with open(os.path.join(reference, "Split-eval", "FeatureStats.pb"), "rb") as f:
+        assert f.read() == days["cents"]["eval"]  # a stopped run's statistics never become the reference
+    # statistics half-copied by a failed step (no split names file) are not compared with
+    os.remove(os.path.join(reference, data_gate.REFERENCE_SPLITS_FILE))
+    accepted = _run_compiled_gate(tmp_path, days, "clean", reference)
+    assert accepted.split_names == artifact_utils.encode_split_names(list(days["clean"]))
+    _run_compiled_gate(tmp_path, days, "previous", reference)  # a clean day after a clean day
+    with pytest.raises(data_gate.DataGateError, match="drift eval_eval: scenario"):
+        _run_compiled_gate(tmp_path, days, "one market", reference)
 
 
 def test_a_failed_step_is_shown_as_failed():

@@ -76,7 +76,7 @@ def test_every_component_runs_in_the_configured_image_with_its_arguments(schedul
     assert spec["pipelineInfo"]["name"] == "funnel-daily"
     tasks = spec["root"]["dag"]["tasks"]
     executors = spec["deploymentSpec"]["executors"]
-    ids = [c.id for c in scheduled_pipeline(kubeflow_runner.compiled_config(config)).components]
+    ids = [c.id for c in scheduled_pipeline(config, drift_reference_uri=kubeflow_runner.drift_reference_uri(config)).components]
     assert {"Ingest", "Transform", "Trainer", "BaselineTrainer", "Evaluator", "Pusher"} <= set(ids)
     for node in ids:
         if node == "latest_blessed_model_resolver":  # a resolver: two KFP tasks, no container
@@ -109,24 +109,25 @@ def test_every_component_runs_in_the_configured_image_with_its_arguments(schedul
         assert callable(getattr(importlib.import_module(module), name))
 
 
-def test_the_drift_check_is_left_out_and_the_other_gate_checks_compiled(scheduled_config_file, tmp_path):
-    """KFP V2 compiles the drift check's Resolver into a query by artifact type only, which would
-    pick any step's statistics (kubeflow_runner.compiled_config): the spec has no drift check,
-    with the default `data_gate:` (drift on) as with `drift: null`; schema and skew are kept."""
+def test_the_gate_checks_the_drift_itself_against_a_known_uri(scheduled_config_file, tmp_path):
+    """KFP V2 compiles a Resolver into a query by artifact type only, which would pick any step's
+    statistics (kubeflow_runner.drift_reference_uri): the spec has no drift step or resolver;
+    DataGate compares with, and replaces, the statistics accepted under the pipeline root
+    (tests/pipeline/test_gates.py runs that executor)."""
     config = load_config(scheduled_config_file)
-    assert kubeflow_runner.drift_left_out(config) and config[data_gate.SECTION]["drift"]
     _, text = _compile(scheduled_config_file, tmp_path)
     tasks = yaml.safe_load(text)["root"]["dag"]["tasks"]
     assert data_gate.DRIFT_ID not in tasks and data_gate.PREVIOUS_RESOLVER_ID not in tasks
     assert 'schema_title="tfx.ExampleStatistics"' not in text
-    gate_inputs = tasks[data_gate.GATE_ID]["inputs"]["artifacts"]
-    assert {"schema", "skew", "statistics"} <= set(gate_inputs) and "drift" not in gate_inputs
-    assert data_gate.SKEW_ID in tasks
+    gate = tasks[data_gate.GATE_ID]
+    assert set(gate["inputs"]["artifacts"]) == {"schema", "skew", "statistics"} and data_gate.SKEW_ID in tasks
+    assert _parameter(gate, "drift_reference_uri") == "gs://funnel-test/tfx/funnel-daily/accepted_statistics"
+    assert json.loads(_parameter(gate, "drift_comparators")) == config[data_gate.SECTION]["drift"]
     off = tmp_path / "drift-off.yaml"
     off.write_text(open(scheduled_config_file).read() + "data_gate: {drift: null}\n")
-    assert not kubeflow_runner.drift_left_out(load_config(str(off)))
     _, without = _compile(str(off), tmp_path, "drift-off.yaml")
-    assert normalise(yaml.safe_load(without), str(tmp_path)) == normalise(yaml.safe_load(text), str(tmp_path))
+    assert "drift_reference_uri" not in yaml.safe_load(without)["root"]["dag"]["tasks"][data_gate.GATE_ID]["inputs"].get(
+        "parameters", {})
 
 
 def test_json_is_a_vertex_pipeline_job_holding_the_same_spec(scheduled_config_file, tmp_path):
