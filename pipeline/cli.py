@@ -143,8 +143,14 @@ def _compile(args, beam_args) -> int:
         return 2
     for path in written:
         print(f"written: {path}")
+    if args.target == "kubeflow":
+        from pipeline.kubeflow_runner import drift_reference_uri, recurring_run_arguments
+
+        reference = drift_reference_uri(config)
+        if reference:
+            print(f"drift reference: {reference} (the last accepted run's statistics, replaced by each run "
+                  "the data gate passes; remove it to start afresh)")
     if args.target == "kubeflow" and orchestration.output_format(args.target, args.out) == "yaml":
-        from pipeline.kubeflow_runner import recurring_run_arguments
 
         arguments = recurring_run_arguments(config, args.out, "EXPERIMENT_ID")
         print("schedule it: kfp.Client(host=...).create_recurring_run("

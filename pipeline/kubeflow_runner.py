@@ -6,7 +6,7 @@ Offline: compiling contacts nothing (no credentials, no network). Needs the orch
 """
 
 import os
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from pipeline import orchestration
 
@@ -51,13 +51,18 @@ def compile_spec(config: Dict[str, Any], out: str) -> str:
 DRIFT_REFERENCE_DIR = "accepted_statistics"
 
 
-def drift_reference_uri(config: Dict[str, Any]) -> str:
-    """The URI of the statistics the drift check compares with. TFX 1.16's KFP V2 compiler turns
+def drift_reference_uri(config: Dict[str, Any]) -> Optional[str]:
+    """The URI of the statistics the drift check compares with (None: `data_gate.drift` is off).
+    TFX 1.16's KFP V2 compiler turns
     the local pipeline's Resolver of the last accepted statistics into a query by schema title
     (`tfx.ExampleStatistics`), which matches StatisticsGen's and Transform's statistics as well
     (an artifact type of its own compiles to `tfx.Artifact`, which matches every custom type):
     the compiled gate reads and replaces them at this known URI instead (pipeline/data_gate.py
     `drift_against`), one per pipeline name."""
+    from pipeline import data_gate
+
+    if not (config.get(data_gate.SECTION) or {}).get("drift"):
+        return None
     section = orchestration.settings(config)
     return "/".join([section["pipeline_root"].rstrip("/"), section["pipeline_name"], DRIFT_REFERENCE_DIR])
 

@@ -144,6 +144,7 @@ def test_compile_kubeflow_writes_yaml_or_json_by_extension(tmp_path, scheduled_c
         assert spec["pipelineInfo"]["name"] == "funnel-daily" and "deploymentSpec" in spec and "runtimeConfig" not in spec
     out = capsys.readouterr().out
     assert "create_recurring_run(" in out and "cron_expression='0 30 2 * * *'" in out
+    assert out.count("drift reference: gs://funnel-test/tfx/funnel-daily/accepted_statistics (") == 2
     assert cli.main(["compile", "--target", "kubeflow", "--out", str(tmp_path / "vertex" / "funnel.json"),
                      "--config", scheduled_config_file]) == 0
     job = json.loads((tmp_path / "vertex" / "funnel.json").read_text())

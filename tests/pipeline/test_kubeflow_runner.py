@@ -125,6 +125,7 @@ def test_the_gate_checks_the_drift_itself_against_a_known_uri(scheduled_config_f
     assert json.loads(_parameter(gate, "drift_comparators")) == config[data_gate.SECTION]["drift"]
     off = tmp_path / "drift-off.yaml"
     off.write_text(open(scheduled_config_file).read() + "data_gate: {drift: null}\n")
+    assert kubeflow_runner.drift_reference_uri(load_config(str(off))) is None
     _, without = _compile(str(off), tmp_path, "drift-off.yaml")
     assert "drift_reference_uri" not in yaml.safe_load(without)["root"]["dag"]["tasks"][data_gate.GATE_ID]["inputs"].get(
         "parameters", {})
