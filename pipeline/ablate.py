@@ -417,6 +417,12 @@ def markdown(result: Dict[str, Any]) -> str:
     if result.get("seeds"):
         lines += ["", f"Each figure: the mean ± the standard deviation over seeds {', '.join(map(str, result['seeds']))} "
                       "(one training per seed; train s: their sum)."]
+    if len(result.get("seeds") or []) > 1:  # a spread over a few seeds is rough: the seeds' own figures
+        lines += ["", "Per seed:", "", "| variant | seed | " + " | ".join(h for h, _ in columns) + " | train s |",
+                  "|---|---:|" + "---:|" * (len(columns) + 1)]
+        for row in rows:
+            lines += [f"| {row['variant']} | {seed} | " + " | ".join(_f(get(run)) for _, get in columns)
+                      + f" | {run.get('train_seconds', '-')} |" for seed, run in zip(row["seeds"], row["runs"])]
     split = "eval day" if result.get("eval_days", 1) == 1 else f"eval split, {result['eval_days']} UTC days"
     lines += ["", f"Logs: `{result['logs']}`. AUC/GAUC: the served network (no bias tower) on logged labels of the "
               f"{split}. Truth columns: click eff. = (expected AUC of the click output against position-free click "

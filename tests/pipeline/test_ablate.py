@@ -210,6 +210,9 @@ def test_with_seeds_each_variant_trains_once_per_seed_and_reports_mean_and_sprea
     text = (tmp_path / "work" / "ablations" / "s.md").read_text()
     assert "| a | 0.7100 ±0.0100 | 0.6000 ±0.0000 | 0.8000 ±0.0000 | - | 0.8200 ±0.0200 |" in text
     assert "over seeds 0, 1, 2" in text
+    per_seed = text.split("Per seed:")[1]  # each training's own figures, in seed order
+    assert [line.split(" | ")[:3] for line in per_seed.splitlines() if line.startswith("| a |")] == [
+        ["| a", "0", "0.7000"], ["| a", "1", "0.7100"], ["| a", "2", "0.7200"]]
     assert result["eval_days"] == 7 and "logged labels of the eval split, 7 UTC days." in text
 
 
