@@ -53,12 +53,11 @@ DRIFT_REFERENCE_DIR = "accepted_statistics"
 
 def drift_reference_uri(config: Dict[str, Any]) -> Optional[str]:
     """The URI of the statistics the drift check compares with (None: `data_gate.drift` is off).
-    TFX 1.16's KFP V2 compiler turns
-    the local pipeline's Resolver of the last accepted statistics into a query by schema title
-    (`tfx.ExampleStatistics`), which matches StatisticsGen's and Transform's statistics as well
-    (an artifact type of its own compiles to `tfx.Artifact`, which matches every custom type):
-    the compiled gate reads and replaces them at this known URI instead (pipeline/data_gate.py
-    `drift_against`), one per pipeline name."""
+    TFX 1.16's KFP V2 compiler turns the local pipeline's Resolver of the last accepted
+    statistics into a query by schema title (`tfx.ExampleStatistics`), which matches
+    StatisticsGen's and Transform's statistics as well (an artifact type of its own compiles to
+    `tfx.Artifact`, which matches every custom type): the compiled gate reads and replaces them
+    at this known URI instead (pipeline/data_gate.py `drift_against`), one per pipeline name."""
     from pipeline import data_gate
 
     if not (config.get(data_gate.SECTION) or {}).get("drift"):
