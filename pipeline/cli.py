@@ -150,10 +150,10 @@ def _compile(args, beam_args) -> int:
         if reference:
             print(f"drift reference: {reference} (the last accepted run's statistics, replaced by each run "
                   "the data gate passes; remove it to start afresh)")
-    if args.target == "kubeflow" and orchestration.output_format(args.target, args.out) == "yaml":
-        arguments = recurring_run_arguments(config, args.out, "EXPERIMENT_ID")
-        print("schedule it: kfp.Client(host=...).create_recurring_run("
-              + ", ".join(f"{k}={v!r}" for k, v in arguments.items()) + ")")
+        if orchestration.output_format(args.target, args.out) == "yaml":
+            arguments = recurring_run_arguments(config, args.out, "EXPERIMENT_ID")
+            print("schedule it: kfp.Client(host=...).create_recurring_run("
+                  + ", ".join(f"{k}={v!r}" for k, v in arguments.items()) + ")")
     return 0
 
 

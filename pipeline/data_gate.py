@@ -21,6 +21,7 @@ from tensorflow.io import gfile
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2
 from tfx import v1 as tfx
 # DistributionValidator is not in tfx.v1's public API (TFX 1.16) but is TFX's own component
+from tfx.components.distribution_validator import executor as distribution_executor
 from tfx.components.distribution_validator.component import DistributionValidator
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
@@ -172,8 +173,6 @@ def drift_against(statistics: standard_artifacts.ExampleStatistics, reference_ur
     `reference_uri` (none there: its rubber stamp, as on a first run). Kubeflow Pipelines V2
     cannot resolve the last accepted statistics from ML Metadata (kubeflow_runner.drift_reference_uri).
     Returns the URI of the anomalies, under `work_dir`."""
-    from tfx.components.distribution_validator import executor as distribution_executor
-
     marker = os.path.join(reference_uri, REFERENCE_SPLITS_FILE)
     baseline = []
     if gfile.exists(marker):
