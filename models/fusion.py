@@ -50,12 +50,6 @@ class Fusion(keras.layers.Layer):
     def validate_section(cls, section: Mapping[str, object], tasks: Sequence[str]) -> None:
         """Raises ValueError for arguments that cannot build (beyond the weights' checks)."""
 
-    @classmethod
-    def strategy_problem(cls, section: Mapping[str, object], strategy: str) -> Optional[str]:
-        """Why this fusion cannot train under the `tf.distribute` strategy named `strategy`
-        (models/distribution.py), or None."""
-        return None
-
     @property
     def input_features(self) -> Sequence[str]:
         return []

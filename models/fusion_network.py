@@ -181,23 +181,6 @@ class NetworkFusion(Fusion):
             raise ValueError("fusion network: hidden_units must be positive")
         task_gains(tasks, section.get("gains"))
 
-    @classmethod
-    def strategy_problem(cls, section: Mapping[str, object], strategy: str) -> Optional[str]:
-        # The gate steps every `period` batches inside a tf.cond (models/model.py `_fusion_step`);
-        # under a strategy its optimizer aggregates the gradients over the replicas (a merge_call),
-        # which TF refuses inside a conditional branch. With period 1 there is no branch. Under
-        # parameter_server the Trainer does not build the gate before fit, and it is untested.
-        if strategy == "default":
-            return None
-        if strategy == "parameter_server":
-            return "the fusion network does not train under the parameter_server strategy"
-        period = int(section.get("period", DEFAULT_PERIOD))
-        if period != 1:
-            return (f"the fusion network steps every `period` batches ({period}), a conditional step "
-                    f"tf.distribute cannot synchronise under the {strategy} strategy: set `fusion: "
-                    "{period: 1}` (and a lower learning_rate, as the gate then steps every batch)")
-        return None
-
     @property
     def input_features(self):
         return self.gate.input_features

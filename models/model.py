@@ -116,7 +116,16 @@ class RankingModel(keras.Model):
     def _fusion_step(self, x, y, logits):
         """The fusion network's loss on the bias-free predictions of `logits` (gradients stopped
         there), and its optimizer's step when the main optimizer's iterations are a multiple of
-        `period` (after batches k, 2k, ...): (whether it stepped, the loss)."""
+        `period` (after batches k, 2k, ...): (whether it stepped, the loss).
+
+        Under a tf.distribute strategy an optimizer step aggregates over the replicas with a
+        merge_call, which TF refuses inside a conditional branch; so the gradients are summed over
+        the replicas every batch (`aggregate_gradients`, in replica context) and the conditional
+        step runs in cross-replica context, as tf_keras' own EMA overwrite does: one merge_call
+        around a tf.cond whose branch updates each replica's copy (`extended.update` with the
+        optimizer's public `update_step`). Without a strategy the same code runs in the default
+        replica context. The gate's Adam has no clipping or weight decay for `apply_gradients`
+        to add (`compile` makes it)."""
         fusion = self.network.fusion
         # the gate's variables exist (build_for_training) unless fit runs without it, then the
         # first trace builds them (one replica only)
@@ -124,17 +133,33 @@ class RankingModel(keras.Model):
             served = self.network.heads({k: tf.stop_gradient(u) for k, u in logits.items()})
             loss = fusion.loss(served, x, self._task_labels(y))
         variables = fusion.trainable_variables
-        gradients = tape.gradient(loss, variables)
-        self.fusion_optimizer.build(variables)  # its slots, outside the cond below (a no-op once built)
+        optimizer = self.fusion_optimizer
+        optimizer.build(variables)  # its slots, outside any branch (a no-op once built)
+        # each replica's loss is the mean over its share of the batch: the sum over the replicas
+        # of 1/N of it is the global mean, as Keras scales the main loss
+        replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+        gradients = tape.gradient(loss, variables, output_gradients=tf.constant(1.0 / replicas, loss.dtype))
+        # dense: the scenario table's IndexedSlices repeat rows, which Adam's sparse update would
+        # square one by one (apply_gradients sums them first); the gate's tables are a few rows
+        gradients = [tf.convert_to_tensor(g) for g in gradients]
+        gradients = optimizer.aggregate_gradients(list(zip(gradients, variables)))
 
-        def step():
-            self.fusion_optimizer.apply_gradients(zip(gradients, variables))
-            return tf.constant(True)
+        def cross_replica(strategy, gradients):
+            # the main optimizer's iterations: one mirrored value, read here in cross-replica context
+            due = tf.equal(self.optimizer.iterations % fusion.period, 0)
 
-        if fusion.period == 1:  # no branch: the only form a tf.distribute strategy can synchronise
-            return step(), loss
-        due = tf.equal(self.optimizer.iterations % fusion.period, 0)
-        return tf.cond(due, step, lambda: tf.constant(False)), loss
+            def step():
+                # Adam's update_step returns nothing; tf.function's automatic control dependencies
+                # run its assignments in program order, before the step count it reads advances
+                for gradient, variable in gradients:
+                    strategy.extended.update(variable, lambda v, g: optimizer.update_step(g, v), args=(gradient,))
+                optimizer.iterations.assign_add(1)
+                return tf.constant(True)
+
+            return tf.cond(due, step, lambda: tf.constant(False))
+
+        stepped = tf.distribute.get_replica_context().merge_call(cross_replica, args=(gradients,))
+        return stepped, loss
 
     def test_step(self, data):
         return no_autograph(super().test_step)(data)

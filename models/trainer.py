@@ -32,7 +32,6 @@ from models import rank_inputs
 from models import warm_start
 from models.calibration import reference_bias
 from models.config import ModelConfig
-from models.registry import FUSIONS
 from models import export as E
 from models.mixtures import dtn_trim
 from models.model import build_model, compile_model
@@ -66,10 +65,9 @@ def trainer_config(custom_config: Optional[Dict[str, Any]], model: Optional[Mode
 OPTIONAL_TRAINER_KEYS = ("steps_per_epoch", "ema_momentum", D.SECTION_KEY)
 
 
-def check_trainer_settings(settings: Dict[str, Any], model: Optional[ModelConfig] = None) -> None:
+def check_trainer_settings(settings: Dict[str, Any]) -> None:
     """ValueError naming the `trainer:` key that is unknown (a typo would silently train with the
-    default) or whose value the Trainer would fail on only after ingest and Transform (with
-    `model`: also a distribution strategy its score fusion cannot train under)."""
+    default) or whose value the Trainer would fail on only after ingest and Transform."""
     unknown = set(settings) - set(DEFAULT_TRAINER_CONFIG) - set(OPTIONAL_TRAINER_KEYS)
     if unknown:
         raise ValueError(f"unknown keys {sorted(unknown)}; keys: "
@@ -93,11 +91,6 @@ def check_trainer_settings(settings: Dict[str, Any], model: Optional[ModelConfig
     if not rates or not all(is_number(r) and r > 0 for r in rates):
         raise ValueError("learning_rate must be a number > 0 or a non-empty list of them (one per epoch, "
                          f"the last repeating), got {settings['learning_rate']!r}")
-    if model is not None:
-        strategy = D.settings(settings)["strategy"]
-        problem = FUSIONS.get(model.fusion["type"]).strategy_problem(model.fusion, strategy)
-        if problem:
-            raise ValueError(problem)
 
 
 def learning_rates(settings: Dict[str, Any]):

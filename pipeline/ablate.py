@@ -179,7 +179,7 @@ def resolved_settings(custom: Dict[str, Any]) -> Dict[str, Any]:
     model = model_config(custom)
     settings = trainer_config(custom, model)
     try:
-        check_trainer_settings(settings, model)
+        check_trainer_settings(settings)
     except ValueError as e:
         raise ValueError(f"trainer settings: {e}") from None
     # out of the key: `warm_start` (variants train from scratch) and settings that leave the weights alone

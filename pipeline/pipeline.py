@@ -167,7 +167,7 @@ def check_model_sections(config: Dict[str, Any]) -> None:
         except ValueError as e:
             raise ValueError(f"`{section}:` section: {e}") from None
         try:  # the Trainer's settings: the `trainer:` section under the architecture's own
-            check_trainer_settings(trainer_config({"trainer": config.get("trainer") or {}}, model), model)
+            check_trainer_settings(trainer_config({"trainer": config.get("trainer") or {}}, model))
         except ValueError as e:
             where = f"`trainer:` section (or `{section}: {{trainer: ...}}`)" if model.trainer else "`trainer:` section"
             raise ValueError(f"{where}: {e}") from None

@@ -1,6 +1,7 @@
 """Multi-worker training (`trainer.distribution`, models/distribution.py): two worker processes on
-loopback ports train the Trainer's `run_fn` (a small DMT) on the e2e pipeline's Transform output;
-the all-reduce keeps their weights identical and only the chief exports."""
+loopback ports train the Trainer's `run_fn` (a small DMT with the fusion network) on the e2e
+pipeline's Transform output; the all-reduce keeps their weights identical and only the chief
+exports."""
 
 import glob
 import json
@@ -59,9 +60,11 @@ def _write_spec(root, distribution_section, path, model=None) -> str:
 def test_two_workers_train_identical_weights_and_only_the_chief_exports(e2e_examples, tmp_path):
     _, root = e2e_examples
     # without sequences (tests/models/batch.py NO_SEQUENCES): the all-reduce is the subject here; the
-    # parameter-server test below keeps them, for the sharded recency and item tables
+    # parameter-server test below keeps them, for the sharded recency and item tables. With the
+    # fusion network at period 2: its gate steps after step 2, in cross-replica context, on the
+    # request-grouped train split
     spec_path = _write_spec(root, {"strategy": "multi_worker_mirrored"}, str(tmp_path / "spec.json"),
-                            NO_SEQUENCES)
+                            {**NO_SEQUENCES, "fusion": {"type": "network", "period": 2}})
     chief, worker = str(tmp_path / "worker0"), str(tmp_path / "worker1")
     processes = _start_workers(spec_path, [chief, worker])
     try:
@@ -82,7 +85,8 @@ def test_two_workers_train_identical_weights_and_only_the_chief_exports(e2e_exam
     assert os.path.isfile(os.path.join(chief, "serving", "saved_model.pb"))
     assert os.path.isfile(os.path.join(chief, "run", "logged_model", "saved_model.pb"))
     with open(os.path.join(chief, "run", "fit.json")) as f:
-        assert json.load(f)["train_steps"] == STEPS
+        fit = json.load(f)
+    assert fit["train_steps"] == STEPS and fit["fusion_steps"] == STEPS // 2
     # ... the other worker nothing: its temporary exports are gone
     assert not os.path.exists(os.path.join(worker, "serving"))
     left = [os.path.relpath(os.path.join(d, n), worker) for d, _, names in os.walk(worker) for n in names]
@@ -92,13 +96,13 @@ def test_two_workers_train_identical_weights_and_only_the_chief_exports(e2e_exam
 def test_parameter_server_trains_the_dmt_and_the_coordinator_exports_it(e2e_examples, tmp_path):
     """`strategy: parameter_server` end to end: the coordinator (chief) runs `run_fn` against a
     worker and two ps tasks (in its process, tests/models/parameter_server_training.py): the
-    variables live on the ps tasks, the worker runs `steps_per_epoch` steps, and the
-    coordinator exports a model that serves."""
+    variables (the fusion network's gate's too) live on the ps tasks, the worker runs
+    `steps_per_epoch` steps, and the coordinator exports a model that serves."""
     import tensorflow as tf
 
     _, root = e2e_examples
     spec_path = _write_spec(root, {"strategy": "parameter_server", "min_shard_bytes": 1024},
-                            str(tmp_path / "spec.json"))
+                            str(tmp_path / "spec.json"), {"fusion": {"type": "network", "period": 2}})
     out = str(tmp_path / "coordinator")
     os.makedirs(out)
     with open(os.path.join(out, "log.txt"), "w") as log:
@@ -107,6 +111,8 @@ def test_parameter_server_trains_the_dmt_and_the_coordinator_exports_it(e2e_exam
                                  env={**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert process.returncode == 0, _tail(out)
     assert int(np.load(os.path.join(out, "weights.npz"))["steps"]) == STEPS
+    with open(os.path.join(out, "run", "fit.json")) as f:
+        assert json.load(f)["fusion_steps"] == STEPS // 2  # the gate, on the ps tasks too, stepped
     with open(os.path.join(out, "placement.json")) as f:
         placement = json.load(f)
     assert sorted(map(tuple, placement["devices"])) == [("ps", 0), ("ps", 1)]  # sharded over both, none local

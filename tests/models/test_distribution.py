@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from models import distribution
 from pipeline.config import load_config
-from pipeline.pipeline import check_model_sections, create_pipeline
+from pipeline.pipeline import create_pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -49,17 +49,6 @@ def test_create_pipeline_rejects_an_unknown_strategy_before_anything_runs(tmp_pa
     config["trainer"]["distribution"] = {"strategy": "horovod"}
     with pytest.raises(ValueError, match="unknown value 'horovod'"):
         create_pipeline("p", str(tmp_path / "root"), str(tmp_path / "logs"), str(tmp_path / "serving"), config)
-
-
-def test_the_config_check_refuses_a_fusion_network_the_strategy_cannot_train():
-    """What every command runs before the pipeline (pipeline/pipeline.py `check_model_sections`)."""
-    config = load_config()
-    config["trainer"]["distribution"] = {"strategy": "mirrored"}
-    config["model"]["fusion"] = {"type": "network"}  # period 10: a conditional step per replica
-    with pytest.raises(ValueError, match=r"`trainer:` section: the fusion network steps every `period` batches"):
-        check_model_sections(config)
-    config["model"]["fusion"]["period"] = 1
-    check_model_sections(config)
 
 
 def _as_task(monkeypatch, cluster, task_type, index):

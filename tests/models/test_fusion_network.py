@@ -3,6 +3,11 @@ hand-computed values, its per-request list loss, the alternate training (each pa
 the other's weights alone; the period honoured), its config and its export into both serving
 signatures."""
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -16,6 +21,8 @@ from models.fusion_network import NetworkFusion, UserStateGate, list_loss
 from models.model import build_model, compile_model
 from models.network import SCORE
 from tests.models.batch import VOCAB_SIZES, make_batch, rank_batch, small_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 A, B = "user_clicks_7d", "user_orders_365d"  # two of F.USER_DENSE_FEATURES
 
@@ -239,25 +246,64 @@ def test_with_ema_fit_ends_on_the_main_networks_moving_averages_and_keeps_the_fu
         np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-4, atol=1e-6)
 
 
-def test_under_a_strategy_the_gate_is_built_before_fit_and_trains_every_batch_with_the_ema():
-    """`trainer.distribution` with the fusion network (period 1, the form a strategy can run:
-    models/fusion_network.py `strategy_problem`) and the optimizer EMA: `build_for_training`
+def test_under_a_strategy_the_gate_is_built_before_fit_and_steps_every_period_with_the_ema():
+    """`trainer.distribution` with the fusion network and the optimizer EMA: `build_for_training`
     creates the gate and its optimizer's slots in the strategy's scope (`fit` cannot create them
-    with several replicas), fit traces its step once, the gate trains, and fit ends on the main
-    network's moving averages. One CPU replica: TF fixes the devices at start-up."""
+    with several replicas), fit traces its step once, the gate steps every `period` batches (in
+    cross-replica context: models/model.py `_fusion_step`), and fit ends on the main network's
+    moving averages. One CPU replica here (TF fixes the devices at start-up); two in
+    `test_two_replicas_step_the_gate_every_period_and_keep_its_copies_equal`."""
     batches = [_with_requests(make_batch(32, seed=s)) for s in range(4)]
     dataset = tf.data.Dataset.from_generator(lambda: iter(batches),
                                              output_signature=tf.data.Dataset.from_tensors(batches[0]).element_spec)
     with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
-        model = _model(period=1, optimizer=keras.optimizers.Adam(1e-2, use_ema=True, ema_momentum=0.5))
+        model = _model(period=2, optimizer=keras.optimizers.Adam(1e-2, use_ema=True, ema_momentum=0.5))
         model.build_for_training(*batches[0])
     gate = model.network.fusion.trainable_variables
     assert gate and len(model.fusion_optimizer.variables()) == 1 + 2 * len(gate)  # iterations, Adam's m and v
     before = _values(gate)
     model.fit(dataset, verbose=0)
     assert model.train_function.experimental_get_tracing_count() == 1
-    # the gate stepped with every main step
-    assert model.fusion_optimizer.iterations.numpy() == model.optimizer.iterations.numpy() >= len(batches)
+    assert model.fusion_optimizer.iterations.numpy() == 2  # after batches 2 and 4
     assert all(_changed(before, gate))
     for variable, average in zip(model.main_variables(), model.optimizer._model_variables_moving_average):
         np.testing.assert_array_equal(variable.numpy(), average.numpy())
+
+
+def test_two_replicas_step_the_gate_every_period_and_keep_its_copies_equal(tmp_path):
+    """MirroredStrategy over two logical CPUs (tests/models/two_replica_fusion.py, in its own
+    process), period 3: before, the periodic step failed there with a merge_call error."""
+    out = tmp_path / "result.json"
+    process = subprocess.run([sys.executable, "-m", "tests.models.two_replica_fusion", str(out)], cwd=REPO,
+                             capture_output=True, text=True, timeout=600,
+                             env={**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert process.returncode == 0, process.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["replicas"] == 2
+    assert result["changed"] == [False, False, True, False, False, True, False]
+    assert result["fusion_steps"] == 2 and result["replicas_agree"] and np.isfinite(result["fusion_loss"])
+
+
+def test_a_fusion_step_is_adams_apply_gradients_step():
+    """The step in cross-replica context (`update_step` per variable, the gradients made dense)
+    moves the gate exactly as the optimizer's own `apply_gradients` does from the same state."""
+    model = _model(period=1)
+    features, labels = _with_requests(make_batch(16, seed=3), size=8)
+    labels = {t: labels[t] for t in model.tasks}
+    model.build_for_training(features, labels)
+    gate = model.network.fusion.trainable_variables
+    start = _values(gate)
+    logits = model.network(features, training=False)
+    with tf.GradientTape() as tape:
+        loss = model.network.fusion.loss(model.network.heads(logits), features, labels)
+    gradients = tape.gradient(loss, gate)
+    assert any(isinstance(g, tf.IndexedSlices) for g in gradients)  # the scenario table's rows
+
+    stepped, _ = model._fusion_step(features, labels, logits)
+    assert bool(stepped)
+    ours = _values(gate)
+    for variable, value in zip(gate, start):
+        variable.assign(value)
+    keras.optimizers.Adam(model.network.fusion.learning_rate).apply_gradients(zip(gradients, gate))
+    for a, b in zip(ours, _values(gate)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

@@ -37,27 +37,3 @@ def test_the_defaults_and_the_optional_keys_pass():
 def test_a_bad_key_or_value_is_named(overrides, message):
     with pytest.raises(ValueError, match=message):
         trainer.check_trainer_settings(_settings(**overrides))
-
-
-@pytest.mark.parametrize("strategy, fusion, message", [
-    ("default", {"type": "network"}, None),
-    ("mirrored", {"type": "product"}, None),
-    ("mirrored", {"type": "network", "period": 1}, None),
-    ("multi_worker_mirrored", {"type": "network", "period": 1}, None),
-    ("mirrored", {"type": "network"}, r"every `period` batches \(10\).*mirrored strategy: set `fusion: \{period: 1\}`"),
-    ("multi_worker_mirrored", {"type": "network", "period": 4}, r"\(4\).*multi_worker_mirrored strategy"),
-    ("parameter_server", {"type": "network", "period": 1}, "does not train under the parameter_server strategy"),
-])
-def test_a_fusion_network_under_a_strategy_it_cannot_train_under_is_refused(strategy, fusion, message):
-    """The gate's periodic step is a tf.cond, inside which tf.distribute cannot aggregate its
-    gradients (tests/models/test_fusion_network.py trains period 1 under a strategy)."""
-    from models.config import ModelConfig
-
-    settings = _settings(distribution={"strategy": strategy}, steps_per_epoch=10)
-    model = ModelConfig.from_dict({"fusion": fusion})
-    if message is None:
-        trainer.check_trainer_settings(settings, model)
-    else:
-        with pytest.raises(ValueError, match=message):
-            trainer.check_trainer_settings(settings, model)
-    trainer.check_trainer_settings(settings)  # without the model: the trainer's own keys only
