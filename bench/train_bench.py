@@ -59,6 +59,7 @@ DEFAULT_VOCAB_SIZES = {F.ITEM_ID: 5000 + 10, F.CATEGORY_ID: 60 + 10, F.BRAND_ID:
 LABEL_RATES = {F.CLICK: 0.05, F.CART: 0.01, F.WISH: 0.005, F.ORDER: 0.003, F.DACTION: 0.015}
 MAX_BIAS_POSITION = 40
 ITEMS_PER_PAGE = 10  # positions 1..40 -> pages 1..4
+REQUEST_SIZE = MAX_BIAS_POSITION  # a request: the 40 positions of one list
 
 
 # ----------------------------------------------------------------------------- models
@@ -98,7 +99,8 @@ def make_batch(config: ModelConfig, vocab_sizes: Mapping[str, int], batch_size: 
     Ids uniform in their vocabulary; sequences SparseTensor [B, max length] with U[0, max length]
     elements per row (every row full with `full_length`), ages in the log2 buckets their window
     allows; dense features N(0, 1); buckets uniform; position 1..40, page 1..4, neighbour
-    categories uniform; labels Bernoulli(LABEL_RATES) for the config's tasks.
+    categories uniform; `request_key` one per REQUEST_SIZE consecutive rows; labels
+    Bernoulli(LABEL_RATES) for the config's tasks.
     """
     rng = np.random.default_rng(seed)
 
@@ -120,6 +122,9 @@ def make_batch(config: ModelConfig, vocab_sizes: Mapping[str, int], batch_size: 
         features[name] = tf.constant(rng.standard_normal((batch_size, 1)), tf.float32)
     for name in config.bucketized_features:
         features[P.bucket_feature(name)] = ids(config.num_buckets)
+    # as the Trainer's request-grouped blocks (models/trainer.py `_dataset`): consecutive rows,
+    # REQUEST_SIZE to a request; the fusion network's per-request loss reads it, the rest ignore it
+    features[F.REQUEST_KEY] = tf.constant((np.arange(batch_size) // REQUEST_SIZE)[:, None], tf.int64)
     labels = {t: tf.constant((rng.random((batch_size, 1)) < LABEL_RATES[t]).astype(np.float32))
               for t in config.tasks}
     return features, labels

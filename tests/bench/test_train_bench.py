@@ -138,6 +138,17 @@ def test_training_flops_are_counted_from_the_graph_for_any_architecture():
     assert "train_step" in counted["training_convention"]
 
 
+def test_the_fusion_network_preset_is_counted_on_request_grouped_batches():
+    """`dmt-fusion`'s train step reads `request_key` (its per-request list loss): the synthetic
+    batch groups REQUEST_SIZE consecutive rows, as the Trainer's request-grouped blocks do."""
+    model = tb.build("dmt-fusion", tb.DEFAULT_VOCAB_SIZES, small_config("dmt-fusion").to_dict())
+    features, labels = tb.make_batch(model.model_config, tb.DEFAULT_VOCAB_SIZES, 2 * tb.REQUEST_SIZE + 1)
+    keys = features[F.REQUEST_KEY].numpy()[:, 0].tolist()
+    assert keys == [0] * tb.REQUEST_SIZE + [1] * tb.REQUEST_SIZE + [2]
+    counted = tb.count_flops(model, features, labels)
+    assert counted["matmul_training_flops_per_example"] > 2 * counted["matmul_forward_flops_per_example"]
+
+
 def test_batch_matmul_flops_follow_the_adjoint_that_tfprof_ignores():
     from bench import flops
 
