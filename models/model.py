@@ -128,7 +128,8 @@ class RankingModel(keras.Model):
         to add (`compile` makes it)."""
         fusion = self.network.fusion
         # the gate's variables exist (build_for_training) unless fit runs without it, then the
-        # first trace builds them (one replica only)
+        # first trace builds them: with one replica, or under parameter_server (the Trainer does
+        # not prebuild there: variables go to the ps tasks as the coordinator traces)
         with tf.GradientTape() as tape:
             served = self.network.heads({k: tf.stop_gradient(u) for k, u in logits.items()})
             loss = fusion.loss(served, x, self._task_labels(y))
