@@ -138,7 +138,8 @@ class RankingModel(keras.Model):
         optimizer.build(variables)  # its slots, outside any branch (a no-op once built)
         # each replica's loss is the mean over its share of the batch: the sum over the replicas
         # of 1/N of it is the global mean, as Keras scales the main loss
-        replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync
         gradients = tape.gradient(loss, variables, output_gradients=tf.constant(1.0 / replicas, loss.dtype))
         # dense: the scenario table's IndexedSlices repeat rows, which Adam's sparse update would
         # square one by one (apply_gradients sums them first); the gate's tables are a few rows
@@ -159,7 +160,7 @@ class RankingModel(keras.Model):
 
             return tf.cond(due, step, lambda: tf.constant(False))
 
-        stepped = tf.distribute.get_replica_context().merge_call(cross_replica, args=(gradients,))
+        stepped = context.merge_call(cross_replica, args=(gradients,))
         return stepped, loss
 
     def test_step(self, data):

@@ -114,6 +114,28 @@ def _changed(before, variables):
     return [not np.array_equal(a, v.numpy()) for a, v in zip(before, variables)]
 
 
+def _dataset(batches):
+    """`batches` as fit gets the Trainer's files: a dataset of unknown length."""
+    return tf.data.Dataset.from_generator(lambda: iter(batches),
+                                          output_signature=tf.data.Dataset.from_tensors(batches[0]).element_spec)
+
+
+class GateWatch(keras.callbacks.Callback):
+    """`changed`: per batch of fit, whether the fusion network's gate weights changed (False
+    while the gate has no weights yet)."""
+
+    def __init__(self):
+        super().__init__()
+        self.changed = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.before = _values(self.model.network.fusion.trainable_variables)
+
+    def on_train_batch_end(self, batch, logs=None):
+        variables = self.model.network.fusion.trainable_variables
+        self.changed.append(bool(self.before) and any(_changed(self.before, variables)))
+
+
 def test_fusion_steps_leave_the_main_network_and_main_steps_the_fusion_network_unchanged():
     model = _model()
     features, labels = _with_requests(make_batch(16, seed=3), size=8)
@@ -146,20 +168,9 @@ def trained():
     """A model fitted on 7 batches with period 3, and per batch whether the gate's weights changed."""
     model = _model(period=3)
     batches = [_with_requests(make_batch(32, seed=s)) for s in range(7)]
-    dataset = tf.data.Dataset.from_generator(lambda: iter(batches),
-                                             output_signature=tf.data.Dataset.from_tensors(batches[0]).element_spec)
-    changed = []
-
-    class Watch(keras.callbacks.Callback):
-        def on_train_batch_begin(self, batch, logs=None):
-            self.before = _values(self.model.network.fusion.trainable_variables)
-
-        def on_train_batch_end(self, batch, logs=None):
-            variables = self.model.network.fusion.trainable_variables
-            changed.append(bool(self.before) and any(_changed(self.before, variables)))
-
-    history = model.fit(dataset, verbose=0, callbacks=[Watch()]).history
-    return model, changed, history
+    watch = GateWatch()
+    history = model.fit(_dataset(batches), verbose=0, callbacks=[watch]).history
+    return model, watch.changed, history
 
 
 def test_alternation_period_is_honoured_in_fit(trained):
@@ -230,8 +241,7 @@ def test_with_ema_fit_ends_on_the_main_networks_moving_averages_and_keeps_the_fu
     own optimizer and no average there, keeps its trained weights (fit's swap of every trainable
     variable would fail on them)."""
     batches = [_with_requests(make_batch(32, seed=s)) for s in range(6)]
-    dataset = tf.data.Dataset.from_generator(lambda: iter(batches),
-                                             output_signature=tf.data.Dataset.from_tensors(batches[0]).element_spec)
+    dataset = _dataset(batches)
     averaged = _model(period=2, optimizer=keras.optimizers.Adam(1e-2, use_ema=True, ema_momentum=0.5))
     averaged.fit(dataset, verbose=0)
     main, averages = averaged.main_variables(), averaged.optimizer._model_variables_moving_average
@@ -254,15 +264,13 @@ def test_under_a_strategy_the_gate_is_built_before_fit_and_steps_every_period_wi
     moving averages. One CPU replica here (TF fixes the devices at start-up); two in
     `test_two_replicas_step_the_gate_every_period_and_keep_its_copies_equal`."""
     batches = [_with_requests(make_batch(32, seed=s)) for s in range(4)]
-    dataset = tf.data.Dataset.from_generator(lambda: iter(batches),
-                                             output_signature=tf.data.Dataset.from_tensors(batches[0]).element_spec)
     with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
         model = _model(period=2, optimizer=keras.optimizers.Adam(1e-2, use_ema=True, ema_momentum=0.5))
         model.build_for_training(*batches[0])
     gate = model.network.fusion.trainable_variables
     assert gate and len(model.fusion_optimizer.variables()) == 1 + 2 * len(gate)  # iterations, Adam's m and v
     before = _values(gate)
-    model.fit(dataset, verbose=0)
+    model.fit(_dataset(batches), verbose=0)
     assert model.train_function.experimental_get_tracing_count() == 1
     assert model.fusion_optimizer.iterations.numpy() == 2  # after batches 2 and 4
     assert all(_changed(before, gate))
