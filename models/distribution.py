@@ -25,7 +25,7 @@ which worker writes what.
 
 import json
 import os
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import tensorflow as tf
 
@@ -193,6 +193,36 @@ def training_input(dataset: tf.data.Dataset, make_dataset: Callable[[int], tf.da
         return batches.shard(context.num_input_pipelines, context.input_pipeline_id).repeat()
 
     return keras.utils.experimental.DatasetCreator(per_worker)
+
+
+def validation_input(dataset: tf.data.Dataset, make_dataset: Callable[[int], tf.data.Dataset], batch_size: int,
+                     num_batches: int, section: Dict[str, Any], strategy: tf.distribute.Strategy,
+                     num_files: Optional[int] = None) -> Tuple[Any, Optional[int]]:
+    """What `model.fit` validates on after each epoch, and its `validation_steps`.
+
+    The first `num_batches` batches of `dataset` (sharded per `shard_input`), steps None: Keras
+    runs them all. Under `parameter_server` the coordinator schedules evaluation steps on the
+    workers (Keras' inline evaluation), which needs a per-worker dataset and a step count: a
+    DatasetCreator where each worker reads its share of the first `num_batches` batches of
+    `make_dataset(batch)`, repeated, and as many steps as there are such batches (at most
+    `num_batches`; counted here, the eval split may be smaller). Steps go to whichever worker is
+    free, so with one worker every batch counts once, with several about once. None, None for
+    an empty eval split."""
+    if not is_parameter_server(strategy):
+        return shard_input(dataset.take(num_batches), section, strategy, num_files), None
+    import tf_keras as keras  # here: the pipeline's definition imports this module, not Keras
+
+    steps = int(dataset.take(num_batches).reduce(tf.constant(0, tf.int64), lambda count, *_: count + 1))
+    if steps == 0:
+        return None, None  # nothing to validate on: the steps would wait for data forever
+
+    def per_worker(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        batches = make_dataset(context.get_per_replica_batch_size(batch_size)).take(num_batches)
+        if steps >= context.num_input_pipelines:  # else a worker's share would be empty: all read all
+            batches = batches.shard(context.num_input_pipelines, context.input_pipeline_id)
+        return batches.repeat()
+
+    return keras.utils.experimental.DatasetCreator(per_worker), steps
 
 
 def serve_if_not_coordinator(section: Dict[str, Any]) -> bool:

@@ -12,9 +12,10 @@ PROGRESS_LOGGER = "funnel.progress"
 
 class TrainingProgress(keras.callbacks.Callback):
     """Logs `NAME: epoch E/N, step S` at most every `every_seconds` within an epoch, and a line
-    per finished epoch with its loss, the validation AUC of each task and its seconds. `steps`:
-    the training steps run so far. (The optimizer's `iterations` is one more after an epoch over
-    a dataset of unknown size: tf_keras counts the call that found the data exhausted.)"""
+    per finished epoch with its loss, the validation AUC of each task and its seconds (the last
+    epoch's in `validation_auc`, task -> AUC). `steps`: the training steps run so far. (The
+    optimizer's `iterations` is one more after an epoch over a dataset of unknown size: tf_keras
+    counts the call that found the data exhausted.)"""
 
     def __init__(self, name: str, epochs: int, every_seconds: float = 120.0):
         super().__init__()
@@ -24,6 +25,7 @@ class TrainingProgress(keras.callbacks.Callback):
         self.epoch = 0
         self.epoch_started = self.last_report = 0.0
         self.finished_steps = self.epoch_steps = 0  # in the epochs done; in the current one
+        self.validation_auc = {}  # task -> the last finished epoch's validation AUC
 
     def get_config(self):
         return {"name": self.name, "epochs": self.epochs, "every_seconds": self.every_seconds}
@@ -49,8 +51,9 @@ class TrainingProgress(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.finished_steps, self.epoch_steps = self.steps, 0
         logs = logs or {}
-        aucs = ", ".join(f"{k[len('val_'):-len('auc')].rstrip('_')} AUC {float(v):.4f}".lstrip()
-                         for k, v in sorted(logs.items()) if k.startswith("val_") and k.endswith("auc"))
+        self.validation_auc = {k[len("val_"):-len("auc")].rstrip("_"): float(v)
+                               for k, v in sorted(logs.items()) if k.startswith("val_") and k.endswith("auc")}
+        aucs = ", ".join(f"{task} AUC {auc:.4f}".lstrip() for task, auc in self.validation_auc.items())
         loss = f"loss {float(logs['loss']):.4f}" if "loss" in logs else ""
         self.logger.info("%s: epoch %d/%d done: %s, %.0f s", self.name, epoch + 1, self.epochs,
                          ", ".join(p for p in (loss, f"validation {aucs}" if aucs else "") if p),

@@ -360,11 +360,15 @@ def run_fn(fn_args: tfx.components.FnArgs) -> Optional[keras.Model]:
     # how many files each split has: multi-worker input sharding by file needs one per worker
     train_files, eval_files = (sum(len(tf.io.gfile.glob(p)) for p in patterns)
                                for patterns in (fn_args.train_files, fn_args.eval_files))
-    evaluation = _dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, config.tasks,
-                          settings["batch_size"], shuffle=False, seed=settings["seed"])
-    # parameter_server: no validation during fit (the coordinator would need a dataset per worker)
-    validation = (None if D.is_parameter_server(strategy)
-                  else D.shard_input(evaluation.take(settings["eval_batches"]), distribution, strategy, eval_files))
+
+    def eval_batches(batch_size: int) -> tf.data.Dataset:
+        return _dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, config.tasks,
+                        batch_size, shuffle=False, seed=settings["seed"])
+
+    evaluation = eval_batches(settings["batch_size"])
+    # after each epoch, on the first `eval_batches` batches (under parameter_server the workers run it)
+    validation, validation_steps = D.validation_input(evaluation, eval_batches, settings["batch_size"],
+                                                      settings["eval_batches"], distribution, strategy, eval_files)
     logs = os.path.join(fn_args.model_run_dir, "logs")
 
     def fit(network, label: str, log_dir: str) -> Dict[str, Any]:
@@ -386,8 +390,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> Optional[keras.Model]:
         network.fit(D.training_input(train, train_batches, settings["batch_size"], distribution, strategy,
                                      train_files),
                     epochs=settings["epochs"], steps_per_epoch=settings.get("steps_per_epoch"),
-                    validation_data=validation, callbacks=callbacks, verbose=0)
+                    validation_data=validation, validation_steps=validation_steps, callbacks=callbacks, verbose=0)
         return {"fit_seconds": time.perf_counter() - started, "train_steps": progress.steps,
+                "validation_auc": progress.validation_auc,  # the last epoch's, on `eval_batches` batches
                 "final_learning_rate": float(keras.backend.get_value(network.optimizer.learning_rate)),
                 "warm_started_from": warm_started}
 

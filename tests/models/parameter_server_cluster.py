@@ -1,6 +1,7 @@
 """An in-process parameter server cluster (TF's guide: servers for 1 worker and 2 ps tasks in
 this process) and the strategy `models.distribution` builds for it, for
-tests/models/test_distribution.py; prints what the test checks as JSON. In its own process:
+tests/models/test_distribution.py (and Keras' validation during `fit` there); prints what the
+test checks as JSON. In its own process:
 connecting to a cluster changes the process's TensorFlow context for good.
 
     python -m tests.models.parameter_server_cluster
@@ -49,7 +50,44 @@ def main() -> None:
         "parameter_server": distribution.is_parameter_server(strategy),
         "num_ps": strategy.extended._num_ps, "num_workers": strategy.extended._num_workers,
         "chief": distribution.is_chief(strategy), "servers": len(servers),
-        "table": placement(table), "small": placement(small)}))
+        "table": placement(table), "small": placement(small),
+        "validation": validation(section, strategy)}))
+
+
+def validation(section, strategy) -> dict:
+    """A logistic regression fitted for one epoch with `distribution.validation_input`'s first 3
+    of 5 eval batches of 8 (the last two with flipped labels): the validation loss Keras logged,
+    the same loss computed here from the trained weights, and the steps for 3, 10 and 0 batches."""
+    import numpy as np
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from models import distribution
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 3)).astype("float32")
+    y = (x[:, :1] > 0).astype("float32")
+    y[24:] = 1.0 - y[24:]  # batches 3 and 4: would change the loss if they were read
+
+    def make_dataset(batch_size):
+        return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+        model = keras.Sequential([keras.layers.Dense(1, activation="sigmoid", input_shape=(3,))])
+        model.compile(keras.optimizers.SGD(1.0), "binary_crossentropy", metrics=[keras.metrics.AUC(name="auc")])
+    data, steps = distribution.validation_input(make_dataset(8), make_dataset, 8, 3, section, strategy)
+    history = model.fit(distribution.training_input(make_dataset(8), make_dataset, 8, section, strategy),
+                        epochs=1, steps_per_epoch=2, validation_data=data, validation_steps=steps, verbose=0)
+    kernel, bias = model.get_weights()
+    p = 1.0 / (1.0 + np.exp(-(x[:24] @ kernel + bias)))
+    expected = float(np.mean(-(y[:24] * np.log(p) + (1.0 - y[:24]) * np.log(1.0 - p))))
+    return {"steps": steps, "val_loss": history.history["val_loss"][-1], "expected_val_loss": expected,
+            "val_auc": history.history["val_auc"][-1],
+            "steps_when_fewer": distribution.validation_input(make_dataset(8), make_dataset, 8, 10, section,
+                                                              strategy)[1],
+            "when_empty": list(distribution.validation_input(make_dataset(8).take(0), make_dataset, 8, 3,
+                                                             section, strategy))}
 
 if __name__ == "__main__":
     main()

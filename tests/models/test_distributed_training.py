@@ -87,6 +87,7 @@ def test_two_workers_train_identical_weights_and_only_the_chief_exports(e2e_exam
     with open(os.path.join(chief, "run", "fit.json")) as f:
         fit = json.load(f)
     assert fit["train_steps"] == STEPS and fit["fusion_steps"] == STEPS // 2
+    assert sorted(fit["validation_auc"]) == ["click", "order"]  # validated after the epoch
     # ... the other worker nothing: its temporary exports are gone
     assert not os.path.exists(os.path.join(worker, "serving"))
     left = [os.path.relpath(os.path.join(d, n), worker) for d, _, names in os.walk(worker) for n in names]
@@ -97,7 +98,8 @@ def test_parameter_server_trains_the_dmt_and_the_coordinator_exports_it(e2e_exam
     """`strategy: parameter_server` end to end: the coordinator (chief) runs `run_fn` against a
     worker and two ps tasks (in its process, tests/models/parameter_server_training.py): the
     variables (the fusion network's gate's too) live on the ps tasks, the worker runs
-    `steps_per_epoch` steps, and the coordinator exports a model that serves."""
+    `steps_per_epoch` steps and the validation after them, and the coordinator exports a model
+    that serves."""
     import tensorflow as tf
 
     _, root = e2e_examples
@@ -112,7 +114,11 @@ def test_parameter_server_trains_the_dmt_and_the_coordinator_exports_it(e2e_exam
     assert process.returncode == 0, _tail(out)
     assert int(np.load(os.path.join(out, "weights.npz"))["steps"]) == STEPS
     with open(os.path.join(out, "run", "fit.json")) as f:
-        assert json.load(f)["fusion_steps"] == STEPS // 2  # the gate, on the ps tasks too, stepped
+        fit = json.load(f)
+    assert fit["fusion_steps"] == STEPS // 2  # the gate, on the ps tasks too, stepped
+    # validation during fit, run by the worker: an AUC per task on the eval batch
+    assert sorted(fit["validation_auc"]) == ["click", "order"]
+    assert all(0.0 <= auc <= 1.0 for auc in fit["validation_auc"].values())
     with open(os.path.join(out, "placement.json")) as f:
         placement = json.load(f)
     assert sorted(map(tuple, placement["devices"])) == [("ps", 0), ("ps", 1)]  # sharded over both, none local

@@ -81,14 +81,20 @@ def test_the_parameter_server_cluster_comes_from_tf_config(monkeypatch):
     assert resolver.cluster_spec().as_dict() == cluster
 
 
-def test_parameter_server_splits_large_variables_over_the_ps_tasks():
+def test_parameter_server_splits_large_variables_over_the_ps_tasks_and_validates_during_fit():
     """The strategy built for an in-process cluster (1 worker, 2 ps; its own process): large
-    variables (embedding tables) get one shard per ps task, small ones stay whole."""
+    variables (embedding tables) get one shard per ps task, small ones stay whole; `fit` under it
+    validates on the worker (`validation_input`)."""
     result = subprocess.run([sys.executable, "-m", "tests.models.parameter_server_cluster"], cwd=REPO,
                             capture_output=True, text=True, timeout=600,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0, result.stderr[-3000:]
     built = json.loads(result.stdout.strip().splitlines()[-1])
     assert [(shape, job) for shape, job, _ in built.pop("small")] == [([4], "ps")]
+    # validation during fit: the worker evaluated exactly the first 3 batches, once each
+    validation = built.pop("validation")
+    assert validation["steps"] == 3 and validation["val_auc"] > 0.8  # it learnt y = [x_0 > 0]
+    assert validation["val_loss"] == pytest.approx(validation["expected_val_loss"], rel=1e-5)
+    assert validation["steps_when_fewer"] == 5 and validation["when_empty"] == [None, None]
     assert built == {"parameter_server": True, "num_ps": 2, "num_workers": 1, "chief": True, "servers": 3,
                      "table": [[[500, 8], "ps", 0], [[500, 8], "ps", 1]]}

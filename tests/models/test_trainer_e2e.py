@@ -155,6 +155,7 @@ def test_the_fusion_network_trains_per_request_on_the_pipeline_examples(e2e_exam
         fit = json.load(f)
     # a gate step after every second batch
     assert fit["fusion_steps"] == fit["train_steps"] // 2 and fit["fusion_steps"] > 0
+    assert sorted(fit["validation_auc"]) == [F.CLICK, F.ORDER]  # the epoch's validation, per task
     loaded = tf.saved_model.load(serving_dir)
     assert set(loaded.signatures) == {"serving_default", "rank", "transform_features"}
     # the trained gate's per-user weights, not the untrained product click x order (weights 1 and 1)

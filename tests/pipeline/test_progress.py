@@ -8,6 +8,7 @@ import sys
 import warnings
 
 import numpy as np
+import pytest
 import tensorflow as tf
 import tf_keras as keras
 
@@ -116,13 +117,15 @@ def test_training_progress_reports_steps_and_each_epoch(caplog):
     y = (x[:, 0] > 0).astype("float32")
     model = keras.Sequential([keras.layers.Dense(1, activation="sigmoid")])
     model.compile("sgd", "binary_crossentropy", metrics=[keras.metrics.AUC(name="auc")])
+    progress = TrainingProgress("tiny", 2, every_seconds=0.0)
     with caplog.at_level(logging.INFO, logger=PROGRESS_LOGGER):
-        model.fit(x, y, batch_size=16, epochs=2, validation_data=(x, y), verbose=0,
-                  callbacks=[TrainingProgress("tiny", 2, every_seconds=0.0)])
+        history = model.fit(x, y, batch_size=16, epochs=2, validation_data=(x, y), verbose=0, callbacks=[progress])
     messages = [r.getMessage() for r in caplog.records if r.name == PROGRESS_LOGGER]
     assert any(m.startswith("tiny: epoch 1/2, step 4, ") for m in messages)
     done = [m for m in messages if " done: " in m]
     assert len(done) == 2 and done[1].startswith("tiny: epoch 2/2 done: loss ") and ", validation AUC " in done[1]
+    # what fit.json records: the last epoch's validation AUC (one output: no task name)
+    assert progress.validation_auc == {"": pytest.approx(history.history["val_auc"][-1])}
 
 
 def test_training_progress_counts_the_steps_run_on_data_of_unknown_size():
