@@ -39,6 +39,7 @@ import tf_keras as keras
 
 from models import features as F
 from models.config import BIAS_NEIGHBOR_INPUTS, BIAS_PARTS
+from models.dropout import Dropout
 from models.heads.base import BIAS_COMBINE_OPTIONS
 from models.embedding import flat_ids
 
@@ -88,7 +89,7 @@ class BiasTower(keras.layers.Layer):
         for i, n in enumerate(self.units):
             self.hidden.append(keras.layers.Dense(n, activation="relu", name=f"dense_{i}"))
             if self.dropout:
-                self.hidden.append(keras.layers.Dropout(self.dropout, name=f"dropout_{i}"))
+                self.hidden.append(Dropout(self.dropout, name=f"dropout_{i}"))
         self.logit = keras.layers.Dense(1, name="bias_logit")
 
     def _part(self, part: str, inputs) -> tf.Tensor:

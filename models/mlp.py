@@ -4,6 +4,8 @@ from typing import Sequence, Union
 
 import tf_keras as keras
 
+from models.dropout import Dropout
+
 
 class MLP(keras.layers.Layer):
     """Dense + ReLU layers, dropout after each (one rate for all, or one per layer), then an
@@ -20,7 +22,7 @@ class MLP(keras.layers.Layer):
         self.output_units = int(output_units)
         self.hidden = [keras.layers.Dense(n, activation="relu", name=f"dense_{i}")
                        for i, n in enumerate(self.units)]
-        self.drops = [keras.layers.Dropout(r) if r else None for r in self.dropout]
+        self.drops = [Dropout(r) if r else None for r in self.dropout]
         self.out = keras.layers.Dense(self.output_units, name="output") if self.output_units else None
 
     @property

@@ -17,6 +17,7 @@ import tf_keras as keras
 
 from models import preprocessing as P
 from models.din import DINAttention
+from models.dropout import Dropout
 from models.layer_norm import LayerNormalization
 from models.registry import SEQUENCE_ENCODERS
 
@@ -131,7 +132,7 @@ class MultiHeadAttention(keras.layers.Layer):
         self.key_kernel, self.key_bias = projection("key", heads_in)
         self.value_kernel, self.value_bias = projection("value", heads_in)
         self.output_kernel, self.output_bias = projection("output", heads_out)
-        self.weights_dropout = keras.layers.Dropout(self.dropout)
+        self.weights_dropout = Dropout(self.dropout)
         super().build(input_shape)
 
     @staticmethod
@@ -200,8 +201,8 @@ class AttentionBlock(keras.layers.Layer):
         self.attention_norm = LayerNormalization(epsilon=LAYER_NORM_EPSILON, name="attention_norm")
         self.ffn_norm = LayerNormalization(epsilon=LAYER_NORM_EPSILON, name="ffn_norm")
         residual_rate = self.dropout if self.residual_dropout else 0.0
-        self.attention_dropout = keras.layers.Dropout(residual_rate)
-        self.ffn_dropout = keras.layers.Dropout(residual_rate)
+        self.attention_dropout = Dropout(residual_rate)
+        self.ffn_dropout = Dropout(residual_rate)
         super().build(input_shape)
 
     def _attend(self, query, memory, mask, training):
@@ -316,7 +317,7 @@ class DeepInterestTransformer(keras.layers.Layer):
         self.pooling = pooling
         self.attention_units = [int(u) for u in attention_units]
         self.position = PositionalEmbedding(max_length, positional, recency, num_age_buckets, name="position")
-        self.input_dropout = keras.layers.Dropout(dropout)
+        self.input_dropout = Dropout(dropout)
         self.encoder = [EncoderBlock(num_heads, ffn_dim, dropout, residual_dropout, name=f"encoder_{i}")
                         for i in range(self.encoder_blocks)]
         if pooling == "din":
