@@ -361,13 +361,13 @@ def run_fn(fn_args: tfx.components.FnArgs) -> Optional[keras.Model]:
     train_files, eval_files = (sum(len(tf.io.gfile.glob(p)) for p in patterns)
                                for patterns in (fn_args.train_files, fn_args.eval_files))
 
-    def eval_batches(batch_size: int) -> tf.data.Dataset:
+    def eval_dataset(batch_size: int) -> tf.data.Dataset:
         return _dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, config.tasks,
                         batch_size, shuffle=False, seed=settings["seed"])
 
-    evaluation = eval_batches(settings["batch_size"])
+    evaluation = eval_dataset(settings["batch_size"])
     # after each epoch, on the first `eval_batches` batches (under parameter_server the workers run it)
-    validation, validation_steps = D.validation_input(evaluation, eval_batches, settings["batch_size"],
+    validation, validation_steps = D.validation_input(evaluation, eval_dataset, settings["batch_size"],
                                                       settings["eval_batches"], distribution, strategy, eval_files)
     logs = os.path.join(fn_args.model_run_dir, "logs")
 
