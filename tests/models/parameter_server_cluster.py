@@ -1,8 +1,8 @@
 """An in-process parameter server cluster (TF's guide: servers for 1 worker and 2 ps tasks in
 this process) and the strategy `models.distribution` builds for it, for
 tests/models/test_distribution.py (and Keras' validation during `fit` there); prints what the
-test checks as JSON. In its own process:
-connecting to a cluster changes the process's TensorFlow context for good.
+test checks as JSON. In its own process: connecting to a cluster changes the process's
+TensorFlow context for good.
 
     python -m tests.models.parameter_server_cluster
 """
