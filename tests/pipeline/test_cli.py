@@ -69,6 +69,23 @@ def test_run_stops_with_one_line_over_the_quarantine_gate_or_without_a_train_spl
         assert "Traceback" not in console.err and "StatisticsGen" not in console.out
 
 
+def test_run_on_missing_or_foreign_logs_stops_before_any_step(tmp_path, capsys):
+    """Logs the Ingest would refuse stop `funnel run` before its first step (ImportSchemaGen
+    used to run first), with the Ingest's message."""
+    from tests.components.ingest.logs import ITEMS, T0, event, impression, write_logs
+
+    write_logs(str(tmp_path / "foreign"), {"items": ITEMS, "impressions": [impression("m1", "u1", "i1", T0, 1)],
+                                           **{log: [event("u1", "i1", T0 + 10)] for log in ("clicks", "carts", "orders")}})
+    (tmp_path / "foreign" / "impressions" / "part-9.xlsx").write_text("")
+    for name, message in (("missing", "logs directory does not exist or holds no log files"),
+                          ("foreign", "unsupported file in log 'impressions'")):
+        work = tmp_path / f"work-{name}"
+        assert cli.main(["run", "--logs", str(tmp_path / name), "--work", str(work)]) == 2
+        console = capsys.readouterr()
+        assert console.err.startswith("funnel run: ") and message in console.err, console.err
+        assert "Traceback" not in console.err and not (work / "tfx").exists()
+
+
 def test_ingest_of_a_directory_outside_the_contract_fails_clearly(tmp_path, capsys):
     os.makedirs(tmp_path / "logs" / "items")
     (tmp_path / "logs" / "items" / "data.csv").write_text("a,b\n")
