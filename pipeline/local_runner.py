@@ -11,7 +11,7 @@ import schemas
 from components import schema_import
 from components.ingest.config import IngestConfig
 from components.ingest.contract import list_log_files
-from components.ingest.runner import DEFAULT_BEAM_ARGS, input_fingerprint
+from components.ingest.runner import DEFAULT_BEAM_ARGS, files_fingerprint
 from components.ingest.window import date_window
 from pipeline import metadata as metadata_lib
 from pipeline import paths
@@ -39,14 +39,10 @@ def work_dir_pipeline(logs_dir: str, work_dir: str, config: Optional[Dict[str, A
     ingest = IngestConfig(**config["ingest"]).resolve_end_date()
     config["ingest"] = dataclasses.asdict(ingest)
     # The Ingest's check of the logs before any component runs, so that logs outside the contract
-    # (a missing directory, a foreign file) stop the run before ImportSchemaGen has run. With the
-    # cache, the Ingest is keyed by its input files too (the fingerprint lists and checks them):
-    # changed logs are ingested again.
-    if enable_cache:
-        fingerprint = input_fingerprint(logs_dir, ingest)
-    else:
-        list_log_files(logs_dir, window=date_window(ingest))
-        fingerprint = None
+    # (a missing directory, a foreign file) stop the run before ImportSchemaGen has run.
+    log_files = list_log_files(logs_dir, window=date_window(ingest))
+    # With the cache, the Ingest is keyed by its input files too: changed logs are ingested again.
+    fingerprint = files_fingerprint(log_files) if enable_cache else None
     # The cache keys ImportSchemaGen by the schema file's path as well as its content, and the
     # packaged schema's path is the install's: a cached run from another checkout or virtualenv
     # of the same funnel would import it, validate and transform again. A copy named by content

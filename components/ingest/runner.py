@@ -11,7 +11,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from components.ingest import files
 from components.ingest import report as report_lib
 from components.ingest.config import IngestConfig
-from components.ingest.contract import list_log_files
+from components.ingest.contract import LogFile, list_log_files
 from components.ingest.transforms import IngestLogs, WriteIngestOutputs
 from components.ingest.window import date_window
 
@@ -43,7 +43,12 @@ def input_fingerprint(logs_dir: str, config: IngestConfig) -> str:
     """A digest of the files the ingest would read (path, size, modification time): with it in
     the Ingest's properties, TFX's cache answers a re-run only while those files are unchanged
     (a daily run: the files of its window's days)."""
-    paths = [f.path for f in list_log_files(logs_dir, window=date_window(config))]
+    return files_fingerprint(list_log_files(logs_dir, window=date_window(config)))
+
+
+def files_fingerprint(log_files: Sequence[LogFile]) -> str:
+    """`input_fingerprint` of log files already listed (and checked) by `list_log_files`."""
+    paths = [f.path for f in log_files]
     digest = hashlib.sha256()
     for metadata in sorted(FileSystems.match(paths), key=lambda m: m.metadata_list[0].path):
         file = metadata.metadata_list[0]
