@@ -16,7 +16,7 @@
    run_fn; the served network, and for DMT its training-time network with the bias tower).
 4. A peer's figures are kept in WORK/peers/ per examples, settings and DeepCTR version (as
    `funnel ablate` keeps its variants), so a second run retrains only what changed.
-5. Every model: the `trainer:` settings (default: batch 512, Adam, 2 epochs at 1e-3 then 1e-4 as
+5. Every model: the `trainer:` settings (default: batch 512, lazy_adam, 2 epochs at 1e-3 then 1e-4 as
    funnel's Trainer, the train examples reshuffled each epoch, seed 0), scored on the eval
    day: per task the logged AUC and GAUC, and with `truth` in the logs the truth-based ranking
    metrics of the report (click output: expected AUC against position-free click labels, its
@@ -53,6 +53,7 @@ with progress.held_warnings():  # import-time warnings (google-api-core's, via T
     from bench.deepctr_crossing import crossing_network  # noqa: E402
     from models import features as F  # noqa: E402
     from models import metrics  # noqa: E402
+    from models import optimizers  # noqa: E402
     from models import preprocessing as P  # noqa: E402
     from models.trainer import FIT_FILE, learning_rates, rate_schedule  # noqa: E402
 
@@ -164,7 +165,7 @@ def peer_cache_path(work_dir: str, data_key: str, name: str, with_bias: bool, ta
     import deepctr
 
     key = json.dumps([PEER_RESULTS_VERSION, deepctr.__version__, data_key, name, with_bias, task,
-                      {k: settings[k] for k in ("batch_size", "epochs", "learning_rate", "seed")},
+                      {k: settings[k] for k in ("batch_size", "epochs", "learning_rate", "seed", "optimizer")},
                       list(bucketized), num_buckets, EMBEDDING_DIM], sort_keys=True, default=str)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return os.path.join(os.path.abspath(work_dir), "peers", f"{name}{'+position' if with_bias else ''}"
@@ -182,7 +183,7 @@ def train_peer(name: str, data: _Data, settings: Dict[str, Any], bucketized: Lis
     model = build_peer(name, columns, task)
     tasks = [task] if task else list(TASKS)
     rates = learning_rates(settings)  # funnel's schedule: one rate per epoch, as its Trainer
-    model.compile(keras.optimizers.Adam(rates[0]), loss=["binary_crossentropy"] * len(tasks))
+    model.compile(optimizers.create(settings["optimizer"], rates[0]), loss=["binary_crossentropy"] * len(tasks))
 
     def pair(features):
         labels = tuple(tf.reshape(features[t], [-1, 1]) for t in tasks)
@@ -242,7 +243,7 @@ def run_benchmark(logs_dir: str, work_dir: str, peers=PEERS, presets=("dmt", "dn
     from serving.batch_predict import score_examples
 
     config = config or load_config()
-    settings = dict(config["trainer"])
+    settings = {"optimizer": optimizers.DEFAULT, **config["trainer"]}  # as the Trainer: unset is the default
     started = time.perf_counter()
     data_uris = ablate.prepare_data(logs_dir, work_dir, config)
     data = _Data(data_uris)

@@ -3,7 +3,7 @@
     python -m bench.train_bench --out bench/results/train.json
 
 1. Builds the default DMT (and DNN(Base) for comparison) with realistic vocabulary sizes and
-   compiles it with Adam, as the Trainer does.
+   compiles it with the Trainer's default optimizer (`--optimizer` another), as the Trainer does.
 2. Fabricates a few synthetic *transformed* batches (what the Transform outputs: vocabulary
    indices, SparseTensor behaviour sequences, z-scored dense features, buckets, bias features,
    labels) once, as an in-memory `tf.data.Dataset` that is repeated: the input pipeline
@@ -51,6 +51,7 @@ with progress.held_warnings():  # import-time warnings (google-api-core's, via T
     from models import presets  # noqa: E402
     from models.export import export_serving_module  # noqa: E402
     from models.model import build_model, compile_model  # noqa: E402
+    from models import optimizers  # noqa: E402
 
 # Vocabulary sizes including the Transform's 10 OOV buckets (users and scenario as given).
 DEFAULT_VOCAB_SIZES = {F.ITEM_ID: 5000 + 10, F.CATEGORY_ID: 60 + 10, F.BRAND_ID: 400 + 10,
@@ -72,9 +73,10 @@ def model_config(model_type: str = "dmt", overrides: Optional[Mapping[str, Any]]
 
 
 def build(model_type: str, vocab_sizes: Mapping[str, int], overrides: Optional[Mapping[str, Any]] = None,
-          learning_rate: float = 1e-3):
+          learning_rate: float = 1e-3, optimizer: str = optimizers.DEFAULT):
+    """The preset compiled as the Trainer compiles it (its default optimizer unless `optimizer`)."""
     model = build_model(model_config(model_type, overrides), vocab_sizes)
-    return compile_model(model, optimizer=keras.optimizers.Adam(learning_rate))
+    return compile_model(model, optimizer=optimizers.create(optimizer, learning_rate))
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -215,7 +217,7 @@ def run_benchmark(batch_size: int = 512, steps: int = 10, dnn_steps: int = 100, 
                   vocab_sizes: Optional[Mapping[str, int]] = None,
                   model_types: Sequence[str] = ("dmt", "dnn-base"),
                   overrides: Optional[Mapping[str, Mapping[str, Any]]] = None, seed: int = 0,
-                  log=print) -> Dict[str, Any]:
+                  optimizer: str = optimizers.DEFAULT, log=print) -> Dict[str, Any]:
     """The whole benchmark; returns the JSON-able result (see the module docstring).
 
     `overrides`: model type -> model config keys applied to it (tests use small models).
@@ -228,7 +230,7 @@ def run_benchmark(batch_size: int = 512, steps: int = 10, dnn_steps: int = 100, 
     setups: Dict[str, Dict[str, Any]] = {}
     for model_type in model_types:
         t0 = time.perf_counter()
-        model = build(model_type, vocab_sizes, (overrides or {}).get(model_type))
+        model = build(model_type, vocab_sizes, (overrides or {}).get(model_type), optimizer=optimizer)
         batches = [make_batch(model.model_config, vocab_sizes, batch_size, seed + i, full_length)
                    for i in range(num_batches)]
         flops = count_flops(model, *batches[0])
@@ -278,6 +280,7 @@ def run_benchmark(batch_size: int = 512, steps: int = 10, dnn_steps: int = 100, 
                            "tf.data.Dataset.from_tensors(...).concatenate(...).repeat().prefetch(2), "
                            "tf.data autotune off" % num_batches),
         "vocab_sizes": vocab_sizes,
+        "optimizer": optimizer,
         "matmul_peak": {
             "flops_per_second": peak,
             "best_size": best_size,
@@ -370,6 +373,8 @@ def main(argv=None) -> int:
     parser.add_argument("--models", nargs="+", default=["dmt", "dnn-base"], choices=presets.names(),
                         help="presets to measure (default: dmt dnn-base)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--optimizer", default=optimizers.DEFAULT, choices=sorted(optimizers.OPTIMIZERS),
+                        help=f"the Trainer's `trainer.optimizer` (default: {optimizers.DEFAULT}, the Trainer's)")
     parser.add_argument("--log", default=os.path.join("work", "bench", "train.log"),
                         help="where library messages go (TensorFlow's profiler, warnings)")
     for name, size in DEFAULT_VOCAB_SIZES.items():
@@ -383,7 +388,8 @@ def main(argv=None) -> int:
                                full_length=args.full_length, matmul_sizes=args.matmul_sizes,
                                matmul_seconds=args.matmul_seconds, serving_calls=args.serving_calls,
                                serving_seconds_min=args.serving_seconds, vocab_sizes=vocab_sizes,
-                               model_types=args.models, seed=args.seed, log=lambda message: print(message, flush=True))
+                               model_types=args.models, seed=args.seed, optimizer=args.optimizer,
+                               log=lambda message: print(message, flush=True))
     write_result(result, args.out)
     return 0
 

@@ -88,7 +88,7 @@ REFERENCE_NEIGHBORS = ("distinct", "observed")
 DEFAULT_MIXTURE = {"type": "immoe"}
 DEFAULT_CALIBRATION = {"type": "reference", "position": 1, "page": 1, "neighbors": "distinct", "examples": 8192}
 # Trainer settings an architecture may set for itself (models/trainer.py).
-TRAINER_KEYS = ("batch_size", "epochs", "learning_rate", "eval_batches", "seed", "ema_momentum")
+TRAINER_KEYS = ("batch_size", "epochs", "learning_rate", "eval_batches", "seed", "ema_momentum", "optimizer")
 # Parts' sections and the registries that know their types.
 PART_SECTIONS = {"sequence_encoder": SEQUENCE_ENCODERS, "mixture": MIXTURES, "heads": HEADS, "fusion": FUSIONS}
 # Nested sections a preset's and a user's are merged for (models/config.py docstring).

@@ -34,6 +34,7 @@ from models.calibration import reference_bias
 from models.config import ModelConfig
 from models import export as E
 from models.mixtures import dtn_trim
+from models import optimizers
 from models.model import build_model, compile_model
 from models.progress import TrainingProgress
 from models.validation import is_integer, is_number
@@ -46,6 +47,7 @@ DEFAULT_TRAINER_CONFIG = {
     "seed": 0,
     "warm_start": False,
     "summary_steps": 50,  # per-step TensorBoard curves: one point every this many steps
+    "optimizer": optimizers.DEFAULT,  # adam | lazy_adam (embedding rows updated only when in the batch)
 }
 
 
@@ -84,6 +86,8 @@ def check_trainer_settings(settings: Dict[str, Any]) -> None:
     seed = settings["seed"]
     if not (is_integer(seed) and 0 <= seed < 2 ** 32):  # numpy's seed range
         raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+    if settings["optimizer"] not in optimizers.OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {sorted(optimizers.OPTIMIZERS)}, got {settings['optimizer']!r}")
     if not isinstance(settings["warm_start"], bool):
         raise ValueError(f"warm_start must be true or false, got {settings['warm_start']!r}")
     rates = settings["learning_rate"]
@@ -346,8 +350,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> Optional[keras.Model]:
     def built(config: ModelConfig):
         with strategy.scope():
             return compile_model(build_model(config, vocab_sizes(tf_transform_output, custom)),
-                                 optimizer=keras.optimizers.Adam(rates[0], use_ema=ema is not None,
-                                                                 ema_momentum=ema or 0.99))
+                                 optimizer=optimizers.create(settings["optimizer"], rates[0],
+                                                             use_ema=ema is not None, ema_momentum=ema or 0.99))
 
     model = built(config)
 

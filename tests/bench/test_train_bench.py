@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from bench import train_bench as tb
 from models import features as F
+from models import optimizers
 from tests.models.batch import small_config
 
 # Small models (d = 16, click / cart / order max lengths 6 / 3 / 3) of each measured preset.
@@ -27,8 +28,17 @@ def result():
     return json.loads(json.dumps(out))  # what the JSON file holds
 
 
+def test_the_models_compile_with_the_trainers_optimizer_or_the_one_asked_for():
+    vocab = tb.DEFAULT_VOCAB_SIZES
+    assert type(tb.build("dnn-base", vocab, SMALL_BY_MODEL["dnn-base"]).optimizer) is optimizers.OPTIMIZERS[
+        optimizers.DEFAULT]
+    assert type(tb.build("dnn-base", vocab, SMALL_BY_MODEL["dnn-base"], optimizer="lazy_adam").optimizer) \
+        is optimizers.LazyAdam
+
+
 def test_fields_positive_and_consistent(result):
     assert result["batch_size"] == 16 and result["repeats"] == 2
+    assert result["optimizer"] == optimizers.DEFAULT  # the Trainer's
     assert "excluded" in result["input_pipeline"]
     for key in ("tf_version", "date"):
         assert result[key]

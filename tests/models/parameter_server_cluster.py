@@ -51,7 +51,7 @@ def main() -> None:
         "num_ps": strategy.extended._num_ps, "num_workers": strategy.extended._num_workers,
         "chief": distribution.is_chief(strategy), "servers": len(servers),
         "table": placement(table), "small": placement(small),
-        "validation": validation(section, strategy)}))
+        "validation": validation(section, strategy), "lazy_adam_rows": lazy_adam_rows(section, strategy)}))
 
 
 def validation(section, strategy) -> dict:
@@ -88,6 +88,38 @@ def validation(section, strategy) -> dict:
                                                               strategy)[1],
             "when_empty": list(distribution.validation_input(make_dataset(8).take(0), make_dataset, 8, 3,
                                                              section, strategy))}
+
+
+def lazy_adam_rows(section, strategy) -> dict:
+    """An embedding table sharded over the two ps tasks, fitted with lazy_adam one step on ids 3
+    and 600 (one per shard), then one step on ids 7 and 905: the rows each step changed (Keras'
+    Adam would move 3 and 600 again in the second, by their momentum), and the table's shards."""
+    import numpy as np
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from models import distribution, optimizers
+
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+        model = keras.Sequential([keras.layers.Embedding(1000, 8, input_length=1), keras.layers.Flatten(),
+                                  keras.layers.Dense(1)])
+        model.compile(optimizers.create("lazy_adam", 0.1), "mse")
+    table = model.layers[0].embeddings
+    shards = getattr(table, "variables", [table])
+
+    def step(ids):
+        def make_dataset(batch_size):
+            x = np.array([[i] for i in ids] * 4, np.int64)
+            return tf.data.Dataset.from_tensor_slices((x, np.ones((len(x), 1), np.float32))).batch(batch_size)
+
+        before = np.concatenate([v.numpy() for v in shards])
+        model.fit(distribution.training_input(make_dataset(8), make_dataset, 8, section, strategy),
+                  epochs=1, steps_per_epoch=1, verbose=0)
+        after = np.concatenate([v.numpy() for v in shards])
+        return [int(i) for i in np.flatnonzero(np.any(after != before, axis=1))]
+
+    return {"changed": [step([3, 600]), step([7, 905])], "shards": len(shards)}
 
 if __name__ == "__main__":
     main()

@@ -84,7 +84,7 @@ def test_the_parameter_server_cluster_comes_from_tf_config(monkeypatch):
 def test_parameter_server_splits_large_variables_over_the_ps_tasks_and_validates_during_fit():
     """The strategy built for an in-process cluster (1 worker, 2 ps; its own process): large
     variables (embedding tables) get one shard per ps task, small ones stay whole; `fit` under it
-    validates on the worker (`validation_input`)."""
+    validates on the worker (`validation_input`); lazy_adam updates a sharded table's rows."""
     result = subprocess.run([sys.executable, "-m", "tests.models.parameter_server_cluster"], cwd=REPO,
                             capture_output=True, text=True, timeout=600,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
@@ -92,6 +92,8 @@ def test_parameter_server_splits_large_variables_over_the_ps_tasks_and_validates
     built = json.loads(result.stdout.strip().splitlines()[-1])
     assert [(shape, job) for shape, job, _ in built.pop("small")] == [([4], "ps")]
     # validation during fit: the worker evaluated exactly the first 3 batches, once each
+    # lazy_adam on a sharded table: the looked-up rows of both shards move, no other row does
+    assert built.pop("lazy_adam_rows") == {"changed": [[3, 600], [7, 905]], "shards": 2}
     validation = built.pop("validation")
     assert validation["steps"] == 3 and validation["val_auc"] > 0.8  # it learnt y = [x_0 > 0]
     assert validation["val_loss"] == pytest.approx(validation["expected_val_loss"], rel=1e-5)

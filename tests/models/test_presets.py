@@ -108,7 +108,7 @@ def test_preset_overrides_merge_or_replace():
     {"fusion": {"type": "weighted", "weights": {"cvr": 1.0}}},  # independent heads serve no cvr
     {"calibration": {"type": "reference", "position": 0}},
     {"example_weights": {"like": 2.0}},
-    {"trainer": {"optimizer": "sgd"}},
+    {"trainer": {"momentum": 0.9}},  # not a key an architecture may set
 ])
 def test_invalid_architectures_are_rejected(section):
     with pytest.raises(ValueError):

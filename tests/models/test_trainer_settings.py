@@ -15,6 +15,7 @@ def test_the_defaults_and_the_optional_keys_pass():
     trainer.check_trainer_settings(_settings(learning_rate=0.01, steps_per_epoch=100, distribution={}))
     trainer.check_trainer_settings(_settings(ema_momentum=0.99))
     trainer.check_trainer_settings(_settings(ema_momentum=None))
+    trainer.check_trainer_settings(_settings(optimizer="lazy_adam"))
     trainer.check_trainer_settings(_settings(learning_rate=[1e-3, 1e-4, 1e-5], steps_per_epoch=None, seed=2 ** 32 - 1))
 
 
@@ -33,6 +34,7 @@ def test_the_defaults_and_the_optional_keys_pass():
     ({"learning_rate": [1e-3, 0]}, "learning_rate must be"),
     ({"ema_momentum": 1}, r"ema_momentum must be null or a number in \(0, 1\), got 1"),
     ({"ema_momentum": "0.99"}, "ema_momentum must be null or a number"),
+    ({"optimizer": "LazyAdam"}, r"optimizer must be one of \['adam', 'lazy_adam'\], got 'LazyAdam'"),
 ])
 def test_a_bad_key_or_value_is_named(overrides, message):
     with pytest.raises(ValueError, match=message):
