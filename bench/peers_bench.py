@@ -157,6 +157,11 @@ PEER_RESULTS_VERSION = 3  # 2: the trainer's epochs and per-epoch rates; reshuff
 #                          3: the eval scores kept beside the figures, for the paired tests
 
 
+def optimizer_name(settings: Dict[str, Any]) -> str:
+    """The `trainer.optimizer` funnel's Trainer would use with these settings (unset: its default)."""
+    return settings.get("optimizer", optimizers.DEFAULT)
+
+
 def peer_cache_path(work_dir: str, data_key: str, name: str, with_bias: bool, task: Optional[str],
                     settings: Dict[str, Any], bucketized: List[str], num_buckets: int) -> str:
     """Where one peer run's figures are kept: like `funnel ablate`'s variants, a peer trained on
@@ -165,7 +170,8 @@ def peer_cache_path(work_dir: str, data_key: str, name: str, with_bias: bool, ta
     import deepctr
 
     key = json.dumps([PEER_RESULTS_VERSION, deepctr.__version__, data_key, name, with_bias, task,
-                      {k: settings[k] for k in ("batch_size", "epochs", "learning_rate", "seed", "optimizer")},
+                      {**{k: settings[k] for k in ("batch_size", "epochs", "learning_rate", "seed")},
+                       "optimizer": optimizer_name(settings)},
                       list(bucketized), num_buckets, EMBEDDING_DIM], sort_keys=True, default=str)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return os.path.join(os.path.abspath(work_dir), "peers", f"{name}{'+position' if with_bias else ''}"
@@ -183,7 +189,7 @@ def train_peer(name: str, data: _Data, settings: Dict[str, Any], bucketized: Lis
     model = build_peer(name, columns, task)
     tasks = [task] if task else list(TASKS)
     rates = learning_rates(settings)  # funnel's schedule: one rate per epoch, as its Trainer
-    model.compile(optimizers.create(settings["optimizer"], rates[0]), loss=["binary_crossentropy"] * len(tasks))
+    model.compile(optimizers.create(optimizer_name(settings), rates[0]), loss=["binary_crossentropy"] * len(tasks))
 
     def pair(features):
         labels = tuple(tf.reshape(features[t], [-1, 1]) for t in tasks)
@@ -204,7 +210,7 @@ def train_peer(name: str, data: _Data, settings: Dict[str, Any], bucketized: Lis
     frame = pd.DataFrame({F.IMPRESSION_ID: np.concatenate(ids), **{t: np.concatenate(v) for t, v in outputs.items()}})
     return {"scores": frame, "fit_seconds": seconds, "train_steps": steps,
             "final_learning_rate": float(keras.backend.get_value(model.optimizer.learning_rate)),
-            "examples_per_second": steps * settings["batch_size"] / seconds}
+            "optimizer": type(model.optimizer).__name__, "examples_per_second": steps * settings["batch_size"] / seconds}
 
 
 def eval_ids(examples_uri: str) -> pd.DataFrame:
@@ -243,7 +249,7 @@ def run_benchmark(logs_dir: str, work_dir: str, peers=PEERS, presets=("dmt", "dn
     from serving.batch_predict import score_examples
 
     config = config or load_config()
-    settings = {"optimizer": optimizers.DEFAULT, **config["trainer"]}  # as the Trainer: unset is the default
+    settings = dict(config["trainer"])
     started = time.perf_counter()
     data_uris = ablate.prepare_data(logs_dir, work_dir, config)
     data = _Data(data_uris)

@@ -82,6 +82,13 @@ def test_a_peer_trains_with_funnels_epochs_and_per_epoch_rates(name):
     assert trained["train_steps"] == 3 * 2  # every epoch, not one
     assert trained["final_learning_rate"] == pytest.approx(0.002)  # the list's last rate repeats
     assert list(trained["scores"][F.IMPRESSION_ID]) == ["a", "b", "c"] * 2
+    assert trained["optimizer"] == "LazyAdam"  # unset: the Trainer's default, lazy_adam
+
+
+def test_a_peer_compiles_with_the_trainers_optimizer_setting():
+    settings = {"batch_size": 3, "epochs": 1, "learning_rate": 0.01, "seed": 0, "optimizer": "adam"}
+    assert pb.train_peer("DIN", _TinyData(), settings, ["item_price"], 10, with_bias=False,
+                         task=F.CLICK)["optimizer"] == "Adam"
 
 
 @pytest.mark.e2e
