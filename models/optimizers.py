@@ -69,10 +69,14 @@ OPTIMIZERS = {"adam": keras.optimizers.Adam, "lazy_adam": LazyAdam}
 DEFAULT = "lazy_adam"
 
 
+def check_name(name: str) -> None:
+    """ValueError unless `name` is a key of OPTIMIZERS (the Trainer checks its settings with it)."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {name!r}")
+
+
 def create(name: str, learning_rate: float, **kwargs: Any) -> keras.optimizers.Optimizer:
     """The optimizer `name` (a key of OPTIMIZERS) at `learning_rate`; kwargs go to Keras' Adam
     (e.g. use_ema, ema_momentum)."""
-    if name not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {name!r}")
+    check_name(name)
     return OPTIMIZERS[name](learning_rate, **kwargs)
-

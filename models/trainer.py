@@ -86,8 +86,7 @@ def check_trainer_settings(settings: Dict[str, Any]) -> None:
     seed = settings["seed"]
     if not (is_integer(seed) and 0 <= seed < 2 ** 32):  # numpy's seed range
         raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
-    if settings["optimizer"] not in optimizers.OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {sorted(optimizers.OPTIMIZERS)}, got {settings['optimizer']!r}")
+    optimizers.check_name(settings["optimizer"])
     if not isinstance(settings["warm_start"], bool):
         raise ValueError(f"warm_start must be true or false, got {settings['warm_start']!r}")
     rates = settings["learning_rate"]
